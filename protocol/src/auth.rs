@@ -1,0 +1,260 @@
+//! Per-agent keys and the frame MAC.
+//!
+//! Enrollment: the aggregator holds one *master key* (32 random bytes, in a root-only file).
+//! Each node's key is derived from it: `HMAC-SHA256(master, "yunjian/node-key/v1/" + node_id)`.
+//! `yunjian-aggregator enroll <node-id>` writes that node key to a file for the agent; the agent
+//! never sees the master key, so it can sign only as itself. The aggregator re-derives a node's
+//! key to verify its frames and caches it.
+//!
+//! Keys are stored as 64 hex characters. `Debug` output of key types is redacted so a key
+//! cannot reach a log line through `{:?}`.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::fmt;
+use std::path::Path;
+
+/// Length of the truncated HMAC-SHA256 tag appended to every frame.
+pub const MAC_LEN: usize = 16;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key file {path}: expected 64 hex characters (32 bytes), found {found} characters")]
+    BadLength { path: String, found: usize },
+    #[error("key file {path}: not hexadecimal")]
+    NotHex { path: String },
+    #[error("could not read random bytes from the OS: {0}")]
+    Random(std::io::Error),
+}
+
+/// A node's signing key (32 bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeKey([u8; 32]);
+
+/// The aggregator's master key from which node keys are derived (32 bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey([u8; 32]);
+
+impl fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeKey(<redacted>)")
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+fn to_hex(bytes: &[u8; 32]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn from_hex(text: &str, path: &str) -> Result<[u8; 32], KeyError> {
+    let t = text.trim();
+    if t.len() != 64 {
+        return Err(KeyError::BadLength {
+            path: path.to_string(),
+            found: t.len(),
+        });
+    }
+    let mut out = [0u8; 32];
+    let raw = t.as_bytes();
+    for (i, o) in out.iter_mut().enumerate() {
+        let hi = (raw[2 * i] as char).to_digit(16);
+        let lo = (raw[2 * i + 1] as char).to_digit(16);
+        match (hi, lo) {
+            (Some(h), Some(l)) => *o = (h * 16 + l) as u8,
+            _ => {
+                return Err(KeyError::NotHex {
+                    path: path.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_key_file(path: &Path) -> Result<[u8; 32], KeyError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    from_hex(&text, &p)
+}
+
+fn write_key_file(path: &Path, bytes: &[u8; 32]) -> Result<(), KeyError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = path.display().to_string();
+    let io = |source| KeyError::Io {
+        path: p.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(to_hex(bytes).as_bytes()).map_err(io)?;
+    f.write_all(b"\n").map_err(io)
+}
+
+impl NodeKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        NodeKey(bytes)
+    }
+    /// Parse 64 hex characters (surrounding whitespace ignored).
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        from_hex(text, "<inline>").map(NodeKey)
+    }
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
+        read_key_file(path).map(NodeKey)
+    }
+    /// Write the key as hex to a file created with mode 0600.
+    pub fn write_file(&self, path: &Path) -> Result<(), KeyError> {
+        write_key_file(path, &self.0)
+    }
+
+    /// The truncated HMAC-SHA256 of `data`.
+    pub fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key size");
+        m.update(data);
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
+
+    /// Constant-time check of a truncated MAC.
+    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key size");
+        m.update(data);
+        m.verify_truncated_left(tag).is_ok() && tag.len() == MAC_LEN
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        MasterKey(bytes)
+    }
+    /// A fresh random master key from the OS (`/dev/urandom`).
+    pub fn generate() -> Result<Self, KeyError> {
+        use std::io::Read;
+        let mut b = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(KeyError::Random)?;
+        Ok(MasterKey(b))
+    }
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        from_hex(text, "<inline>").map(MasterKey)
+    }
+    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
+        read_key_file(path).map(MasterKey)
+    }
+    pub fn write_file(&self, path: &Path) -> Result<(), KeyError> {
+        write_key_file(path, &self.0)
+    }
+    /// Read the master key at `path`, or create one (mode 0600) if the file does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        if path.exists() {
+            Self::read_file(path)
+        } else {
+            let k = Self::generate()?;
+            k.write_file(path)?;
+            Ok(k)
+        }
+    }
+    /// The enrolled key of `node`.
+    pub fn node_key(&self, node: &str) -> NodeKey {
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key size");
+        m.update(b"yunjian/node-key/v1/");
+        m.update(node.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&m.finalize().into_bytes());
+        NodeKey(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_key_material() {
+        let k = NodeKey::from_bytes([0xab; 32]);
+        let m = MasterKey::from_bytes([0xcd; 32]);
+        assert_eq!(format!("{k:?}"), "NodeKey(<redacted>)");
+        assert!(!format!("{m:?}").contains("cd"));
+    }
+
+    #[test]
+    fn derived_keys_differ_per_node_and_roundtrip_hex() {
+        let m = MasterKey::from_bytes([7; 32]);
+        let a = m.node_key("host-a");
+        let b = m.node_key("host-b");
+        assert_ne!(a, b);
+        assert_eq!(NodeKey::from_hex(&a.to_hex()).unwrap(), a);
+    }
+
+    #[test]
+    fn bad_key_text_is_named() {
+        assert!(matches!(
+            NodeKey::from_hex("abc"),
+            Err(KeyError::BadLength { found: 3, .. })
+        ));
+        let zz = "z".repeat(64);
+        assert!(matches!(
+            NodeKey::from_hex(&zz),
+            Err(KeyError::NotHex { .. })
+        ));
+    }
+
+    #[test]
+    fn key_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("yj-key-{}", std::process::id()));
+        let p = dir.join("node.key");
+        let k = MasterKey::from_bytes([1; 32]).node_key("n");
+        k.write_file(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(NodeKey::read_file(&p).unwrap(), k);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn mac_verifies_and_rejects_tampering() {
+        let k = NodeKey::from_bytes([3; 32]);
+        let tag = k.mac(b"hello");
+        assert!(k.verify(b"hello", &tag));
+        assert!(!k.verify(b"hellp", &tag));
+        assert!(!k.verify(b"hello", &tag[..8]));
+        assert!(!NodeKey::from_bytes([4; 32]).verify(b"hello", &tag));
+    }
+}

@@ -1,0 +1,206 @@
+//! Exact-bytes tests: they pin the wire layout. If one fails you changed the wire; read the
+//! evolution rules in the crate docs before updating the expected bytes.
+
+use yunjian_protocol::*;
+
+fn key() -> NodeKey {
+    MasterKey::from_bytes([0x42; 32]).node_key("h1")
+}
+
+/// A typical host report: 2 cores, memory, 4 filesystems, 2 NICs.
+fn typical_host_report() -> Envelope {
+    let disk = |mount: &str, total: u64, used: u64| DiskSample {
+        mount: mount.into(),
+        total_kib: total,
+        used_kib: used,
+        read_bps: 1_250_000,
+        write_bps: 3_400_000,
+    };
+    let nic = |name: &str| NetSample {
+        name: name.into(),
+        rx_bytes: 987_654_321_012,
+        tx_bytes: 123_456_789_012,
+        rx_bps: 12_500_000,
+        tx_bps: 4_200_000,
+    };
+    Envelope::new(
+        "gx-nn-r07-h12",
+        1_234_567,
+        1_795_000_000_123,
+        Body::Report(Report {
+            cpu_busy: 4_321,
+            per_core: vec![4_000, 4_642, 3_900, 4_700, 4_100, 4_800, 4_200, 4_400],
+            load: [312, 287, 251],
+            mem: Memory {
+                total_kib: 263_921_256,
+                used_kib: 181_234_567,
+                available_kib: 82_686_689,
+                swap_total_kib: 8_388_604,
+                swap_used_kib: 1_024,
+            },
+            disks: vec![
+                disk("/", 102_687_672, 40_123_456),
+                disk("/var", 205_375_344, 150_234_567),
+                disk("/data", 3_845_579_776, 2_900_123_456),
+                disk("/backup", 3_845_579_776, 1_000_000_000),
+            ],
+            nets: vec![nic("eth0"), nic("eth1")],
+            uptime_s: 31_536_000,
+            failed: vec![],
+        }),
+    )
+}
+
+#[test]
+fn typical_host_report_fits_the_256_byte_budget() {
+    let frame = encode(&typical_host_report(), &key()).unwrap();
+    assert!(
+        frame.len() <= 256,
+        "a typical host report is {} bytes on the wire, budget 256",
+        frame.len()
+    );
+    // Pin the size too, so growth is a conscious decision.
+    assert_eq!(frame.len(), 226);
+}
+
+#[test]
+fn report_roundtrips_and_verifies() {
+    let env = typical_host_report();
+    let frame = encode(&env, &key()).unwrap();
+    assert_eq!(decode(&frame, "gx-nn-r07-h12", &key()).unwrap(), env);
+}
+
+#[test]
+fn golden_status_bytes() {
+    let env = Envelope::new("h1", 0, 1_700_000_000_000, Body::Status(Status::Offline));
+    let frame = encode(&env, &key()).unwrap();
+    let (signed, _mac) = frame.split_at(frame.len() - MAC_LEN);
+    assert_eq!(
+        signed,
+        &[
+            1, // version
+            2, b'h', b'1', // node: len + bytes
+            0,    // seq
+            0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31, // ts_ms varint
+            6,    // Body::Status
+            1,    // Status::Offline
+        ]
+    );
+}
+
+#[test]
+fn golden_hello_bytes() {
+    let env = Envelope::new(
+        "h1",
+        1,
+        5,
+        Body::Hello(Hello {
+            agent_version: "0.1".into(),
+            role: Role::Guest,
+            interval_ms: 10_000,
+            buffered: 3,
+        }),
+    );
+    let frame = encode(&env, &key()).unwrap();
+    let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
+    assert_eq!(
+        signed,
+        &[1, 2, b'h', b'1', 1, 5, 0, 3, b'0', b'.', b'1', 1, 0x90, 0x4e, 3]
+    );
+}
+
+#[test]
+fn golden_command_bytes() {
+    let env = Envelope::new(
+        "h1",
+        0,
+        1,
+        Body::Command(Command {
+            id: [9; 16],
+            expires_ms: 2,
+            action: Action::Ping,
+        }),
+    );
+    let frame = encode(&env, &key()).unwrap();
+    let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
+    let mut expected = vec![1, 2, b'h', b'1', 0, 1, 4];
+    expected.extend([9u8; 16]);
+    expected.extend([2, 0]);
+    assert_eq!(signed, &expected[..]);
+}
+
+#[test]
+fn garbage_truncated_and_wrong_version_get_typed_errors() {
+    let k = key();
+    let frame = encode(&typical_host_report(), &k).unwrap();
+    let node = "gx-nn-r07-h12";
+
+    assert_eq!(decode(&[], node, &k), Err(FrameError::Empty));
+    let mut v2 = frame.clone();
+    v2[0] = 2;
+    assert_eq!(
+        decode(&v2, node, &k),
+        Err(FrameError::UnknownVersion { found: 2 })
+    );
+    assert!(matches!(
+        decode(&frame[..40], node, &k),
+        Err(FrameError::Truncated(_) | FrameError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode(&frame[..10], node, &k),
+        Err(FrameError::Truncated(_))
+    ));
+    let garbage: Vec<u8> = std::iter::once(1u8)
+        .chain((0..200u32).map(|i| (i * 37 % 251) as u8 | 0x80))
+        .collect();
+    let e = decode(&garbage, node, &k).unwrap_err();
+    assert!(
+        matches!(e, FrameError::Malformed(_) | FrameError::Truncated(_)),
+        "{e:?}"
+    );
+    let big = vec![1u8; MAX_FRAME_LEN + 1];
+    assert!(matches!(
+        decode(&big, node, &k),
+        Err(FrameError::Oversized { .. })
+    ));
+}
+
+#[test]
+fn another_nodes_key_or_topic_is_rejected() {
+    let env = typical_host_report();
+    let frame = encode(&env, &key()).unwrap();
+    // signed by h1's key but verified with the topic node's key
+    let other = MasterKey::from_bytes([0x42; 32]).node_key("gx-nn-r07-h12");
+    assert_eq!(
+        decode(&frame, "gx-nn-r07-h12", &other),
+        Err(FrameError::BadMac)
+    );
+    // correct key, but published on another node's topic
+    assert!(matches!(
+        decode(&frame, "h1", &key()),
+        Err(FrameError::NodeMismatch { .. })
+    ));
+    // one flipped bit anywhere in the signed part
+    let mut t = frame.clone();
+    t[30] ^= 1;
+    assert!(decode(&t, "gx-nn-r07-h12", &key()).is_err());
+}
+
+#[test]
+fn every_error_kind_is_listed() {
+    for e in [
+        FrameError::Empty,
+        FrameError::Oversized { len: 1, max: 0 },
+        FrameError::UnknownVersion { found: 9 },
+        FrameError::Truncated(String::new()),
+        FrameError::Malformed(String::new()),
+        FrameError::TrailingBytes(1),
+        FrameError::BadMac,
+        FrameError::NodeMismatch {
+            envelope: String::new(),
+            topic: String::new(),
+        },
+    ] {
+        assert!(FrameError::KINDS.contains(&e.kind()));
+    }
+}
