@@ -1,1 +1,16 @@
-//! placeholder
+//! yunjian-aggregator: embedded MQTT broker (or a client of an external one), ingest, fleet
+//! state, storage and the web dashboard.
+//!
+//! Data flow: MQTT → [`ingest`] (decode, verify, de-duplicate) → [`fleet`] state → [`storage`];
+//! [`web`] reads the fleet state and [`metrics`].
+
+pub mod fleet;
+pub mod metrics;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod external;
+pub mod inbound;
+pub mod ingest;
+pub mod ratelimit;
+pub mod storage;

@@ -1,1 +1,133 @@
-fn main() {}
+//! The `yunjian-aggregator` binary.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use yunjian_aggregator::app::Aggregator;
+use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_protocol::{topics, MasterKey};
+
+/// Yunjian (云鉴) aggregator: MQTT ingest, fleet state, storage and the dashboard.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML). Precedence: defaults < this file < command-line flags.
+    #[arg(long, global = true, env = "YUNJIAN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (database and master key).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Dashboard / API address.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// Embedded broker address.
+    #[arg(long)]
+    mqtt_listen: Option<SocketAddr>,
+    /// Use an external broker instead of the embedded one: mqtt://HOST:PORT.
+    #[arg(long)]
+    broker: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the aggregator (default).
+    Run,
+    /// Enroll a node: write its key (derived from this aggregator's master key) to a file
+    /// readable only by its owner, to be installed as the agent's `key_file`.
+    Enroll {
+        /// Node id (1-64 characters of A-Z a-z 0-9 . _ -).
+        node: String,
+        /// Where to write the key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the default configuration as TOML.
+    PrintDefaultConfig,
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<AggregatorConfig> {
+    let mut cfg = match &cli.config {
+        Some(p) => AggregatorConfig::load(p)?,
+        None => AggregatorConfig::default(),
+    };
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(a) = cli.http_listen {
+        cfg.http_listen = a;
+    }
+    if let Some(a) = cli.mqtt_listen {
+        cfg.broker.listen = a;
+    }
+    if let Some(b) = &cli.broker {
+        cfg.broker_url = Some(b.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::PrintDefaultConfig) => {
+            print!("{}", AggregatorConfig::default_toml());
+            Ok(())
+        }
+        Some(Command::Enroll { node, out }) => {
+            if !topics::valid_node_id(node) {
+                bail!("invalid node id {node:?}: use 1-64 characters of A-Z a-z 0-9 . _ -");
+            }
+            let cfg = load_config(&cli)?;
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+            let master = MasterKey::load_or_create(&cfg.master_key_path())?;
+            master.node_key(node).write_file(out)?;
+            eprintln!(
+                "enrolled {node}: key written to {} (mode 0600); set `key_file` in the agent's config to it",
+                out.display()
+            );
+            Ok(())
+        }
+        Some(Command::Run) | None => {
+            let cfg = load_config(&cli)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let agg = Aggregator::start(&cfg).await?;
+                println!("云鉴 dashboard: http://{}/", agg.http_addr);
+                if let Some(m) = agg.mqtt_addr {
+                    println!("embedded MQTT broker: {m}");
+                }
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                agg.shutdown().await;
+                anyhow::Ok(())
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Wiring: storage → fleet → ingest → broker or external client → web, and a clean shutdown.
+
+use crate::broker::{Broker, BrokerError};
+use crate::config::AggregatorConfig;
+use crate::external::BrokerUrl;
+use crate::fleet::{Fleet, SharedFleet};
+use crate::ingest::{self, Ingester, Pending};
+use crate::metrics::Metrics;
+use crate::ratelimit::now_ms;
+use crate::storage::sqlite::SqliteStorage;
+use crate::storage::{Storage, StorageError};
+use crate::web::{self, AppState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use yunjian_protocol::{topics, KeyError, MasterKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("master key: {0}")]
+    Key(#[from] KeyError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("{0}")]
+    BrokerUrl(#[from] crate::external::BrokerUrlError),
+    #[error("cannot listen on {addr} for the dashboard: {source}; choose another with `--http-listen`")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running aggregator.
+#[derive(Debug)]
+pub struct Aggregator {
+    pub http_addr: SocketAddr,
+    /// The embedded broker's address (`None` with an external broker).
+    pub mqtt_addr: Option<SocketAddr>,
+    pub fleet: SharedFleet,
+    pub metrics: Arc<Metrics>,
+    pub master: MasterKey,
+    broker: Option<Broker>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    storage_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Aggregator {
+    pub async fn start(cfg: &AggregatorConfig) -> Result<Aggregator, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            source,
+        })?;
+        let master = MasterKey::load_or_create(&cfg.master_key_path())?;
+        let mut storage: Box<dyn Storage> = Box::new(SqliteStorage::open(&cfg.database_path())?);
+        let version = storage.migrate()?;
+        let fleet = Fleet::shared();
+        let restored = {
+            let rows = storage.load_nodes()?;
+            let mut f = fleet.write().unwrap_or_else(|p| p.into_inner());
+            let n = rows.len();
+            for row in rows {
+                f.restore(row.into_state()?);
+            }
+            n
+        };
+        tracing::info!(db = %cfg.database_path().display(), schema = version, restored, "storage ready");
+
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (changes_tx, changes_rx) = watch::channel(0u64);
+        let (in_tx, in_rx) = mpsc::channel(cfg.ingest_queue);
+        let (store_tx, store_rx) = mpsc::channel::<Pending>(64);
+
+        let storage_thread = {
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("yj-storage".into())
+                .spawn(move || ingest::storage_loop(storage, store_rx, metrics))
+                .map_err(|source| StartError::DataDir {
+                    path: "storage thread".into(),
+                    source,
+                })?
+        };
+        let mut tasks = Vec::new();
+        let ingester = Ingester::new(fleet.clone(), metrics.clone(), master.clone());
+        tasks.push(tokio::spawn(ingest::run(
+            ingester,
+            in_rx,
+            store_tx,
+            changes_tx.clone(),
+        )));
+
+        let (broker, mqtt_addr) = match &cfg.broker_url {
+            None => {
+                let b = Broker::start(
+                    cfg.broker.clone(),
+                    Some(master.clone()),
+                    metrics.clone(),
+                    vec![
+                        (topics::REPORT_FILTER.to_string(), in_tx.clone()),
+                        (topics::STATUS_FILTER.to_string(), in_tx.clone()),
+                    ],
+                    shutdown_rx.clone(),
+                )
+                .await?;
+                let addr = b.local_addr();
+                (Some(b), Some(addr))
+            }
+            Some(url) => {
+                let url: BrokerUrl = url.parse()?;
+                tracing::info!(broker = %url.host, port = url.port, "using the external broker");
+                tasks.push(tokio::spawn(crate::external::run(
+                    url,
+                    cfg.client_id.clone(),
+                    in_tx.clone(),
+                    shutdown_rx.clone(),
+                )));
+                (None, None)
+            }
+        };
+        drop(in_tx);
+
+        // Silence sweep: a node that stops talking without a last will turns "silent".
+        {
+            let fleet = fleet.clone();
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    let changed = fleet
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .sweep_silence(now_ms());
+                    if changed > 0 {
+                        changes_tx.send_modify(|v| *v += 1);
+                    }
+                }
+            }));
+        }
+
+        let listener = TcpListener::bind(cfg.http_listen)
+            .await
+            .map_err(|source| StartError::Http {
+                addr: cfg.http_listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Http {
+            addr: cfg.http_listen,
+            source,
+        })?;
+        let state = AppState {
+            fleet: fleet.clone(),
+            metrics: metrics.clone(),
+            changes: changes_rx,
+        };
+        {
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let until = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = web::serve(listener, state, until).await {
+                    tracing::error!("web server failed: {e}");
+                }
+            }));
+        }
+        tracing::info!(dashboard = %format!("http://{http_addr}/"), "aggregator running");
+        Ok(Aggregator {
+            http_addr,
+            mqtt_addr,
+            fleet,
+            metrics,
+            master,
+            broker,
+            shutdown,
+            tasks,
+            storage_thread: Some(storage_thread),
+        })
+    }
+
+    pub fn broker(&self) -> Option<&Broker> {
+        self.broker.as_ref()
+    }
+
+    /// Stop accepting, let ingest and storage finish what they hold, and return.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.broker = None;
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        if let Some(h) = self.storage_thread.take() {
+            // The storage loop ends when ingest's sender is gone: wait for it off the runtime.
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! One task per client connection.
+
+use super::acl::{self, Principal};
+use super::router::{min_qos, SessionRef};
+use super::{AckToken, Router};
+use crate::ratelimit::LogLimiter;
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    self, ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{valid_filter, valid_topic, Error as CodecError, QoS};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// Time a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static AUTH_LOG: LogLimiter = LogLimiter::new(10_000);
+static PROTO_LOG: LogLimiter = LogLimiter::new(10_000);
+static ACL_LOG: LogLimiter = LogLimiter::new(10_000);
+
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    router: Arc<Router>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let router = router.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        router.opened();
+                        if let Err(e) = serve(stream, &router, shutdown).await {
+                            router.metrics.broker_protocol_errors.fetch_add(1, Relaxed);
+                            if let Some(n) = PROTO_LOG.check() {
+                                tracing::warn!(%peer, suppressed = n, "MQTT connection closed: {e}");
+                            }
+                        }
+                        router.closed();
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("MQTT codec: {0}")]
+    Codec(CodecError),
+    #[error("no CONNECT within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("first packet was not CONNECT")]
+    NotConnect,
+    #[error("invalid topic {0:?} in PUBLISH")]
+    BadTopic(String),
+    #[error("keep-alive expired")]
+    KeepAlive,
+}
+
+/// Read the next complete packet, reading more from the socket as needed.
+async fn read_packet(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Packet>, ConnError> {
+    loop {
+        match v4::read(buf, max) {
+            Ok(p) => return Ok(Some(p)),
+            Err(CodecError::InsufficientBytes(_)) => {}
+            Err(e) => return Err(ConnError::Codec(e)),
+        }
+        if rd.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+fn write(packet: Result<usize, CodecError>) -> Result<(), ConnError> {
+    packet.map(|_| ()).map_err(ConnError::Codec)
+}
+
+async fn serve(
+    stream: TcpStream,
+    router: &Arc<Router>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let max = router.config.max_packet_bytes;
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let mut wbuf = BytesMut::with_capacity(1024);
+
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut rd, &mut rbuf, max))
+        .await
+        .map_err(|_| ConnError::ConnectTimeout(CONNECT_TIMEOUT))??;
+    let connect = match first {
+        Some(Packet::Connect(c)) => c,
+        Some(_) => return Err(ConnError::NotConnect),
+        None => return Ok(()),
+    };
+
+    let refuse = |wbuf: &mut BytesMut, code| write(ConnAck::new(code, false).write(wbuf));
+    let mut client_id = connect.client_id.clone();
+    if client_id.is_empty() {
+        if !connect.clean_session {
+            refuse(&mut wbuf, ConnectReturnCode::BadClientId)?;
+            wr.write_all(&wbuf).await?;
+            return Ok(());
+        }
+        client_id = format!("anon-{}", router.metrics.broker_connects_total.load(Relaxed));
+    }
+    let cfg = &router.config;
+    let principal = match acl::login(
+        &client_id,
+        connect
+            .login
+            .as_ref()
+            .map(|l| (l.username.as_str(), l.password.as_str())),
+        router.master.as_ref(),
+        cfg.require_login,
+        cfg.operator_password.as_deref(),
+        cfg.allow_anonymous,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            router.metrics.broker_auth_failures.fetch_add(1, Relaxed);
+            if let Some(n) = AUTH_LOG.check() {
+                tracing::warn!(suppressed = n, "MQTT login refused: {e}");
+            }
+            let code = match e {
+                acl::LoginError::BadClientId(_) => ConnectReturnCode::BadClientId,
+                acl::LoginError::NotAllowed(_) => ConnectReturnCode::NotAuthorized,
+                _ => ConnectReturnCode::BadUserNamePassword,
+            };
+            refuse(&mut wbuf, code)?;
+            wr.write_all(&wbuf).await?;
+            return Ok(());
+        }
+    };
+    if let Some(w) = &connect.last_will {
+        if !acl::may_publish(&principal, &w.topic) || !valid_topic(&w.topic) {
+            router.metrics.broker_acl_denied.fetch_add(1, Relaxed);
+            refuse(&mut wbuf, ConnectReturnCode::NotAuthorized)?;
+            wr.write_all(&wbuf).await?;
+            return Ok(());
+        }
+    }
+
+    let notify = Arc::new(Notify::new());
+    let (kick_tx, mut kick_rx) = oneshot::channel();
+    let (session, conn_id, present) =
+        router.attach(&client_id, connect.clean_session, notify.clone(), kick_tx);
+    write(ConnAck::new(ConnectReturnCode::Success, present).write(&mut wbuf))?;
+    wr.write_all(&wbuf).await?;
+    wbuf.clear();
+    notify.notify_one(); // flush anything queued while the client was away
+
+    let mut conn = Conn {
+        router,
+        client_id: &client_id,
+        principal,
+        session: &session,
+        ack_tx: None,
+    };
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<u16>();
+    conn.ack_tx = Some(ack_tx);
+
+    let keep_alive = match connect.keep_alive {
+        0 => None,
+        k => Some(Duration::from_millis(k as u64 * 1500)),
+    };
+    let mut last_rx = Instant::now();
+    let result: Result<bool, ConnError> = async {
+        loop {
+            let deadline = keep_alive.map(|k| last_rx + k);
+            tokio::select! {
+                r = rd.read_buf(&mut rbuf) => {
+                    if r? == 0 {
+                        return Ok(false); // socket closed without DISCONNECT: abnormal
+                    }
+                    last_rx = Instant::now();
+                    loop {
+                        match v4::read(&mut rbuf, max) {
+                            Ok(Packet::Disconnect) => return Ok(true),
+                            Ok(p) => conn.handle(p, &mut wbuf, last_rx).await?,
+                            Err(CodecError::InsufficientBytes(_)) => break,
+                            Err(e) => return Err(ConnError::Codec(e)),
+                        }
+                    }
+                }
+                Some(pkid) = ack_rx.recv() => {
+                    write(PubAck::new(pkid).write(&mut wbuf))?;
+                    while let Ok(pkid) = ack_rx.try_recv() {
+                        write(PubAck::new(pkid).write(&mut wbuf))?;
+                    }
+                }
+                _ = notify.notified() => conn.drain(&mut wbuf)?,
+                _ = &mut kick_rx => return Ok(true), // taken over by a newer connection
+                _ = shutdown.changed() => return Ok(true),
+                _ = sleep_until(deadline) => return Err(ConnError::KeepAlive),
+            }
+            if !wbuf.is_empty() {
+                wr.write_all(&wbuf).await?;
+                wbuf.clear();
+            }
+        }
+    }
+    .await;
+
+    router.detach(&client_id, conn_id);
+    let clean_exit = matches!(result, Ok(true));
+    if !clean_exit {
+        if let Some(w) = connect.last_will {
+            router
+                .route(
+                    &w.topic,
+                    w.message,
+                    min_qos(w.qos, QoS::AtLeastOnce),
+                    w.retain,
+                    None,
+                    Instant::now(),
+                )
+                .await;
+        }
+    }
+    result.map(|_| ())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Conn<'a> {
+    router: &'a Arc<Router>,
+    client_id: &'a str,
+    principal: Principal,
+    session: &'a SessionRef,
+    ack_tx: Option<mpsc::UnboundedSender<u16>>,
+}
+
+impl Conn<'_> {
+    async fn handle(
+        &mut self,
+        p: Packet,
+        wbuf: &mut BytesMut,
+        received: Instant,
+    ) -> Result<(), ConnError> {
+        match p {
+            Packet::Publish(p) => self.publish(p, wbuf, received).await?,
+            Packet::PubAck(a) => {
+                let notify = {
+                    let mut g = self.session.lock().unwrap_or_else(|e| e.into_inner());
+                    g.inflight.remove(&a.pkid);
+                    g.conn.as_ref().map(|c| c.notify.clone())
+                };
+                if let Some(n) = notify {
+                    n.notify_one();
+                }
+            }
+            Packet::PubRel(r) => write(PubComp::new(r.pkid).write(wbuf))?,
+            Packet::Subscribe(s) => {
+                let mut codes = Vec::with_capacity(s.filters.len());
+                for f in s.filters {
+                    if !valid_filter(&f.path) || !acl::may_subscribe(&self.principal, &f.path) {
+                        self.router.metrics.broker_acl_denied.fetch_add(1, Relaxed);
+                        if let Some(n) = ACL_LOG.check() {
+                            tracing::warn!(client = self.client_id, filter = %f.path, suppressed = n, "subscription refused");
+                        }
+                        codes.push(SubscribeReasonCode::Failure);
+                        continue;
+                    }
+                    let qos = min_qos(f.qos, QoS::AtLeastOnce);
+                    self.router
+                        .subscribe(self.client_id, self.session, &f.path, qos);
+                    codes.push(SubscribeReasonCode::Success(qos));
+                }
+                write(SubAck::new(s.pkid, codes).write(wbuf))?;
+            }
+            Packet::Unsubscribe(u) => {
+                for t in &u.topics {
+                    self.router.unsubscribe(self.client_id, self.session, t);
+                }
+                write(UnsubAck::new(u.pkid).write(wbuf))?;
+            }
+            Packet::PingReq => write(v4::PingResp.write(wbuf))?,
+            // Client-only packets or a second CONNECT: ignore the former, the codec rejects
+            // the latter's content as we never expect it; both are harmless here.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubComp(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+            | Packet::Disconnect => {}
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &mut self,
+        p: Publish,
+        wbuf: &mut BytesMut,
+        received: Instant,
+    ) -> Result<(), ConnError> {
+        let m = &self.router.metrics;
+        m.broker_publishes_in.fetch_add(1, Relaxed);
+        if !valid_topic(&p.topic) {
+            return Err(ConnError::BadTopic(p.topic));
+        }
+        let ack = match p.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => self
+                .ack_tx
+                .as_ref()
+                .map(|tx| AckToken::broker(tx.clone(), p.pkid)),
+            QoS::ExactlyOnce => {
+                // handled as QoS 1 delivery; the QoS 2 handshake is answered
+                write(PubRec::new(p.pkid).write(wbuf))?;
+                None
+            }
+        };
+        if !acl::may_publish(&self.principal, &p.topic) {
+            m.broker_acl_denied.fetch_add(1, Relaxed);
+            if let Some(n) = ACL_LOG.check() {
+                tracing::warn!(client = self.client_id, topic = %p.topic, suppressed = n, "publish refused by ACL (acknowledged and dropped)");
+            }
+            return Ok(()); // `ack` drops here: MQTT 3.1.1 has no negative PUBACK
+        }
+        self.router
+            .route(&p.topic, p.payload, p.qos, p.retain, ack, received)
+            .await;
+        Ok(())
+    }
+
+    fn drain(&mut self, wbuf: &mut BytesMut) -> Result<(), ConnError> {
+        let max_inflight = self.router.config.max_inflight;
+        let mut g = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((pkid, out)) = g.next_out(max_inflight) {
+            let mut p = Publish::new(out.topic.as_ref(), out.qos, out.payload.clone());
+            p.pkid = pkid;
+            p.retain = out.retain;
+            write(p.write(wbuf))?;
+            self.router.metrics.broker_deliveries_out.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The embedded MQTT 3.1.1 broker.
+//!
+//! Why our own and not rumqttd: measured here, rumqttd sets connections up one at a time in its
+//! router (5,000 agents connecting at once took 19 s) and drops a slow subscriber's backlog with
+//! only a warning. This broker is small because it serves one purpose:
+//!
+//! * every connection is its own tokio task: CONNECT, login check and session set-up run in
+//!   parallel, so 10,000 agents connect within seconds (see `docs/PERFORMANCE.md`);
+//! * the aggregator's ingest is an *internal* subscriber fed through a bounded channel: when
+//!   ingest is busy, the publishing connection waits (TCP back-pressure), nothing is dropped;
+//! * a QoS 1 report is acknowledged (PUBACK) only when ingest has finished with it, i.e. after
+//!   the storage transaction that holds its effect has committed ([`AckToken`]): the aggregator
+//!   persists what it acknowledged, and a crash before that makes the agent send it again;
+//! * agents log in with their node id and a password derived from their enrolled key, and may
+//!   only publish on their own topics and subscribe to their own command topic ([`acl`]);
+//! * persistent sessions (clean session off) keep subscriptions and queue QoS 1 messages
+//!   (commands) while the client is away, bounded; overflow drops the oldest and is counted in
+//!   `yunjian_broker_dropped_total`;
+//! * retained messages and last wills (the agents' online/offline status).
+//!
+//! Not supported, by choice: MQTT 5, QoS 2 delivery (QoS 2 publishes are handled as QoS 1:
+//! PUBREC/PUBCOMP are answered, delivery is at least once), TLS (put a TLS terminator in front or
+//! use an external broker with `--broker`).
+//!
+//! The packet codec is rumqttc's `mqttbytes::v4`, the same one the agents use.
+
+pub mod acl;
+mod conn;
+mod router;
+
+use crate::metrics::Metrics;
+use bytes::Bytes;
+pub use crate::inbound::{AckToken, Inbound};
+use rumqttc::mqttbytes::QoS;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use yunjian_protocol::MasterKey;
+
+pub(crate) use router::Router;
+
+/// `[broker]` section of the aggregator config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Address the embedded broker listens on.
+    pub listen: SocketAddr,
+    /// Largest MQTT packet accepted (bytes); a bigger one closes the connection.
+    pub max_packet_bytes: usize,
+    /// QoS 1 messages kept per subscriber while it is slow or away; the oldest is dropped
+    /// (and counted) beyond this.
+    pub session_queue: usize,
+    /// Unacknowledged QoS 1 messages in flight per subscriber.
+    pub max_inflight: usize,
+    /// Require agents (`yj-{node}` client ids) to log in with their derived password.
+    pub require_login: bool,
+    /// Password for other clients (operators' tools such as `mosquitto_sub`), user name
+    /// `operator`. `None` and `allow_anonymous = false`: other clients are refused.
+    pub operator_password: Option<String>,
+    /// Let clients that are not agents connect without a password (tests, lab set-ups only).
+    pub allow_anonymous: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            max_packet_bytes: 256 * 1024,
+            session_queue: 1000,
+            max_inflight: 64,
+            require_login: true,
+            operator_password: None,
+            allow_anonymous: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "cannot listen on {addr} for the embedded MQTT broker: {source}. \
+         If another broker (e.g. Mosquitto) already runs there, use it instead with \
+         `--broker mqtt://{addr}`, or pick another port with `--mqtt-listen 127.0.0.1:PORT`"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running embedded broker.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    router: Arc<Router>,
+    local_addr: SocketAddr,
+}
+
+impl Broker {
+    /// Bind the listener and start accepting. `internal` subscribers (filter, channel) receive
+    /// every matching publish; their channels apply back-pressure to publishers.
+    pub async fn start(
+        config: BrokerConfig,
+        master: Option<MasterKey>,
+        metrics: Arc<Metrics>,
+        internal: Vec<(String, mpsc::Sender<Inbound>)>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Broker, BrokerError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let router = Arc::new(Router::new(config, master, metrics, internal));
+        tokio::spawn(conn::accept_loop(listener, router.clone(), shutdown));
+        tracing::info!(%local_addr, "embedded MQTT broker listening");
+        Ok(Broker { router, local_addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Publish from the aggregator itself (e.g. a command to an agent).
+    pub async fn publish(&self, topic: &str, payload: Bytes, qos: QoS, retain: bool) {
+        self.router
+            .route(topic, payload, qos, retain, None, Instant::now())
+            .await;
+    }
+
+    /// Number of open client connections.
+    pub fn connections(&self) -> usize {
+        self.router.connections()
+    }
+}

@@ -1,0 +1,124 @@
+//! Aggregator configuration. Precedence: defaults < file (`--config`) < command line.
+//! `yunjian-aggregator print-default-config` prints this file's defaults as TOML.
+
+use crate::broker::BrokerConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorConfig {
+    /// Directory for the SQLite database (`yunjian.db`) and the master key (`master.key`).
+    pub data_dir: PathBuf,
+    /// Address of the dashboard, JSON API and `/metrics`.
+    pub http_listen: SocketAddr,
+    /// External broker (`mqtt://host:port`). Unset: run the embedded broker (`[broker]`).
+    pub broker_url: Option<String>,
+    /// Client id on the external broker; aggregators sharing the load need different ids.
+    pub client_id: String,
+    /// Messages waiting between the broker and ingest; beyond it publishers are slowed down.
+    pub ingest_queue: usize,
+    /// The embedded broker.
+    pub broker: BrokerConfig,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            data_dir: PathBuf::from("yunjian-data"),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            broker_url: None,
+            client_id: "yunjian-aggregator-1".into(),
+            ingest_queue: 16 * 1024,
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl AggregatorConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&text, &p)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: AggregatorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.broker_url {
+            u.parse::<crate::external::BrokerUrl>()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if self.ingest_queue == 0 {
+            return Err(ConfigError::Invalid("ingest_queue must be at least 1".into()));
+        }
+        if self.broker.session_queue == 0 || self.broker.max_inflight == 0 {
+            return Err(ConfigError::Invalid(
+                "broker.session_queue and broker.max_inflight must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("yunjian.db")
+    }
+
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&AggregatorConfig::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_roundtrips() {
+        let text = AggregatorConfig::default_toml();
+        assert_eq!(
+            AggregatorConfig::parse(&text, "default").unwrap(),
+            AggregatorConfig::default()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = AggregatorConfig::parse("http_lisen = \"x\"", "a.toml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("a.toml") && s.contains("http_lisen"), "{s}");
+        let e = AggregatorConfig::parse("broker_url = \"tcp://x\"", "b.toml").unwrap_err();
+        assert!(e.to_string().contains("mqtt://"), "{e}");
+        let e = AggregatorConfig::parse("[broker]\nlisten = \"nope\"", "c.toml").unwrap_err();
+        assert!(e.to_string().contains("c.toml"), "{e}");
+    }
+}

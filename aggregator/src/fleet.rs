@@ -1,0 +1,435 @@
+//! Fleet state: the latest known state of every host and VM, kept in memory by ingest and read
+//! by the web layer and the policies.
+//!
+//! Online/offline comes from two sources: the retained status / last will on the node's status
+//! topic, and silence (no message for [`SILENCE_FACTOR`] report intervals of wall time).
+
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use yunjian_protocol::{
+    Body, Envelope, Event, GuestView, Hello, Inventory, Report, Role, Status,
+};
+
+/// A node is "silent" after this many report intervals without a message.
+pub const SILENCE_FACTOR: u64 = 3;
+/// Interval assumed before a node's Hello says otherwise.
+pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+/// Recent agent events kept per node.
+const EVENTS_KEPT: usize = 20;
+
+pub type SharedFleet = Arc<RwLock<Fleet>>;
+
+/// Connection state of a node as the aggregator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Status online and messages arriving.
+    Online,
+    /// Status online but no message for too long.
+    Silent,
+    /// Offline status (clean shutdown or last will).
+    Offline,
+}
+
+/// What applying one envelope did (for counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// New data, in order.
+    Fresh,
+    /// New data after a gap of `missing` sequence numbers.
+    AfterGap { missing: u64 },
+    /// A sequence number already seen (replay after an outage): ignored.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeState {
+    pub node: String,
+    pub role: Option<Role>,
+    pub status: Status,
+    pub liveness: Liveness,
+    /// Wall-clock ms of the last message received from the node.
+    pub last_seen_ms: u64,
+    /// Event time of the last report.
+    pub last_report_ts_ms: u64,
+    pub hello: Option<Hello>,
+    pub inventory: Option<Inventory>,
+    pub report: Option<Report>,
+    /// For a hypervisor host: its VMs as it sees them.
+    pub guests: Vec<GuestView>,
+    /// Highest sequence number applied.
+    pub last_seq: u64,
+    /// Distinct messages applied.
+    pub received: u64,
+    pub duplicates: u64,
+    /// Sequence numbers never received (counted when a later one arrives).
+    pub missing: u64,
+    pub events: VecDeque<(u64, Event)>,
+}
+
+impl NodeState {
+    fn new(node: &str) -> Self {
+        NodeState {
+            node: node.to_string(),
+            role: None,
+            status: Status::Offline,
+            liveness: Liveness::Offline,
+            last_seen_ms: 0,
+            last_report_ts_ms: 0,
+            hello: None,
+            inventory: None,
+            report: None,
+            guests: Vec::new(),
+            last_seq: 0,
+            received: 0,
+            duplicates: 0,
+            missing: 0,
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn interval_ms(&self) -> u64 {
+        self.hello
+            .as_ref()
+            .map(|h| h.interval_ms as u64)
+            .filter(|&i| i > 0)
+            .unwrap_or(DEFAULT_INTERVAL_MS)
+    }
+}
+
+/// Summary row for lists, the JSON API and the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeSummary {
+    pub node: String,
+    pub role: Option<&'static str>,
+    pub liveness: Liveness,
+    pub hostname: Option<String>,
+    pub rack: Option<String>,
+    /// For a VM: the host whose guest list carries its SMBIOS UUID.
+    pub host: Option<String>,
+    /// For a host: how many VMs it runs.
+    pub vm_count: usize,
+    pub smbios_uuid: Option<String>,
+    pub cpu_pct: Option<f64>,
+    pub mem_pct: Option<f64>,
+    /// The fullest filesystem.
+    pub disk_pct: Option<f64>,
+    pub net_rx_bps: Option<u64>,
+    pub net_tx_bps: Option<u64>,
+    pub cpu_cores: Option<u16>,
+    pub mem_total_kib: Option<u64>,
+    pub last_seen_ms: u64,
+    pub last_report_ts_ms: u64,
+    pub last_seq: u64,
+    pub received: u64,
+    pub missing: u64,
+    pub duplicates: u64,
+}
+
+/// Counts for the dashboard header and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FleetTotals {
+    pub hosts: usize,
+    pub guests: usize,
+    pub unknown_role: usize,
+    pub online: usize,
+    pub silent: usize,
+    pub offline: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Fleet {
+    nodes: HashMap<String, NodeState>,
+    /// SMBIOS UUID (lower case) → host node that lists it.
+    guest_host: HashMap<String, String>,
+}
+
+impl Fleet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn shared() -> SharedFleet {
+        Arc::new(RwLock::new(Fleet::new()))
+    }
+
+    pub fn get(&self, node: &str) -> Option<&NodeState> {
+        self.nodes.get(node)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes.values()
+    }
+
+    /// Restore a node from storage at start-up (it stays offline until it speaks).
+    pub fn restore(&mut self, mut state: NodeState) {
+        state.liveness = Liveness::Offline;
+        state.status = Status::Offline;
+        for g in &state.guests {
+            self.guest_host
+                .insert(g.uuid.to_ascii_lowercase(), state.node.clone());
+        }
+        self.nodes.insert(state.node.clone(), state);
+    }
+
+    /// Apply a verified envelope received at wall time `now_ms`.
+    pub fn apply(&mut self, env: Envelope, now_ms: u64) -> Applied {
+        let st = self
+            .nodes
+            .entry(env.node.clone())
+            .or_insert_with(|| NodeState::new(&env.node));
+        st.last_seen_ms = now_ms;
+        if let Body::Status(s) = env.body {
+            // Status messages are outside the sequence stream (seq 0).
+            st.status = s;
+            st.liveness = match s {
+                Status::Online => Liveness::Online,
+                Status::Offline => Liveness::Offline,
+            };
+            return Applied::Fresh;
+        }
+        // Any upstream message proves the node is connected.
+        if st.status == Status::Online {
+            st.liveness = Liveness::Online;
+        }
+        let applied = if env.seq <= st.last_seq {
+            st.duplicates += 1;
+            return Applied::Duplicate;
+        } else if st.last_seq > 0 && env.seq > st.last_seq + 1 {
+            let missing = env.seq - st.last_seq - 1;
+            st.missing += missing;
+            Applied::AfterGap { missing }
+        } else {
+            Applied::Fresh
+        };
+        st.last_seq = env.seq;
+        st.received += 1;
+        match env.body {
+            Body::Hello(h) => {
+                st.role = Some(h.role);
+                st.hello = Some(h);
+            }
+            Body::Inventory(inv) => {
+                st.role = Some(inv.role);
+                st.inventory = Some(inv);
+            }
+            Body::Report(r) => {
+                st.last_report_ts_ms = env.ts_ms;
+                st.report = Some(r);
+            }
+            Body::Event(e) => {
+                if st.events.len() == EVENTS_KEPT {
+                    st.events.pop_front();
+                }
+                st.events.push_back((env.ts_ms, e));
+            }
+            Body::Guests(g) => {
+                let node = st.node.clone();
+                for old in st.guests.drain(..) {
+                    let key = old.uuid.to_ascii_lowercase();
+                    if self.guest_host.get(&key) == Some(&node) {
+                        self.guest_host.remove(&key);
+                    }
+                }
+                for v in &g {
+                    self.guest_host
+                        .insert(v.uuid.to_ascii_lowercase(), node.clone());
+                }
+                // re-borrow: the entry was released by the guest_host updates above
+                if let Some(st) = self.nodes.get_mut(&node) {
+                    st.guests = g;
+                }
+            }
+            // Commands flow the other way; results are recorded by the command path.
+            Body::Command(_) | Body::CommandResult(_) | Body::Status(_) => {}
+        }
+        applied
+    }
+
+    /// Mark nodes silent when they have not spoken for [`SILENCE_FACTOR`] intervals.
+    /// Returns how many changed state.
+    pub fn sweep_silence(&mut self, now_ms: u64) -> usize {
+        let mut changed = 0;
+        for st in self.nodes.values_mut() {
+            if st.liveness == Liveness::Online
+                && now_ms.saturating_sub(st.last_seen_ms) > SILENCE_FACTOR * st.interval_ms()
+            {
+                st.liveness = Liveness::Silent;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    pub fn totals(&self) -> FleetTotals {
+        let mut t = FleetTotals::default();
+        for st in self.nodes.values() {
+            match st.role {
+                Some(Role::Host) => t.hosts += 1,
+                Some(Role::Guest) => t.guests += 1,
+                None => t.unknown_role += 1,
+            }
+            match st.liveness {
+                Liveness::Online => t.online += 1,
+                Liveness::Silent => t.silent += 1,
+                Liveness::Offline => t.offline += 1,
+            }
+        }
+        t
+    }
+
+    pub fn summary(&self, st: &NodeState) -> NodeSummary {
+        let inv = st.inventory.as_ref();
+        let uuid = inv.and_then(|i| i.smbios_uuid.as_ref());
+        let r = st.report.as_ref();
+        NodeSummary {
+            node: st.node.clone(),
+            role: st.role.map(Role::as_str),
+            liveness: st.liveness,
+            hostname: inv.map(|i| i.hostname.clone()),
+            rack: inv.and_then(|i| i.rack.clone()),
+            host: uuid.and_then(|u| self.guest_host.get(&u.to_ascii_lowercase()).cloned()),
+            vm_count: st.guests.len(),
+            smbios_uuid: uuid.cloned(),
+            cpu_pct: r.map(|r| r.cpu_busy as f64 / 100.0),
+            mem_pct: r
+                .filter(|r| r.mem.total_kib > 0)
+                .map(|r| pct(r.mem.used_kib, r.mem.total_kib)),
+            disk_pct: r.and_then(|r| {
+                r.disks
+                    .iter()
+                    .filter(|d| d.total_kib > 0)
+                    .map(|d| pct(d.used_kib, d.total_kib))
+                    .reduce(f64::max)
+            }),
+            net_rx_bps: r.map(|r| r.nets.iter().map(|n| n.rx_bps).sum()),
+            net_tx_bps: r.map(|r| r.nets.iter().map(|n| n.tx_bps).sum()),
+            cpu_cores: inv.map(|i| i.cpu_cores),
+            mem_total_kib: inv.map(|i| i.mem_total_kib),
+            last_seen_ms: st.last_seen_ms,
+            last_report_ts_ms: st.last_report_ts_ms,
+            last_seq: st.last_seq,
+            received: st.received,
+            missing: st.missing,
+            duplicates: st.duplicates,
+        }
+    }
+
+    /// Every node, sorted by role (hosts first), rack, then node id.
+    pub fn summaries(&self) -> Vec<NodeSummary> {
+        let mut v: Vec<NodeSummary> = self.nodes.values().map(|s| self.summary(s)).collect();
+        v.sort_by(|a, b| {
+            (a.role != Some("host"), &a.rack, &a.node).cmp(&(b.role != Some("host"), &b.rack, &b.node))
+        });
+        v
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    (part as f64 * 10_000.0 / whole as f64).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yunjian_protocol::{Memory, GuestView};
+
+    fn report(cpu: u16) -> Body {
+        Body::Report(Report {
+            cpu_busy: cpu,
+            per_core: vec![cpu],
+            load: [0; 3],
+            mem: Memory {
+                total_kib: 1000,
+                used_kib: 250,
+                ..Memory::default()
+            },
+            disks: vec![],
+            nets: vec![],
+            uptime_s: 1,
+            failed: vec![],
+        })
+    }
+
+    fn env(node: &str, seq: u64, body: Body) -> Envelope {
+        Envelope::new(node, seq, 1000 + seq, body)
+    }
+
+    #[test]
+    fn duplicates_are_ignored_and_gaps_counted() {
+        let mut f = Fleet::new();
+        assert_eq!(f.apply(env("a", 1, report(100)), 1), Applied::Fresh);
+        assert_eq!(f.apply(env("a", 2, report(200)), 2), Applied::Fresh);
+        assert_eq!(f.apply(env("a", 2, report(999)), 3), Applied::Duplicate);
+        assert_eq!(
+            f.apply(env("a", 5, report(500)), 4),
+            Applied::AfterGap { missing: 2 }
+        );
+        let s = f.get("a").unwrap();
+        assert_eq!((s.last_seq, s.received, s.duplicates, s.missing), (5, 3, 1, 2));
+        assert_eq!(s.report.as_ref().unwrap().cpu_busy, 500);
+        assert_eq!(f.summary(s).mem_pct, Some(25.0));
+    }
+
+    #[test]
+    fn status_and_silence_drive_liveness() {
+        let mut f = Fleet::new();
+        f.apply(env("a", 0, Body::Status(Status::Online)), 0);
+        f.apply(env("a", 1, report(1)), 1_000);
+        assert_eq!(f.get("a").unwrap().liveness, Liveness::Online);
+        assert_eq!(f.sweep_silence(1_000 + 3 * DEFAULT_INTERVAL_MS), 0);
+        assert_eq!(f.sweep_silence(1_001 + 3 * DEFAULT_INTERVAL_MS), 1);
+        assert_eq!(f.get("a").unwrap().liveness, Liveness::Silent);
+        f.apply(env("a", 2, report(1)), 50_000);
+        assert_eq!(f.get("a").unwrap().liveness, Liveness::Online);
+        f.apply(env("a", 0, Body::Status(Status::Offline)), 50_001);
+        assert_eq!(f.get("a").unwrap().liveness, Liveness::Offline);
+        // a late report after the will does not resurrect it; only a new Online status does
+        f.apply(env("a", 3, report(1)), 50_002);
+        assert_eq!(f.get("a").unwrap().liveness, Liveness::Offline);
+    }
+
+    #[test]
+    fn guests_join_vms_to_their_host() {
+        let mut f = Fleet::new();
+        let g = |uuid: &str| GuestView {
+            uuid: uuid.into(),
+            name: "vm".into(),
+            vcpus: 2,
+            mem_kib: 1,
+            disk_kib: 1,
+            running: true,
+        };
+        f.apply(env("h1", 1, Body::Guests(vec![g("AA-1"), g("bb-2")])), 1);
+        let inv = Inventory {
+            hostname: "vm1".into(),
+            role: Role::Guest,
+            os: String::new(),
+            kernel: String::new(),
+            cpu_model: String::new(),
+            cpu_cores: 2,
+            mem_total_kib: 1,
+            disks: vec![],
+            nics: vec![],
+            machine_id: String::new(),
+            smbios_uuid: Some("aa-1".into()),
+            rack: None,
+        };
+        f.apply(env("vm1", 1, Body::Inventory(inv)), 1);
+        let s = f.summary(f.get("vm1").unwrap());
+        assert_eq!(s.host.as_deref(), Some("h1"));
+        assert_eq!(f.summary(f.get("h1").unwrap()).vm_count, 2);
+        // the host no longer lists it: the join goes away
+        f.apply(env("h1", 2, Body::Guests(vec![g("bb-2")])), 2);
+        assert_eq!(f.summary(f.get("vm1").unwrap()).host, None);
+    }
+}

@@ -1,0 +1,64 @@
+//! Rate-limited warnings: a flood of bad input must not flood the log. Each call site owns one
+//! [`LogLimiter`]; at most one line per period, with the number of suppressed events.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug)]
+pub struct LogLimiter {
+    period_ms: u64,
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogLimiter {
+    pub const fn new(period_ms: u64) -> Self {
+        LogLimiter {
+            period_ms,
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now (`n` = events suppressed since the last line),
+    /// `None` when this one should stay quiet.
+    pub fn check(&self) -> Option<u64> {
+        self.check_at(now_ms())
+    }
+
+    pub fn check_at(&self, now: u64) -> Option<u64> {
+        let next = self.next_ms.load(Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(next, now + self.period_ms, Relaxed, Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_period_with_suppressed_count() {
+        let l = LogLimiter::new(1000);
+        assert_eq!(l.check_at(5_000), Some(0));
+        assert_eq!(l.check_at(5_001), None);
+        assert_eq!(l.check_at(5_999), None);
+        assert_eq!(l.check_at(6_000), Some(2));
+    }
+}

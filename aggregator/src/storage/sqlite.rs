@@ -1,0 +1,223 @@
+//! SQLite backend: the embedded default, one file, WAL mode.
+
+use super::*;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// Versioned migrations: index + 1 is the schema version. Only append.
+const MIGRATIONS: &[&str] = &[
+    // 1: nodes and agent events
+    "CREATE TABLE nodes (
+        node TEXT PRIMARY KEY,
+        role TEXT,
+        last_seen_ms INTEGER NOT NULL,
+        last_report_ts_ms INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        duplicates INTEGER NOT NULL,
+        missing INTEGER NOT NULL,
+        hello BLOB,
+        inventory BLOB,
+        report BLOB,
+        guests BLOB NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        node TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_node_ts ON events(node, ts_ms);",
+];
+
+#[derive(Debug)]
+pub struct SqliteStorage {
+    conn: Connection,
+    path: String,
+}
+
+impl SqliteStorage {
+    /// Open (creating if needed) the database file. `:memory:` gives a private in-memory db.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let p = path.display().to_string();
+        let err = |source| StorageError::Sqlite {
+            path: p.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Creating the directory is best effort; opening reports the real problem.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        Ok(SqliteStorage { conn, path: p })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
+        move |source| StorageError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn migrate(&mut self) -> Result<u32, StorageError> {
+        let path = self.path.clone();
+        let err = move |source| StorageError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+            )
+            .map_err(&err)?;
+        let current: u32 = self
+            .conn
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get::<_, Option<u32>>(0)
+            })
+            .optional()
+            .map_err(&err)?
+            .flatten()
+            .unwrap_or(0);
+        let known = MIGRATIONS.len() as u32;
+        if current > known {
+            return Err(StorageError::SchemaTooNew {
+                found: current,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = self.conn.transaction().map_err(&err)?;
+            tx.execute_batch(sql).map_err(&err)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
+                params![i as u32 + 1, crate::ratelimit::now_ms() as i64],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            tracing::info!(version = i + 1, "storage schema migrated");
+        }
+        Ok(known)
+    }
+
+    fn write(&mut self, batch: &WriteBatch) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        let err = move |source| StorageError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&err)?;
+        {
+            let mut up = tx
+                .prepare_cached(
+                    "INSERT INTO nodes (node, role, last_seen_ms, last_report_ts_ms, last_seq,
+                        received, duplicates, missing, hello, inventory, report, guests)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT(node) DO UPDATE SET role = excluded.role,
+                        last_seen_ms = excluded.last_seen_ms,
+                        last_report_ts_ms = excluded.last_report_ts_ms,
+                        last_seq = excluded.last_seq, received = excluded.received,
+                        duplicates = excluded.duplicates, missing = excluded.missing,
+                        hello = excluded.hello, inventory = excluded.inventory,
+                        report = excluded.report, guests = excluded.guests",
+                )
+                .map_err(&err)?;
+            for n in &batch.nodes {
+                up.execute(params![
+                    n.node,
+                    role_str(n.role),
+                    n.last_seen_ms as i64,
+                    n.last_report_ts_ms as i64,
+                    n.last_seq as i64,
+                    n.received as i64,
+                    n.duplicates as i64,
+                    n.missing as i64,
+                    n.hello,
+                    n.inventory,
+                    n.report,
+                    n.guests,
+                ])
+                .map_err(&err)?;
+            }
+            let mut ev = tx
+                .prepare_cached(
+                    "INSERT INTO events (node, ts_ms, severity, code, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(&err)?;
+            for e in &batch.events {
+                ev.execute(params![
+                    e.node,
+                    e.ts_ms as i64,
+                    severity_str(e.severity),
+                    e.code,
+                    e.message
+                ])
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError> {
+        let e = self.err();
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT node, role, last_seen_ms, last_report_ts_ms, last_seq, received,
+                        duplicates, missing, hello, inventory, report, guests FROM nodes",
+            )
+            .map_err(&e)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(NodeRow {
+                    node: r.get(0)?,
+                    role: role_from(r.get(1)?),
+                    last_seen_ms: r.get::<_, i64>(2)? as u64,
+                    last_report_ts_ms: r.get::<_, i64>(3)? as u64,
+                    last_seq: r.get::<_, i64>(4)? as u64,
+                    received: r.get::<_, i64>(5)? as u64,
+                    duplicates: r.get::<_, i64>(6)? as u64,
+                    missing: r.get::<_, i64>(7)? as u64,
+                    hello: r.get(8)?,
+                    inventory: r.get(9)?,
+                    report: r.get(10)?,
+                    guests: r.get(11)?,
+                })
+            })
+            .map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+
+    fn events(&mut self, node: Option<&str>, limit: usize) -> Result<Vec<EventRow>, StorageError> {
+        let e = self.err();
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT node, ts_ms, severity, code, message FROM events
+                 WHERE (?1 IS NULL OR node = ?1) ORDER BY ts_ms DESC, id DESC LIMIT ?2",
+            )
+            .map_err(&e)?;
+        let rows = st
+            .query_map(params![node, limit as i64], |r| {
+                Ok(EventRow {
+                    node: r.get(0)?,
+                    ts_ms: r.get::<_, i64>(1)? as u64,
+                    severity: severity_from(&r.get::<_, String>(2)?),
+                    code: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })
+            .map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+}
