@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults: the aggregator (embedded MQTT broker + SQLite + dashboard),
+# a simulator feeding it a few racks, and this machine's own agent. Ctrl-C stops everything.
+#
+# Env: YJ_DATA (./yunjian-data), YJ_HTTP (127.0.0.1:8080), YJ_MQTT (127.0.0.1:1883),
+#      YJ_SCENARIO (simulator/scenarios/demo.toml)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${YJ_DATA:-./yunjian-data}
+HTTP=${YJ_HTTP:-127.0.0.1:8080}
+MQTT=${YJ_MQTT:-127.0.0.1:1883}
+SCENARIO=${YJ_SCENARIO:-simulator/scenarios/demo.toml}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
+if port_busy "$MQTT"; then
+  host=${MQTT%:*}; port=${MQTT##*:}
+  echo "note: $MQTT is already taken (another MQTT broker, e.g. Mosquitto, runs there)."
+  echo "      The demo runs its embedded broker on the next free port instead. To use the running"
+  echo "      broker, start the aggregator with: yunjian-aggregator --broker mqtt://$MQTT"
+  while port_busy "$host:$port"; do port=$((port + 1)); done
+  MQTT="$host:$port"
+fi
+if port_busy "$HTTP"; then
+  echo "error: $HTTP (dashboard) is taken; set YJ_HTTP=127.0.0.1:PORT" >&2
+  exit 1
+fi
+
+echo "building (release)..."
+cargo build --release -q -p yunjian-aggregator -p yunjian-agent -p yunjian-simulator
+BIN="$TARGET/release"
+mkdir -p "$DATA"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+"$BIN/yunjian-aggregator" --data-dir "$DATA" --http-listen "$HTTP" --mqtt-listen "$MQTT" &
+pids+=($!)
+for _ in $(seq 1 100); do
+  port_busy "$HTTP" && break
+  sleep 0.1
+done
+port_busy "$HTTP" || { echo "error: the aggregator did not start" >&2; exit 1; }
+
+# this machine's own agent: enrolled with the aggregator's master key
+node=$(hostname | tr -c 'A-Za-z0-9._\n-' '-' | cut -c1-64)
+"$BIN/yunjian-aggregator" --data-dir "$DATA" enroll "$node" --out "$DATA/agent.key"
+cat > "$DATA/agent.toml" <<TOML
+node_id = "$node"
+role = "host"
+interval = "10s"
+key_file = "$DATA/agent.key"
+rack = "本机"
+
+[mqtt]
+host = "${MQTT%:*}"
+port = ${MQTT##*:}
+
+[buffer]
+dir = "$DATA/agent-buffer"
+TOML
+"$BIN/yunjian-agent" --config "$DATA/agent.toml" &
+pids+=($!)
+
+"$BIN/yunjian-simulator" --scenario "$SCENARIO" --broker "$MQTT" --master-key-file "$DATA/master.key" &
+pids+=($!)
+
+echo
+echo "  云鉴 dashboard:  http://$HTTP/"
+echo "  JSON API:        http://$HTTP/api/nodes     metrics: http://$HTTP/metrics"
+echo "  MQTT broker:     $MQTT (embedded)"
+echo "  Ctrl-C stops the aggregator, the simulator and the agent."
+echo
+wait -n "${pids[@]}"
