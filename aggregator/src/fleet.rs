@@ -7,9 +7,7 @@
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
-use yunjian_protocol::{
-    Body, Envelope, Event, GuestView, Hello, Inventory, Report, Role, Status,
-};
+use yunjian_protocol::{Body, Envelope, Event, GuestView, Hello, Inventory, Report, Role, Status};
 
 /// A node is "silent" after this many report intervals without a message.
 pub const SILENCE_FACTOR: u64 = 3;
@@ -183,10 +181,13 @@ impl Fleet {
 
     /// Apply a verified envelope received at wall time `now_ms`.
     pub fn apply(&mut self, env: Envelope, now_ms: u64) -> Applied {
-        let st = self
-            .nodes
-            .entry(env.node.clone())
-            .or_insert_with(|| NodeState::new(&env.node));
+        if !self.nodes.contains_key(&env.node) {
+            self.nodes
+                .insert(env.node.clone(), NodeState::new(&env.node));
+        }
+        let Some(st) = self.nodes.get_mut(&env.node) else {
+            return Applied::Duplicate;
+        };
         st.last_seen_ms = now_ms;
         if let Body::Status(s) = env.body {
             // Status messages are outside the sequence stream (seq 0).
@@ -328,7 +329,11 @@ impl Fleet {
     pub fn summaries(&self) -> Vec<NodeSummary> {
         let mut v: Vec<NodeSummary> = self.nodes.values().map(|s| self.summary(s)).collect();
         v.sort_by(|a, b| {
-            (a.role != Some("host"), &a.rack, &a.node).cmp(&(b.role != Some("host"), &b.rack, &b.node))
+            (a.role != Some("host"), &a.rack, &a.node).cmp(&(
+                b.role != Some("host"),
+                &b.rack,
+                &b.node,
+            ))
         });
         v
     }
@@ -341,7 +346,7 @@ fn pct(part: u64, whole: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yunjian_protocol::{Memory, GuestView};
+    use yunjian_protocol::{GuestView, Memory};
 
     fn report(cpu: u16) -> Body {
         Body::Report(Report {
@@ -375,7 +380,10 @@ mod tests {
             Applied::AfterGap { missing: 2 }
         );
         let s = f.get("a").unwrap();
-        assert_eq!((s.last_seq, s.received, s.duplicates, s.missing), (5, 3, 1, 2));
+        assert_eq!(
+            (s.last_seq, s.received, s.duplicates, s.missing),
+            (5, 3, 1, 2)
+        );
         assert_eq!(s.report.as_ref().unwrap().cpu_busy, 500);
         assert_eq!(f.summary(s).mem_pct, Some(25.0));
     }

@@ -10,7 +10,8 @@ use crate::inbound::{AckToken, Inbound};
 use crate::metrics::Metrics;
 use crate::ratelimit::{now_ms, LogLimiter};
 use crate::storage::{EventRow, NodeRow, Storage, WriteBatch};
-use std::collections::{HashMap, HashSet};
+use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub struct Ingester {
     master: MasterKey,
     /// Verified nodes' keys (a node enters only after its first valid frame).
     keys: HashMap<String, NodeKey>,
-    decoded: Vec<(Envelope, u64)>,
+    decoded: Vec<(Envelope, Bytes, u64)>,
 }
 
 impl Ingester {
@@ -94,7 +95,7 @@ impl Ingester {
         for mut msg in msgs.drain(..) {
             if let Some(env) = self.verify(&msg) {
                 let latency = msg.received.elapsed().as_nanos() as u64;
-                self.decoded.push((env, latency));
+                self.decoded.push((env, msg.payload.clone(), latency));
             }
             if let Some(a) = msg.ack.take() {
                 acks.push(a);
@@ -106,9 +107,9 @@ impl Ingester {
         }
         let now = now_ms();
         let m = &self.metrics;
-        let mut touched: HashSet<String> = HashSet::new();
+        let mut rows: HashMap<String, NodeRow> = HashMap::new();
         let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
-        for (env, latency) in self.decoded.drain(..) {
+        for (env, frame, latency) in self.decoded.drain(..) {
             if let Body::Event(e) = &env.body {
                 batch.events.push(EventRow {
                     node: env.node.clone(),
@@ -118,8 +119,11 @@ impl Ingester {
                     message: e.message.clone(),
                 });
             }
+            // status is not persisted; every other message moves the counters, and four
+            // kinds replace a stored frame
             let persist = !matches!(env.body, Body::Status(_));
-            let node = persist.then(|| env.node.clone());
+            let kind = env.body.kind();
+            let node = env.node.clone();
             match fleet.apply(env, now) {
                 Applied::Fresh => {}
                 Applied::AfterGap { missing } => {
@@ -132,16 +136,22 @@ impl Ingester {
             }
             m.applied.fetch_add(1, Relaxed);
             m.ingest_latency.observe_ns(latency);
-            if let Some(n) = node {
-                touched.insert(n);
+            let (true, Some(st)) = (persist, fleet.get(&node)) else {
+                continue;
+            };
+            let mut row = NodeRow::counters(st);
+            if let Some(slot) = row.frame_mut(kind) {
+                *slot = Some(frame);
+            }
+            match rows.get_mut(&node) {
+                Some(r) => r.merge(row),
+                None => {
+                    rows.insert(node, row);
+                }
             }
         }
-        batch.nodes = touched
-            .iter()
-            .filter_map(|n| fleet.get(n))
-            .map(NodeRow::from_state)
-            .collect();
         drop(fleet);
+        batch.nodes = rows.into_values().collect();
         Pending { batch, acks }
     }
 }
@@ -180,7 +190,12 @@ pub fn storage_loop(
         let mut acks = Vec::new();
         let mut add = |p: Pending| {
             for n in p.batch.nodes {
-                nodes.insert(n.node.clone(), n);
+                match nodes.get_mut(&n.node) {
+                    Some(old) => old.merge(n),
+                    None => {
+                        nodes.insert(n.node.clone(), n);
+                    }
+                }
             }
             events.extend(p.batch.events);
             acks.extend(p.acks);
@@ -207,7 +222,10 @@ pub fn storage_loop(
                 Err(e) => {
                     metrics.storage_errors.fetch_add(1, Relaxed);
                     if let Some(n) = STORAGE_LOG.check() {
-                        tracing::error!(suppressed = n, "storage write failed, retrying (acks held back): {e}");
+                        tracing::error!(
+                            suppressed = n,
+                            "storage write failed, retrying (acks held back): {e}"
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(500));
                 }

@@ -4,13 +4,14 @@
 //! Data flow: MQTT → [`ingest`] (decode, verify, de-duplicate) → [`fleet`] state → [`storage`];
 //! [`web`] reads the fleet state and [`metrics`].
 
-pub mod fleet;
-pub mod metrics;
 pub mod app;
 pub mod broker;
 pub mod config;
 pub mod external;
+pub mod fleet;
 pub mod inbound;
 pub mod ingest;
+pub mod metrics;
 pub mod ratelimit;
 pub mod storage;
+pub mod web;

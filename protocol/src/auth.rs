@@ -35,9 +35,21 @@ pub enum KeyError {
     Random(std::io::Error),
 }
 
-/// A node's signing key (32 bytes).
-#[derive(Clone, PartialEq, Eq)]
-pub struct NodeKey([u8; 32]);
+/// A node's signing key (32 bytes), with the HMAC key schedule prepared once so that signing
+/// and verifying a frame costs only the hashing of the frame itself.
+#[derive(Clone)]
+pub struct NodeKey {
+    bytes: [u8; 32],
+    prepared: HmacSha256,
+}
+
+impl PartialEq for NodeKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for NodeKey {}
 
 /// The aggregator's master key from which node keys are derived (32 bytes).
 #[derive(Clone, PartialEq, Eq)]
@@ -123,26 +135,29 @@ fn write_key_file(path: &Path, bytes: &[u8; 32]) -> Result<(), KeyError> {
 
 impl NodeKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        NodeKey(bytes)
+        NodeKey {
+            bytes,
+            prepared: <HmacSha256 as Mac>::new_from_slice(&bytes).expect("HMAC takes any key size"),
+        }
     }
     /// Parse 64 hex characters (surrounding whitespace ignored).
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
-        from_hex(text, "<inline>").map(NodeKey)
+        from_hex(text, "<inline>").map(NodeKey::from_bytes)
     }
     pub fn to_hex(&self) -> String {
-        to_hex(&self.0)
+        to_hex(&self.bytes)
     }
     pub fn read_file(path: &Path) -> Result<Self, KeyError> {
-        read_key_file(path).map(NodeKey)
+        read_key_file(path).map(NodeKey::from_bytes)
     }
     /// Write the key as hex to a file created with mode 0600.
     pub fn write_file(&self, path: &Path) -> Result<(), KeyError> {
-        write_key_file(path, &self.0)
+        write_key_file(path, &self.bytes)
     }
 
     /// The truncated HMAC-SHA256 of `data`.
     pub fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
-        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key size");
+        let mut m = self.prepared.clone();
         m.update(data);
         let full = m.finalize().into_bytes();
         let mut out = [0u8; MAC_LEN];
@@ -150,11 +165,26 @@ impl NodeKey {
         out
     }
 
+    /// The MQTT password of this node for brokers that check it (the embedded broker does):
+    /// a MAC over a fixed label, so the broker can verify it from the master key and the
+    /// node id, and the key itself never travels.
+    pub fn mqtt_password(&self) -> String {
+        let tag = self.mac(b"yunjian/mqtt-login/v1");
+        let mut s = String::with_capacity(2 * MAC_LEN);
+        for b in tag {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
     /// Constant-time check of a truncated MAC.
     pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
-        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key size");
+        if tag.len() != MAC_LEN {
+            return false;
+        }
+        let mut m = self.prepared.clone();
         m.update(data);
-        m.verify_truncated_left(tag).is_ok() && tag.len() == MAC_LEN
+        m.verify_truncated_left(tag).is_ok()
     }
 }
 
@@ -197,7 +227,7 @@ impl MasterKey {
         m.update(node.as_bytes());
         let mut out = [0u8; 32];
         out.copy_from_slice(&m.finalize().into_bytes());
-        NodeKey(out)
+        NodeKey::from_bytes(out)
     }
 }
 

@@ -81,7 +81,10 @@ mod tests {
     fn topics_roundtrip() {
         assert_eq!(report("h1"), "yunjian/v1/h1/report");
         assert_eq!(parse(&report("h1")), Some(("h1", TopicKind::Report)));
-        assert_eq!(parse(&status("a.b-c_d")), Some(("a.b-c_d", TopicKind::Status)));
+        assert_eq!(
+            parse(&status("a.b-c_d")),
+            Some(("a.b-c_d", TopicKind::Status))
+        );
         assert_eq!(parse(&command("x")), Some(("x", TopicKind::Command)));
         assert_eq!(parse("yunjian/v1/+/report"), None);
         assert_eq!(parse("yunjian/v1/h1/other"), None);

@@ -1,1 +1,166 @@
-//! Cross-crate scenarios live in `tests/tests/`; this crate has no library code.
+//! Helpers for the cross-crate scenarios in `tests/`: real peers as child processes and a
+//! minimal HTTP client for the aggregator's JSON API.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Find a tool the scenario needs. Missing: fail under CI (`CI` set), otherwise print a loud
+/// SKIP notice and return `None` so the caller returns early.
+pub fn require_tool(candidates: &[&str], package: &str) -> Option<PathBuf> {
+    let found = candidates.iter().map(PathBuf::from).find(|p| {
+        p.is_absolute() && p.exists()
+            || std::env::var_os("PATH")
+                .map(|path| std::env::split_paths(&path).any(|d| d.join(p).exists()))
+                .unwrap_or(false)
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{candidates:?} not found and CI is set: `apt-get install {package}`"
+        );
+        eprintln!("\n***** SKIP: {candidates:?} not found; `apt-get install {package}` to run this scenario *****\n");
+    }
+    found
+}
+
+/// A Mosquitto broker on a loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Option<Child>,
+    bin: PathBuf,
+    conf: PathBuf,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Start on a free port; `None` when mosquitto is missing outside CI.
+    pub fn start() -> Option<Self> {
+        let bin = require_tool(&["/usr/sbin/mosquitto", "mosquitto"], "mosquitto")?;
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let mut m = Mosquitto {
+            child: None,
+            bin,
+            conf,
+            port,
+            _dir: dir,
+        };
+        m.restart();
+        Some(m)
+    }
+
+    /// Start (again) on the same port and wait until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        self.child = Some(child);
+        wait_port(self.port, Duration::from_secs(10));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wait until something accepts TCP connections on the loopback port.
+pub fn wait_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < timeout, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `GET path` over HTTP/1.1; returns the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `GET path` parsed as JSON.
+pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(addr, path).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Poll `check` every 100 ms until it returns `Some`, or panic with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+

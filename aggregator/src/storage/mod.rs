@@ -2,14 +2,15 @@
 //!
 //! What is stored: the latest state of every node (so a restarted aggregator shows the fleet
 //! as it last saw it, and resumes sequence checking where it stopped) and the agents' events.
-//! Bodies are stored as postcard bytes of the protocol types: compact, and decoded by the same
-//! code as the wire.
+//! Bodies are stored as the verified wire frames they arrived in: ingest does no encoding on its
+//! hot path, and loading decodes them with the protocol's own decoder.
 
 pub mod sqlite;
 
 use crate::fleet::{Liveness, NodeState};
+use bytes::Bytes;
 use std::collections::VecDeque;
-use yunjian_protocol::{GuestView, Hello, Inventory, Report, Role, Severity, Status};
+use yunjian_protocol::{decode_unverified, Body, Role, Severity, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -25,7 +26,7 @@ pub enum StorageError {
     Corrupt { node: String, reason: String },
 }
 
-/// The persisted part of a node's state.
+/// The persisted part of a node's state. A `None` frame means "unchanged": the stored one is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRow {
     pub node: String,
@@ -36,10 +37,11 @@ pub struct NodeRow {
     pub received: u64,
     pub duplicates: u64,
     pub missing: u64,
-    pub hello: Option<Vec<u8>>,
-    pub inventory: Option<Vec<u8>>,
-    pub report: Option<Vec<u8>>,
-    pub guests: Vec<u8>,
+    /// Latest verified frames by body kind.
+    pub hello: Option<Bytes>,
+    pub inventory: Option<Bytes>,
+    pub report: Option<Bytes>,
+    pub guests: Option<Bytes>,
 }
 
 /// One agent event.
@@ -77,19 +79,9 @@ pub trait Storage: Send {
     fn events(&mut self, node: Option<&str>, limit: usize) -> Result<Vec<EventRow>, StorageError>;
 }
 
-fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_stdvec(v).unwrap_or_default()
-}
-
-fn dec<T: serde::de::DeserializeOwned>(node: &str, what: &str, b: &[u8]) -> Result<T, StorageError> {
-    postcard::from_bytes(b).map_err(|e| StorageError::Corrupt {
-        node: node.to_string(),
-        reason: format!("{what}: {e}"),
-    })
-}
-
 impl NodeRow {
-    pub fn from_state(s: &NodeState) -> Self {
+    /// The counters of `s`, with no frames (set them for the bodies that changed).
+    pub fn counters(s: &NodeState) -> Self {
         NodeRow {
             node: s.node.clone(),
             role: s.role,
@@ -99,43 +91,82 @@ impl NodeRow {
             received: s.received,
             duplicates: s.duplicates,
             missing: s.missing,
-            hello: s.hello.as_ref().map(enc),
-            inventory: s.inventory.as_ref().map(enc),
-            report: s.report.as_ref().map(enc),
-            guests: enc(&s.guests),
+            hello: None,
+            inventory: None,
+            report: None,
+            guests: None,
         }
     }
 
+    /// The stored frame slot for a body kind ([`Body::kind`]), if that kind is stored.
+    pub fn frame_mut(&mut self, kind: &str) -> Option<&mut Option<Bytes>> {
+        match kind {
+            "hello" => Some(&mut self.hello),
+            "inventory" => Some(&mut self.inventory),
+            "report" => Some(&mut self.report),
+            "guests" => Some(&mut self.guests),
+            _ => None,
+        }
+    }
+
+    /// Fold a newer row for the same node into this one: newer counters, and each frame from
+    /// the newest row that carries one.
+    pub fn merge(&mut self, newer: NodeRow) {
+        let older = std::mem::replace(self, newer);
+        self.hello = self.hello.take().or(older.hello);
+        self.inventory = self.inventory.take().or(older.inventory);
+        self.report = self.report.take().or(older.report);
+        self.guests = self.guests.take().or(older.guests);
+    }
+
+    /// Rebuild the node's state from a stored row.
     pub fn into_state(self) -> Result<NodeState, StorageError> {
-        let n = &self.node;
+        let node = self.node.clone();
+        let body = |what: &str, frame: &Option<Bytes>| -> Result<Option<Body>, StorageError> {
+            frame
+                .as_deref()
+                .map(|b| {
+                    decode_unverified(b)
+                        .map(|e| e.body)
+                        .map_err(|e| StorageError::Corrupt {
+                            node: node.clone(),
+                            reason: format!("{what}: {e}"),
+                        })
+                })
+                .transpose()
+        };
+        let hello = match body("hello", &self.hello)? {
+            Some(Body::Hello(h)) => Some(h),
+            _ => None,
+        };
+        let inventory = match body("inventory", &self.inventory)? {
+            Some(Body::Inventory(i)) => Some(i),
+            _ => None,
+        };
+        let report = match body("report", &self.report)? {
+            Some(Body::Report(r)) => Some(r),
+            _ => None,
+        };
+        let guests = match body("guests", &self.guests)? {
+            Some(Body::Guests(g)) => g,
+            _ => Vec::new(),
+        };
         Ok(NodeState {
+            node: self.node,
             role: self.role,
             status: Status::Offline,
             liveness: Liveness::Offline,
             last_seen_ms: self.last_seen_ms,
             last_report_ts_ms: self.last_report_ts_ms,
-            hello: self
-                .hello
-                .as_deref()
-                .map(|b| dec::<Hello>(n, "hello", b))
-                .transpose()?,
-            inventory: self
-                .inventory
-                .as_deref()
-                .map(|b| dec::<Inventory>(n, "inventory", b))
-                .transpose()?,
-            report: self
-                .report
-                .as_deref()
-                .map(|b| dec::<Report>(n, "report", b))
-                .transpose()?,
-            guests: dec::<Vec<GuestView>>(n, "guests", &self.guests)?,
+            hello,
+            inventory,
+            report,
+            guests,
             last_seq: self.last_seq,
             received: self.received,
             duplicates: self.duplicates,
             missing: self.missing,
             events: VecDeque::new(),
-            node: self.node,
         })
     }
 }

@@ -19,7 +19,7 @@ const MIGRATIONS: &[&str] = &[
         hello BLOB,
         inventory BLOB,
         report BLOB,
-        guests BLOB NOT NULL
+        guests BLOB
     );
     CREATE TABLE events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -51,8 +51,10 @@ impl SqliteStorage {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         Ok(SqliteStorage { conn, path: p })
@@ -127,8 +129,10 @@ impl Storage for SqliteStorage {
                         last_report_ts_ms = excluded.last_report_ts_ms,
                         last_seq = excluded.last_seq, received = excluded.received,
                         duplicates = excluded.duplicates, missing = excluded.missing,
-                        hello = excluded.hello, inventory = excluded.inventory,
-                        report = excluded.report, guests = excluded.guests",
+                        hello = COALESCE(excluded.hello, nodes.hello),
+                        inventory = COALESCE(excluded.inventory, nodes.inventory),
+                        report = COALESCE(excluded.report, nodes.report),
+                        guests = COALESCE(excluded.guests, nodes.guests)",
                 )
                 .map_err(&err)?;
             for n in &batch.nodes {
@@ -141,10 +145,10 @@ impl Storage for SqliteStorage {
                     n.received as i64,
                     n.duplicates as i64,
                     n.missing as i64,
-                    n.hello,
-                    n.inventory,
-                    n.report,
-                    n.guests,
+                    n.hello.as_deref(),
+                    n.inventory.as_deref(),
+                    n.report.as_deref(),
+                    n.guests.as_deref(),
                 ])
                 .map_err(&err)?;
             }
@@ -188,10 +192,10 @@ impl Storage for SqliteStorage {
                     received: r.get::<_, i64>(5)? as u64,
                     duplicates: r.get::<_, i64>(6)? as u64,
                     missing: r.get::<_, i64>(7)? as u64,
-                    hello: r.get(8)?,
-                    inventory: r.get(9)?,
-                    report: r.get(10)?,
-                    guests: r.get(11)?,
+                    hello: r.get::<_, Option<Vec<u8>>>(8)?.map(Bytes::from),
+                    inventory: r.get::<_, Option<Vec<u8>>>(9)?.map(Bytes::from),
+                    report: r.get::<_, Option<Vec<u8>>>(10)?.map(Bytes::from),
+                    guests: r.get::<_, Option<Vec<u8>>>(11)?.map(Bytes::from),
                 })
             })
             .map_err(&e)?;
