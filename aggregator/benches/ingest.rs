@@ -79,7 +79,12 @@ fn frames(master: &MasterKey, nodes: usize, per_node: usize) -> Vec<(String, Byt
     let mut out = Vec::with_capacity(nodes * per_node);
     for seq in 1..=per_node as u64 {
         for (id, k) in &keys {
-            let env = Envelope::new(id.clone(), seq, 1_795_000_000_000 + seq * 10_000, report(seq));
+            let env = Envelope::new(
+                id.clone(),
+                seq,
+                1_795_000_000_000 + seq * 10_000,
+                report(seq),
+            );
             out.push((topics::report(id), Bytes::from(encode(&env, k).unwrap())));
         }
     }
@@ -112,7 +117,12 @@ fn bench_process(master: &MasterKey, total: usize) -> f64 {
 
 /// One publisher connection: log in as each of its nodes in turn is not needed; an operator
 /// connection may publish on any node's topic (the MAC still proves the sender).
-async fn publisher(addr: std::net::SocketAddr, id: usize, frames: Vec<(String, Bytes)>, window: usize) {
+async fn publisher(
+    addr: std::net::SocketAddr,
+    id: usize,
+    frames: Vec<(String, Bytes)>,
+    window: usize,
+) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     let mut w = BytesMut::new();
@@ -158,7 +168,88 @@ async fn publisher(addr: std::net::SocketAddr, id: usize, frames: Vec<(String, B
     }
 }
 
-async fn through_broker(master: &MasterKey, total: usize, conns: usize, with_ingest: bool) -> f64 {
+/// A storage that keeps nothing: isolates ingest's own cost from SQLite's.
+struct NoStorage;
+
+impl Storage for NoStorage {
+    fn migrate(&mut self) -> Result<u32, yunjian_aggregator::storage::StorageError> {
+        Ok(0)
+    }
+    fn write(
+        &mut self,
+        _: &yunjian_aggregator::storage::WriteBatch,
+    ) -> Result<(), yunjian_aggregator::storage::StorageError> {
+        Ok(())
+    }
+    fn load_nodes(
+        &mut self,
+    ) -> Result<Vec<yunjian_aggregator::storage::NodeRow>, yunjian_aggregator::storage::StorageError>
+    {
+        Ok(Vec::new())
+    }
+    fn events(
+        &mut self,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<yunjian_aggregator::storage::EventRow>, yunjian_aggregator::storage::StorageError>
+    {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Consumer {
+    /// The internal subscriber only counts (and acknowledges at once).
+    Raw,
+    /// An MQTT client subscribed over TCP with QoS 1 receives everything.
+    MqttSubscriber,
+    /// Ingest with a storage that keeps nothing.
+    IngestNoStorage,
+    /// Ingest with SQLite; PUBACK after commit.
+    IngestSqlite,
+}
+
+async fn subscriber(addr: std::net::SocketAddr, expect: usize) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut w = BytesMut::new();
+    let mut c = Connect::new("bench-sub");
+    c.keep_alive = 60;
+    c.write(&mut w).unwrap();
+    v4::Subscribe::new(topics::REPORT_FILTER, QoS::AtLeastOnce)
+        .write(&mut w)
+        .map(|_| ())
+        .unwrap_or(());
+    s.write_all(&w).await.unwrap();
+    w.clear();
+    let mut r = BytesMut::with_capacity(256 * 1024);
+    let mut got = 0;
+    while got < expect {
+        if r.capacity() - r.len() < 16 * 1024 {
+            r.reserve(64 * 1024);
+        }
+        if s.read_buf(&mut r).await.unwrap() == 0 {
+            break;
+        }
+        while let Ok(p) = v4::read(&mut r, 1 << 20) {
+            if let Packet::Publish(p) = p {
+                got += 1;
+                v4::PubAck::new(p.pkid).write(&mut w).unwrap();
+            }
+        }
+        if !w.is_empty() {
+            s.write_all(&w).await.unwrap();
+            w.clear();
+        }
+    }
+}
+
+async fn through_broker(
+    master: &MasterKey,
+    total: usize,
+    conns: usize,
+    consumer_kind: Consumer,
+) -> f64 {
     let metrics = Arc::new(Metrics::default());
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(16 * 1024);
     let (_stop_tx, stop) = watch::channel(false);
@@ -178,12 +269,21 @@ async fn through_broker(master: &MasterKey, total: usize, conns: usize, with_ing
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::shared();
+    let with_ingest = matches!(
+        consumer_kind,
+        Consumer::IngestNoStorage | Consumer::IngestSqlite
+    );
     let consumer = if with_ingest {
-        let mut st = SqliteStorage::open(&dir.path().join("bench.db")).unwrap();
-        st.migrate().unwrap();
+        let st: Box<dyn Storage> = if consumer_kind == Consumer::IngestSqlite {
+            let mut st = SqliteStorage::open(&dir.path().join("bench.db")).unwrap();
+            st.migrate().unwrap();
+            Box::new(st)
+        } else {
+            Box::new(NoStorage)
+        };
         let (store_tx, store_rx) = mpsc::channel(64);
         let m = metrics.clone();
-        std::thread::spawn(move || ingest::storage_loop(Box::new(st), store_rx, m));
+        std::thread::spawn(move || ingest::storage_loop(st, store_rx, m));
         let (changes, _) = watch::channel(0);
         let ing = Ingester::new(fleet.clone(), metrics.clone(), master.clone());
         tokio::spawn(ingest::run(ing, in_rx, store_tx, changes))
@@ -204,6 +304,13 @@ async fn through_broker(master: &MasterKey, total: usize, conns: usize, with_ing
     }
     let n: usize = per_conn.iter().map(|v| v.len()).sum();
     let addr = broker.local_addr();
+    let sub = if consumer_kind == Consumer::MqttSubscriber {
+        let h = tokio::spawn(subscriber(addr, n));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await; // subscription in place
+        Some(h)
+    } else {
+        None
+    };
     let start = Instant::now();
     let hs: Vec<_> = per_conn
         .into_iter()
@@ -211,6 +318,9 @@ async fn through_broker(master: &MasterKey, total: usize, conns: usize, with_ing
         .map(|(i, f)| tokio::spawn(publisher(addr, i, f, 256)))
         .collect();
     for h in hs {
+        h.await.unwrap();
+    }
+    if let Some(h) = sub {
         h.await.unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
@@ -230,8 +340,15 @@ fn main() {
     let total = env_usize("YJ_BENCH_REPORTS", 400_000);
     let conns = env_usize("YJ_BENCH_CONNS", 20);
     let master = MasterKey::from_bytes([7; 32]);
-    let sample = encode(&Envelope::new("bench-h00001", 1, 1, report(1)), &master.node_key("bench-h00001")).unwrap();
-    println!("report frame: {} bytes (4 disks, 2 NICs, 8 cores)", sample.len());
+    let sample = encode(
+        &Envelope::new("bench-h00001", 1, 1, report(1)),
+        &master.node_key("bench-h00001"),
+    )
+    .unwrap();
+    println!(
+        "report frame: {} bytes (4 disks, 2 NICs, 8 cores)",
+        sample.len()
+    );
 
     let p = bench_process(&master, total);
     println!("process (decode+verify+apply, no network): {p:.0} reports/s");
@@ -241,19 +358,48 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // alternate raw and ingest runs, 3 each, and report medians
-    let mut raw = Vec::new();
-    let mut ing = Vec::new();
+    // alternate the consumers, 3 runs each, and report medians
+    let kinds = [
+        (
+            Consumer::Raw,
+            "embedded broker raw publish -> internal subscriber (counts only)",
+        ),
+        (
+            Consumer::MqttSubscriber,
+            "embedded broker raw publish -> MQTT subscriber over TCP",
+        ),
+        (
+            Consumer::IngestNoStorage,
+            "embedded broker -> ingest (decode, verify, apply), no storage",
+        ),
+        (
+            Consumer::IngestSqlite,
+            "embedded broker -> ingest -> SQLite commit -> PUBACK",
+        ),
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for _ in 0..3 {
-        raw.push(rt.block_on(through_broker(&master, total, conns, false)));
-        ing.push(rt.block_on(through_broker(&master, total, conns, true)));
+        for (i, (k, _)) in kinds.iter().enumerate() {
+            runs[i].push(rt.block_on(through_broker(&master, total, conns, *k)));
+        }
     }
-    let median = |v: &mut Vec<f64>| {
+    let mut med = Vec::new();
+    for (i, (_, label)) in kinds.iter().enumerate() {
+        let mut v = runs[i].clone();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
-    let (r, i) = (median(&mut raw), median(&mut ing));
-    println!("embedded broker raw publish->subscribe: {r:.0} msg/s (median of 3; runs {raw:.0?})");
-    println!("embedded broker -> ingest -> SQLite -> PUBACK: {i:.0} reports/s (median of 3; runs {ing:.0?})");
-    println!("ratio ingest/raw: {:.2}", i / r);
+        med.push(v[v.len() / 2]);
+        println!(
+            "{label}: {:.0} msg/s (median of 3; runs {:.0?})",
+            med[i], runs[i]
+        );
+    }
+    println!("ratio ingest+SQLite / raw internal: {:.2}", med[3] / med[0]);
+    println!(
+        "ratio ingest+SQLite / raw MQTT subscriber: {:.2}",
+        med[3] / med[1]
+    );
+    println!(
+        "ratio ingest (no storage) / raw MQTT subscriber: {:.2}",
+        med[2] / med[1]
+    );
 }

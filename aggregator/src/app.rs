@@ -28,7 +28,9 @@ pub enum StartError {
     Broker(#[from] BrokerError),
     #[error("{0}")]
     BrokerUrl(#[from] crate::external::BrokerUrlError),
-    #[error("cannot listen on {addr} for the dashboard: {source}; choose another with `--http-listen`")]
+    #[error(
+        "cannot listen on {addr} for the dashboard: {source}; choose another with `--http-listen`"
+    )]
     Http {
         addr: SocketAddr,
         #[source]
@@ -155,12 +157,13 @@ impl Aggregator {
             }));
         }
 
-        let listener = TcpListener::bind(cfg.http_listen)
-            .await
-            .map_err(|source| StartError::Http {
-                addr: cfg.http_listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(cfg.http_listen)
+                .await
+                .map_err(|source| StartError::Http {
+                    addr: cfg.http_listen,
+                    source,
+                })?;
         let http_addr = listener.local_addr().map_err(|source| StartError::Http {
             addr: cfg.http_listen,
             source,

@@ -75,7 +75,9 @@ impl AggregatorConfig {
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         if self.ingest_queue == 0 {
-            return Err(ConfigError::Invalid("ingest_queue must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "ingest_queue must be at least 1".into(),
+            ));
         }
         if self.broker.session_queue == 0 || self.broker.max_inflight == 0 {
             return Err(ConfigError::Invalid(

@@ -83,7 +83,10 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(250);
                 tracing::info!(broker = %format!("{}:{}", url.host, url.port), "connected to external broker");
-                for f in [topics::shared_report_filter(), topics::STATUS_FILTER.to_string()] {
+                for f in [
+                    topics::shared_report_filter(),
+                    topics::STATUS_FILTER.to_string(),
+                ] {
                     if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
                         tracing::error!(filter = %f, "cannot subscribe: {e}");
                     }

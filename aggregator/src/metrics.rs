@@ -149,8 +149,18 @@ impl Metrics {
             t.guests as u64,
         );
 
-        counter(&mut out, "yunjian_messages_in_total", "Messages received by ingest.", &self.messages_in);
-        counter(&mut out, "yunjian_bytes_in_total", "Payload bytes received by ingest.", &self.bytes_in);
+        counter(
+            &mut out,
+            "yunjian_messages_in_total",
+            "Messages received by ingest.",
+            &self.messages_in,
+        );
+        counter(
+            &mut out,
+            "yunjian_bytes_in_total",
+            "Payload bytes received by ingest.",
+            &self.bytes_in,
+        );
         let _ = writeln!(
             out,
             "# HELP yunjian_decode_errors_total Rejected messages by kind.\n# TYPE yunjian_decode_errors_total counter"
@@ -162,31 +172,101 @@ impl Metrics {
                 self.decode_errors[i].load(Relaxed)
             );
         }
-        counter(&mut out, "yunjian_bad_topic_total", "Messages on topics outside the Yunjian scheme.", &self.bad_topic);
-        counter(&mut out, "yunjian_applied_total", "Messages applied to fleet state.", &self.applied);
-        counter(&mut out, "yunjian_duplicates_total", "Replayed messages ignored by sequence number.", &self.duplicates);
-        counter(&mut out, "yunjian_missing_seq_total", "Sequence numbers never received.", &self.missing);
+        counter(
+            &mut out,
+            "yunjian_bad_topic_total",
+            "Messages on topics outside the Yunjian scheme.",
+            &self.bad_topic,
+        );
+        counter(
+            &mut out,
+            "yunjian_applied_total",
+            "Messages applied to fleet state.",
+            &self.applied,
+        );
+        counter(
+            &mut out,
+            "yunjian_duplicates_total",
+            "Replayed messages ignored by sequence number.",
+            &self.duplicates,
+        );
+        counter(
+            &mut out,
+            "yunjian_missing_seq_total",
+            "Sequence numbers never received.",
+            &self.missing,
+        );
         self.ingest_latency.render(
             &mut out,
             "yunjian_ingest_latency_seconds",
             "From receipt by the aggregator to applied to fleet state.",
         );
-        counter(&mut out, "yunjian_storage_batches_total", "Storage transactions committed.", &self.storage_batches);
-        counter(&mut out, "yunjian_storage_rows_total", "Rows written to storage.", &self.storage_rows);
-        counter(&mut out, "yunjian_storage_errors_total", "Failed storage transactions.", &self.storage_errors);
+        counter(
+            &mut out,
+            "yunjian_storage_batches_total",
+            "Storage transactions committed.",
+            &self.storage_batches,
+        );
+        counter(
+            &mut out,
+            "yunjian_storage_rows_total",
+            "Rows written to storage.",
+            &self.storage_rows,
+        );
+        counter(
+            &mut out,
+            "yunjian_storage_errors_total",
+            "Failed storage transactions.",
+            &self.storage_errors,
+        );
         gauge(
             &mut out,
             "yunjian_broker_connections",
             "MQTT connections open on the embedded broker.",
             self.broker_connections.load(Relaxed),
         );
-        counter(&mut out, "yunjian_broker_connects_total", "MQTT connections accepted by the embedded broker.", &self.broker_connects_total);
-        counter(&mut out, "yunjian_broker_auth_failures_total", "MQTT logins refused.", &self.broker_auth_failures);
-        counter(&mut out, "yunjian_broker_acl_denied_total", "Publishes or subscriptions refused by the topic ACL.", &self.broker_acl_denied);
-        counter(&mut out, "yunjian_broker_protocol_errors_total", "Connections closed for MQTT protocol errors or oversized packets.", &self.broker_protocol_errors);
-        counter(&mut out, "yunjian_broker_dropped_total", "Messages dropped from a full subscriber queue.", &self.broker_dropped);
-        counter(&mut out, "yunjian_broker_publishes_in_total", "PUBLISH packets received by the embedded broker.", &self.broker_publishes_in);
-        counter(&mut out, "yunjian_broker_deliveries_out_total", "Messages delivered to MQTT subscribers.", &self.broker_deliveries_out);
+        counter(
+            &mut out,
+            "yunjian_broker_connects_total",
+            "MQTT connections accepted by the embedded broker.",
+            &self.broker_connects_total,
+        );
+        counter(
+            &mut out,
+            "yunjian_broker_auth_failures_total",
+            "MQTT logins refused.",
+            &self.broker_auth_failures,
+        );
+        counter(
+            &mut out,
+            "yunjian_broker_acl_denied_total",
+            "Publishes or subscriptions refused by the topic ACL.",
+            &self.broker_acl_denied,
+        );
+        counter(
+            &mut out,
+            "yunjian_broker_protocol_errors_total",
+            "Connections closed for MQTT protocol errors or oversized packets.",
+            &self.broker_protocol_errors,
+        );
+        counter(
+            &mut out,
+            "yunjian_broker_dropped_total",
+            "Messages dropped from a full subscriber queue.",
+            &self.broker_dropped,
+        );
+        counter(
+            &mut out,
+            "yunjian_broker_publishes_in_total",
+            "PUBLISH packets received by the embedded broker.",
+            &self.broker_publishes_in,
+        );
+        counter(
+            &mut out,
+            "yunjian_broker_deliveries_out_total",
+            "Messages delivered to MQTT subscribers.",
+            &self.broker_deliveries_out,
+        );
         out
     }
 }

@@ -98,7 +98,7 @@ fn split(frame: &[u8]) -> Result<(&[u8], &[u8]), FrameError> {
 
 fn parse(signed: &[u8]) -> Result<Envelope, FrameError> {
     match postcard::take_from_bytes::<Envelope>(signed) {
-        Ok((env, rest)) if rest.is_empty() => Ok(env),
+        Ok((env, [])) => Ok(env),
         Ok((_, rest)) => Err(FrameError::TrailingBytes(rest.len())),
         Err(postcard::Error::DeserializeUnexpectedEnd) => {
             Err(FrameError::Truncated("envelope ends early".into()))

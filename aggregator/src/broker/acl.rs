@@ -50,8 +50,10 @@ pub fn login(
                     user: u.to_string(),
                 });
             }
-            if !constant_time_eq(p.as_bytes(), master.node_key(&node).mqtt_password().as_bytes())
-            {
+            if !constant_time_eq(
+                p.as_bytes(),
+                master.node_key(&node).mqtt_password().as_bytes(),
+            ) {
                 return Err(LoginError::BadPassword { node });
             }
         }
@@ -135,10 +137,25 @@ mod tests {
             Err(LoginError::NotAllowed(_))
         ));
         assert_eq!(
-            login("tool", Some(("operator", "s3cret")), Some(&m), true, Some("s3cret"), false),
+            login(
+                "tool",
+                Some(("operator", "s3cret")),
+                Some(&m),
+                true,
+                Some("s3cret"),
+                false
+            ),
             Ok(Principal::Operator)
         );
-        assert!(login("tool", Some(("operator", "nope")), Some(&m), true, Some("s3cret"), false).is_err());
+        assert!(login(
+            "tool",
+            Some(("operator", "nope")),
+            Some(&m),
+            true,
+            Some("s3cret"),
+            false
+        )
+        .is_err());
         assert_eq!(
             login("tool", None, Some(&m), true, None, true),
             Ok(Principal::Operator)

@@ -28,9 +28,9 @@ pub mod acl;
 mod conn;
 mod router;
 
+pub use crate::inbound::{AckToken, Inbound};
 use crate::metrics::Metrics;
 use bytes::Bytes;
-pub use crate::inbound::{AckToken, Inbound};
 use rumqttc::mqttbytes::QoS;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -109,12 +109,13 @@ impl Broker {
         internal: Vec<(String, mpsc::Sender<Inbound>)>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Broker, BrokerError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
             addr: config.listen,
             source,

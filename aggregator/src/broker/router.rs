@@ -293,7 +293,10 @@ impl Router {
             if payload.is_empty() {
                 r.remove(topic);
             } else {
-                r.insert(topic.to_string(), (payload.clone(), min_qos(qos, QoS::AtLeastOnce)));
+                r.insert(
+                    topic.to_string(),
+                    (payload.clone(), min_qos(qos, QoS::AtLeastOnce)),
+                );
             }
         }
         for (filter, tx) in &self.internal {

@@ -1,0 +1,58 @@
+//! The web layer's one error type: every failure becomes `{ "error": message, ... }` with the
+//! matching HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// `/api/nodes/{id}` for a node the aggregator has never heard from.
+    #[error("unknown node {0:?}")]
+    NodeNotFound(String),
+    /// A known query parameter with a value outside its allowed set.
+    #[error("bad value {value:?} for query parameter {param:?}: allowed values are {allowed}")]
+    BadQueryValue {
+        param: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+    /// A query parameter the endpoint does not take.
+    #[error("unknown query parameter {param:?}: allowed parameters are {allowed}")]
+    UnknownQueryParameter {
+        param: String,
+        allowed: &'static str,
+    },
+    /// A query string that does not decode as `key=value` pairs.
+    #[error("malformed query string: {0}")]
+    MalformedQuery(String),
+}
+
+impl WebError {
+    fn status(&self) -> StatusCode {
+        match self {
+            WebError::NodeNotFound(_) => StatusCode::NOT_FOUND,
+            WebError::BadQueryValue { .. }
+            | WebError::UnknownQueryParameter { .. }
+            | WebError::MalformedQuery(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let error = self.to_string();
+        let body = match &self {
+            WebError::NodeNotFound(node) => json!({ "error": error, "node": node }),
+            WebError::BadQueryValue { param, allowed, .. } => {
+                json!({ "error": error, "parameter": param, "allowed": allowed })
+            }
+            WebError::UnknownQueryParameter { param, allowed } => {
+                json!({ "error": error, "parameter": param, "allowed": allowed })
+            }
+            WebError::MalformedQuery(_) => json!({ "error": error }),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}

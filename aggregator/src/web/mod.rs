@@ -1,0 +1,141 @@
+//! The web layer: the dashboard, the JSON API, the SSE stream, `/metrics` and `/healthz`.
+//!
+//! | route               | what                                                          |
+//! |---------------------|---------------------------------------------------------------|
+//! | `GET /`             | the dashboard (static HTML, live from `/api/events`)          |
+//! | `GET /api/nodes`    | totals and node summaries; `?role=`, `?liveness=`, `?rack=`   |
+//! | `GET /api/nodes/{id}` | one node's full state and summary                           |
+//! | `GET /api/events`   | Server-Sent Events: `nodes` frames, at most one per second    |
+//! | `GET /metrics`      | Prometheus text                                               |
+//! | `GET /healthz`      | liveness probe with node counts                               |
+//!
+//! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
+//! runs it on a listener until the shutdown future completes.
+
+mod api;
+mod error;
+mod sse;
+
+pub use api::{NodeDetail, NodesBody, PROMETHEUS_TEXT};
+pub use error::WebError;
+pub use sse::MIN_GAP;
+
+use crate::fleet::{Fleet, SharedFleet};
+use crate::metrics::Metrics;
+use axum::extract::FromRef;
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use std::future::Future;
+use std::sync::{Arc, PoisonError, RwLockReadGuard};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the web layer reads.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub fleet: SharedFleet,
+    pub metrics: Arc<Metrics>,
+    /// Bumped by ingest after each applied batch; the SSE stream wakes on it.
+    pub changes: watch::Receiver<u64>,
+}
+
+/// Completes when [`serve`] begins its graceful shutdown, so that responses which never end on
+/// their own (the SSE stream) finish and let the server stop.
+#[derive(Debug, Clone)]
+struct Closing(Option<watch::Receiver<bool>>);
+
+impl Closing {
+    async fn closed(&mut self) {
+        match &mut self.0 {
+            // a dropped sender means the server is gone as well
+            Some(rx) => drop(rx.wait_for(|&closing| closing).await),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct WebState {
+    app: AppState,
+    closing: Closing,
+}
+
+impl FromRef<WebState> for AppState {
+    fn from_ref(web: &WebState) -> Self {
+        web.app.clone()
+    }
+}
+
+impl FromRef<WebState> for Closing {
+    fn from_ref(web: &WebState) -> Self {
+        web.closing.clone()
+    }
+}
+
+/// The whole web app. Streams opened through it end only when ingest drops its sender; use
+/// [`serve`] to have them end at shutdown.
+pub fn router(state: AppState) -> Router {
+    routes(WebState {
+        app: state,
+        closing: Closing(None),
+    })
+}
+
+fn routes(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api/nodes", get(api::nodes))
+        .route("/api/nodes/{id}", get(api::node))
+        .route("/api/events", get(sse::events))
+        .route("/metrics", get(api::metrics))
+        .route("/healthz", get(api::healthz))
+        .with_state(state)
+}
+
+/// Serve the app on `listener` until `shutdown` completes, then close open event streams and
+/// wait for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let app = routes(WebState {
+        app: state,
+        closing: Closing(Some(closing_rx)),
+    });
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "web: dashboard and API listening");
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing_tx.send_replace(true);
+        })
+        .await
+}
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+/// The page loads nothing from elsewhere; its inline script and style are its own.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(DASHBOARD),
+    )
+}
+
+/// Read the fleet even if a writer panicked while holding the lock: the state is a cache of
+/// the latest reports, and showing it beats taking the dashboard down with the ingest task.
+fn read_fleet(fleet: &SharedFleet) -> RwLockReadGuard<'_, Fleet> {
+    fleet.read().unwrap_or_else(PoisonError::into_inner)
+}

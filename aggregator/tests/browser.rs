@@ -1,0 +1,809 @@
+//! The dashboard in a real headless Chromium: serve a filled fleet on 127.0.0.1:0, open the
+//! page, let its script take the live SSE stream, and assert on the DOM it rendered, before and
+//! after the fleet changes.
+//!
+//! Chromium is driven over the DevTools protocol in real time rather than with
+//! `--dump-dom --virtual-time-budget`: virtual time stands still while a fetch is pending, and
+//! the event stream is a fetch that never ends, so a page with a live stream never finishes its
+//! budget.
+//!
+//! Needs `chromium` on PATH (Debian: `apt-get install chromium`). Without it the test prints a
+//! SKIP line, or fails when `CI` is set.
+//!
+//! The README picture is made by an ignored test (install `fonts-noto-cjk` first, or the Chinese
+//! shows as boxes):
+//! `cargo test -p yunjian-aggregator --test browser -- --ignored readme_screenshot`
+//! writes `docs/dashboard.png`.
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use yunjian_aggregator::fleet::{Fleet, SharedFleet};
+use yunjian_aggregator::metrics::Metrics;
+use yunjian_aggregator::web::{serve, AppState};
+use yunjian_protocol::{
+    Body, DiskSample, Envelope, GuestView, Hello, Inventory, Memory, NetSample, Report, Role,
+    Status,
+};
+
+const GIB: u64 = 1024 * 1024;
+
+/// What one node reports.
+struct Spec<'a> {
+    id: &'a str,
+    hostname: &'a str,
+    role: Role,
+    rack: Option<&'a str>,
+    /// A VM's SMBIOS UUID.
+    uuid: Option<&'a str>,
+    cpu: f64,
+    mem: f64,
+    disk: f64,
+    rx_bps: u64,
+    tx_bps: u64,
+    cores: u16,
+    mem_gib: u64,
+    /// Host's guest list (domain UUIDs).
+    guests: Vec<String>,
+    /// Last message this long before now.
+    quiet_ms: u64,
+    online: bool,
+}
+
+impl<'a> Spec<'a> {
+    fn new(id: &'a str, role: Role, cpu: f64, mem: f64, disk: f64) -> Self {
+        Spec {
+            id,
+            hostname: id,
+            role,
+            rack: None,
+            uuid: None,
+            cpu,
+            mem,
+            disk,
+            rx_bps: 12_500_000,
+            tx_bps: 3_200_000,
+            cores: if role == Role::Host { 64 } else { 8 },
+            mem_gib: if role == Role::Host { 512 } else { 16 },
+            guests: vec![],
+            quiet_ms: 2_000,
+            online: true,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn add(fleet: &mut Fleet, s: Spec) {
+    let at = now_ms() - s.quiet_ms;
+    let mem_total = s.mem_gib * GIB;
+    let disk_total = 500 * GIB;
+    let bodies = [
+        Body::Hello(Hello {
+            agent_version: "0.1.0".into(),
+            role: s.role,
+            interval_ms: 10_000,
+            buffered: 0,
+        }),
+        Body::Inventory(Inventory {
+            hostname: s.hostname.into(),
+            role: s.role,
+            os: "openEuler 22.03 LTS".into(),
+            kernel: "5.10.0".into(),
+            cpu_model: "Kunpeng 920".into(),
+            cpu_cores: s.cores,
+            mem_total_kib: mem_total,
+            disks: vec![],
+            nics: vec!["eth0".into()],
+            machine_id: format!("mid-{}", s.id),
+            smbios_uuid: s.uuid.map(Into::into),
+            rack: s.rack.map(Into::into),
+        }),
+        Body::Report(Report {
+            cpu_busy: (s.cpu * 100.0) as u16,
+            per_core: vec![],
+            load: [0; 3],
+            mem: Memory {
+                total_kib: mem_total,
+                used_kib: (mem_total as f64 * s.mem / 100.0) as u64,
+                ..Memory::default()
+            },
+            disks: vec![DiskSample {
+                mount: "/".into(),
+                total_kib: disk_total,
+                used_kib: (disk_total as f64 * s.disk / 100.0) as u64,
+                read_bps: 0,
+                write_bps: 0,
+            }],
+            nets: vec![NetSample {
+                name: "eth0".into(),
+                rx_bytes: 0,
+                tx_bytes: 0,
+                rx_bps: s.rx_bps,
+                tx_bps: s.tx_bps,
+            }],
+            uptime_s: 86_400,
+            failed: vec![],
+        }),
+        Body::Guests(
+            s.guests
+                .iter()
+                .map(|uuid| GuestView {
+                    uuid: uuid.clone(),
+                    name: uuid.clone(),
+                    vcpus: 8,
+                    mem_kib: 16 * GIB,
+                    disk_kib: 100 * GIB,
+                    running: true,
+                })
+                .collect(),
+        ),
+    ];
+    fleet.apply(Envelope::new(s.id, 0, at, Body::Status(Status::Online)), at);
+    for (seq, body) in (1..).zip(bodies) {
+        fleet.apply(Envelope::new(s.id, seq, at, body), at);
+    }
+    if !s.online {
+        fleet.apply(
+            Envelope::new(s.id, 0, at, Body::Status(Status::Offline)),
+            at,
+        );
+    }
+}
+
+/// The `chromium` binary, or `None` after a loud SKIP line (a failure under `CI`).
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is not on PATH: the dashboard browser test needs it (apt-get install chromium)"
+        );
+        eprintln!(
+            "\n==== SKIP: chromium not on PATH, the dashboard was NOT tested in a browser \
+             (apt-get install chromium) ====\n"
+        );
+    }
+    found
+}
+
+/// The web layer on 127.0.0.1:0 over `fleet`, on its own runtime (stopped when dropped).
+struct Served {
+    url: String,
+    fleet: SharedFleet,
+    changes: watch::Sender<u64>,
+    _rt: Runtime,
+}
+
+fn serve_fleet(fleet: Fleet) -> Served {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let fleet: SharedFleet = Arc::new(RwLock::new(fleet));
+    let (changes, changes_rx) = watch::channel(0u64);
+    let state = AppState {
+        fleet: fleet.clone(),
+        metrics: Arc::new(Metrics::default()),
+        changes: changes_rx,
+    };
+    rt.spawn(serve(listener, state, std::future::pending()));
+    Served {
+        url,
+        fleet,
+        changes,
+        _rt: rt,
+    }
+}
+
+/// How long to wait for Chromium to start, and for the page to reach a state.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Headless Chromium on one page, driven over the DevTools protocol (a WebSocket).
+struct Browser {
+    child: Child,
+    ws: TcpStream,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch(bin: &Path, url: &str, extra: &[&str]) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let stderr = profile.path().join("stderr.log");
+        let mut child = Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        match devtools_page(&mut child, profile.path()) {
+            Ok(ws) => Browser {
+                child,
+                ws,
+                next_id: 0,
+                _profile: profile,
+            },
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+                let tail = &log[log.len().saturating_sub(3000)..];
+                panic!("cannot drive chromium: {why}; its stderr ends with:\n{tail}");
+            }
+        }
+    }
+
+    /// Send one DevTools command and return its result.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = json!({ "id": id, "method": method, "params": params });
+        ws_send(&mut self.ws, &request.to_string()).unwrap();
+        loop {
+            let mut reply: Value = serde_json::from_str(&ws_recv(&mut self.ws).unwrap()).unwrap();
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method}: {reply}");
+                return reply["result"].take();
+            }
+        }
+    }
+
+    /// Evaluate a JavaScript expression in the page and return its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let mut r = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true }),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{expression}: {r}");
+        r["result"]["value"].take()
+    }
+
+    /// Poll until the expression is `true`; on timeout, fail with the page as it is.
+    fn wait_for(&mut self, what: &str, expression: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.eval(expression) != Value::Bool(true) {
+            if Instant::now() > deadline {
+                panic!(
+                    "the page never showed {what} ({expression}):\n{}",
+                    self.html()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn html(&mut self) -> String {
+        let html = self.eval("document.documentElement.outerHTML");
+        html.as_str().unwrap().to_string()
+    }
+
+    fn screenshot_png(&mut self) -> Vec<u8> {
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        base64_decode(shot["data"].as_str().unwrap())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connect to the page target of a Chromium started with `--remote-debugging-port=0`.
+fn devtools_page(child: &mut Child, profile: &Path) -> Result<TcpStream, String> {
+    let deadline = Instant::now() + WAIT;
+    let pause = || std::thread::sleep(Duration::from_millis(100));
+    // Chromium writes the port it picked to the profile directory.
+    let port = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("chromium exited early ({status})"));
+        }
+        let text = std::fs::read_to_string(profile.join("DevToolsActivePort")).unwrap_or_default();
+        if let Some(port) = text.lines().next().and_then(|l| l.parse::<u16>().ok()) {
+            break port;
+        }
+        if Instant::now() > deadline {
+            return Err("no DevToolsActivePort file".into());
+        }
+        pause();
+    };
+    let ws_path = loop {
+        let list = http_get(port, "/json/list")?;
+        let targets: Value = serde_json::from_str(&list).map_err(|e| format!("{e}: {list}"))?;
+        let page = targets
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str());
+        // ws://127.0.0.1:PORT/devtools/page/ID
+        if let Some(path) = page
+            .and_then(|u| u.strip_prefix("ws://"))
+            .and_then(|u| u.find('/').map(|i| u[i..].to_string()))
+        {
+            break path;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no page target in {list}"));
+        }
+        pause();
+    };
+    let mut ws = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    ws.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+    let key = "eXVuamlhbi1kYXNoYm9hcmQ="; // any 16 bytes, base64
+    write!(
+        ws,
+        "GET {ws_path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    // read the handshake byte by byte so no frame byte is consumed with it
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        ws.read_exact(&mut b).map_err(|e| e.to_string())?;
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(format!("WebSocket upgrade refused: {head}"));
+    }
+    Ok(ws)
+}
+
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .ok_or_else(|| format!("bad HTTP reply: {text}"))
+}
+
+/// One text frame, client to server (RFC 6455 §5.2).
+fn ws_send(ws: &mut TcpStream, text: &str) -> std::io::Result<()> {
+    let payload = text.as_bytes();
+    let mut frame = vec![0x81]; // FIN, text
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend((n as u64).to_be_bytes());
+        }
+    }
+    // client frames must be masked; an all-zero key leaves the payload as it is
+    frame.extend([0u8; 4]);
+    frame.extend(payload);
+    ws.write_all(&frame)
+}
+
+/// One whole message, server to client (unmasked, possibly fragmented).
+fn ws_recv(ws: &mut TcpStream) -> std::io::Result<String> {
+    let mut message = Vec::new();
+    loop {
+        let mut head = [0u8; 2];
+        ws.read_exact(&mut head)?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                ws.read_exact(&mut b)?;
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                ws.read_exact(&mut b)?;
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        ws.read_exact(&mut payload)?;
+        match head[0] & 0x0f {
+            0x0 | 0x1 => message.extend(payload),
+            0x8 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "DevTools closed the WebSocket",
+                ))
+            }
+            _ => continue, // ping, pong: DevTools sends none
+        }
+        if head[0] & 0x80 != 0 {
+            return String::from_utf8(message)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        }
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a') as u32 + 26,
+            b'0'..=b'9' => (c - b'0') as u32 + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c:#x}"),
+        }
+    };
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
+        let acc = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | value(c) << (18 - 6 * i));
+        // 4 characters carry 3 bytes, 3 carry 2, 2 carry 1
+        out.extend(&acc.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+/// The page's node rows, in order.
+const ROWS: &str =
+    "[...document.querySelectorAll('tr[data-node]')].map(r => r.dataset.node).join(',')";
+
+/// The serialized `<tr>` of a node and its position in the page.
+fn row<'a>(dom: &'a str, node: &str) -> (usize, &'a str) {
+    let at = dom
+        .find(&format!("data-node=\"{node}\""))
+        .unwrap_or_else(|| panic!("no row for {node} in the rendered page:\n{dom}"));
+    let start = dom[..at].rfind("<tr").unwrap();
+    let end = start + dom[start..].find("</tr>").unwrap();
+    (start, &dom[start..end])
+}
+
+fn test_fleet() -> Fleet {
+    let mut fleet = Fleet::new();
+    add(
+        &mut fleet,
+        Spec {
+            rack: Some("R1"),
+            hostname: "hz-zwy-a01",
+            guests: vec!["uuid-a1".into(), "uuid-a2".into()],
+            ..Spec::new("host-a", Role::Host, 35.0, 40.0, 20.0)
+        },
+    );
+    add(
+        &mut fleet,
+        Spec {
+            rack: Some("R2"),
+            ..Spec::new("host-b", Role::Host, 50.0, 90.0, 30.0)
+        },
+    );
+    add(
+        &mut fleet,
+        Spec {
+            rack: Some("R2"),
+            online: false,
+            ..Spec::new("host-off", Role::Host, 0.0, 5.0, 5.0)
+        },
+    );
+    add(
+        &mut fleet,
+        Spec {
+            uuid: Some("UUID-A1"),
+            hostname: "zwfw-web-01",
+            ..Spec::new("vm-a1", Role::Guest, 10.0, 75.0, 40.0)
+        },
+    );
+    add(
+        &mut fleet,
+        Spec {
+            uuid: Some("uuid-a2"),
+            // agent-supplied text must come out as text, never as markup
+            hostname: "<img src=x onerror=alert(1)>",
+            ..Spec::new("vm-a2", Role::Guest, 10.0, 20.0, 20.0)
+        },
+    );
+    add(
+        &mut fleet,
+        Spec {
+            uuid: Some("uuid-nobody"),
+            ..Spec::new("vm-orphan", Role::Guest, 10.0, 20.0, 20.0)
+        },
+    );
+    fleet
+}
+
+#[test]
+fn dashboard_renders_the_fleet_live_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let served = serve_fleet(test_fleet());
+    let mut page = Browser::launch(&bin, &served.url, &[]);
+    page.wait_for(
+        "the first frame of the live stream",
+        "document.querySelector('#conn.live') !== null && \
+         document.querySelector('tr[data-node=\"host-a\"]') !== null",
+    );
+    let dom = page.html();
+
+    assert!(dom.starts_with("<html lang=\"zh-CN\">"), "{dom}");
+    for total in [
+        "id=\"t-hosts\">3<",
+        "id=\"t-guests\">3<",
+        "id=\"t-online\">5<",
+        "id=\"t-silent\">0<",
+        "id=\"t-offline\">1<",
+    ] {
+        assert!(dom.contains(total), "missing {total} in\n{dom}");
+    }
+    for label in [
+        "云鉴 · 政务云资源监管",
+        "物理服务器",
+        "虚拟机",
+        "在线",
+        "静默",
+        "离线",
+        "机柜 R1",
+        "机柜 R2",
+        "未关联宿主机",
+        "CPU",
+        "内存",
+        "磁盘",
+        "网络",
+        "第十九条",
+    ] {
+        assert!(dom.contains(label), "missing label {label} in\n{dom}");
+    }
+
+    // racks in order, each host followed by its VMs, unattached VMs last
+    assert_eq!(
+        page.eval(ROWS),
+        "host-a,vm-a1,vm-a2,host-b,host-off,vm-orphan"
+    );
+    let (_, a_row) = row(&dom, "host-a");
+    let (_, a1_row) = row(&dom, "vm-a1");
+    let (_, b_row) = row(&dom, "host-b");
+    let (_, off_row) = row(&dom, "host-off");
+    let (_, orphan_row) = row(&dom, "vm-orphan");
+    assert!(
+        a_row.contains("hz-zwy-a01") && a_row.contains("2 台虚拟机"),
+        "{a_row}"
+    );
+    assert!(a1_row.contains("data-host=\"host-a\"") && a1_row.contains("zwfw-web-01"));
+    assert!(!orphan_row.contains("data-host"), "{orphan_row}");
+
+    // gauges: amber over the 70% line, red over 85%, plain below; the line itself drawn
+    assert!(
+        a1_row.contains("class=\"gauge warn\" data-metric=\"mem\""),
+        "{a1_row}"
+    );
+    assert!(a1_row.contains("75.0%"), "{a1_row}");
+    assert!(
+        b_row.contains("class=\"gauge crit\" data-metric=\"mem\""),
+        "{b_row}"
+    );
+    assert!(
+        a_row.contains("class=\"gauge\" data-metric=\"mem\""),
+        "{a_row}"
+    );
+    let mark_left = page.eval(
+        "getComputedStyle(document.querySelector('tr[data-node=\"vm-a1\"] .gauge .mark')).left",
+    );
+    let gauge_width = page
+        .eval("getComputedStyle(document.querySelector('tr[data-node=\"vm-a1\"] .gauge')).width");
+    let px = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .trim_end_matches("px")
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(
+        (px(&mark_left) / px(&gauge_width) - 0.70).abs() < 0.02,
+        "marker at {mark_left} of {gauge_width}"
+    );
+    assert!(off_row.contains("离线") && off_row.contains("class=\"host offline\""));
+    assert!(a_row.contains("12.5 MB/s / 3.20 MB/s"), "{a_row}");
+    assert!(a_row.contains("秒前"), "last-seen age: {a_row}");
+
+    // agent text stays text
+    let (_, a2_row) = row(&dom, "vm-a2");
+    assert!(
+        a2_row.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{a2_row}"
+    );
+    assert_eq!(page.eval("document.querySelectorAll('img').length"), 0);
+
+    // the fleet changes: the page follows without a reload
+    add(
+        &mut served.fleet.write().unwrap(),
+        Spec {
+            rack: Some("R3"),
+            ..Spec::new("host-late", Role::Host, 20.0, 88.0, 10.0)
+        },
+    );
+    served.changes.send_modify(|v| *v += 1);
+    page.wait_for(
+        "a host added after load",
+        "document.getElementById('t-hosts').textContent === '4' && document.querySelector(\
+         'tr[data-node=\"host-late\"] .gauge.crit[data-metric=\"mem\"]') !== null",
+    );
+    assert!(page.html().contains("机柜 R3"));
+
+    // the operator's filters
+    let filter = |q: &str| {
+        format!(
+            "(() => {{ const f = document.getElementById('filter'); f.value = '{q}'; \
+             f.dispatchEvent(new Event('input')); return {ROWS}; }})()"
+        )
+    };
+    assert_eq!(page.eval(&filter("zwfw")), "host-a,vm-a1");
+    assert_eq!(page.eval(&filter("R2")), "host-b,host-off");
+    assert_eq!(
+        page.eval(&filter("")).as_str().unwrap().split(',').count(),
+        7
+    );
+    let only_alerts = format!(
+        "(() => {{ const c = document.getElementById('only-alert'); c.checked = true; \
+         c.dispatchEvent(new Event('change')); return {ROWS}; }})()"
+    );
+    assert_eq!(
+        page.eval(&only_alerts),
+        "host-a,vm-a1,host-b,host-off,host-late"
+    );
+}
+
+/// A realistic fleet for the README picture: 3 racks × 6 hosts × 4 VMs, a few over the 70%
+/// line, one host offline, one VM silent.
+fn demo_fleet() -> Fleet {
+    const APPS: [&str; 8] = [
+        "zwfw-portal",
+        "oa-app",
+        "gjj-db",
+        "ybj-api",
+        "bdc-gis",
+        "sjzx-etl",
+        "12345-hotline",
+        "dzzz-sign",
+    ];
+    // small deterministic generator: the picture is the same on every run
+    let mut seed = 0x2024_u64;
+    let mut next = move |lo: f64, hi: f64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (hi - lo) * ((seed >> 33) as f64 / (1u64 << 31) as f64)
+    };
+    let mut fleet = Fleet::new();
+    for (r, rack) in ["A01", "A02", "B01"].iter().enumerate() {
+        for h in 1..=6 {
+            let host = format!("hz-{}-{h:02}", rack.to_lowercase());
+            let hostname = format!("zwy-{}-{h:02}.hz.gov", rack.to_lowercase());
+            let uuids: Vec<String> = (1..=4).map(|v| format!("{host}-uuid-{v}")).collect();
+            let hot = (r + h) % 5 == 0;
+            add(
+                &mut fleet,
+                Spec {
+                    hostname: &hostname,
+                    rack: Some(rack),
+                    guests: uuids.clone(),
+                    online: !(r == 1 && h == 4),
+                    rx_bps: next(2e7, 3e8) as u64,
+                    tx_bps: next(1e7, 1e8) as u64,
+                    ..Spec::new(
+                        &host,
+                        Role::Host,
+                        if hot {
+                            next(72.0, 92.0)
+                        } else {
+                            next(18.0, 62.0)
+                        },
+                        if hot {
+                            next(70.0, 80.0)
+                        } else {
+                            next(35.0, 66.0)
+                        },
+                        next(20.0, 60.0),
+                    )
+                },
+            );
+            for (v, uuid) in uuids.iter().enumerate() {
+                let vm = format!("{host}-vm{}", v + 1);
+                let app = APPS[(r * 6 + h + v) % APPS.len()];
+                let vm_name = format!("{app}-{:02}", h * 4 + v);
+                let busy = (r * 24 + h * 4 + v) % 7 == 3;
+                add(
+                    &mut fleet,
+                    Spec {
+                        hostname: &vm_name,
+                        uuid: Some(uuid),
+                        quiet_ms: if r == 2 && h == 2 && v == 1 {
+                            95_000
+                        } else {
+                            3_000
+                        },
+                        online: !(r == 1 && h == 4),
+                        rx_bps: next(1e5, 4e7) as u64,
+                        tx_bps: next(5e4, 2e7) as u64,
+                        ..Spec::new(
+                            &vm,
+                            Role::Guest,
+                            if busy {
+                                next(75.0, 97.0)
+                            } else {
+                                next(3.0, 55.0)
+                            },
+                            if busy {
+                                next(71.0, 90.0)
+                            } else {
+                                next(25.0, 68.0)
+                            },
+                            next(15.0, 78.0),
+                        )
+                    },
+                );
+            }
+        }
+    }
+    fleet.sweep_silence(now_ms());
+    fleet
+}
+
+#[test]
+#[ignore = "writes docs/dashboard.png for the README; run with --ignored"]
+fn readme_screenshot() {
+    let Some(bin) = chromium() else { return };
+    let served = serve_fleet(demo_fleet());
+    let mut page = Browser::launch(
+        &bin,
+        &served.url,
+        &[
+            "--window-size=1400,900",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+        ],
+    );
+    page.wait_for(
+        "the first frame of the live stream",
+        "document.querySelector('#conn.live') !== null",
+    );
+    let png = page.screenshot_png();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
+    std::fs::write(&path, png).unwrap();
+    eprintln!("wrote {}", path.display());
+}
