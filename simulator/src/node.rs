@@ -1,0 +1,285 @@
+//! One simulated node: a tokio task with its own publisher, identity and key.
+//!
+//! The task waits for its connection slot, starts the agent's [`Publisher`], sends a report
+//! at once and then every wall interval (phase-shifted per node so 10,000 nodes do not report
+//! in the same millisecond), answers commands, and mirrors the publisher's statistics into
+//! [`Counters`] for [`crate::Simulation::stats`].
+
+use crate::clock::AccelClock;
+use crate::fleet::{Fleet, NodeKind};
+use crate::rng::{hash_u64s, unit_f64};
+use crate::synth::{self, NodeSim};
+use crate::NodeStats;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::{sleep_until, Instant};
+use yunjian_agent::publish::config::{BufferConfig, MqttConfig};
+use yunjian_agent::publish::{Identity, Publisher, PublisherStats};
+use yunjian_protocol::{Action, Body, Command, CommandResult, MasterKey};
+
+/// Version string the simulated agents announce in `Hello`.
+pub const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "-sim");
+/// In-memory buffer of unacknowledged messages per node. 64 KiB holds a few hundred reports
+/// and bounds a 10,000-node simulation cut off from its broker to 640 MiB.
+pub const BUFFER_BYTES_PER_NODE: u64 = 64 * 1024;
+/// A host re-sends its guest list after this many reports even when it did not change.
+const GUESTS_EVERY_REPORTS: u32 = 60;
+/// How often a node copies its publisher's statistics when reports are rarer than that.
+const STATS_REFRESH: Duration = Duration::from_secs(1);
+
+/// How a node is told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Clean shutdown: retained `Offline` status.
+    Shutdown,
+    /// Abrupt disconnect: the broker publishes the last will.
+    Kill,
+}
+
+/// What the simulation shares with all its node tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub fleet: Fleet,
+    pub clock: AccelClock,
+    pub wall_interval: Duration,
+    /// Event-time spacing of reports (announced in `Hello`).
+    pub interval_ms: u64,
+    pub mqtt: MqttConfig,
+    pub master: MasterKey,
+    pub counters: Box<[Counters]>,
+}
+
+/// One node's live figures, written by its task, read by `Simulation::stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub running: AtomicBool,
+    /// Set by `kill_node`: a killed VM shows as not running in its host's guest list.
+    pub killed: AtomicBool,
+    pub start_failed: AtomicBool,
+    pub connected: AtomicBool,
+    pub reports: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub buffered: AtomicU64,
+    pub dropped: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+impl Counters {
+    /// Counters of a node whose task is about to be spawned.
+    pub fn starting() -> Self {
+        Counters {
+            running: AtomicBool::new(true),
+            ..Counters::default()
+        }
+    }
+
+    fn mirror(&self, s: &PublisherStats) {
+        self.connected.store(s.connected, Relaxed);
+        self.sent.store(s.sent, Relaxed);
+        self.acked.store(s.acked, Relaxed);
+        self.buffered.store(s.buffered, Relaxed);
+        self.dropped.store(s.dropped_overflow, Relaxed);
+        self.reconnects.store(s.reconnects, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> NodeStats {
+        NodeStats {
+            running: self.running.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            start_failed: self.start_failed.load(Relaxed),
+            reports: self.reports.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            buffered: self.buffered.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+        }
+    }
+}
+
+/// Run node `idx` until told to stop (a dropped sender counts as `Shutdown`).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    idx: usize,
+    connect_at: Instant,
+    mut stop: oneshot::Receiver<Stop>,
+) {
+    let counters = &shared.counters[idx];
+    tokio::select! {
+        () = sleep_until(connect_at) => {}
+        _ = &mut stop => {
+            counters.running.store(false, Relaxed);
+            return;
+        }
+    }
+    let fleet = &shared.fleet;
+    let spec = &fleet.nodes()[idx];
+    let identity = Identity {
+        node: spec.id.clone(),
+        key: shared.master.node_key(&spec.id),
+        role: spec.role(),
+        agent_version: AGENT_VERSION.into(),
+        interval_ms: u32::try_from(shared.interval_ms).unwrap_or(u32::MAX),
+    };
+    let buffer = BufferConfig {
+        dir: None,
+        max_bytes: BUFFER_BYTES_PER_NODE,
+    };
+    let (publisher, mut commands) = match Publisher::start(&shared.mqtt, &buffer, identity).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the publisher; node stopped");
+            counters.start_failed.store(true, Relaxed);
+            counters.running.store(false, Relaxed);
+            return;
+        }
+    };
+    publisher.set_inventory(synth::inventory(fleet, idx)).await;
+    counters.mirror(&publisher.stats());
+
+    let mut sim = NodeSim::new(fleet, idx, shared.clock.start_ms(), shared.interval_ms);
+    let mut guests = GuestTracker::default();
+    let mut commands_open = true;
+    let wall = shared.wall_interval;
+    // After the first report, the next comes 0.5 to 1.5 intervals later: a per-node phase.
+    let phase = wall.mul_f64(0.5 + unit_f64(hash_u64s(&[spec.seed, 0x9a5e])));
+    let mut next_report = Instant::now();
+    let mut next_refresh = next_report + STATS_REFRESH;
+    let stop_kind = loop {
+        tokio::select! {
+            biased;
+            kind = &mut stop => break kind.unwrap_or(Stop::Shutdown),
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(cmd) => publisher.send_result(answer(cmd)).await,
+                None => commands_open = false,
+            },
+            () = sleep_until(next_report.min(next_refresh)) => {
+                // Mirrored before this tick's report, so `buffered` shows a real backlog
+                // rather than the report just handed over.
+                counters.mirror(&publisher.stats());
+                let now = Instant::now();
+                if now >= next_report {
+                    let ts = shared.clock.now_ms();
+                    let up = |g: usize| !shared.counters[g].killed.load(Relaxed);
+                    let mut bodies = Vec::with_capacity(2);
+                    if let Some(list) = guests.due(fleet, idx, &up) {
+                        bodies.push(Body::Guests(list));
+                    }
+                    bodies.push(Body::Report(sim.report(fleet, ts, up)));
+                    for body in bodies {
+                        let is_report = matches!(body, Body::Report(_));
+                        match publisher.send(ts, body).await {
+                            Ok(_) if is_report => {
+                                counters.reports.fetch_add(1, Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                if counters.send_errors.fetch_add(1, Relaxed) == 0 {
+                                    tracing::warn!(error = %e, "send failed (further failures of this node are only counted)");
+                                }
+                            }
+                        }
+                    }
+                    next_report = if sim.reports() == 1 {
+                        now + phase
+                    } else {
+                        (next_report + wall).max(now)
+                    };
+                }
+                next_refresh = now + STATS_REFRESH;
+            }
+        }
+    };
+    counters.mirror(&publisher.stats());
+    match stop_kind {
+        Stop::Kill => publisher.kill().await,
+        Stop::Shutdown => publisher.shutdown().await,
+    }
+    counters.connected.store(false, Relaxed);
+    counters.running.store(false, Relaxed);
+}
+
+/// The answer to a command. The simulator supports what the agent supports.
+fn answer(cmd: Command) -> CommandResult {
+    let message = match cmd.action {
+        Action::Ping => "pong",
+    };
+    CommandResult {
+        id: cmd.id,
+        ok: true,
+        message: message.into(),
+    }
+}
+
+/// When a host sends its guest list: first report, any change, and every 60 reports.
+#[derive(Debug, Default)]
+struct GuestTracker {
+    last: Option<Vec<bool>>,
+    since: u32,
+}
+
+impl GuestTracker {
+    fn due(
+        &mut self,
+        fleet: &Fleet,
+        idx: usize,
+        up: &impl Fn(usize) -> bool,
+    ) -> Option<Vec<yunjian_protocol::GuestView>> {
+        let NodeKind::Host { guests } = &fleet.nodes()[idx].kind else {
+            return None;
+        };
+        if guests.is_empty() {
+            return None;
+        }
+        let state: Vec<bool> = guests.clone().map(up).collect();
+        self.since += 1;
+        if self.last.as_ref() == Some(&state) && self.since < GUESTS_EVERY_REPORTS {
+            return None;
+        }
+        self.last = Some(state);
+        self.since = 0;
+        Some(synth::guests(fleet, idx, up))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    #[test]
+    fn guest_list_on_first_report_on_change_and_every_sixty() {
+        let fleet = Fleet::build(Scenario::uniform(1, 1, 2, 1)).unwrap();
+        let mut t = GuestTracker::default();
+        let all = |_: usize| true;
+        assert_eq!(t.due(&fleet, 0, &all).map(|l| l.len()), Some(2));
+        for _ in 1..GUESTS_EVERY_REPORTS {
+            assert!(t.due(&fleet, 0, &all).is_none());
+        }
+        assert!(t.due(&fleet, 0, &all).is_some());
+        let vm2_down = |g: usize| g != 2;
+        let list = t.due(&fleet, 0, &vm2_down).unwrap();
+        assert_eq!(
+            list.iter().map(|g| g.running).collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert!(t.due(&fleet, 0, &vm2_down).is_none());
+        // VMs never send guest lists.
+        assert!(GuestTracker::default().due(&fleet, 1, &all).is_none());
+    }
+
+    #[test]
+    fn ping_is_answered() {
+        let r = answer(Command {
+            id: [7; 16],
+            expires_ms: 0,
+            action: Action::Ping,
+        });
+        assert_eq!((r.id, r.ok, r.message.as_str()), ([7; 16], true, "pong"));
+    }
+}

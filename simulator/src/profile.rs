@@ -1,0 +1,323 @@
+//! Workload profiles: what a simulated machine is doing at a given event time.
+//!
+//! A [`Workload`] is one node's profile plus parameters drawn once from the node's generator
+//! (its base level, its peak, its I/O appetite...). [`Workload::sample`] is then a pure function
+//! of the event time: the noise is a hash of (node seed, time), so the same seed gives the same
+//! samples whatever the wall-clock jitter or the order in which nodes run.
+
+use crate::rng::{hash_u64s, unit_f64, Rng};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Offset of Beijing time (UTC+8), where business hours happen.
+const BEIJING_OFFSET_MS: i64 = 8 * 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+/// Event-time length of one bursty slot: a burst lasts a whole slot.
+const BURST_SLOT_MS: u64 = 5 * 60_000;
+
+/// The kind of work a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Office application: a daily sine peaking in the Beijing afternoon, quiet at night and
+    /// on weekends.
+    Diurnal,
+    /// Batch or report jobs: a low base with bursts of 60–97 % CPU lasting five minutes.
+    Bursty,
+    /// Forgotten or over-provisioned machine: CPU 0.5–2 %, a trickle of network.
+    Idle,
+    /// Constant service load (25–60 % CPU) with small noise.
+    Steady,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 4] = [
+        Profile::Diurnal,
+        Profile::Bursty,
+        Profile::Idle,
+        Profile::Steady,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Diurnal => "diurnal",
+            Profile::Bursty => "bursty",
+            Profile::Idle => "idle",
+            Profile::Steady => "steady",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The load of one node at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Load {
+    /// Busy share of all CPUs, 0.0..=1.0.
+    pub cpu: f64,
+    /// Used share of memory, 0.0..=1.0.
+    pub mem: f64,
+    pub disk_read_bps: f64,
+    pub disk_write_bps: f64,
+    pub net_rx_bps: f64,
+    pub net_tx_bps: f64,
+}
+
+/// One node's workload: a profile with per-node parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    profile: Profile,
+    /// Seed of the per-sample noise.
+    seed: u64,
+    /// CPU share at rest (night, between bursts) or the steady level.
+    base: f64,
+    /// CPU share at the peak (diurnal noon, inside a burst).
+    peak: f64,
+    /// Memory share at rest and its swing at the peak.
+    mem_base: f64,
+    mem_swing: f64,
+    /// Disk and network bytes per second at 100 % CPU.
+    io_scale: f64,
+    net_scale: f64,
+    /// Diurnal: shift of the daily curve in hours. Bursty: probability of a burst per slot.
+    shape: f64,
+}
+
+impl Workload {
+    /// Draw this node's parameters for `profile` from its generator.
+    pub fn new(profile: Profile, rng: &mut Rng) -> Self {
+        let seed = rng.next_u64();
+        let io_scale = rng.range(2e6, 40e6);
+        let net_scale = rng.range(1e6, 25e6);
+        let (base, peak, mem_base, mem_swing, shape) = match profile {
+            Profile::Diurnal => (
+                rng.range(0.04, 0.12),
+                rng.range(0.45, 0.88),
+                rng.range(0.35, 0.50),
+                rng.range(0.10, 0.25),
+                rng.range(-1.0, 1.0),
+            ),
+            Profile::Bursty => (
+                rng.range(0.03, 0.10),
+                rng.range(0.60, 0.97),
+                rng.range(0.25, 0.40),
+                rng.range(0.20, 0.35),
+                rng.range(0.08, 0.20),
+            ),
+            Profile::Idle => (0.005, 0.02, rng.range(0.10, 0.22), 0.0, 0.0),
+            Profile::Steady => (rng.range(0.25, 0.60), 0.0, rng.range(0.50, 0.70), 0.0, 0.0),
+        };
+        Workload {
+            profile,
+            seed,
+            base,
+            peak,
+            mem_base,
+            mem_swing,
+            io_scale,
+            net_scale,
+            shape,
+        }
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// A value in `[0, 1)` that depends only on this node, the time and the channel.
+    fn noise(&self, ts_ms: u64, channel: u64) -> f64 {
+        unit_f64(hash_u64s(&[self.seed, ts_ms, channel]))
+    }
+
+    /// Centred noise in `[-amp, amp)`.
+    fn jitter(&self, ts_ms: u64, channel: u64, amp: f64) -> f64 {
+        (self.noise(ts_ms, channel) * 2.0 - 1.0) * amp
+    }
+
+    /// The load at event time `ts_ms` (Unix milliseconds).
+    pub fn sample(&self, ts_ms: u64) -> Load {
+        let (cpu, activity, mem) = match self.profile {
+            Profile::Diurnal => {
+                let a = business_curve(ts_ms, self.shape);
+                let cpu = self.base + (self.peak - self.base) * a + self.jitter(ts_ms, 1, 0.03);
+                (cpu, a, self.mem_base + self.mem_swing * a)
+            }
+            Profile::Bursty => {
+                let slot = ts_ms / BURST_SLOT_MS;
+                let in_burst = unit_f64(hash_u64s(&[self.seed, slot, 0xb0b5])) < self.shape;
+                if in_burst {
+                    let cpu = self.peak + self.jitter(ts_ms, 1, 0.03);
+                    (cpu, 1.0, self.mem_base + self.mem_swing)
+                } else {
+                    let cpu = self.base + self.jitter(ts_ms, 1, 0.015);
+                    (cpu, 0.05, self.mem_base)
+                }
+            }
+            Profile::Idle => {
+                let cpu = self.base + (self.peak - self.base) * self.noise(ts_ms, 1);
+                (cpu, 0.0, self.mem_base)
+            }
+            Profile::Steady => {
+                let cpu = self.base + self.jitter(ts_ms, 1, 0.02);
+                (cpu, 0.5, self.mem_base)
+            }
+        };
+        let cpu = cpu.clamp(0.001, 1.0);
+        let mem = (mem + self.jitter(ts_ms, 2, 0.01)).clamp(0.02, 0.98);
+        // I/O follows the work done, with a floor of background activity (logs, monitoring).
+        let io = self.io_scale * (0.02 + cpu * (0.4 + 0.6 * activity));
+        let net = self.net_scale * (0.01 + cpu * (0.5 + 0.5 * activity));
+        Load {
+            cpu,
+            mem,
+            disk_read_bps: io * (0.4 + 0.4 * self.noise(ts_ms, 3)),
+            disk_write_bps: io * (0.3 + 0.3 * self.noise(ts_ms, 4)),
+            net_rx_bps: net * (0.6 + 0.4 * self.noise(ts_ms, 5)),
+            net_tx_bps: net * (0.4 + 0.4 * self.noise(ts_ms, 6)),
+        }
+    }
+}
+
+/// Office activity in `[0, 1]` at `ts_ms`: a daily sine with its minimum at 02:00 and maximum
+/// at 14:00 Beijing time (shifted by `shift_h` hours), squared to narrow the peak to business
+/// hours, and damped to 35 % on Saturdays and Sundays.
+pub fn business_curve(ts_ms: u64, shift_h: f64) -> f64 {
+    let local = ts_ms as i64 + BEIJING_OFFSET_MS;
+    let hour = local.rem_euclid(DAY_MS) as f64 / 3_600_000.0;
+    let sine = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * (hour - 2.0 - shift_h) / 24.0).cos();
+    // 1970-01-01 was a Thursday: day 0 → 4 when Sunday is 0.
+    let weekday = (local.div_euclid(DAY_MS) + 4).rem_euclid(7);
+    let week = if weekday == 0 || weekday == 6 {
+        0.35
+    } else {
+        1.0
+    };
+    sine * sine * week
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Monday 2025-03-03 00:00 Beijing time, in Unix ms.
+    const MONDAY_BJ: u64 = 1_740_931_200_000;
+    const HOUR: u64 = 3_600_000;
+
+    fn workload(p: Profile, seed: u64) -> Workload {
+        Workload::new(p, &mut Rng::new(seed))
+    }
+
+    #[test]
+    fn same_seed_same_samples() {
+        for p in Profile::ALL {
+            let a = workload(p, 11);
+            let b = workload(p, 11);
+            let c = workload(p, 12);
+            let ts: Vec<u64> = (0..50).map(|i| MONDAY_BJ + i * 10_000).collect();
+            let sa: Vec<Load> = ts.iter().map(|&t| a.sample(t)).collect();
+            let sb: Vec<Load> = ts.iter().map(|&t| b.sample(t)).collect();
+            let sc: Vec<Load> = ts.iter().map(|&t| c.sample(t)).collect();
+            assert_eq!(sa, sb, "{p}");
+            assert_ne!(sa, sc, "{p}");
+        }
+    }
+
+    #[test]
+    fn business_curve_peaks_in_the_beijing_afternoon_on_weekdays() {
+        let at = |h: u64| business_curve(MONDAY_BJ + h * HOUR, 0.0);
+        assert!(at(14) > 0.99);
+        assert!(at(2) < 0.01);
+        assert!(at(10) > 0.5 && at(10) < at(14));
+        assert!(at(22) < 0.2);
+        // Saturday afternoon is quieter than Monday afternoon.
+        let saturday = business_curve(MONDAY_BJ + 5 * 24 * HOUR + 14 * HOUR, 0.0);
+        assert!((saturday - 0.35).abs() < 0.01, "{saturday}");
+    }
+
+    #[test]
+    fn diurnal_is_busier_at_office_hours_than_at_night() {
+        for seed in 0..20 {
+            let w = workload(Profile::Diurnal, seed);
+            let day = w.sample(MONDAY_BJ + 14 * HOUR);
+            let night = w.sample(MONDAY_BJ + 3 * HOUR);
+            assert!(day.cpu > night.cpu + 0.2, "seed {seed}: {day:?} {night:?}");
+            assert!(day.mem > night.mem, "seed {seed}");
+            assert!(day.net_rx_bps > night.net_rx_bps, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn idle_stays_between_half_and_two_percent() {
+        let w = workload(Profile::Idle, 3);
+        for i in 0..2000 {
+            let l = w.sample(MONDAY_BJ + i * 60_000);
+            assert!((0.005..=0.02).contains(&l.cpu), "{l:?}");
+            assert!(l.net_rx_bps < 0.02 * 25e6, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn steady_stays_near_its_level() {
+        let w = workload(Profile::Steady, 4);
+        let cpus: Vec<f64> = (0..500)
+            .map(|i| w.sample(MONDAY_BJ + i * 3_600_000).cpu)
+            .collect();
+        let lo = cpus.iter().cloned().fold(1.0, f64::min);
+        let hi = cpus.iter().cloned().fold(0.0, f64::max);
+        assert!(hi - lo <= 0.04 + 1e-9, "{lo}..{hi}");
+        assert!(lo >= 0.23 && hi <= 0.62);
+    }
+
+    #[test]
+    fn bursty_has_bursts_and_a_low_base() {
+        let w = workload(Profile::Bursty, 5);
+        let cpus: Vec<f64> = (0..2000)
+            .map(|i| w.sample(MONDAY_BJ + i * BURST_SLOT_MS).cpu)
+            .collect();
+        let bursts = cpus.iter().filter(|&&c| c > 0.5).count();
+        let low = cpus.iter().filter(|&&c| c < 0.15).count();
+        assert!((50..500).contains(&bursts), "{bursts} bursts");
+        assert_eq!(bursts + low, cpus.len());
+        // A burst covers its whole slot.
+        let slot = (0..2000u64).find(|&i| cpus[i as usize] > 0.5).unwrap();
+        let inside = w.sample(MONDAY_BJ + slot * BURST_SLOT_MS + BURST_SLOT_MS / 2);
+        assert!(inside.cpu > 0.5);
+    }
+
+    #[test]
+    fn samples_are_within_physical_bounds() {
+        for p in Profile::ALL {
+            for seed in 0..10 {
+                let w = workload(p, seed);
+                for i in 0..300 {
+                    let l = w.sample(MONDAY_BJ + i * 7 * 60_000);
+                    assert!(l.cpu > 0.0 && l.cpu <= 1.0);
+                    assert!(l.mem > 0.0 && l.mem < 1.0);
+                    for r in [
+                        l.disk_read_bps,
+                        l.disk_write_bps,
+                        l.net_rx_bps,
+                        l.net_tx_bps,
+                    ] {
+                        assert!(r > 0.0 && r < 1e9, "{p}: {l:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn profile_names_parse_from_lowercase() {
+        #[derive(Deserialize)]
+        struct W {
+            p: Profile,
+        }
+        let w: W = toml::from_str("p = \"bursty\"").unwrap();
+        assert_eq!(w.p, Profile::Bursty);
+        assert!(toml::from_str::<W>("p = \"Bursty\"").is_err());
+    }
+}
