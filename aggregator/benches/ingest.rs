@@ -3,10 +3,10 @@
 //! `cargo bench -p yunjian-aggregator --bench ingest`
 //!
 //! 1. `process`: decode + verify + apply to fleet state, no network (10,000 nodes).
-//! 2. Through the embedded broker over loopback TCP, in the same run:
-//!    * raw: the broker's own publish → internal-subscriber rate (the subscriber only counts);
-//!    * ingest: publish → broker → decode, verify, apply, persist to SQLite, then PUBACK.
-//!    The ratio ingest / raw is the figure for `docs/PERFORMANCE.md`.
+//! 2. Through the embedded broker over loopback TCP, in the same run, four consumers:
+//!    the broker's own publish → internal subscriber rate (counts only), publish → an MQTT
+//!    subscriber over TCP, ingest without storage, and ingest with SQLite (PUBACK after
+//!    commit). The ratios are the figures for `docs/PERFORMANCE.md`.
 //!
 //! Env: `YJ_BENCH_REPORTS` (default 400000), `YJ_BENCH_CONNS` (default 20).
 

@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long start-up waits for the external broker's subscriptions before serving anyway.
+const EXTERNAL_READY_WAIT: Duration = Duration::from_secs(10);
 use tokio::task::JoinHandle;
 use yunjian_protocol::{topics, KeyError, MasterKey};
 
@@ -124,12 +127,25 @@ impl Aggregator {
             Some(url) => {
                 let url: BrokerUrl = url.parse()?;
                 tracing::info!(broker = %url.host, port = url.port, "using the external broker");
+                let (ready_tx, ready_rx) = oneshot::channel();
                 tasks.push(tokio::spawn(crate::external::run(
-                    url,
+                    url.clone(),
                     cfg.client_id.clone(),
                     in_tx.clone(),
+                    ready_tx,
                     shutdown_rx.clone(),
                 )));
+                // Start serving once subscribed, so agents started next lose nothing; a
+                // broker that is not there yet is retried in the background.
+                if tokio::time::timeout(EXTERNAL_READY_WAIT, ready_rx)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        broker = %url.host, port = url.port,
+                        "not subscribed on the external broker after {EXTERNAL_READY_WAIT:?}; still trying"
+                    );
+                }
                 (None, None)
             }
         };

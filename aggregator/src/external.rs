@@ -8,11 +8,11 @@
 
 use crate::inbound::{AckToken, Inbound};
 use crate::ratelimit::LogLimiter;
-use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use yunjian_protocol::topics;
 
 static CONN_LOG: LogLimiter = LogLimiter::new(30_000);
@@ -56,19 +56,33 @@ impl std::str::FromStr for BrokerUrl {
     }
 }
 
+/// How long the broker keeps this aggregator's session (and queues reports for it) while the
+/// aggregator is away, e.g. restarting.
+pub const SESSION_EXPIRY_S: u32 = 3600;
+
+/// Subscriptions made on every connect: the shared report filter and the status filter.
+const FILTERS: usize = 2;
+
 /// Run the client until `shutdown`; every received publish goes to `tx` (awaiting its
-/// back-pressure, so the broker keeps what ingest cannot take yet).
+/// back-pressure, so the broker keeps what ingest cannot take yet). `ready` fires once the
+/// first subscriptions are acknowledged: from then on nothing the agents publish is missed.
 pub async fn run(
     url: BrokerUrl,
     client_id: String,
     tx: mpsc::Sender<Inbound>,
+    ready: oneshot::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
+    let mut props = ConnectProperties::new();
+    props.session_expiry_interval = Some(SESSION_EXPIRY_S);
     opts.set_keep_alive(Duration::from_secs(30))
         .set_clean_start(false)
+        .set_connect_properties(props)
         .set_manual_acks(true)
         .set_max_packet_size(Some(1024 * 1024));
+    let mut ready = Some(ready);
+    let mut subscribed = 0;
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -82,6 +96,7 @@ pub async fn run(
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(250);
+                subscribed = 0;
                 tracing::info!(broker = %format!("{}:{}", url.host, url.port), "connected to external broker");
                 for f in [
                     topics::shared_report_filter(),
@@ -89,6 +104,22 @@ pub async fn run(
                 ] {
                     if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
                         tracing::error!(filter = %f, "cannot subscribe: {e}");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(a))) => {
+                let refused = a
+                    .return_codes
+                    .iter()
+                    .any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+                if refused {
+                    tracing::error!(codes = ?a.return_codes, "the external broker refused a subscription (does it support MQTT 5 shared subscriptions?)");
+                } else {
+                    subscribed += 1;
+                    if subscribed == FILTERS {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
                     }
                 }
             }

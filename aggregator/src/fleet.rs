@@ -15,6 +15,9 @@ pub const SILENCE_FACTOR: u64 = 3;
 pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
 /// Recent agent events kept per node.
 const EVENTS_KEPT: usize = 20;
+/// Missing sequence numbers remembered per node, so that a late arrival fills its gap instead
+/// of counting as a duplicate. Older gaps stay counted as missing.
+pub const GAP_MEMORY: usize = 4096;
 
 pub type SharedFleet = Arc<RwLock<Fleet>>;
 
@@ -37,6 +40,9 @@ pub enum Applied {
     Fresh,
     /// New data after a gap of `missing` sequence numbers.
     AfterGap { missing: u64 },
+    /// An older sequence number that was missing until now (replay after an outage arrives
+    /// after the reconnect's Hello): counted, but it does not replace newer state.
+    Late,
     /// A sequence number already seen (replay after an outage): ignored.
     Duplicate,
 }
@@ -61,8 +67,12 @@ pub struct NodeState {
     /// Distinct messages applied.
     pub received: u64,
     pub duplicates: u64,
-    /// Sequence numbers never received (counted when a later one arrives).
+    /// Sequence numbers not received (yet): counted when a later one arrives, uncounted when
+    /// the missing one arrives late.
     pub missing: u64,
+    /// The most recent missing sequence numbers (at most [`GAP_MEMORY`]).
+    #[serde(skip)]
+    pub gaps: std::collections::BTreeSet<u64>,
     pub events: VecDeque<(u64, Event)>,
 }
 
@@ -83,6 +93,7 @@ impl NodeState {
             received: 0,
             duplicates: 0,
             missing: 0,
+            gaps: std::collections::BTreeSet::new(),
             events: VecDeque::new(),
         }
     }
@@ -203,11 +214,30 @@ impl Fleet {
             st.liveness = Liveness::Online;
         }
         let applied = if env.seq <= st.last_seq {
-            st.duplicates += 1;
-            return Applied::Duplicate;
-        } else if st.last_seq > 0 && env.seq > st.last_seq + 1 {
+            if !st.gaps.remove(&env.seq) {
+                st.duplicates += 1;
+                return Applied::Duplicate;
+            }
+            st.missing -= 1;
+            st.received += 1;
+            // Older than what we hold: keep its event, not its state.
+            if let Body::Event(e) = env.body {
+                push_event(st, env.ts_ms, e);
+            }
+            return Applied::Late;
+        } else if env.seq > st.last_seq + 1
+            // A node first seen mid-stream (its agent ran before this aggregator knew it)
+            // starts fresh; one first seen near the start of its stream (seq counts from 1)
+            // expects the numbers before: the first report can come after a reconnect's Hello.
+            && (st.last_seq > 0 || env.seq <= GAP_MEMORY as u64)
+        {
             let missing = env.seq - st.last_seq - 1;
             st.missing += missing;
+            let from = (st.last_seq + 1).max(env.seq.saturating_sub(GAP_MEMORY as u64));
+            st.gaps.extend(from..env.seq);
+            while st.gaps.len() > GAP_MEMORY {
+                st.gaps.pop_first();
+            }
             Applied::AfterGap { missing }
         } else {
             Applied::Fresh
@@ -227,12 +257,7 @@ impl Fleet {
                 st.last_report_ts_ms = env.ts_ms;
                 st.report = Some(r);
             }
-            Body::Event(e) => {
-                if st.events.len() == EVENTS_KEPT {
-                    st.events.pop_front();
-                }
-                st.events.push_back((env.ts_ms, e));
-            }
+            Body::Event(e) => push_event(st, env.ts_ms, e),
             Body::Guests(g) => {
                 let node = st.node.clone();
                 for old in st.guests.drain(..) {
@@ -339,6 +364,13 @@ impl Fleet {
     }
 }
 
+fn push_event(st: &mut NodeState, ts_ms: u64, e: Event) {
+    if st.events.len() == EVENTS_KEPT {
+        st.events.pop_front();
+    }
+    st.events.push_back((ts_ms, e));
+}
+
 fn pct(part: u64, whole: u64) -> f64 {
     (part as f64 * 10_000.0 / whole as f64).round() / 100.0
 }
@@ -372,8 +404,16 @@ mod tests {
     #[test]
     fn duplicates_are_ignored_and_gaps_counted() {
         let mut f = Fleet::new();
-        assert_eq!(f.apply(env("a", 1, report(100)), 1), Applied::Fresh);
-        assert_eq!(f.apply(env("a", 2, report(200)), 2), Applied::Fresh);
+        // the first message seen is seq 2: seq 1 is expected (it may come late)
+        assert_eq!(
+            f.apply(env("a", 2, report(200)), 1),
+            Applied::AfterGap { missing: 1 }
+        );
+        assert_eq!(f.apply(env("a", 1, report(100)), 1), Applied::Late);
+        assert_eq!(f.get("a").unwrap().missing, 0);
+        // a node first seen far into its stream starts there
+        assert_eq!(f.apply(env("b", 90_000, report(1)), 1), Applied::Fresh);
+        assert_eq!(f.get("b").unwrap().missing, 0);
         assert_eq!(f.apply(env("a", 2, report(999)), 3), Applied::Duplicate);
         assert_eq!(
             f.apply(env("a", 5, report(500)), 4),
@@ -386,6 +426,13 @@ mod tests {
         );
         assert_eq!(s.report.as_ref().unwrap().cpu_busy, 500);
         assert_eq!(f.summary(s).mem_pct, Some(25.0));
+        // the missing 4 arrives late: it fills its gap, does not replace the newer report,
+        // and a second copy of it is a duplicate
+        assert_eq!(f.apply(env("a", 4, report(400)), 5), Applied::Late);
+        assert_eq!(f.apply(env("a", 4, report(400)), 6), Applied::Duplicate);
+        let s = f.get("a").unwrap();
+        assert_eq!((s.received, s.duplicates, s.missing), (4, 2, 1));
+        assert_eq!(s.report.as_ref().unwrap().cpu_busy, 500);
     }
 
     #[test]

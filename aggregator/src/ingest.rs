@@ -124,23 +124,28 @@ impl Ingester {
             let persist = !matches!(env.body, Body::Status(_));
             let kind = env.body.kind();
             let node = env.node.clone();
-            match fleet.apply(env, now) {
-                Applied::Fresh => {}
+            let newest = match fleet.apply(env, now) {
+                Applied::Fresh => true,
                 Applied::AfterGap { missing } => {
-                    m.missing.fetch_add(missing, Relaxed);
+                    m.gaps.fetch_add(missing, Relaxed);
+                    true
+                }
+                Applied::Late => {
+                    m.late.fetch_add(1, Relaxed);
+                    false
                 }
                 Applied::Duplicate => {
                     m.duplicates.fetch_add(1, Relaxed);
                     continue;
                 }
-            }
+            };
             m.applied.fetch_add(1, Relaxed);
             m.ingest_latency.observe_ns(latency);
             let (true, Some(st)) = (persist, fleet.get(&node)) else {
                 continue;
             };
             let mut row = NodeRow::counters(st);
-            if let Some(slot) = row.frame_mut(kind) {
+            if let (true, Some(slot)) = (newest, row.frame_mut(kind)) {
                 *slot = Some(frame);
             }
             match rows.get_mut(&node) {

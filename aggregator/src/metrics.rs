@@ -58,8 +58,10 @@ pub struct Metrics {
     pub bad_topic: AtomicU64,
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
-    /// Sequence numbers found missing.
-    pub missing: AtomicU64,
+    /// Sequence numbers found missing when a later one arrived.
+    pub gaps: AtomicU64,
+    /// Missing sequence numbers that arrived late (out of order after a reconnect).
+    pub late: AtomicU64,
     pub ingest_latency: Histogram,
     pub storage_batches: AtomicU64,
     pub storage_rows: AtomicU64,
@@ -192,9 +194,21 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "yunjian_missing_seq_total",
-            "Sequence numbers never received.",
-            &self.missing,
+            "yunjian_seq_gaps_total",
+            "Sequence numbers found missing when a later one arrived.",
+            &self.gaps,
+        );
+        counter(
+            &mut out,
+            "yunjian_seq_late_total",
+            "Missing sequence numbers that arrived late and filled their gap.",
+            &self.late,
+        );
+        gauge(
+            &mut out,
+            "yunjian_seq_missing",
+            "Sequence numbers still missing, summed over nodes.",
+            fleet.nodes().map(|s| s.missing).sum(),
         );
         self.ingest_latency.render(
             &mut out,

@@ -174,7 +174,9 @@ fn chromium() -> Option<PathBuf> {
             std::env::var_os("CI").is_none(),
             "chromium is not on PATH: the dashboard browser test needs it (apt-get install chromium)"
         );
-        eprintln!(
+        // straight to stderr: the test harness captures eprintln! of passing tests
+        let _ = writeln!(
+            std::io::stderr(),
             "\n==== SKIP: chromium not on PATH, the dashboard was NOT tested in a browser \
              (apt-get install chromium) ====\n"
         );
@@ -385,18 +387,36 @@ fn devtools_page(child: &mut Child, profile: &Path) -> Result<TcpStream, String>
     Ok(ws)
 }
 
+/// GET with a `Content-Length` reply (Chromium keeps the connection open after it).
 fn http_get(port: u16, path: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .ok_or_else(|| format!("bad HTTP reply: {text}"))
+    s.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .ok_or_else(|| format!("no Content-Length in {head}"))?
+                .map_err(|e| e.to_string())?;
+            if body.len() >= length {
+                return Ok(body.to_string());
+            }
+        }
+        let mut buf = [0u8; 16 * 1024];
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("connection closed mid-reply: {text}"));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// One text frame, client to server (RFC 6455 §5.2).
@@ -687,8 +707,9 @@ fn dashboard_renders_the_fleet_live_in_chromium() {
     );
 }
 
-/// A realistic fleet for the README picture: 3 racks × 6 hosts × 4 VMs, a few over the 70%
-/// line, one host offline, one VM silent.
+/// A realistic fleet for the README picture: 3 racks × 6 hosts × 4 VMs; in the first rack
+/// (what the picture shows) a busy host, a few VMs over the 70% line, a silent VM and an
+/// offline host with its VMs.
 fn demo_fleet() -> Fleet {
     const APPS: [&str; 8] = [
         "zwfw-portal",
@@ -708,72 +729,50 @@ fn demo_fleet() -> Fleet {
             .wrapping_add(1442695040888963407);
         lo + (hi - lo) * ((seed >> 33) as f64 / (1u64 << 31) as f64)
     };
+    // (cpu, mem, disk): calm, or over the line
+    let mut figures = |busy: bool| match busy {
+        false => (next(3.0, 60.0), next(25.0, 66.0), next(15.0, 65.0)),
+        true => (next(72.0, 95.0), next(70.0, 91.0), next(40.0, 80.0)),
+    };
     let mut fleet = Fleet::new();
     for (r, rack) in ["A01", "A02", "B01"].iter().enumerate() {
         for h in 1..=6 {
             let host = format!("hz-{}-{h:02}", rack.to_lowercase());
             let hostname = format!("zwy-{}-{h:02}.hz.gov", rack.to_lowercase());
             let uuids: Vec<String> = (1..=4).map(|v| format!("{host}-uuid-{v}")).collect();
-            let hot = (r + h) % 5 == 0;
+            let online = (r, h) != (0, 3);
+            let (cpu, mem, disk) = figures((r + h) % 4 == 2);
             add(
                 &mut fleet,
                 Spec {
                     hostname: &hostname,
                     rack: Some(rack),
                     guests: uuids.clone(),
-                    online: !(r == 1 && h == 4),
-                    rx_bps: next(2e7, 3e8) as u64,
-                    tx_bps: next(1e7, 1e8) as u64,
-                    ..Spec::new(
-                        &host,
-                        Role::Host,
-                        if hot {
-                            next(72.0, 92.0)
-                        } else {
-                            next(18.0, 62.0)
-                        },
-                        if hot {
-                            next(70.0, 80.0)
-                        } else {
-                            next(35.0, 66.0)
-                        },
-                        next(20.0, 60.0),
-                    )
+                    online,
+                    rx_bps: (cpu * 4e6) as u64,
+                    tx_bps: (mem * 1e6) as u64,
+                    ..Spec::new(&host, Role::Host, cpu, mem, disk)
                 },
             );
             for (v, uuid) in uuids.iter().enumerate() {
                 let vm = format!("{host}-vm{}", v + 1);
                 let app = APPS[(r * 6 + h + v) % APPS.len()];
                 let vm_name = format!("{app}-{:02}", h * 4 + v);
-                let busy = (r * 24 + h * 4 + v) % 7 == 3;
+                let (cpu, mem, disk) = figures((r * 24 + h * 4 + v) % 7 == 3);
                 add(
                     &mut fleet,
                     Spec {
                         hostname: &vm_name,
                         uuid: Some(uuid),
-                        quiet_ms: if r == 2 && h == 2 && v == 1 {
+                        online,
+                        quiet_ms: if (r, h, v) == (0, 1, 2) {
                             95_000
                         } else {
                             3_000
                         },
-                        online: !(r == 1 && h == 4),
-                        rx_bps: next(1e5, 4e7) as u64,
-                        tx_bps: next(5e4, 2e7) as u64,
-                        ..Spec::new(
-                            &vm,
-                            Role::Guest,
-                            if busy {
-                                next(75.0, 97.0)
-                            } else {
-                                next(3.0, 55.0)
-                            },
-                            if busy {
-                                next(71.0, 90.0)
-                            } else {
-                                next(25.0, 68.0)
-                            },
-                            next(15.0, 78.0),
-                        )
+                        rx_bps: (cpu * 3e5) as u64,
+                        tx_bps: (disk * 1e5) as u64,
+                        ..Spec::new(&vm, Role::Guest, cpu, mem, disk)
                     },
                 );
             }
@@ -796,6 +795,11 @@ fn readme_screenshot() {
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
         ],
+    );
+    // the picture is exactly the window size, whatever space headless keeps for browser UI
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
     );
     page.wait_for(
         "the first frame of the live stream",

@@ -52,26 +52,41 @@ fn nodes_by_id(v: &Value) -> HashMap<String, Value> {
 
 /// The API lists every simulated host online with its figures.
 async fn fifty_online_with_figures(http: SocketAddr) {
-    eventually("50 online hosts with figures", Duration::from_secs(30), || async {
-        let v = get_json(http, "/api/nodes?role=host&liveness=online").await;
-        let nodes = v["nodes"].as_array().unwrap();
-        let with_figures = nodes
-            .iter()
-            .filter(|n| n["cpu_pct"].is_number() && n["mem_pct"].is_number() && n["disk_pct"].is_number())
-            .count();
-        (with_figures == 50).then_some(())
-    })
+    eventually(
+        "50 online hosts with figures",
+        Duration::from_secs(30),
+        || async {
+            let v = get_json(http, "/api/nodes?role=host&liveness=online").await;
+            let nodes = v["nodes"].as_array().unwrap();
+            let with_figures = nodes
+                .iter()
+                .filter(|n| {
+                    n["cpu_pct"].is_number()
+                        && n["mem_pct"].is_number()
+                        && n["disk_pct"].is_number()
+                })
+                .count();
+            (with_figures == 50).then_some(())
+        },
+    )
     .await;
 }
 
 async fn killed_host_goes_offline(sim: &Simulation, http: SocketAddr) {
     let victim = sim.host_ids()[0].clone();
     assert!(sim.kill_node(&victim).await, "kill {victim}");
-    eventually("the killed host offline", Duration::from_secs(15), || async {
-        let v = get_json(http, &format!("/api/nodes/{victim}")).await;
-        let live = v["summary"]["liveness"].as_str().or(v["liveness"].as_str()).map(str::to_string);
-        (live.as_deref() == Some("offline")).then_some(())
-    })
+    eventually(
+        "the killed host offline",
+        Duration::from_secs(15),
+        || async {
+            let v = get_json(http, &format!("/api/nodes/{victim}")).await;
+            let live = v["summary"]["liveness"]
+                .as_str()
+                .or(v["liveness"].as_str())
+                .map(str::to_string);
+            (live.as_deref() == Some("offline")).then_some(())
+        },
+    )
     .await;
     // the others stay online
     let v = get_json(http, "/api/nodes?role=host&liveness=online").await;
@@ -81,7 +96,9 @@ async fn killed_host_goes_offline(sim: &Simulation, http: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_hosts_on_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let agg = Aggregator::start(&aggregator_config(dir.path(), 0)).await.unwrap();
+    let agg = Aggregator::start(&aggregator_config(dir.path(), 0))
+        .await
+        .unwrap();
     let port = agg.mqtt_addr.unwrap().port();
     let sim = start_sim(fifty_hosts(), &agg, port).await;
     fifty_online_with_figures(agg.http_addr).await;
@@ -99,7 +116,10 @@ async fn fifty_hosts_through_mosquitto_in_external_broker_mode() {
     let mut cfg = aggregator_config(dir.path(), 0);
     cfg.broker_url = Some(format!("mqtt://127.0.0.1:{}", mosq.port));
     let agg = Aggregator::start(&cfg).await.unwrap();
-    assert!(agg.mqtt_addr.is_none(), "no embedded broker in external mode");
+    assert!(
+        agg.mqtt_addr.is_none(),
+        "no embedded broker in external mode"
+    );
     let sim = start_sim(fifty_hosts(), &agg, mosq.port).await;
     fifty_online_with_figures(agg.http_addr).await;
     killed_host_goes_offline(&sim, agg.http_addr).await;
@@ -125,26 +145,46 @@ async fn broker_restart_mid_run_loses_no_report() {
     agg.shutdown().await; // broker gone: reports pile up in the agents' buffers
     tokio::time::sleep(Duration::from_secs(3)).await;
     let agg = Aggregator::start(&cfg).await.unwrap();
-    assert!(sim.wait_connected(10, Duration::from_secs(30)).await, "agents reconnect");
+    assert!(
+        sim.wait_connected(10, Duration::from_secs(30)).await,
+        "agents reconnect"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sim_stats = sim.stats();
-    assert!(sim_stats.reconnects >= 10, "every agent reconnected: {sim_stats:?}");
+    assert!(
+        sim_stats.reconnects >= 10,
+        "every agent reconnected: {sim_stats:?}"
+    );
     sim.stop().await; // clean stop: flushes what is buffered
 
     let http = agg.http_addr;
-    let v = eventually("every report of every node applied", Duration::from_secs(30), || async {
-        let v = get_json(http, "/api/nodes?role=host").await;
-        let all_caught_up = v["nodes"].as_array().unwrap().iter().all(|n| {
-            n["last_seq"].as_u64() == n["received"].as_u64()
-        });
-        (v["nodes"].as_array().unwrap().len() == 10 && all_caught_up).then_some(v)
-    })
+    let v = eventually(
+        "every report of every node applied",
+        Duration::from_secs(30),
+        || async {
+            let v = get_json(http, "/api/nodes?role=host").await;
+            let all_caught_up = v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["last_seq"].as_u64() == n["received"].as_u64());
+            (v["nodes"].as_array().unwrap().len() == 10 && all_caught_up).then_some(v)
+        },
+    )
     .await;
     for (id, n) in nodes_by_id(&v) {
         let last = n["last_seq"].as_u64().unwrap();
         assert!(last > 20, "{id} sent across the outage: last_seq {last}");
-        assert_eq!(n["missing"].as_u64(), Some(0), "{id}: no gap in its sequence");
-        assert_eq!(n["received"].as_u64(), Some(last), "{id}: 1..={last} all applied");
+        assert_eq!(
+            n["missing"].as_u64(),
+            Some(0),
+            "{id}: no gap in its sequence"
+        );
+        assert_eq!(
+            n["received"].as_u64(),
+            Some(last),
+            "{id}: 1..={last} all applied"
+        );
     }
     agg.shutdown().await;
 }

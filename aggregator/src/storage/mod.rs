@@ -166,6 +166,7 @@ impl NodeRow {
             received: self.received,
             duplicates: self.duplicates,
             missing: self.missing,
+            gaps: Default::default(),
             events: VecDeque::new(),
         })
     }

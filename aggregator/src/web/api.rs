@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Content type of the Prometheus text exposition format.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
 const FILTER_PARAMS: &str = "role, liveness, rack";
 

@@ -1,13 +1,13 @@
 //! The web layer: the dashboard, the JSON API, the SSE stream, `/metrics` and `/healthz`.
 //!
-//! | route               | what                                                          |
-//! |---------------------|---------------------------------------------------------------|
-//! | `GET /`             | the dashboard (static HTML, live from `/api/events`)          |
-//! | `GET /api/nodes`    | totals and node summaries; `?role=`, `?liveness=`, `?rack=`   |
+//! | route                 | what                                                        |
+//! |-----------------------|-------------------------------------------------------------|
+//! | `GET /`               | the dashboard (static HTML, live from `/api/events`)        |
+//! | `GET /api/nodes`      | totals and node summaries; `?role=`, `?liveness=`, `?rack=` |
 //! | `GET /api/nodes/{id}` | one node's full state and summary                           |
-//! | `GET /api/events`   | Server-Sent Events: `nodes` frames, at most one per second    |
-//! | `GET /metrics`      | Prometheus text                                               |
-//! | `GET /healthz`      | liveness probe with node counts                               |
+//! | `GET /api/events`     | Server-Sent Events: `nodes` frames, at most one per second  |
+//! | `GET /metrics`        | Prometheus text                                             |
+//! | `GET /healthz`        | liveness probe with node counts                             |
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
 //! runs it on a listener until the shutdown future completes.
@@ -16,7 +16,7 @@ mod api;
 mod error;
 mod sse;
 
-pub use api::{NodeDetail, NodesBody, PROMETHEUS_TEXT};
+pub use api::{NodeDetail, NodesBody};
 pub use error::WebError;
 pub use sse::MIN_GAP;
 
@@ -120,7 +120,7 @@ pub async fn serve(
 const DASHBOARD: &str = include_str!("dashboard.html");
 /// The page loads nothing from elsewhere; its inline script and style are its own.
 const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
-     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
 async fn dashboard() -> impl IntoResponse {
