@@ -256,18 +256,21 @@ async fn acknowledged_reports_are_in_storage_and_survive_a_restart() {
     let k = agg.master.node_key("h1");
     let (c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", None), 10);
     connect(&mut ev).await.unwrap();
-    c.publish(
-        topics::report("h1"),
-        QoS::AtLeastOnce,
-        false,
-        encode(&report_env("h1", 7), &k).unwrap(),
-    )
-    .await
-    .unwrap();
-    // wait for the PUBACK, then look in the database directly
-    loop {
+    for seq in 1..=7 {
+        c.publish(
+            topics::report("h1"),
+            QoS::AtLeastOnce,
+            false,
+            encode(&report_env("h1", seq), &k).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    // wait for the 7 PUBACKs, then look in the database directly
+    let mut acks = 0;
+    while acks < 7 {
         match tokio::time::timeout(Duration::from_secs(5), ev.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break,
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acks += 1,
             Ok(Ok(_)) => {}
             other => panic!("no PUBACK: {other:?}"),
         }
