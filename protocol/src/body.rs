@@ -76,7 +76,9 @@ pub struct Hello {
     /// The agent's version string (e.g. "0.1.0").
     pub agent_version: String,
     pub role: Role,
-    /// The configured report interval.
+    /// Wall-clock time between reports; the aggregator marks the node silent after a few
+    /// intervals without a message. (A simulator with an accelerated clock sends its wall
+    /// spacing here, not the event-time spacing.)
     pub interval_ms: u32,
     /// Reports waiting in the agent's on-disk buffer at connect time (replayed next).
     pub buffered: u32,

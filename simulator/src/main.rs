@@ -144,6 +144,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let started = Instant::now();
+    // Report once how long the whole fleet took to connect (the connection-storm figure).
+    let mut all_connected = false;
+    let mut connect_poll = tokio::time::interval(Duration::from_millis(50));
     let mut ticker = tokio::time::interval(PROGRESS_EVERY);
     ticker.tick().await;
     let mut last = (Instant::now(), 0u64);
@@ -156,6 +159,16 @@ async fn main() -> anyhow::Result<()> {
     tokio::pin!(until);
     loop {
         tokio::select! {
+            _ = connect_poll.tick(), if !all_connected => {
+                if sim.stats().connected as u64 == nodes {
+                    all_connected = true;
+                    tracing::info!(
+                        nodes,
+                        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                        "all nodes connected"
+                    );
+                }
+            }
             _ = ticker.tick() => {
                 let s = sim.stats();
                 let now = Instant::now();

@@ -124,7 +124,8 @@ pub(crate) async fn run(
         key: shared.master.node_key(&spec.id),
         role: spec.role(),
         agent_version: AGENT_VERSION.into(),
-        interval_ms: u32::try_from(shared.interval_ms).unwrap_or(u32::MAX),
+        // wall-clock spacing: the aggregator judges silence by its own clock
+        interval_ms: u32::try_from(shared.wall_interval.as_millis()).unwrap_or(u32::MAX),
     };
     let buffer = BufferConfig {
         dir: None,
