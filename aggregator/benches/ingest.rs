@@ -18,13 +18,16 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use yunjian_aggregator::alarms::Alarm;
 use yunjian_aggregator::broker::{Broker, BrokerConfig};
 use yunjian_aggregator::fleet::Fleet;
 use yunjian_aggregator::inbound::Inbound;
 use yunjian_aggregator::ingest::{self, Ingester};
 use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator::storage::sqlite::SqliteStorage;
-use yunjian_aggregator::storage::Storage;
+use yunjian_aggregator::storage::{
+    AuditEntry, EventRow, NodeRow, Storage, StorageError, WriteBatch,
+};
 use yunjian_protocol::*;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -169,31 +172,30 @@ async fn publisher(
 }
 
 /// A storage that keeps nothing: isolates ingest's own cost from SQLite's.
+#[derive(Debug)]
 struct NoStorage;
 
 impl Storage for NoStorage {
-    fn migrate(&mut self) -> Result<u32, yunjian_aggregator::storage::StorageError> {
+    fn migrate(&mut self) -> Result<u32, StorageError> {
         Ok(0)
     }
-    fn write(
-        &mut self,
-        _: &yunjian_aggregator::storage::WriteBatch,
-    ) -> Result<(), yunjian_aggregator::storage::StorageError> {
+    fn write(&mut self, _: &WriteBatch) -> Result<(), StorageError> {
         Ok(())
     }
-    fn load_nodes(
-        &mut self,
-    ) -> Result<Vec<yunjian_aggregator::storage::NodeRow>, yunjian_aggregator::storage::StorageError>
-    {
+    fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError> {
         Ok(Vec::new())
     }
-    fn events(
-        &mut self,
-        _: Option<&str>,
-        _: usize,
-    ) -> Result<Vec<yunjian_aggregator::storage::EventRow>, yunjian_aggregator::storage::StorageError>
-    {
+    fn events(&mut self, _: Option<&str>, _: usize) -> Result<Vec<EventRow>, StorageError> {
         Ok(Vec::new())
+    }
+    fn open_alarms(&mut self) -> Result<Vec<Alarm>, StorageError> {
+        Ok(Vec::new())
+    }
+    fn audit(&mut self, _: Option<&str>, _: usize) -> Result<Vec<AuditEntry>, StorageError> {
+        Ok(Vec::new())
+    }
+    fn expire_audit(&mut self, _: u64) -> Result<usize, StorageError> {
+        Ok(0)
     }
 }
 

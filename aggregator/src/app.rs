@@ -1,17 +1,22 @@
 //! Wiring: storage → fleet → ingest → broker or external client → web, and a clean shutdown.
 
+use crate::alarms::{AlarmBook, AlarmEvent};
 use crate::broker::{Broker, BrokerError};
 use crate::config::AggregatorConfig;
 use crate::external::BrokerUrl;
 use crate::fleet::{Fleet, SharedFleet};
+use crate::ingest::StoreHandle;
 use crate::ingest::{self, Ingester, Pending};
 use crate::metrics::Metrics;
+use crate::policy::{rules, Context, Engine, Profile, ProfileError};
 use crate::ratelimit::now_ms;
 use crate::storage::sqlite::SqliteStorage;
+use crate::storage::{AuditEntry, WriteBatch};
 use crate::storage::{Storage, StorageError};
-use crate::web::{self, AppState};
+use crate::web::{self, AppState, SharedPolicy, SharedRegister};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -27,6 +32,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("{0}")]
@@ -83,11 +90,23 @@ impl Aggregator {
         };
         tracing::info!(db = %cfg.database_path().display(), schema = version, restored, "storage ready");
 
+        let profile = Arc::new(Profile::load(&cfg.policy_profile)?);
+        let mut book = AlarmBook::new();
+        book.restore(storage.open_alarms()?);
+        let policy: SharedPolicy = Arc::new(Mutex::new(Engine::new(
+            rules::build(&profile, &cfg.disabled_rules),
+            book,
+        )));
+        let register: SharedRegister = Arc::default();
+        let mut reader: Box<dyn Storage> = Box::new(SqliteStorage::open(&cfg.database_path())?);
+        tracing::info!(profile = %profile.name, title = %profile.title, "policy profile");
+
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (changes_tx, changes_rx) = watch::channel(0u64);
         let (in_tx, in_rx) = mpsc::channel(cfg.ingest_queue);
         let (store_tx, store_rx) = mpsc::channel::<Pending>(64);
+        let store = StoreHandle::new(store_tx.clone());
 
         let storage_thread = {
             let metrics = metrics.clone();
@@ -151,6 +170,24 @@ impl Aggregator {
         };
         drop(in_tx);
 
+        tasks.push(tokio::spawn(policy_task(
+            PolicyParts {
+                fleet: fleet.clone(),
+                register: register.clone(),
+                profile: profile.clone(),
+                policy: policy.clone(),
+                store: store.clone(),
+                changes: changes_tx.clone(),
+                interval: cfg.policy_interval,
+            },
+            shutdown_rx.clone(),
+        )));
+        // Audit retention (000 第二十三条, 001 第十九条): drop entries older than the profile's.
+        let audit_days = profile.retention.audit_days as u64;
+        if let Err(e) = reader.expire_audit(now_ms().saturating_sub(audit_days * 86_400_000)) {
+            tracing::warn!("audit retention: {e}");
+        }
+
         // Silence sweep: a node that stops talking without a last will turns "silent".
         {
             let fleet = fleet.clone();
@@ -188,6 +225,11 @@ impl Aggregator {
             fleet: fleet.clone(),
             metrics: metrics.clone(),
             changes: changes_rx,
+            policy: policy.clone(),
+            register: register.clone(),
+            profile: profile.clone(),
+            store: store.clone(),
+            reader: Some(Arc::new(Mutex::new(reader))),
         };
         {
             let mut stop = shutdown_rx.clone();
@@ -229,5 +271,87 @@ impl Aggregator {
             // The storage loop ends when ingest's sender is gone: wait for it off the runtime.
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+    }
+}
+
+struct PolicyParts {
+    fleet: SharedFleet,
+    register: SharedRegister,
+    profile: Arc<Profile>,
+    policy: SharedPolicy,
+    store: StoreHandle,
+    changes: watch::Sender<u64>,
+    interval: Duration,
+}
+
+/// Evaluate every rule on a fixed interval; persist and audit the alarm changes.
+async fn policy_task(p: PolicyParts, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(p.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = now_ms();
+        let events = {
+            let fleet = p.fleet.read().unwrap_or_else(|e| e.into_inner());
+            let register = p.register.read().unwrap_or_else(|e| e.into_inner());
+            let mut engine = p.policy.lock().unwrap_or_else(|e| e.into_inner());
+            engine.evaluate(&Context {
+                fleet: &fleet,
+                register: &register,
+                profile: &p.profile,
+                now_ms: now,
+            })
+        };
+        if events.is_empty() {
+            continue;
+        }
+        let audit = events.iter().map(|e| audit_of(e, now)).collect();
+        for e in &events {
+            let a = e.alarm();
+            tracing::info!(id = a.id, rule = %a.key.rule, subject = %a.key.subject, level = ?a.level, clause = %a.clause, "alarm {}", change_name(e));
+        }
+        if p.store
+            .write(WriteBatch {
+                alarms: events,
+                audit,
+                ..WriteBatch::default()
+            })
+            .await
+            .is_err()
+        {
+            return; // storage closed: shutting down
+        }
+        p.changes.send_modify(|v| *v += 1);
+    }
+}
+
+fn change_name(e: &AlarmEvent) -> &'static str {
+    match e {
+        AlarmEvent::Raised(_) => "raised",
+        AlarmEvent::Escalated(_) => "escalated",
+        AlarmEvent::Acknowledged(_) => "acknowledged",
+        AlarmEvent::Cleared(_) => "cleared",
+    }
+}
+
+/// The automatic alarm changes are operations of the system: audited like any other.
+fn audit_of(e: &AlarmEvent, now: u64) -> AuditEntry {
+    let a = e.alarm();
+    AuditEntry {
+        ts_ms: now,
+        actor: "system".into(),
+        action: format!("alarm.{}", change_name(e)),
+        subject: format!("alarm:{}", a.id),
+        detail: serde_json::json!({
+            "rule": a.key.rule,
+            "subject": a.key.subject,
+            "level": a.level,
+            "clause": a.clause,
+            "unit": a.unit,
+            "title": a.title,
+        }),
     }
 }

@@ -19,6 +19,14 @@ pub struct AggregatorConfig {
     pub client_id: String,
     /// Messages waiting between the broker and ingest; beyond it publishers are slowed down.
     pub ingest_queue: usize,
+    /// Policy profile: a built-in one (`000`…`004`, see `aggregator/profiles/`) or a path to a
+    /// profile file. Default `003` (徽州区, the 70% capacity warning of 第十九条).
+    pub policy_profile: String,
+    /// How often every rule is evaluated.
+    #[serde(with = "crate::policy::profile::duration")]
+    pub policy_interval: std::time::Duration,
+    /// Rules switched off by name (see `yunjian-aggregator rules`).
+    pub disabled_rules: Vec<String>,
     /// The embedded broker.
     pub broker: BrokerConfig,
 }
@@ -31,6 +39,9 @@ impl Default for AggregatorConfig {
             broker_url: None,
             client_id: "yunjian-aggregator-1".into(),
             ingest_queue: 16 * 1024,
+            policy_profile: crate::policy::profile::DEFAULT.into(),
+            policy_interval: std::time::Duration::from_secs(1),
+            disabled_rules: Vec::new(),
             broker: BrokerConfig::default(),
         }
     }
@@ -73,6 +84,23 @@ impl AggregatorConfig {
         if let Some(u) = &self.broker_url {
             u.parse::<crate::external::BrokerUrl>()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if self.policy_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "policy_interval must be above 0".into(),
+            ));
+        }
+        for r in &self.disabled_rules {
+            if !crate::policy::rules::REGISTRY.iter().any(|x| x.name == r) {
+                return Err(ConfigError::Invalid(format!(
+                    "disabled_rules: unknown rule {r:?}; rules are {}",
+                    crate::policy::rules::REGISTRY
+                        .iter()
+                        .map(|x| x.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
         }
         if self.ingest_queue == 0 {
             return Err(ConfigError::Invalid(

@@ -32,6 +32,42 @@ pub struct Pending {
     pub acks: Vec<AckToken>,
 }
 
+/// A handle for other parts (policy engine, web actions) to write through the storage thread,
+/// in order with ingest's writes.
+#[derive(Debug, Clone)]
+pub struct StoreHandle {
+    tx: Option<mpsc::Sender<Pending>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage is not available (shutting down, or not configured)")]
+pub struct StoreClosed;
+
+impl StoreHandle {
+    pub fn new(tx: mpsc::Sender<Pending>) -> Self {
+        StoreHandle { tx: Some(tx) }
+    }
+
+    /// A handle that stores nothing and refuses writes (tests of read-only parts).
+    pub fn detached() -> Self {
+        StoreHandle { tx: None }
+    }
+
+    /// Queue a batch; it is committed in order with everything else.
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), StoreClosed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.tx.as_ref().ok_or(StoreClosed)?;
+        tx.send(Pending {
+            batch,
+            acks: Vec::new(),
+        })
+        .await
+        .map_err(|_| StoreClosed)
+    }
+}
+
 /// The decode/verify/apply stage, independent of channels so benchmarks can drive it directly.
 #[derive(Debug)]
 pub struct Ingester {
@@ -192,6 +228,8 @@ pub fn storage_loop(
     while let Some(first) = rx.blocking_recv() {
         let mut nodes: HashMap<String, NodeRow> = HashMap::new();
         let mut events = Vec::new();
+        let mut alarms = Vec::new();
+        let mut audit = Vec::new();
         let mut acks = Vec::new();
         let mut add = |p: Pending| {
             for n in p.batch.nodes {
@@ -203,6 +241,8 @@ pub fn storage_loop(
                 }
             }
             events.extend(p.batch.events);
+            alarms.extend(p.batch.alarms);
+            audit.extend(p.batch.audit);
             acks.extend(p.acks);
         };
         add(first);
@@ -215,8 +255,11 @@ pub fn storage_loop(
         let batch = WriteBatch {
             nodes: nodes.into_values().collect(),
             events,
+            alarms,
+            audit,
         };
-        let rows = (batch.nodes.len() + batch.events.len()) as u64;
+        let rows = (batch.nodes.len() + batch.events.len() + batch.alarms.len() + batch.audit.len())
+            as u64;
         loop {
             match storage.write(&batch) {
                 Ok(()) => {

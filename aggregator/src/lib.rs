@@ -4,6 +4,7 @@
 //! Data flow: MQTT → [`ingest`] (decode, verify, de-duplicate) → [`fleet`] state → [`storage`];
 //! [`web`] reads the fleet state and [`metrics`].
 
+pub mod alarms;
 pub mod app;
 pub mod broker;
 pub mod config;
@@ -12,6 +13,8 @@ pub mod fleet;
 pub mod inbound;
 pub mod ingest;
 pub mod metrics;
+pub mod policy;
 pub mod ratelimit;
+pub mod register;
 pub mod storage;
 pub mod web;

@@ -202,11 +202,7 @@ fn serve_fleet(fleet: Fleet) -> Served {
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let fleet: SharedFleet = Arc::new(RwLock::new(fleet));
     let (changes, changes_rx) = watch::channel(0u64);
-    let state = AppState {
-        fleet: fleet.clone(),
-        metrics: Arc::new(Metrics::default()),
-        changes: changes_rx,
-    };
+    let state = AppState::new(fleet.clone(), Arc::new(Metrics::default()), changes_rx);
     rt.spawn(serve(listener, state, std::future::pending()));
     Served {
         url,

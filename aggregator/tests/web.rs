@@ -176,11 +176,7 @@ struct Harness {
 fn harness(fleet: Fleet) -> Harness {
     let fleet: SharedFleet = Arc::new(std::sync::RwLock::new(fleet));
     let (changes, changes_rx) = watch::channel(0u64);
-    let state = AppState {
-        fleet: fleet.clone(),
-        metrics: Arc::new(Metrics::default()),
-        changes: changes_rx,
-    };
+    let state = AppState::new(fleet.clone(), Arc::new(Metrics::default()), changes_rx);
     Harness {
         fleet,
         changes,

@@ -7,6 +7,7 @@
 
 pub mod sqlite;
 
+use crate::alarms::{Alarm, AlarmEvent};
 use crate::fleet::{Liveness, NodeState};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -54,21 +55,41 @@ pub struct EventRow {
     pub message: String,
 }
 
+/// One entry of the append-only audit log: who did what, when, to what (001 第十九条: every
+/// operation logged and kept; 004 第二十四条: no unauthorised operations).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    pub ts_ms: u64,
+    /// A person (`ops:zhang`), or `system` for automatic actions.
+    pub actor: String,
+    /// e.g. `alarm.acknowledge`, `register.import`.
+    pub action: String,
+    /// What it was done to, e.g. `alarm:12`.
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
 /// Everything one transaction writes.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
     pub nodes: Vec<NodeRow>,
     pub events: Vec<EventRow>,
+    /// Alarm lifecycle changes (the latest state of each alarm is kept).
+    pub alarms: Vec<AlarmEvent>,
+    pub audit: Vec<AuditEntry>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty() && self.events.is_empty()
+        self.nodes.is_empty()
+            && self.events.is_empty()
+            && self.alarms.is_empty()
+            && self.audit.is_empty()
     }
 }
 
 /// A storage backend. Synchronous: it runs on its own thread, fed by ingest in batches.
-pub trait Storage: Send {
+pub trait Storage: Send + std::fmt::Debug {
     /// Bring the schema to the current version; returns it.
     fn migrate(&mut self) -> Result<u32, StorageError>;
     /// Write one batch in one transaction.
@@ -77,6 +98,16 @@ pub trait Storage: Send {
     fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError>;
     /// The most recent events, newest first, optionally of one node.
     fn events(&mut self, node: Option<&str>, limit: usize) -> Result<Vec<EventRow>, StorageError>;
+    /// Alarms still open (active or acknowledged), to resume after a restart.
+    fn open_alarms(&mut self) -> Result<Vec<Alarm>, StorageError>;
+    /// The most recent audit entries, newest first, optionally about one subject.
+    fn audit(
+        &mut self,
+        subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StorageError>;
+    /// Delete audit entries older than `before_ms` (retention from the policy profile).
+    fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError>;
 }
 
 impl NodeRow {

@@ -1,6 +1,7 @@
 //! SQLite backend: the embedded default, one file, WAL mode.
 
 use super::*;
+use crate::alarms::AlarmState;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -30,7 +31,36 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     );
     CREATE INDEX events_node_ts ON events(node, ts_ms);",
+    // 2: alarms (latest state of each, the alarm itself as JSON) and the audit log
+    "CREATE TABLE alarms (
+        id INTEGER PRIMARY KEY,
+        rule TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        state TEXT NOT NULL,
+        raised_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX alarms_state ON alarms(state);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_subject_ts ON audit(subject, ts_ms);
+    CREATE INDEX audit_ts ON audit(ts_ms);",
 ];
+
+fn state_str(s: AlarmState) -> &'static str {
+    match s {
+        AlarmState::Active => "active",
+        AlarmState::Acknowledged => "acknowledged",
+        AlarmState::Cleared => "cleared",
+    }
+}
 
 #[derive(Debug)]
 pub struct SqliteStorage {
@@ -168,6 +198,43 @@ impl Storage for SqliteStorage {
                 ])
                 .map_err(&err)?;
             }
+            let mut al = tx
+                .prepare_cached(
+                    "INSERT INTO alarms (id, rule, subject, state, raised_ms, updated_ms, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(id) DO UPDATE SET state = excluded.state,
+                        updated_ms = excluded.updated_ms, body = excluded.body",
+                )
+                .map_err(&err)?;
+            for ev in &batch.alarms {
+                let a = ev.alarm();
+                al.execute(params![
+                    a.id as i64,
+                    a.key.rule,
+                    a.key.subject,
+                    state_str(a.state),
+                    a.raised_ms as i64,
+                    a.updated_ms as i64,
+                    serde_json::to_string(a).unwrap_or_default(),
+                ])
+                .map_err(&err)?;
+            }
+            let mut au = tx
+                .prepare_cached(
+                    "INSERT INTO audit (ts_ms, actor, action, subject, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(&err)?;
+            for a in &batch.audit {
+                au.execute(params![
+                    a.ts_ms as i64,
+                    a.actor,
+                    a.action,
+                    a.subject,
+                    a.detail.to_string()
+                ])
+                .map_err(&err)?;
+            }
         }
         tx.commit().map_err(&err)
     }
@@ -223,5 +290,65 @@ impl Storage for SqliteStorage {
             })
             .map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+
+    fn open_alarms(&mut self) -> Result<Vec<Alarm>, StorageError> {
+        let e = self.err();
+        let mut st = self
+            .conn
+            .prepare("SELECT id, body FROM alarms WHERE state != 'cleared' ORDER BY id")
+            .map_err(&e)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(&e)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body) = row.map_err(&e)?;
+            out.push(
+                serde_json::from_str(&body).map_err(|err| StorageError::Corrupt {
+                    node: format!("alarm {id}"),
+                    reason: err.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn audit(
+        &mut self,
+        subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        let e = self.err();
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT ts_ms, actor, action, subject, detail FROM audit
+                 WHERE (?1 IS NULL OR subject = ?1) ORDER BY ts_ms DESC, id DESC LIMIT ?2",
+            )
+            .map_err(&e)?;
+        let rows = st
+            .query_map(params![subject, limit as i64], |r| {
+                Ok(AuditEntry {
+                    ts_ms: r.get::<_, i64>(0)? as u64,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    subject: r.get(3)?,
+                    detail: serde_json::from_str(&r.get::<_, String>(4)?)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+
+    fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError> {
+        let e = self.err();
+        self.conn
+            .execute(
+                "DELETE FROM audit WHERE ts_ms < ?1",
+                params![before_ms as i64],
+            )
+            .map_err(&e)
     }
 }

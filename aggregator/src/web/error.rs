@@ -27,6 +27,18 @@ pub enum WebError {
     /// A query string that does not decode as `key=value` pairs.
     #[error("malformed query string: {0}")]
     MalformedQuery(String),
+    /// A request body that is not what the endpoint takes.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Something addressed by id that does not exist (alarm, case...).
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// The action does not fit the current state (already acknowledged...).
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage could not take the write; nothing was changed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl WebError {
@@ -35,7 +47,11 @@ impl WebError {
             WebError::NodeNotFound(_) => StatusCode::NOT_FOUND,
             WebError::BadQueryValue { .. }
             | WebError::UnknownQueryParameter { .. }
-            | WebError::MalformedQuery(_) => StatusCode::BAD_REQUEST,
+            | WebError::MalformedQuery(_)
+            | WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::NotFound { .. } => StatusCode::NOT_FOUND,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -51,7 +67,11 @@ impl IntoResponse for WebError {
             WebError::UnknownQueryParameter { param, allowed } => {
                 json!({ "error": error, "parameter": param, "allowed": allowed })
             }
-            WebError::MalformedQuery(_) => json!({ "error": error }),
+            WebError::NotFound { what, id } => json!({ "error": error, "what": what, "id": id }),
+            WebError::MalformedQuery(_)
+            | WebError::BadRequest(_)
+            | WebError::Conflict(_)
+            | WebError::Unavailable(_) => json!({ "error": error }),
         };
         (self.status(), Json(body)).into_response()
     }

@@ -8,10 +8,14 @@
 //! | `GET /api/events`     | Server-Sent Events: `nodes` frames, at most one per second  |
 //! | `GET /metrics`        | Prometheus text                                             |
 //! | `GET /healthz`        | liveness probe with node counts                             |
+//! | `GET /api/alarms`     | open alarms (worst first) and recently cleared ones         |
+//! | `POST /api/alarms/{id}/ack` | acknowledge (`{"by": "name"}`), audited               |
+//! | `GET /api/audit`      | the audit log, newest first; `?subject=`, `?limit=`         |
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
 //! runs it on a listener until the shutdown future completes.
 
+mod alarms;
 mod api;
 mod error;
 mod sse;
@@ -20,8 +24,13 @@ pub use api::{NodeDetail, NodesBody};
 pub use error::WebError;
 pub use sse::MIN_GAP;
 
+use crate::alarms::AlarmBook;
 use crate::fleet::{Fleet, SharedFleet};
+use crate::ingest::StoreHandle;
 use crate::metrics::Metrics;
+use crate::policy::{Engine, Profile};
+use crate::register::Register;
+use crate::storage::Storage;
 use axum::extract::FromRef;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
 use axum::response::{Html, IntoResponse};
@@ -39,6 +48,40 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bumped by ingest after each applied batch; the SSE stream wakes on it.
     pub changes: watch::Receiver<u64>,
+    /// The rules and the alarm book.
+    pub policy: SharedPolicy,
+    pub register: SharedRegister,
+    pub profile: Arc<Profile>,
+    /// Writes (alarm acknowledgements, audit entries) go through the storage thread.
+    pub store: StoreHandle,
+    /// A read connection for history (audit log); `None` in tests without storage.
+    pub reader: Option<SharedReader>,
+}
+
+/// The policy engine, shared by the policy task and the web actions.
+pub type SharedPolicy = Arc<std::sync::Mutex<Engine>>;
+/// The allocation register.
+pub type SharedRegister = Arc<std::sync::RwLock<Register>>;
+/// A storage connection for reads.
+pub type SharedReader = Arc<std::sync::Mutex<Box<dyn Storage>>>;
+
+impl AppState {
+    /// Fleet-only state (default profile and rules, empty register, no storage): for tests
+    /// and tools that only read the fleet.
+    pub fn new(fleet: SharedFleet, metrics: Arc<Metrics>, changes: watch::Receiver<u64>) -> Self {
+        let profile = Arc::new(Profile::default());
+        let engine = Engine::new(crate::policy::rules::build(&profile, &[]), AlarmBook::new());
+        AppState {
+            fleet,
+            metrics,
+            changes,
+            policy: Arc::new(std::sync::Mutex::new(engine)),
+            register: Arc::default(),
+            profile,
+            store: StoreHandle::detached(),
+            reader: None,
+        }
+    }
 }
 
 /// Completes when [`serve`] begins its graceful shutdown, so that responses which never end on
@@ -91,6 +134,7 @@ fn routes(state: WebState) -> Router {
         .route("/api/events", get(sse::events))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
+        .merge(alarms::routes())
         .with_state(state)
 }
 

@@ -1,0 +1,323 @@
+//! One alarm lifecycle for every rule: raised → (updated, deduplicated) → acknowledged → cleared.
+//!
+//! Rules do not manage alarms; they report, on each evaluation, the [`Finding`]s that hold now.
+//! [`AlarmBook::reconcile`] turns that into lifecycle changes: a new finding raises an alarm, a
+//! repeated one updates it (count, severity, evidence) without a second alarm, an alarm whose
+//! finding is gone clears. Every change is returned as an [`AlarmEvent`] for storage (alarms
+//! survive restarts), the audit log and notices.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+
+/// How bad. Ordered: a higher level escalates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warning,
+    Major,
+    Critical,
+}
+
+impl Level {
+    pub fn zh(self) -> &'static str {
+        match self {
+            Level::Info => "提示",
+            Level::Warning => "预警",
+            Level::Major => "严重",
+            Level::Critical => "紧急",
+        }
+    }
+}
+
+/// Identity of an alarm: one rule, one subject (e.g. `capacity.memory` on `pool:A`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlarmKey {
+    pub rule: String,
+    pub subject: String,
+}
+
+/// What a rule found on one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub key: AlarmKey,
+    pub level: Level,
+    /// The clause the rule serves, e.g. `003 第十九条`.
+    pub clause: String,
+    /// The using unit concerned, for notices and per-unit views.
+    pub unit: Option<String>,
+    /// One line for humans (zh-CN).
+    pub title: String,
+    /// Figures that justify it (JSON, shown as is).
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlarmState {
+    Active,
+    Acknowledged,
+    Cleared,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub id: u64,
+    pub key: AlarmKey,
+    pub level: Level,
+    pub clause: String,
+    pub unit: Option<String>,
+    pub title: String,
+    pub evidence: serde_json::Value,
+    pub state: AlarmState,
+    pub raised_ms: u64,
+    pub updated_ms: u64,
+    /// Evaluations that found it (deduplicated into this one alarm).
+    pub count: u64,
+    pub acked_by: Option<String>,
+    pub acked_ms: Option<u64>,
+    pub cleared_ms: Option<u64>,
+}
+
+/// A lifecycle change, for storage, audit and notices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "lowercase")]
+pub enum AlarmEvent {
+    Raised(Alarm),
+    /// Level went up.
+    Escalated(Alarm),
+    Acknowledged(Alarm),
+    Cleared(Alarm),
+}
+
+impl AlarmEvent {
+    pub fn alarm(&self) -> &Alarm {
+        match self {
+            AlarmEvent::Raised(a)
+            | AlarmEvent::Escalated(a)
+            | AlarmEvent::Acknowledged(a)
+            | AlarmEvent::Cleared(a) => a,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("no open alarm with id {0}")]
+    NotFound(u64),
+    #[error("alarm {0} is already acknowledged")]
+    AlreadyAcknowledged(u64),
+}
+
+/// Open alarms (active or acknowledged) and recently cleared ones.
+#[derive(Debug, Default)]
+pub struct AlarmBook {
+    open: BTreeMap<AlarmKey, Alarm>,
+    cleared: Vec<Alarm>,
+    next_id: u64,
+}
+
+/// Cleared alarms kept in memory for the dashboard (all are in storage).
+const CLEARED_KEPT: usize = 500;
+
+impl AlarmBook {
+    pub fn new() -> Self {
+        AlarmBook {
+            next_id: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Restore open alarms from storage at start-up.
+    pub fn restore(&mut self, alarms: Vec<Alarm>) {
+        for a in alarms {
+            self.next_id = self.next_id.max(a.id + 1);
+            if a.state == AlarmState::Cleared {
+                self.cleared.push(a);
+            } else {
+                self.open.insert(a.key.clone(), a);
+            }
+        }
+    }
+
+    /// Apply one evaluation of the rules in `rules`: `findings` is everything that holds now
+    /// for those rules. Open alarms of those rules without a finding clear.
+    pub fn reconcile(
+        &mut self,
+        rules: &HashSet<&str>,
+        findings: Vec<Finding>,
+        now_ms: u64,
+    ) -> Vec<AlarmEvent> {
+        let mut events = Vec::new();
+        let mut seen: HashSet<AlarmKey> = HashSet::with_capacity(findings.len());
+        for f in findings {
+            seen.insert(f.key.clone());
+            match self.open.get_mut(&f.key) {
+                Some(a) => {
+                    a.count += 1;
+                    a.updated_ms = now_ms;
+                    a.evidence = f.evidence;
+                    a.title = f.title;
+                    if f.level > a.level {
+                        a.level = f.level;
+                        // an escalation needs a new acknowledgement
+                        a.state = AlarmState::Active;
+                        a.acked_by = None;
+                        a.acked_ms = None;
+                        events.push(AlarmEvent::Escalated(a.clone()));
+                    } else {
+                        a.level = f.level;
+                    }
+                }
+                None => {
+                    let a = Alarm {
+                        id: self.next_id,
+                        key: f.key.clone(),
+                        level: f.level,
+                        clause: f.clause,
+                        unit: f.unit,
+                        title: f.title,
+                        evidence: f.evidence,
+                        state: AlarmState::Active,
+                        raised_ms: now_ms,
+                        updated_ms: now_ms,
+                        count: 1,
+                        acked_by: None,
+                        acked_ms: None,
+                        cleared_ms: None,
+                    };
+                    self.next_id += 1;
+                    events.push(AlarmEvent::Raised(a.clone()));
+                    self.open.insert(f.key, a);
+                }
+            }
+        }
+        let gone: Vec<AlarmKey> = self
+            .open
+            .keys()
+            .filter(|k| rules.contains(k.rule.as_str()) && !seen.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(mut a) = self.open.remove(&k) {
+                a.state = AlarmState::Cleared;
+                a.cleared_ms = Some(now_ms);
+                a.updated_ms = now_ms;
+                events.push(AlarmEvent::Cleared(a.clone()));
+                self.push_cleared(a);
+            }
+        }
+        events
+    }
+
+    fn push_cleared(&mut self, a: Alarm) {
+        if self.cleared.len() == CLEARED_KEPT {
+            self.cleared.remove(0);
+        }
+        self.cleared.push(a);
+    }
+
+    /// Acknowledge an open alarm (who, when). The alarm stays open until its cause clears.
+    pub fn acknowledge(&mut self, id: u64, by: &str, now_ms: u64) -> Result<AlarmEvent, AckError> {
+        let a = self
+            .open
+            .values_mut()
+            .find(|a| a.id == id)
+            .ok_or(AckError::NotFound(id))?;
+        if a.state == AlarmState::Acknowledged {
+            return Err(AckError::AlreadyAcknowledged(id));
+        }
+        a.state = AlarmState::Acknowledged;
+        a.acked_by = Some(by.to_string());
+        a.acked_ms = Some(now_ms);
+        a.updated_ms = now_ms;
+        Ok(AlarmEvent::Acknowledged(a.clone()))
+    }
+
+    /// Open alarms, worst first, then oldest first.
+    pub fn open(&self) -> Vec<&Alarm> {
+        let mut v: Vec<&Alarm> = self.open.values().collect();
+        v.sort_by(|a, b| b.level.cmp(&a.level).then(a.raised_ms.cmp(&b.raised_ms)));
+        v
+    }
+
+    pub fn get_open(&self, key: &AlarmKey) -> Option<&Alarm> {
+        self.open.get(key)
+    }
+
+    /// Recently cleared alarms, newest first.
+    pub fn cleared(&self) -> impl Iterator<Item = &Alarm> {
+        self.cleared.iter().rev()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(subject: &str, level: Level) -> Finding {
+        Finding {
+            key: AlarmKey {
+                rule: "capacity.memory".into(),
+                subject: subject.into(),
+            },
+            level,
+            clause: "003 第十九条".into(),
+            unit: None,
+            title: "内存接近容量".into(),
+            evidence: serde_json::json!({"used_pct": 71}),
+        }
+    }
+
+    fn rules() -> HashSet<&'static str> {
+        ["capacity.memory"].into_iter().collect()
+    }
+
+    #[test]
+    fn raise_dedupe_escalate_ack_clear() {
+        let mut b = AlarmBook::new();
+        let ev = b.reconcile(&rules(), vec![finding("pool:A", Level::Warning)], 1);
+        assert!(matches!(ev.as_slice(), [AlarmEvent::Raised(a)] if a.id == 1));
+        // the same finding again: no new alarm, count grows
+        assert!(b
+            .reconcile(&rules(), vec![finding("pool:A", Level::Warning)], 2)
+            .is_empty());
+        assert_eq!(b.open()[0].count, 2);
+        let ev = b.acknowledge(1, "ops-zhang", 3).unwrap();
+        assert_eq!(ev.alarm().acked_by.as_deref(), Some("ops-zhang"));
+        assert_eq!(
+            b.acknowledge(1, "x", 4),
+            Err(AckError::AlreadyAcknowledged(1))
+        );
+        // escalation re-opens the acknowledgement
+        let ev = b.reconcile(&rules(), vec![finding("pool:A", Level::Major)], 5);
+        assert!(
+            matches!(ev.as_slice(), [AlarmEvent::Escalated(a)] if a.state == AlarmState::Active)
+        );
+        // gone: cleared, and another rule's alarms are untouched
+        let other: HashSet<&str> = ["antivirus"].into_iter().collect();
+        assert!(b.reconcile(&other, vec![], 6).is_empty());
+        let ev = b.reconcile(&rules(), vec![], 7);
+        assert!(matches!(ev.as_slice(), [AlarmEvent::Cleared(a)] if a.cleared_ms == Some(7)));
+        assert!(b.open().is_empty());
+        assert_eq!(b.cleared().count(), 1);
+        assert_eq!(b.acknowledge(1, "x", 8), Err(AckError::NotFound(1)));
+        // a new occurrence is a new alarm with a new id
+        let ev = b.reconcile(&rules(), vec![finding("pool:A", Level::Warning)], 9);
+        assert!(matches!(ev.as_slice(), [AlarmEvent::Raised(a)] if a.id == 2));
+    }
+
+    #[test]
+    fn restore_continues_ids() {
+        let mut b = AlarmBook::new();
+        b.reconcile(&rules(), vec![finding("pool:A", Level::Warning)], 1);
+        let saved: Vec<Alarm> = b.open().into_iter().cloned().collect();
+        let mut c = AlarmBook::new();
+        c.restore(saved);
+        assert!(c
+            .reconcile(&rules(), vec![finding("pool:A", Level::Warning)], 2)
+            .is_empty());
+        let ev = c.reconcile(&rules(), vec![finding("pool:B", Level::Warning)], 3);
+        assert_eq!(ev[0].alarm().id, 2);
+    }
+}

@@ -1,0 +1,251 @@
+//! Policy profiles: the same engine, different numbers. One file per regulation in
+//! `aggregator/profiles/` (embedded in the binary); a deployment picks one with
+//! `policy_profile = "003"` or a path to its own file. Defaults come from 003 (the 70% rule).
+
+use super::hysteresis::Thresholds;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The built-in profiles, by name.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("000", include_str!("../../profiles/000.toml")),
+    ("001", include_str!("../../profiles/001.toml")),
+    ("002", include_str!("../../profiles/002.toml")),
+    ("003", include_str!("../../profiles/003.toml")),
+    ("004", include_str!("../../profiles/004.toml")),
+];
+
+/// The default profile: 徽州区 (003), whose 第十九条 sets the 70% capacity warning.
+pub const DEFAULT: &str = "003";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Short name (`000`…`004` for the built-ins).
+    pub name: String,
+    /// The regulation's title.
+    pub title: String,
+    /// Pool and platform capacity (compute, memory, storage, network): 003 第十九条.
+    pub capacity: CapacityPolicy,
+    /// A unit system's own use reaching its warning peak: 002 第十一条.
+    pub peak: PeakPolicy,
+    /// The mandated antivirus: 003 附件1 承诺书, 001 第九条(四).
+    pub antivirus: AntivirusPolicy,
+    /// Retention of operation and audit logs: 000 第二十三条 (≥ 6 months), 001 第十九条 (≥ 1 year).
+    pub retention: RetentionPolicy,
+    /// Deadlines in working days (工作日) per step of the resource lifecycle.
+    pub deadlines: Deadlines,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityPolicy {
+    /// The allocated and the used ratio against capacity.
+    pub thresholds: Thresholds,
+    /// Warn when the trend crosses `thresholds.warn_pct` within this many days.
+    pub forecast_horizon_days: u32,
+    /// Days of history the trend is fitted on.
+    pub forecast_window_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeakPolicy {
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AntivirusPolicy {
+    /// Signatures older than this make the VM "degraded".
+    pub signature_max_age_days: u32,
+    /// Stopping a VM whose antivirus was removed needs the authority's approval.
+    pub stop_requires_approval: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicy {
+    pub audit_days: u32,
+}
+
+/// Working days allowed per step (0 = the regulation sets none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadlines {
+    pub accept: u32,
+    pub review: u32,
+    pub approve: u32,
+    pub provide_test_env: u32,
+    pub change_review: u32,
+    pub change_do: u32,
+    pub terminate_review: u32,
+    pub reclaim: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("policy profile {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("policy profile file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy profile {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Profile {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ProfileError> {
+        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        p.validate(origin)?;
+        Ok(p)
+    }
+
+    /// A built-in profile by name (`003`), or a profile file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, ProfileError> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::parse(text, &format!("built-in {name_or_path}"));
+        }
+        let path = Path::new(name_or_path);
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: format!(
+                "{name_or_path} (not a built-in profile: {})",
+                BUILTIN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            source,
+        })?;
+        Self::parse(&text, name_or_path)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ProfileError> {
+        let bad = |message: String| ProfileError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        for (what, t) in [
+            ("capacity", &self.capacity.thresholds),
+            ("peak", &self.peak.thresholds),
+        ] {
+            if !(0.0..=100.0).contains(&t.warn_pct) || t.recovery_pct > t.warn_pct {
+                return Err(bad(format!(
+                    "{what}: need 0 ≤ recovery_pct ({}) ≤ warn_pct ({}) ≤ 100",
+                    t.recovery_pct, t.warn_pct
+                )));
+            }
+            if t.escalate.iter().any(|e| e.pct < t.warn_pct) {
+                return Err(bad(format!("{what}: escalation levels must be ≥ warn_pct")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile::load(DEFAULT).expect("the built-in default profile is valid")
+    }
+}
+
+/// Durations written like "10s", "5m", "2h", "1d", "500ms".
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{text:?}: missing unit (ms, s, m, h, d)"))?;
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{text:?}: not a number followed by a unit"))?;
+        let ms = match unit {
+            "ms" => n,
+            "s" => n * 1000,
+            "m" => n * 60_000,
+            "h" => n * 3_600_000,
+            "d" => n * 86_400_000,
+            _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+        };
+        Ok(Duration::from_millis(ms))
+    }
+
+    pub fn format(d: &Duration) -> String {
+        let ms = d.as_millis() as u64;
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
+            if ms > 0 && ms % size == 0 {
+                return format!("{}{unit}", ms / size);
+            }
+        }
+        format!("{ms}ms")
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_loads() {
+        for (name, _) in BUILTIN {
+            let p = Profile::load(name).unwrap();
+            assert_eq!(&p.name, name);
+        }
+        let p = Profile::default();
+        assert_eq!(p.capacity.thresholds.warn_pct, 70.0);
+        assert!(p.retention.audit_days >= 180);
+    }
+
+    #[test]
+    fn errors_name_the_profile_and_problem() {
+        let e = Profile::load("/nonexistent/p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/p.toml") && e.contains("003"),
+            "{e}"
+        );
+        let mut text = BUILTIN[3]
+            .1
+            .replace("recovery_pct = 65.0", "recovery_pct = 75.0");
+        let e = Profile::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("recovery_pct"), "{e}");
+        text = BUILTIN[3].1.replace("[retention]", "[retention]\nfoo = 1");
+        let e = Profile::parse(&text, "y.toml").unwrap_err().to_string();
+        assert!(e.contains("foo"), "{e}");
+    }
+
+    #[test]
+    fn durations_roundtrip() {
+        for s in ["500ms", "10s", "5m", "2h", "3d"] {
+            assert_eq!(duration::format(&duration::parse(s).unwrap()), s);
+        }
+        assert!(duration::parse("5").is_err());
+        assert!(duration::parse("5y").is_err());
+    }
+}

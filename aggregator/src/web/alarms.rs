@@ -1,0 +1,122 @@
+//! Alarms and the audit log over HTTP.
+
+use super::{AppState, WebError};
+use crate::alarms::{AckError, Alarm, AlarmEvent};
+use crate::ratelimit::now_ms;
+use crate::storage::{AuditEntry, WriteBatch};
+use axum::extract::{FromRef, Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+/// The routes, for any router state the [`AppState`] can be taken from.
+pub fn routes<S>() -> Router<S>
+where
+    AppState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/api/alarms", get(list))
+        .route("/api/alarms/{id}/ack", post(acknowledge))
+        .route("/api/audit", get(audit))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlarmList {
+    pub open: Vec<Alarm>,
+    pub cleared: Vec<Alarm>,
+}
+
+async fn list(State(app): State<AppState>) -> Json<AlarmList> {
+    let engine = app.policy.lock().unwrap_or_else(|p| p.into_inner());
+    let book = engine.book();
+    Json(AlarmList {
+        open: book.open().into_iter().cloned().collect(),
+        cleared: book.cleared().take(100).cloned().collect(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Who acknowledges (recorded in the alarm and the audit log).
+    pub by: String,
+    pub note: Option<String>,
+}
+
+async fn acknowledge(
+    State(app): State<AppState>,
+    Path(id): Path<u64>,
+    body: Result<Json<AckRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Alarm>, WebError> {
+    let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let by = req.by.trim();
+    if by.is_empty() {
+        return Err(WebError::BadRequest(
+            "`by` must name who acknowledges".into(),
+        ));
+    }
+    let now = now_ms();
+    let event = {
+        let mut engine = app.policy.lock().unwrap_or_else(|p| p.into_inner());
+        engine
+            .book_mut()
+            .acknowledge(id, by, now)
+            .map_err(|e| match e {
+                AckError::NotFound(_) => WebError::NotFound {
+                    what: "open alarm",
+                    id: id.to_string(),
+                },
+                AckError::AlreadyAcknowledged(_) => WebError::Conflict(e.to_string()),
+            })?
+    };
+    let alarm = event.alarm().clone();
+    let audit = AuditEntry {
+        ts_ms: now,
+        actor: by.to_string(),
+        action: "alarm.acknowledge".into(),
+        subject: format!("alarm:{id}"),
+        detail: serde_json::json!({
+            "rule": alarm.key.rule,
+            "subject": alarm.key.subject,
+            "clause": alarm.clause,
+            "note": req.note,
+        }),
+    };
+    app.store
+        .write(WriteBatch {
+            alarms: vec![AlarmEvent::Acknowledged(alarm.clone())],
+            audit: vec![audit],
+            ..WriteBatch::default()
+        })
+        .await
+        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    Ok(Json(alarm))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub subject: Option<String>,
+    pub limit: Option<usize>,
+}
+
+async fn audit(
+    State(app): State<AppState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditEntry>>, WebError> {
+    let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
+    let reader = app
+        .reader
+        .clone()
+        .ok_or_else(|| WebError::Unavailable("no storage reader".into()))?;
+    let limit = q.limit.unwrap_or(200).min(10_000);
+    tokio::task::spawn_blocking(move || {
+        let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
+        r.audit(q.subject.as_deref(), limit)
+    })
+    .await
+    .map_err(|e| WebError::Unavailable(e.to_string()))?
+    .map(Json)
+    .map_err(|e| WebError::Unavailable(e.to_string()))
+}
