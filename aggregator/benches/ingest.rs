@@ -258,6 +258,9 @@ async fn through_broker(
     let cfg = BrokerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         allow_anonymous: true,
+        // the MQTT subscriber must see everything: queue all, a wide in-flight window
+        session_queue: total + 1,
+        max_inflight: 1024,
         ..BrokerConfig::default()
     };
     let broker = Broker::start(

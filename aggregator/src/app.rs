@@ -84,7 +84,7 @@ impl Aggregator {
             let mut f = fleet.write().unwrap_or_else(|p| p.into_inner());
             let n = rows.len();
             for row in rows {
-                f.restore(row.into_state()?);
+                f.restore(row.into_state()?, now_ms());
             }
             n
         };
@@ -170,8 +170,16 @@ impl Aggregator {
         };
         drop(in_tx);
 
+        let (notice_tx, notice_rx) = mpsc::channel(4096);
+        tasks.push(tokio::spawn(crate::notify::run(
+            cfg.notify.clone(),
+            metrics.clone(),
+            notice_rx,
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(policy_task(
             PolicyParts {
+                notices: notice_tx,
                 fleet: fleet.clone(),
                 register: register.clone(),
                 profile: profile.clone(),
@@ -275,6 +283,7 @@ impl Aggregator {
 }
 
 struct PolicyParts {
+    notices: mpsc::Sender<AlarmEvent>,
     fleet: SharedFleet,
     register: SharedRegister,
     profile: Arc<Profile>,
@@ -309,6 +318,10 @@ async fn policy_task(p: PolicyParts, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let audit = events.iter().map(|e| audit_of(e, now)).collect();
+        for e in &events {
+            // a full notice queue drops the notice, never the alarm (it is stored below)
+            let _ = p.notices.try_send(e.clone());
+        }
         for e in &events {
             let a = e.alarm();
             tracing::info!(id = a.id, rule = %a.key.rule, subject = %a.key.subject, level = ?a.level, clause = %a.clause, "alarm {}", change_name(e));

@@ -29,6 +29,8 @@ pub struct AggregatorConfig {
     pub disabled_rules: Vec<String>,
     /// The embedded broker.
     pub broker: BrokerConfig,
+    /// Webhook notices of alarm changes.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Default for AggregatorConfig {
@@ -43,6 +45,7 @@ impl Default for AggregatorConfig {
             policy_interval: std::time::Duration::from_secs(1),
             disabled_rules: Vec::new(),
             broker: BrokerConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -85,6 +88,9 @@ impl AggregatorConfig {
             u.parse::<crate::external::BrokerUrl>()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
+        self.notify
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.policy_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "policy_interval must be above 0".into(),

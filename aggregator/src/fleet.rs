@@ -53,6 +53,9 @@ pub struct NodeState {
     pub role: Option<Role>,
     pub status: Status,
     pub liveness: Liveness,
+    /// Wall-clock ms since which `liveness` holds (for a node restored from storage: the
+    /// restore time, so an aggregator restart does not look like every node going down).
+    pub liveness_since_ms: u64,
     /// Wall-clock ms of the last message received from the node.
     pub last_seen_ms: u64,
     /// Event time of the last report.
@@ -83,6 +86,7 @@ impl NodeState {
             role: None,
             status: Status::Offline,
             liveness: Liveness::Offline,
+            liveness_since_ms: 0,
             last_seen_ms: 0,
             last_report_ts_ms: 0,
             hello: None,
@@ -180,8 +184,9 @@ impl Fleet {
     }
 
     /// Restore a node from storage at start-up (it stays offline until it speaks).
-    pub fn restore(&mut self, mut state: NodeState) {
+    pub fn restore(&mut self, mut state: NodeState, now_ms: u64) {
         state.liveness = Liveness::Offline;
+        state.liveness_since_ms = now_ms;
         state.status = Status::Offline;
         for g in &state.guests {
             self.guest_host
@@ -203,15 +208,19 @@ impl Fleet {
         if let Body::Status(s) = env.body {
             // Status messages are outside the sequence stream (seq 0).
             st.status = s;
-            st.liveness = match s {
-                Status::Online => Liveness::Online,
-                Status::Offline => Liveness::Offline,
-            };
+            set_liveness(
+                st,
+                match s {
+                    Status::Online => Liveness::Online,
+                    Status::Offline => Liveness::Offline,
+                },
+                now_ms,
+            );
             return Applied::Fresh;
         }
         // Any upstream message proves the node is connected.
         if st.status == Status::Online {
-            st.liveness = Liveness::Online;
+            set_liveness(st, Liveness::Online, now_ms);
         }
         let applied = if env.seq <= st.last_seq {
             if !st.gaps.remove(&env.seq) {
@@ -289,7 +298,7 @@ impl Fleet {
             if st.liveness == Liveness::Online
                 && now_ms.saturating_sub(st.last_seen_ms) > SILENCE_FACTOR * st.interval_ms()
             {
-                st.liveness = Liveness::Silent;
+                set_liveness(st, Liveness::Silent, now_ms);
                 changed += 1;
             }
         }
@@ -361,6 +370,13 @@ impl Fleet {
             ))
         });
         v
+    }
+}
+
+fn set_liveness(st: &mut NodeState, l: Liveness, now_ms: u64) {
+    if st.liveness != l {
+        st.liveness = l;
+        st.liveness_since_ms = now_ms;
     }
 }
 

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod inbound;
 pub mod ingest;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod ratelimit;
 pub mod register;

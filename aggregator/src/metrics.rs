@@ -75,6 +75,9 @@ pub struct Metrics {
     pub broker_dropped: AtomicU64,
     pub broker_publishes_in: AtomicU64,
     pub broker_deliveries_out: AtomicU64,
+    /// Webhook notices delivered / given up after retries.
+    pub notices_sent: AtomicU64,
+    pub notices_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -280,6 +283,18 @@ impl Metrics {
             "yunjian_broker_deliveries_out_total",
             "Messages delivered to MQTT subscribers.",
             &self.broker_deliveries_out,
+        );
+        counter(
+            &mut out,
+            "yunjian_notices_sent_total",
+            "Webhook notices delivered.",
+            &self.notices_sent,
+        );
+        counter(
+            &mut out,
+            "yunjian_notices_failed_total",
+            "Webhook notices given up after retries.",
+            &self.notices_failed,
         );
         out
     }

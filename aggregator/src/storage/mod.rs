@@ -187,6 +187,7 @@ impl NodeRow {
             role: self.role,
             status: Status::Offline,
             liveness: Liveness::Offline,
+            liveness_since_ms: 0,
             last_seen_ms: self.last_seen_ms,
             last_report_ts_ms: self.last_report_ts_ms,
             hello,

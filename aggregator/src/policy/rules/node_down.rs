@@ -1,6 +1,8 @@
 //! A node that went offline or silent is a fault that may affect its unit: 001 第十六条 asks for
 //! automatic alarms and telling the unit. A physical host down is major (its VMs are affected);
-//! a VM down is a warning.
+//! a VM down is a warning. A node must have been down for [`GRACE_INTERVALS`] report intervals
+//! first, so a quick agent restart or an aggregator restart (every node is restored offline
+//! until it reconnects) raises nothing.
 
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::Liveness;
@@ -8,6 +10,9 @@ use crate::policy::{Context, Profile, Rule};
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "node_down";
+
+/// Report intervals a node must stay down before the alarm.
+pub const GRACE_INTERVALS: u64 = 3;
 
 #[derive(Debug, Default)]
 pub struct NodeDown;
@@ -27,7 +32,11 @@ impl Rule for NodeDown {
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         for st in ctx.fleet.nodes() {
-            if st.liveness == Liveness::Online || st.role.is_none() {
+            if st.liveness == Liveness::Online
+                || st.role.is_none()
+                || ctx.now_ms.saturating_sub(st.liveness_since_ms)
+                    < GRACE_INTERVALS * st.interval_ms()
+            {
                 continue;
             }
             let s = ctx.fleet.summary(st);
@@ -85,24 +94,35 @@ mod tests {
         let reg = Register::default();
         let profile = Profile::default();
         let mut rule = NodeDown;
-        let mut ctx = |f: &Fleet| -> Vec<Finding> {
+        let mut ctx = |f: &Fleet, now_ms: u64| -> Vec<Finding> {
             let mut out = Vec::new();
             rule.evaluate(
                 &Context {
                     fleet: f,
                     register: &reg,
                     profile: &profile,
-                    now_ms: 0,
+                    now_ms,
                 },
                 &mut out,
             );
             out
         };
-        assert!(ctx(&fleet).is_empty());
-        fleet.apply(Envelope::new("h1", 0, 0, Body::Status(Status::Offline)), 1);
-        let f = ctx(&fleet);
+        assert!(ctx(&fleet, 0).is_empty());
+        fleet.apply(
+            Envelope::new("h1", 0, 0, Body::Status(Status::Offline)),
+            1_000,
+        );
+        // within the grace (3 intervals of 1 s): nothing yet
+        assert!(ctx(&fleet, 3_999).is_empty());
+        let f = ctx(&fleet, 4_000);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].level, Level::Major);
         assert_eq!(f[0].key.subject, "node:h1");
+        // back online: nothing to report, the engine clears the alarm
+        fleet.apply(
+            Envelope::new("h1", 0, 0, Body::Status(Status::Online)),
+            5_000,
+        );
+        assert!(ctx(&fleet, 9_000).is_empty());
     }
 }
