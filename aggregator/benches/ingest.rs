@@ -218,10 +218,9 @@ async fn subscriber(addr: std::net::SocketAddr, expect: usize) {
     let mut c = Connect::new("bench-sub");
     c.keep_alive = 60;
     c.write(&mut w).unwrap();
-    v4::Subscribe::new(topics::REPORT_FILTER, QoS::AtLeastOnce)
-        .write(&mut w)
-        .map(|_| ())
-        .unwrap_or(());
+    let mut sub = v4::Subscribe::new(topics::REPORT_FILTER, QoS::AtLeastOnce);
+    sub.pkid = 1;
+    sub.write(&mut w).unwrap();
     s.write_all(&w).await.unwrap();
     w.clear();
     let mut r = BytesMut::with_capacity(256 * 1024);

@@ -309,3 +309,58 @@ async fn acknowledged_reports_are_in_storage_and_survive_a_restart() {
     poll.abort();
     agg.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_subscriber_receives_every_message_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.broker.session_queue = 20_000;
+    let agg = Aggregator::start(&cfg).await.unwrap();
+    let addr = agg.mqtt_addr.unwrap();
+    let mut so = MqttOptions::new("watcher", "127.0.0.1", addr.port());
+    so.set_credentials("operator", "op-secret")
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (sc, mut sev) = AsyncClient::new(so, 100);
+    connect(&mut sev).await.unwrap();
+    sc.subscribe(topics::REPORT_FILTER, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Ok(Ok(Event::Incoming(Packet::SubAck(_)))) =
+            tokio::time::timeout(Duration::from_secs(5), sev.poll()).await
+        {
+            break;
+        }
+    }
+    const N: u64 = 5_000;
+    let k = agg.master.node_key("h1");
+    let (c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", None), 100);
+    connect(&mut ev).await.unwrap();
+    let poll = spawn_poll(ev);
+    let publisher = tokio::spawn(async move {
+        for seq in 1..=N {
+            c.publish(
+                topics::report("h1"),
+                QoS::AtLeastOnce,
+                false,
+                encode(&report_env("h1", seq), &k).unwrap(),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got < N && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Event::Incoming(Packet::Publish(_)))) =
+            tokio::time::timeout(Duration::from_secs(1), sev.poll()).await
+        {
+            got += 1;
+        }
+    }
+    assert_eq!(got, N, "every message reaches the subscriber");
+    assert_eq!(agg.metrics.broker_dropped.load(Relaxed), 0);
+    publisher.await.unwrap();
+    poll.abort();
+    agg.shutdown().await;
+}
