@@ -364,3 +364,43 @@ async fn an_mqtt_subscriber_receives_every_message_under_load() {
     poll.abort();
     agg.shutdown().await;
 }
+
+/// A client may send SUBSCRIBE right behind CONNECT in the same TCP segment, without waiting
+/// for CONNACK: the broker must answer both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_pipelined_behind_connect_are_handled() {
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&config(dir.path())).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(agg.mqtt_addr.unwrap())
+        .await
+        .unwrap();
+    let mut w = BytesMut::new();
+    let mut c = v4::Connect::new("pipeliner");
+    c.set_login("operator", "op-secret");
+    c.write(&mut w).unwrap();
+    let mut sub = v4::Subscribe::new(topics::STATUS_FILTER, QoS::AtLeastOnce);
+    sub.pkid = 7;
+    sub.write(&mut w).unwrap();
+    s.write_all(&w).await.unwrap(); // one write: CONNECT + SUBSCRIBE
+    let mut r = BytesMut::new();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < 2 && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(500), s.read_buf(&mut r)).await;
+        while let Ok(p) = v4::read(&mut r, 1 << 20) {
+            got.push(p);
+        }
+    }
+    assert!(
+        matches!(got.first(), Some(v4::Packet::ConnAck(_))),
+        "{got:?}"
+    );
+    assert!(
+        matches!(got.get(1), Some(v4::Packet::SubAck(a)) if a.pkid == 7),
+        "{got:?}"
+    );
+    agg.shutdown().await;
+}

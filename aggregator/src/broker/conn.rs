@@ -202,20 +202,26 @@ async fn serve(
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
+            // Every complete packet already buffered first: a client may pipeline packets
+            // behind its CONNECT in the same segment.
+            loop {
+                match v4::read(&mut rbuf, max) {
+                    Ok(Packet::Disconnect) => return Ok(true),
+                    Ok(p) => conn.handle(p, &mut wbuf, last_rx).await?,
+                    Err(CodecError::InsufficientBytes(_)) => break,
+                    Err(e) => return Err(ConnError::Codec(e)),
+                }
+            }
+            if !wbuf.is_empty() {
+                wr.write_all(&wbuf).await?;
+                wbuf.clear();
+            }
             tokio::select! {
                 r = rd.read_buf(&mut rbuf) => {
                     if r? == 0 {
                         return Ok(false); // socket closed without DISCONNECT: abnormal
                     }
                     last_rx = Instant::now();
-                    loop {
-                        match v4::read(&mut rbuf, max) {
-                            Ok(Packet::Disconnect) => return Ok(true),
-                            Ok(p) => conn.handle(p, &mut wbuf, last_rx).await?,
-                            Err(CodecError::InsufficientBytes(_)) => break,
-                            Err(e) => return Err(ConnError::Codec(e)),
-                        }
-                    }
                 }
                 Some(pkid) = ack_rx.recv() => {
                     write(PubAck::new(pkid).write(&mut wbuf))?;
