@@ -16,6 +16,7 @@
 //! The merge is [`resolve`], a pure function of the file's text, an environment map and the
 //! command-line values, so the order is tested without touching the process environment.
 
+use crate::antivirus::AntivirusConfig;
 use crate::collect::{Paths, Switches, MIN_SAMPLE_GAP, REGISTRY};
 use crate::publish::config::{BufferConfig, MqttConfig};
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,8 @@ pub struct AgentConfig {
     pub buffer: BufferConfig,
     /// Collectors to run, by name.
     pub collectors: Switches,
+    /// The mandated-antivirus probe (slow: it runs on its own schedule).
+    pub antivirus: AntivirusConfig,
 }
 
 impl Default for AgentConfig {
@@ -70,6 +73,7 @@ impl Default for AgentConfig {
             mqtt: MqttConfig::default(),
             buffer: BufferConfig::default(),
             collectors: Switches::default(),
+            antivirus: AntivirusConfig::default(),
         }
     }
 }
@@ -212,7 +216,7 @@ mod role_name {
 }
 
 /// `interval = "10s"` in TOML.
-mod duration_text {
+pub(crate) mod duration_text {
     use serde::{de, Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -382,6 +386,7 @@ pub fn resolve(
             "rack is empty: remove it or name the rack".into(),
         ));
     }
+    config.antivirus.validate().map_err(ConfigError::Invalid)?;
     Ok(Loaded {
         node_id,
         config,
@@ -443,6 +448,33 @@ const KEY_DOCS: &[(&str, &str)] = &[
         "Size cap; the oldest reports are dropped first.",
     ),
     ("collectors", "Collectors to run: true (on) or false (off)."),
+    (
+        "antivirus",
+        "The mandated-antivirus probe (003 附件1 承诺书): installed, running, signatures current.",
+    ),
+    ("antivirus.enabled", "Run the probe and send its reports."),
+    (
+        "antivirus.interval",
+        "Time between probes (the first at start); a slow probe, not run on every report.",
+    ),
+    (
+        "antivirus.resend",
+        "Send the report at least this often even when nothing changed.",
+    ),
+    (
+        "antivirus.deadline",
+        "A probe still running after this long is skipped; it never holds up the report.",
+    ),
+    (
+        "antivirus.root",
+        "Root for the dpkg database, unit files and the profiles' paths (processes: paths.proc).",
+    ),
+    (
+        "antivirus.profile",
+        "Extra detection profiles, each an [[antivirus.profile]] with name, packages, units, \
+         processes, paths, signature_globs, version_file; one named like a built-in \
+         (trend-ds-agent, clamav) replaces it.",
+    ),
 ];
 
 /// Keys without a default value, printed commented out with an example.

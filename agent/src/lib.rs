@@ -5,6 +5,7 @@
 //!
 //! The publisher ([`publish`]) is also used by the simulator, with a synthetic sample source.
 
+pub mod antivirus;
 pub mod collect;
 pub mod config;
 pub mod publish;

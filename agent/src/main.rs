@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument as _;
+use yunjian_agent::antivirus;
 use yunjian_agent::collect::{inventory, Sampler, MIN_SAMPLE_GAP, RELIST_EVERY};
 use yunjian_agent::config::{self, Broker, Loaded, Overrides};
 use yunjian_agent::publish::{Identity, Publisher};
@@ -143,6 +144,12 @@ fn once(loaded: &Loaded) -> anyhow::Result<()> {
         "inventory": inventory,
         "report": report,
         "collectors": sampler.last_stats(),
+        "antivirus": cfg.antivirus.enabled.then(|| antivirus::probe(
+            &cfg.antivirus.effective_profiles(),
+            &cfg.antivirus.root,
+            &cfg.paths.proc,
+            std::time::Instant::now() + cfg.antivirus.deadline,
+        )),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
@@ -207,6 +214,16 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
         .context("cannot start the publisher")?;
     publisher.set_inventory(inventory.clone()).await;
 
+    // The slow antivirus probe runs on its own task and schedule.
+    let antivirus_task = cfg.antivirus.enabled.then(|| {
+        let task = antivirus::run(
+            cfg.antivirus.clone(),
+            cfg.paths.proc.clone(),
+            publisher.clone(),
+        );
+        tokio::spawn(task.instrument(tracing::Span::current()))
+    });
+
     // Baseline for CPU shares and rates; the first report comes one interval later.
     sampler.sample();
     let mut ticker = tokio::time::interval_at(Instant::now() + cfg.interval, cfg.interval);
@@ -248,6 +265,9 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping");
+    if let Some(task) = antivirus_task {
+        task.abort();
+    }
     publisher.shutdown().await;
     Ok(())
 }

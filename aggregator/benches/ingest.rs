@@ -24,6 +24,7 @@ use yunjian_aggregator::fleet::Fleet;
 use yunjian_aggregator::inbound::Inbound;
 use yunjian_aggregator::ingest::{self, Ingester};
 use yunjian_aggregator::metrics::Metrics;
+use yunjian_aggregator::register::Register;
 use yunjian_aggregator::storage::sqlite::SqliteStorage;
 use yunjian_aggregator::storage::{
     AuditEntry, EventRow, NodeRow, Storage, StorageError, WriteBatch,
@@ -196,6 +197,9 @@ impl Storage for NoStorage {
     }
     fn expire_audit(&mut self, _: u64) -> Result<usize, StorageError> {
         Ok(0)
+    }
+    fn load_register(&mut self) -> Result<Register, StorageError> {
+        Ok(Register::default())
     }
 }
 

@@ -115,6 +115,10 @@ pub struct AlarmBook {
     open: BTreeMap<AlarmKey, Alarm>,
     cleared: Vec<Alarm>,
     next_id: u64,
+    /// Alarms restored from storage that no evaluation has confirmed yet, and until when they
+    /// may not clear: after a restart the rules first need fresh data (agents reconnecting).
+    restored: HashSet<u64>,
+    restored_hold_until_ms: u64,
 }
 
 /// Cleared alarms kept in memory for the dashboard (all are in storage).
@@ -128,9 +132,14 @@ impl AlarmBook {
         }
     }
 
-    /// Restore open alarms from storage at start-up.
-    pub fn restore(&mut self, alarms: Vec<Alarm>) {
+    /// Restore open alarms from storage at start-up. Until `hold_until_ms` a restored alarm
+    /// is kept even when its rule does not find it (the rule may lack fresh data yet).
+    pub fn restore(&mut self, alarms: Vec<Alarm>, hold_until_ms: u64) {
+        self.restored_hold_until_ms = hold_until_ms;
         for a in alarms {
+            if a.state != AlarmState::Cleared {
+                self.restored.insert(a.id);
+            }
             self.next_id = self.next_id.max(a.id + 1);
             if a.state == AlarmState::Cleared {
                 self.cleared.push(a);
@@ -154,6 +163,7 @@ impl AlarmBook {
             seen.insert(f.key.clone());
             match self.open.get_mut(&f.key) {
                 Some(a) => {
+                    self.restored.remove(&a.id);
                     a.count += 1;
                     a.updated_ms = now_ms;
                     a.evidence = f.evidence;
@@ -192,11 +202,16 @@ impl AlarmBook {
                 }
             }
         }
+        let holding = now_ms < self.restored_hold_until_ms;
         let gone: Vec<AlarmKey> = self
             .open
-            .keys()
-            .filter(|k| rules.contains(k.rule.as_str()) && !seen.contains(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, a)| {
+                rules.contains(k.rule.as_str())
+                    && !seen.contains(*k)
+                    && !(holding && self.restored.contains(&a.id))
+            })
+            .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
             if let Some(mut a) = self.open.remove(&k) {
@@ -313,11 +328,23 @@ mod tests {
         b.reconcile(&rules(), vec![finding("pool:A", Level::Warning)], 1);
         let saved: Vec<Alarm> = b.open().into_iter().cloned().collect();
         let mut c = AlarmBook::new();
-        c.restore(saved);
+        c.restore(saved.clone(), 100);
         assert!(c
             .reconcile(&rules(), vec![finding("pool:A", Level::Warning)], 2)
             .is_empty());
+        // a new alarm continues the ids; the confirmed restored one clears normally (no hold)
         let ev = c.reconcile(&rules(), vec![finding("pool:B", Level::Warning)], 3);
-        assert_eq!(ev[0].alarm().id, 2);
+        assert!(matches!(
+            ev.as_slice(),
+            [AlarmEvent::Raised(b), AlarmEvent::Cleared(a)] if b.id == 2 && a.id == 1
+        ));
+
+        // an unconfirmed restored alarm is held until the hold ends, then clears
+        let mut d = AlarmBook::new();
+        d.restore(saved, 100);
+        assert!(d.reconcile(&rules(), vec![], 50).is_empty());
+        assert_eq!(d.open().len(), 1);
+        let ev = d.reconcile(&rules(), vec![], 100);
+        assert!(matches!(ev.as_slice(), [AlarmEvent::Cleared(a)] if a.id == 1));
     }
 }

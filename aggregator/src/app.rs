@@ -21,6 +21,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// After a restart, how long restored alarms are kept without a rule confirming them: long
+/// enough for agents to reconnect and report (node_down alone waits 3 report intervals).
+const ALARM_RESTORE_HOLD: Duration = Duration::from_secs(120);
+
 /// How long start-up waits for the external broker's subscriptions before serving anyway.
 const EXTERNAL_READY_WAIT: Duration = Duration::from_secs(10);
 use tokio::task::JoinHandle;
@@ -34,6 +38,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    #[error("register: {0}")]
+    Register(#[from] crate::register::LoadError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error("{0}")]
@@ -92,12 +98,19 @@ impl Aggregator {
 
         let profile = Arc::new(Profile::load(&cfg.policy_profile)?);
         let mut book = AlarmBook::new();
-        book.restore(storage.open_alarms()?);
+        // Restored alarms stay until the rules have seen fresh data after the restart.
+        book.restore(
+            storage.open_alarms()?,
+            now_ms() + ALARM_RESTORE_HOLD.as_millis() as u64,
+        );
         let policy: SharedPolicy = Arc::new(Mutex::new(Engine::new(
             rules::build(&profile, &cfg.disabled_rules),
             book,
         )));
-        let register: SharedRegister = Arc::default();
+        let register: SharedRegister = Arc::new(std::sync::RwLock::new(crate::register::load(
+            storage.as_mut(),
+            cfg.pools_file.as_deref(),
+        )?));
         let mut reader: Box<dyn Storage> = Box::new(SqliteStorage::open(&cfg.database_path())?);
         tracing::info!(profile = %profile.name, title = %profile.title, "policy profile");
 

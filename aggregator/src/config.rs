@@ -27,6 +27,10 @@ pub struct AggregatorConfig {
     pub policy_interval: std::time::Duration,
     /// Rules switched off by name (see `yunjian-aggregator rules`).
     pub disabled_rules: Vec<String>,
+    /// Resource pools: a TOML file of `[[pool]]` tables (name, hosts by node id, `nic_mbps`
+    /// per host, `reserved` and `overcommit` per resource), read at start; see
+    /// `aggregator/src/register/pools.rs`. Unset: no pools.
+    pub pools_file: Option<PathBuf>,
     /// The embedded broker.
     pub broker: BrokerConfig,
     /// Webhook notices of alarm changes.
@@ -44,6 +48,7 @@ impl Default for AggregatorConfig {
             policy_profile: crate::policy::profile::DEFAULT.into(),
             policy_interval: std::time::Duration::from_secs(1),
             disabled_rules: Vec::new(),
+            pools_file: None,
             broker: BrokerConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
         }

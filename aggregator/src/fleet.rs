@@ -4,6 +4,7 @@
 //! Online/offline comes from two sources: the retained status / last will on the node's status
 //! topic, and silence (no message for [`SILENCE_FACTOR`] report intervals of wall time).
 
+use crate::antivirus::AntivirusTrack;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -77,6 +78,8 @@ pub struct NodeState {
     #[serde(skip)]
     pub gaps: std::collections::BTreeSet<u64>,
     pub events: VecDeque<(u64, Event)>,
+    /// The mandated antivirus: latest report and what was seen installed before.
+    pub antivirus: AntivirusTrack,
 }
 
 impl NodeState {
@@ -99,6 +102,7 @@ impl NodeState {
             missing: 0,
             gaps: std::collections::BTreeSet::new(),
             events: VecDeque::new(),
+            antivirus: AntivirusTrack::default(),
         }
     }
 
@@ -179,6 +183,11 @@ impl Fleet {
         self.nodes.is_empty()
     }
 
+    /// A node's antivirus track, for the stop decision recorded by the web layer.
+    pub fn antivirus_mut(&mut self, node: &str) -> Option<&mut AntivirusTrack> {
+        self.nodes.get_mut(node).map(|st| &mut st.antivirus)
+    }
+
     pub fn nodes(&self) -> impl Iterator<Item = &NodeState> {
         self.nodes.values()
     }
@@ -229,9 +238,12 @@ impl Fleet {
             }
             st.missing -= 1;
             st.received += 1;
-            // Older than what we hold: keep its event, not its state.
-            if let Body::Event(e) = env.body {
-                push_event(st, env.ts_ms, e);
+            // Older than what we hold: keep its event, not its state. Antivirus reports are
+            // ordered by their own track (one sent before a reconnect's Hello is still news).
+            match env.body {
+                Body::Event(e) => push_event(st, env.ts_ms, e),
+                Body::Antivirus(a) => st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq),
+                _ => {}
             }
             return Applied::Late;
         } else if env.seq > st.last_seq + 1
@@ -284,6 +296,7 @@ impl Fleet {
                     st.guests = g;
                 }
             }
+            Body::Antivirus(a) => st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq),
             // Commands flow the other way; results are recorded by the command path.
             Body::Command(_) | Body::CommandResult(_) | Body::Status(_) => {}
         }

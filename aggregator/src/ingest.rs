@@ -230,6 +230,7 @@ pub fn storage_loop(
         let mut events = Vec::new();
         let mut alarms = Vec::new();
         let mut audit = Vec::new();
+        let mut register = Vec::new();
         let mut acks = Vec::new();
         let mut add = |p: Pending| {
             for n in p.batch.nodes {
@@ -243,6 +244,7 @@ pub fn storage_loop(
             events.extend(p.batch.events);
             alarms.extend(p.batch.alarms);
             audit.extend(p.batch.audit);
+            register.extend(p.batch.register);
             acks.extend(p.acks);
         };
         add(first);
@@ -257,9 +259,13 @@ pub fn storage_loop(
             events,
             alarms,
             audit,
+            register,
         };
-        let rows = (batch.nodes.len() + batch.events.len() + batch.alarms.len() + batch.audit.len())
-            as u64;
+        let rows = (batch.nodes.len()
+            + batch.events.len()
+            + batch.alarms.len()
+            + batch.audit.len()
+            + batch.register.len()) as u64;
         loop {
             match storage.write(&batch) {
                 Ok(()) => {

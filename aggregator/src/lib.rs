@@ -5,6 +5,7 @@
 //! [`web`] reads the fleet state and [`metrics`].
 
 pub mod alarms;
+pub mod antivirus;
 pub mod app;
 pub mod broker;
 pub mod config;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator::register;
+use yunjian_aggregator::storage::{sqlite::SqliteStorage, Storage};
 use yunjian_protocol::{topics, MasterKey};
 
 /// Yunjian (云鉴) aggregator: MQTT ingest, fleet state, storage and the dashboard.
@@ -46,6 +48,21 @@ enum Command {
     },
     /// Print the default configuration as TOML.
     PrintDefaultConfig,
+    /// Import a filled-in 云资源使用需求表 (附件3, .xlsx or .csv) for a unit into the database
+    /// in the data directory, with the API's checks. Run it with the aggregator stopped; while
+    /// it runs, use `POST /api/register/import`.
+    Import {
+        /// 使用单位: the unit the form is for.
+        #[arg(long)]
+        unit: String,
+        /// Who imports (audited).
+        #[arg(long)]
+        by: String,
+        /// `xlsx` or `csv`; default from the file's extension.
+        #[arg(long)]
+        format: Option<String>,
+        file: PathBuf,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<AggregatorConfig> {
@@ -94,6 +111,19 @@ fn main() -> anyhow::Result<()> {
                 "enrolled {node}: key written to {} (mode 0600); set `key_file` in the agent's config to it",
                 out.display()
             );
+            Ok(())
+        }
+        Some(Command::Import {
+            unit,
+            by,
+            format,
+            file,
+        }) => {
+            let cfg = load_config(&cli)?;
+            let mut db = SqliteStorage::open(&cfg.database_path())?;
+            db.migrate()?;
+            let done = register::import_file(&mut db, unit, by, file, format.as_deref())?;
+            eprintln!("{done}");
             Ok(())
         }
         Some(Command::Run) | None => {

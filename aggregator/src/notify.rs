@@ -270,7 +270,7 @@ pub async fn run(
         }
         for (group, events) in std::mem::take(&mut pending) {
             for (hook, url) in &hooks {
-                if !hook.units.is_empty() && !hook.units.iter().any(|u| *u == group) {
+                if !hook.units.is_empty() && !hook.units.contains(&group) {
                     continue;
                 }
                 let chosen: Vec<AlarmEvent> = events

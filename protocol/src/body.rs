@@ -37,6 +37,8 @@ pub enum Body {
     Status(Status),
     /// A hypervisor host's view of the VMs it runs.
     Guests(Vec<GuestView>),
+    /// The mandated antivirus as found on the node (003 附件1 承诺书, 001 第九条(四)).
+    Antivirus(AntivirusReport),
 }
 
 impl Body {
@@ -51,6 +53,7 @@ impl Body {
             Body::CommandResult(_) => "command_result",
             Body::Status(_) => "status",
             Body::Guests(_) => "guests",
+            Body::Antivirus(_) => "antivirus",
         }
     }
 }
@@ -199,6 +202,72 @@ pub struct GuestView {
     pub mem_kib: u64,
     pub disk_kib: u64,
     pub running: bool,
+}
+
+/// What the agent's antivirus probe found: one entry per detection profile, found or not, so
+/// the receiver knows what was looked for. Sent when it changes, once more at the next probe
+/// to confirm a change, and periodically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntivirusReport {
+    pub products: Vec<AntivirusProduct>,
+    /// What could not be checked (an unreadable package database, the probe's deadline...).
+    pub errors: Vec<String>,
+}
+
+/// One detection profile's findings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntivirusProduct {
+    /// The detection profile, e.g. `trend-ds-agent`, `clamav`.
+    pub profile: String,
+    /// The profile's package in the package database, unless absent or removed (dpkg's
+    /// `config-files` and `not-installed` count as absent).
+    pub package: Option<AntivirusPackage>,
+    /// The profile's install paths that exist (evidence for products not installed by dpkg).
+    pub paths: Vec<String>,
+    /// The profile's service unit, when a unit file exists.
+    pub unit: Option<AntivirusUnit>,
+    /// Names of the product's running processes, sorted, without repeats.
+    pub processes: Vec<String>,
+    /// The product's version from its own files, when it has a version file.
+    pub version: Option<String>,
+    /// Modification time of the newest signature (pattern) file, Unix seconds.
+    pub signatures_s: Option<u64>,
+}
+
+impl AntivirusProduct {
+    /// Installed: its package, or failing that one of its install paths, is there.
+    pub fn installed(&self) -> bool {
+        self.package.is_some() || !self.paths.is_empty()
+    }
+
+    pub fn running(&self) -> bool {
+        !self.processes.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntivirusPackage {
+    pub name: String,
+    pub version: String,
+    pub state: PackageState,
+}
+
+/// A package present in the package database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PackageState {
+    /// Fully installed.
+    Installed,
+    /// Being installed, upgraded or configured (dpkg's `half-installed`, `unpacked`,
+    /// `half-configured`, `triggers-awaited`, `triggers-pending`): present, not removed.
+    Changing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntivirusUnit {
+    /// The unit file's name, e.g. `ds_agent.service`.
+    pub name: String,
+    /// Linked from a `*.wants/` directory: started at boot.
+    pub enabled: bool,
 }
 
 #[cfg(test)]

@@ -129,6 +129,56 @@ fn golden_command_bytes() {
     assert_eq!(signed, &expected[..]);
 }
 
+/// `Body::Antivirus` is variant 8, appended after `Guests`: the bytes of every older variant
+/// stay as they were.
+#[test]
+fn golden_antivirus_bytes() {
+    let env = Envelope::new(
+        "h1",
+        7,
+        1,
+        Body::Antivirus(AntivirusReport {
+            products: vec![AntivirusProduct {
+                profile: "av".into(),
+                package: Some(AntivirusPackage {
+                    name: "av".into(),
+                    version: "1.0".into(),
+                    state: PackageState::Changing,
+                }),
+                paths: vec![],
+                unit: Some(AntivirusUnit {
+                    name: "av".into(),
+                    enabled: true,
+                }),
+                processes: vec!["avd".into()],
+                version: None,
+                signatures_s: Some(1_700_000_000),
+            }],
+            errors: vec!["x".into()],
+        }),
+    );
+    let frame = encode(&env, &key()).unwrap();
+    let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
+    assert_eq!(
+        signed,
+        &[
+            1, 2, b'h', b'1', 7, 1, // version, node, seq, ts_ms
+            8, // Body::Antivirus
+            1, // one product
+            2, b'a', b'v', // profile
+            1, 2, b'a', b'v', 3, b'1', b'.', b'0', 1, // Some(package), PackageState::Changing
+            0, // no paths
+            1, 2, b'a', b'v', 1, // Some(unit), enabled
+            1, 3, b'a', b'v', b'd', // one process
+            0,    // no version file
+            1, 0x80, 0xe2, 0xcf, 0xaa, 0x06, // Some(signatures_s) varint
+            1, 1, b'x', // one error
+        ]
+    );
+    assert_eq!(decode(&frame, "h1", &key()).unwrap(), env);
+    assert_eq!(env.body.kind(), "antivirus");
+}
+
 #[test]
 fn garbage_truncated_and_wrong_version_get_typed_errors() {
     let k = key();

@@ -9,6 +9,8 @@
 //! * [`fleet`]: the scenario expanded into nodes with deterministic ids and VM UUIDs.
 //! * [`profile`]: workload profiles (diurnal, bursty, idle, steady) as functions of time.
 //! * [`synth`]: inventories, reports and guest lists in the protocol's types.
+//! * [`antivirus`]: the VMs' synthetic antivirus (compliant, or removed / stopped by the
+//!   scenario's `[antivirus]` knobs).
 //! * [`clock`]: the accelerated event clock. [`rng`]: the deterministic generator.
 //!
 //! ```no_run
@@ -25,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod antivirus;
 pub mod clock;
 pub mod fleet;
 mod node;

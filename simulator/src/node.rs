@@ -5,6 +5,7 @@
 //! in the same millisecond), answers commands, and mirrors the publisher's statistics into
 //! [`Counters`] for [`crate::Simulation::stats`].
 
+use crate::antivirus::AvSim;
 use crate::clock::AccelClock;
 use crate::fleet::{Fleet, NodeKind};
 use crate::rng::{hash_u64s, unit_f64};
@@ -144,6 +145,7 @@ pub(crate) async fn run(
     counters.mirror(&publisher.stats());
 
     let mut sim = NodeSim::new(fleet, idx, shared.clock.start_ms(), shared.interval_ms);
+    let mut antivirus = AvSim::new(fleet, idx, shared.clock.start_ms(), shared.wall_interval);
     let mut guests = GuestTracker::default();
     let mut commands_open = true;
     let wall = shared.wall_interval;
@@ -167,11 +169,14 @@ pub(crate) async fn run(
                 if now >= next_report {
                     let ts = shared.clock.now_ms();
                     let up = |g: usize| !shared.counters[g].killed.load(Relaxed);
-                    let mut bodies = Vec::with_capacity(2);
+                    let mut bodies = Vec::with_capacity(3);
                     if let Some(list) = guests.due(fleet, idx, &up) {
                         bodies.push(Body::Guests(list));
                     }
                     bodies.push(Body::Report(sim.report(fleet, ts, up)));
+                    if let Some(av) = antivirus.as_mut().and_then(|a| a.due(ts, now.into_std())) {
+                        bodies.push(Body::Antivirus(av));
+                    }
                     for body in bodies {
                         let is_report = matches!(body, Body::Report(_));
                         match publisher.send(ts, body).await {

@@ -23,6 +23,7 @@
 //! profiles = { diurnal = 5, bursty = 2, idle = 2, steady = 1 }
 //! ```
 
+use crate::antivirus::AntivirusKnobs;
 use crate::profile::Profile;
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, HashSet};
@@ -71,6 +72,8 @@ pub struct Scenario {
     /// The racks, each a `[[rack]]` table.
     #[serde(rename = "rack")]
     pub racks: Vec<Rack>,
+    /// VMs whose antivirus is removed or stopped (`[antivirus]`); all others are compliant.
+    pub antivirus: AntivirusKnobs,
 }
 
 impl Default for Scenario {
@@ -81,6 +84,7 @@ impl Default for Scenario {
             interval: Duration::from_secs(10),
             start_ms: None,
             racks: Vec::new(),
+            antivirus: AntivirusKnobs::default(),
         }
     }
 }
@@ -301,7 +305,7 @@ impl Scenario {
                 return Err(format!("{at}: the name is used by another rack"));
             }
         }
-        Ok(())
+        self.antivirus.validate(&self.racks)
     }
 }
 

@@ -5,6 +5,7 @@
 //! time) and push [`Finding`]s; the [`Engine`] reconciles those with the [`AlarmBook`], so
 //! every rule gets the same lifecycle (raise, de-duplicate, acknowledge, clear, persist).
 
+pub mod forecast;
 pub mod hysteresis;
 pub mod profile;
 pub mod rules;

@@ -2,10 +2,35 @@
 //! VMs with their approved allocation (the columns of 000 附件3 云资源使用需求表), and the
 //! physical hosts grouped into resource pools with capacity, reserved amounts and overcommit.
 //!
-//! This module holds the model; import/export and persistence live beside it.
+//! This module holds the model; beside it:
+//!
+//! | module       | what                                                                     |
+//! |--------------|--------------------------------------------------------------------------|
+//! | [`csv`]      | RFC 4180 CSV and its text encodings (UTF-8, GB18030), pure on bytes      |
+//! | [`form`]     | the 附件3 form: header row, columns, row validation; `.xlsx` via calamine |
+//! | [`export`]   | the register back to `.xlsx` in the 附件3 layout                          |
+//! | [`changes`]  | every change (import, change request, sanction, quota) as a unit record  |
+//! | [`observe`]  | what agents and hypervisors report of each VM, joined by SMBIOS UUID     |
+//! | [`capacity`] | pool capacity, allocation and use (read by the capacity alarms)          |
+//! | [`pools`]    | the pools file (`pools_file` in the config)                              |
+//!
+//! Units and VMs persist in storage (one [`UnitRecord`] per changed unit, written through the
+//! storage thread); pools come from the pools file at start.
 
+pub mod capacity;
+pub mod changes;
+pub mod csv;
+pub mod export;
+pub mod form;
+pub mod observe;
+pub mod pools;
+#[cfg(test)]
+pub(crate) mod test_support;
+
+use crate::storage::{Storage, StorageError, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Server type column of 附件3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +45,38 @@ pub enum ServerType {
     Oth,
 }
 
+impl ServerType {
+    pub const ALL: [ServerType; 7] = [
+        ServerType::App,
+        ServerType::Web,
+        ServerType::Ftp,
+        ServerType::Dat,
+        ServerType::Mid,
+        ServerType::Tst,
+        ServerType::Oth,
+    ];
+
+    /// The code as written in the form (`APP`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerType::App => "APP",
+            ServerType::Web => "WEB",
+            ServerType::Ftp => "FTP",
+            ServerType::Dat => "DAT",
+            ServerType::Mid => "MID",
+            ServerType::Tst => "TST",
+            ServerType::Oth => "OTH",
+        }
+    }
+
+    /// Parse a code, ignoring ASCII case (`app`, `App`).
+    pub fn parse(code: &str) -> Option<ServerType> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(code))
+    }
+}
+
 /// Amounts of the four resources of 003 第十九条.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
@@ -27,6 +84,24 @@ pub struct Resources {
     pub mem_gb: f64,
     pub disk_gb: f64,
     pub net_mbps: f64,
+}
+
+impl Resources {
+    /// Element-wise sum.
+    pub fn plus(self, o: Resources) -> Resources {
+        Resources {
+            vcpus: self.vcpus + o.vcpus,
+            mem_gb: self.mem_gb + o.mem_gb,
+            disk_gb: self.disk_gb + o.disk_gb,
+            net_mbps: self.net_mbps + o.net_mbps,
+        }
+    }
+}
+
+impl std::iter::Sum for Resources {
+    fn sum<I: Iterator<Item = Resources>>(iter: I) -> Resources {
+        iter.fold(Resources::default(), Resources::plus)
+    }
 }
 
 /// One VM's approved allocation (one row of 附件3).
@@ -63,6 +138,25 @@ pub struct VmAllocation {
     pub uuid: Option<String>,
 }
 
+impl VmAllocation {
+    /// The approved amounts: vCPU核, 内存GB, 系统盘GB + 数据盘GB (附件3 has no bandwidth).
+    pub fn approved(&self) -> Resources {
+        Resources {
+            vcpus: self.vcpus as f64,
+            mem_gb: self.mem_gb as f64,
+            disk_gb: self.sys_disk_gb as f64 + self.data_disk_gb as f64,
+            net_mbps: 0.0,
+        }
+    }
+
+    /// Whether this row is the VM with SMBIOS UUID `uuid` (case-insensitive).
+    pub fn has_uuid(&self, uuid: &str) -> bool {
+        self.uuid
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+    }
+}
+
 /// A unit under sanction (004 第十六条, 003 第三十条): lowered quota, new requests held.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sanction {
@@ -81,6 +175,26 @@ pub struct Unit {
     pub sanction: Option<Sanction>,
 }
 
+/// Where a unit's effective quota comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaSource {
+    /// The lowered quota of a sanction in force.
+    Sanction,
+    /// The unit's own quota.
+    Unit,
+    /// No quota set: the sum of the unit's approved VMs.
+    ApprovedSum,
+}
+
+/// One unit as stored: its row and all its VMs, as they are after a change. Every register
+/// change is one of these per unit touched, written through the storage thread in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    pub unit: Unit,
+    pub vms: Vec<VmAllocation>,
+}
+
 /// A resource pool (cluster) of physical hosts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pool {
@@ -91,6 +205,10 @@ pub struct Pool {
     pub reserved: Resources,
     /// Overcommit ratio per resource (1.0 = none); capacity = (total − reserved) × ratio.
     pub overcommit: Resources,
+    /// Bandwidth of one host's NIC(s) in Mbit/s: the pool's network total is hosts × this
+    /// (agents report interface names, not link speeds). 0: no network capacity configured.
+    #[serde(default)]
+    pub nic_mbps: f64,
 }
 
 /// Everything registered.
@@ -104,11 +222,77 @@ pub struct Register {
 impl Register {
     /// The allocation whose SMBIOS UUID is `uuid` (case-insensitive).
     pub fn vm_by_uuid(&self, uuid: &str) -> Option<&VmAllocation> {
-        self.vms.iter().find(|v| {
-            v.uuid
-                .as_deref()
-                .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
-        })
+        self.vms.iter().find(|v| v.has_uuid(uuid))
+    }
+
+    /// Registered VMs by lower-case UUID, for rules that look many up per evaluation.
+    pub fn uuid_index(&self) -> std::collections::HashMap<String, &VmAllocation> {
+        self.vms
+            .iter()
+            .filter_map(|v| Some((v.uuid.as_deref()?.to_ascii_lowercase(), v)))
+            .collect()
+    }
+
+    /// Every unit name: those with a unit row and those only named by VMs.
+    pub fn unit_names(&self) -> Vec<&str> {
+        self.vms_by_unit().into_keys().collect()
+    }
+
+    /// Every unit's VMs in register order, by unit name (units without VMs too), in one pass.
+    pub fn vms_by_unit(&self) -> BTreeMap<&str, Vec<&VmAllocation>> {
+        let mut out: BTreeMap<&str, Vec<&VmAllocation>> = self
+            .units
+            .keys()
+            .map(|u| (u.as_str(), Vec::new()))
+            .collect();
+        for v in &self.vms {
+            out.entry(v.unit.as_str()).or_default().push(v);
+        }
+        out
+    }
+
+    /// The unit's row and VMs as they are now (a default row if it has none yet).
+    pub fn record(&self, unit: &str) -> UnitRecord {
+        UnitRecord {
+            unit: self.units.get(unit).cloned().unwrap_or_else(|| Unit {
+                name: unit.to_string(),
+                ..Unit::default()
+            }),
+            vms: self
+                .vms
+                .iter()
+                .filter(|v| v.unit == unit)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The quota in force for `unit` and where it comes from: a sanction's lowered quota,
+    /// else the unit's own, else `approved` (the sum of its approved VMs).
+    pub fn effective_quota(&self, unit: &str, approved: Resources) -> (Resources, QuotaSource) {
+        let row = self.units.get(unit);
+        if let Some(q) = row.and_then(|u| u.sanction.as_ref()?.quota) {
+            return (q, QuotaSource::Sanction);
+        }
+        if let Some(q) = row.and_then(|u| u.quota) {
+            return (q, QuotaSource::Unit);
+        }
+        (approved, QuotaSource::ApprovedSum)
+    }
+
+    /// Replace the unit's row and VMs by `record` (the in-memory side of a stored change).
+    /// The unit's VMs keep their place in the list; new ones go at the end.
+    pub fn apply(&mut self, record: UnitRecord) {
+        let name = record.unit.name.clone();
+        let at = self
+            .vms
+            .iter()
+            .position(|v| v.unit == name)
+            .unwrap_or(self.vms.len());
+        // the unit's VMs all sit at or after `at`: removing them leaves `at` in place
+        self.vms.retain(|v| v.unit != name);
+        self.vms.splice(at..at, record.vms);
+        self.units.insert(name, record.unit);
     }
 
     /// The pool a host belongs to.
@@ -117,4 +301,102 @@ impl Register {
             .iter()
             .find(|p| p.hosts.iter().any(|h| h == host))
     }
+}
+
+/// Loading the register at start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Pools(#[from] pools::PoolsError),
+}
+
+/// The register as stored (units and VMs), with the pools of `pools_file` (none when unset).
+pub fn load(storage: &mut dyn Storage, pools_file: Option<&Path>) -> Result<Register, LoadError> {
+    let mut register = storage.load_register()?;
+    if let Some(path) = pools_file {
+        register.pools = pools::load(path)?;
+    }
+    tracing::info!(
+        units = register.units.len(),
+        vms = register.vms.len(),
+        pools = register.pools.len(),
+        "register loaded"
+    );
+    Ok(register)
+}
+
+/// The command line's import (`yunjian-aggregator import`) failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: cannot tell the format from the name; give --format xlsx or --format csv")]
+    Format(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{}", change_message(.0))]
+    Change(changes::ChangeError),
+}
+
+/// A change error, with every bad row on its own line.
+fn change_message(e: &changes::ChangeError) -> String {
+    match e {
+        changes::ChangeError::Rows(rows) => std::iter::once(e.to_string())
+            .chain(rows.iter().map(|r| format!("  {r}")))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => e.to_string(),
+    }
+}
+
+/// Import a form file straight into a database (the aggregator stopped: a running one keeps
+/// its own copy of the register and would not see it). Same checks as the API; returns a line
+/// for the operator.
+pub fn import_file(
+    storage: &mut dyn Storage,
+    unit: &str,
+    by: &str,
+    path: &Path,
+    format: Option<&str>,
+) -> Result<String, ImportFileError> {
+    let shown = path.display().to_string();
+    let format = match format {
+        Some(f) => form::Format::parse(f),
+        None => form::Format::of_file(&shown),
+    }
+    .ok_or_else(|| ImportFileError::Format(shown.clone()))?;
+    let bytes = std::fs::read(path).map_err(|source| ImportFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let file = path
+        .file_name()
+        .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
+    let register = storage.load_register()?;
+    let req = changes::Import {
+        unit,
+        by,
+        file: &file,
+        format,
+        bytes: &bytes,
+    };
+    let update = changes::import(&register, &req, crate::ratelimit::now_ms())
+        .map_err(ImportFileError::Change)?;
+    let imported = update.audit.detail["imported"].as_u64().unwrap_or(0);
+    storage.write(&WriteBatch {
+        register: vec![update.record.clone()],
+        audit: vec![update.audit],
+        ..WriteBatch::default()
+    })?;
+    Ok(format!(
+        "imported {imported} VM(s) of {} from {file}; the unit now has {} VM(s)",
+        update.record.unit.name,
+        update.record.vms.len()
+    ))
 }

@@ -6,9 +6,12 @@
 //! hot path, and loading decodes them with the protocol's own decoder.
 
 pub mod sqlite;
+mod sqlite_register;
 
 use crate::alarms::{Alarm, AlarmEvent};
+use crate::antivirus::AntivirusTrack;
 use crate::fleet::{Liveness, NodeState};
+use crate::register::{Register, UnitRecord};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use yunjian_protocol::{decode_unverified, Body, Role, Severity, Status};
@@ -43,6 +46,9 @@ pub struct NodeRow {
     pub inventory: Option<Bytes>,
     pub report: Option<Bytes>,
     pub guests: Option<Bytes>,
+    pub antivirus: Option<Bytes>,
+    /// What the node's antivirus was seen like before ([`crate::antivirus::AvHistory`], JSON).
+    pub antivirus_history: Option<String>,
 }
 
 /// One agent event.
@@ -77,6 +83,8 @@ pub struct WriteBatch {
     /// Alarm lifecycle changes (the latest state of each alarm is kept).
     pub alarms: Vec<AlarmEvent>,
     pub audit: Vec<AuditEntry>,
+    /// Register changes: each unit as it now is, in order.
+    pub register: Vec<UnitRecord>,
 }
 
 impl WriteBatch {
@@ -85,6 +93,7 @@ impl WriteBatch {
             && self.events.is_empty()
             && self.alarms.is_empty()
             && self.audit.is_empty()
+            && self.register.is_empty()
     }
 }
 
@@ -108,6 +117,8 @@ pub trait Storage: Send + std::fmt::Debug {
     ) -> Result<Vec<AuditEntry>, StorageError>;
     /// Delete audit entries older than `before_ms` (retention from the policy profile).
     fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError>;
+    /// The allocation register's units and VMs (pools come from configuration).
+    fn load_register(&mut self) -> Result<Register, StorageError>;
 }
 
 impl NodeRow {
@@ -126,6 +137,8 @@ impl NodeRow {
             inventory: None,
             report: None,
             guests: None,
+            antivirus: None,
+            antivirus_history: s.antivirus.history_to_store(s.last_seq),
         }
     }
 
@@ -136,6 +149,7 @@ impl NodeRow {
             "inventory" => Some(&mut self.inventory),
             "report" => Some(&mut self.report),
             "guests" => Some(&mut self.guests),
+            "antivirus" => Some(&mut self.antivirus),
             _ => None,
         }
     }
@@ -148,6 +162,8 @@ impl NodeRow {
         self.inventory = self.inventory.take().or(older.inventory);
         self.report = self.report.take().or(older.report);
         self.guests = self.guests.take().or(older.guests);
+        self.antivirus = self.antivirus.take().or(older.antivirus);
+        self.antivirus_history = self.antivirus_history.take().or(older.antivirus_history);
     }
 
     /// Rebuild the node's state from a stored row.
@@ -182,6 +198,11 @@ impl NodeRow {
             Some(Body::Guests(g)) => g,
             _ => Vec::new(),
         };
+        let antivirus = AntivirusTrack::from_stored(
+            &node,
+            self.antivirus.as_deref(),
+            self.antivirus_history.as_deref(),
+        )?;
         Ok(NodeState {
             node: self.node,
             role: self.role,
@@ -200,6 +221,7 @@ impl NodeRow {
             missing: self.missing,
             gaps: Default::default(),
             events: VecDeque::new(),
+            antivirus,
         })
     }
 }

@@ -52,6 +52,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_subject_ts ON audit(subject, ts_ms);
     CREATE INDEX audit_ts ON audit(ts_ms);",
+    // 3: the allocation register (units, VMs)
+    super::sqlite_register::MIGRATION,
+    // 4: the mandated antivirus per node: the latest report's frame and what was seen
+    // installed before (JSON), so a removal is still known after a restart
+    "ALTER TABLE nodes ADD COLUMN antivirus BLOB;
+    ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;",
 ];
 
 fn state_str(s: AlarmState) -> &'static str {
@@ -152,8 +158,9 @@ impl Storage for SqliteStorage {
             let mut up = tx
                 .prepare_cached(
                     "INSERT INTO nodes (node, role, last_seen_ms, last_report_ts_ms, last_seq,
-                        received, duplicates, missing, hello, inventory, report, guests)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                        received, duplicates, missing, hello, inventory, report, guests,
+                        antivirus, antivirus_history)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                      ON CONFLICT(node) DO UPDATE SET role = excluded.role,
                         last_seen_ms = excluded.last_seen_ms,
                         last_report_ts_ms = excluded.last_report_ts_ms,
@@ -162,7 +169,10 @@ impl Storage for SqliteStorage {
                         hello = COALESCE(excluded.hello, nodes.hello),
                         inventory = COALESCE(excluded.inventory, nodes.inventory),
                         report = COALESCE(excluded.report, nodes.report),
-                        guests = COALESCE(excluded.guests, nodes.guests)",
+                        guests = COALESCE(excluded.guests, nodes.guests),
+                        antivirus = COALESCE(excluded.antivirus, nodes.antivirus),
+                        antivirus_history =
+                            COALESCE(excluded.antivirus_history, nodes.antivirus_history)",
                 )
                 .map_err(&err)?;
             for n in &batch.nodes {
@@ -179,6 +189,8 @@ impl Storage for SqliteStorage {
                     n.inventory.as_deref(),
                     n.report.as_deref(),
                     n.guests.as_deref(),
+                    n.antivirus.as_deref(),
+                    n.antivirus_history.as_deref(),
                 ])
                 .map_err(&err)?;
             }
@@ -235,6 +247,7 @@ impl Storage for SqliteStorage {
                 ])
                 .map_err(&err)?;
             }
+            super::sqlite_register::write(&tx, &batch.register).map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }
@@ -245,7 +258,8 @@ impl Storage for SqliteStorage {
             .conn
             .prepare(
                 "SELECT node, role, last_seen_ms, last_report_ts_ms, last_seq, received,
-                        duplicates, missing, hello, inventory, report, guests FROM nodes",
+                        duplicates, missing, hello, inventory, report, guests, antivirus,
+                        antivirus_history FROM nodes",
             )
             .map_err(&e)?;
         let rows = st
@@ -263,6 +277,8 @@ impl Storage for SqliteStorage {
                     inventory: r.get::<_, Option<Vec<u8>>>(9)?.map(Bytes::from),
                     report: r.get::<_, Option<Vec<u8>>>(10)?.map(Bytes::from),
                     guests: r.get::<_, Option<Vec<u8>>>(11)?.map(Bytes::from),
+                    antivirus: r.get::<_, Option<Vec<u8>>>(12)?.map(Bytes::from),
+                    antivirus_history: r.get(13)?,
                 })
             })
             .map_err(&e)?;
@@ -350,5 +366,9 @@ impl Storage for SqliteStorage {
                 params![before_ms as i64],
             )
             .map_err(&e)
+    }
+
+    fn load_register(&mut self) -> Result<Register, StorageError> {
+        super::sqlite_register::load(&self.conn, &self.err())
     }
 }

@@ -39,6 +39,20 @@ pub enum WebError {
     /// Storage could not take the write; nothing was changed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Refused because of the current state, with the facts behind it (a unit's requests held
+    /// since when and why); `detail`'s fields join `error` in the body.
+    #[error("{message}")]
+    ConflictWith {
+        message: String,
+        detail: serde_json::Value,
+    },
+    /// Content that cannot be taken as it is (an import's bad rows, all of them); `detail`'s
+    /// fields join `error` in the body.
+    #[error("{message}")]
+    Unprocessable {
+        message: String,
+        detail: serde_json::Value,
+    },
 }
 
 impl WebError {
@@ -52,6 +66,8 @@ impl WebError {
             WebError::NotFound { .. } => StatusCode::NOT_FOUND,
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebError::ConflictWith { .. } => StatusCode::CONFLICT,
+            WebError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 }
@@ -72,6 +88,13 @@ impl IntoResponse for WebError {
             | WebError::BadRequest(_)
             | WebError::Conflict(_)
             | WebError::Unavailable(_) => json!({ "error": error }),
+            WebError::ConflictWith { detail, .. } | WebError::Unprocessable { detail, .. } => {
+                let mut body = json!({ "error": error });
+                if let (Some(b), Some(d)) = (body.as_object_mut(), detail.as_object()) {
+                    b.extend(d.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                body
+            }
         };
         (self.status(), Json(body)).into_response()
     }

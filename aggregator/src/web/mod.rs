@@ -16,8 +16,11 @@
 //! runs it on a listener until the shutdown future completes.
 
 mod alarms;
+mod antivirus;
 mod api;
+mod capacity;
 mod error;
+mod register;
 mod sse;
 
 pub use api::{NodeDetail, NodesBody};
@@ -135,6 +138,9 @@ fn routes(state: WebState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .merge(alarms::routes())
+        .merge(antivirus::routes())
+        .merge(capacity::routes())
+        .merge(register::routes())
         .with_state(state)
 }
 

@@ -1,0 +1,146 @@
+//! A VM running on the cloud with no entry in the allocation register: resources go to units
+//! only through an approved request (000 第二十一条), and a VM nobody registered is a change
+//! outside it (003 第十五条). A VM counts as seen when its own agent reports its SMBIOS UUID or
+//! a hypervisor lists it; both sightings are one alarm, per UUID. Level warning.
+
+use crate::alarms::{AlarmKey, Finding, Level};
+use crate::policy::{Context, Profile, Rule};
+use crate::register::observe::Sightings;
+
+pub const NAME: &str = "unregistered_vm";
+
+#[derive(Debug, Default)]
+pub struct UnregisteredVm;
+
+pub fn build(_: &Profile) -> Box<dyn Rule> {
+    Box::new(UnregisteredVm)
+}
+
+impl Rule for UnregisteredVm {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn clause(&self) -> &'static str {
+        "003 第十五条, 000 第二十一条"
+    }
+
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+        let registered = ctx.register.uuid_index();
+        for (uuid, seen) in Sightings::of(ctx.fleet).iter() {
+            if registered.contains_key(uuid) {
+                continue;
+            }
+            let name = match (&seen.guest, &seen.hypervisor) {
+                (Some(g), _) => g.node.clone(),
+                (None, Some(h)) => format!("{}（宿主机 {}）", h.domain, h.host),
+                (None, None) => continue,
+            };
+            out.push(Finding {
+                key: AlarmKey {
+                    rule: NAME.into(),
+                    subject: format!("vm:{uuid}"),
+                },
+                level: Level::Warning,
+                clause: self.clause().into(),
+                unit: None,
+                title: format!("虚拟机 {name} 未在资源登记表中（UUID {uuid}）"),
+                evidence: serde_json::json!({
+                    "uuid": uuid,
+                    "guest": seen.guest,
+                    "hypervisor": seen.hypervisor,
+                    "size": seen.size(),
+                }),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::Fleet;
+    use crate::register::test_support::{evaluate, vm};
+    use crate::register::Register;
+    use yunjian_protocol::{Body, Envelope, GuestView, Inventory, Role};
+
+    const KNOWN: &str = "11111111-2222-3333-4444-555555555555";
+    const GUEST_SEEN: &str = "aaaaaaaa-2222-3333-4444-555555555555";
+    const HOST_SEEN: &str = "bbbbbbbb-2222-3333-4444-555555555555";
+
+    fn inventory(role: Role, uuid: &str) -> Body {
+        Body::Inventory(Inventory {
+            hostname: "n".into(),
+            role,
+            os: String::new(),
+            kernel: String::new(),
+            cpu_model: String::new(),
+            cpu_cores: 2,
+            mem_total_kib: 1,
+            disks: vec![],
+            nics: vec![],
+            machine_id: String::new(),
+            smbios_uuid: Some(uuid.into()),
+            rack: None,
+        })
+    }
+
+    #[test]
+    fn a_vm_seen_either_way_without_an_entry_is_one_warning() {
+        let mut f = Fleet::new();
+        let listed = |uuid: &str| GuestView {
+            uuid: uuid.to_uppercase(),
+            name: format!("dom-{}", &uuid[..4]),
+            vcpus: 2,
+            mem_kib: 1,
+            disk_kib: 1,
+            running: true,
+        };
+        f.apply(
+            Envelope::new(
+                "h1",
+                1,
+                0,
+                Body::Guests(vec![listed(KNOWN), listed(GUEST_SEEN), listed(HOST_SEEN)]),
+            ),
+            0,
+        );
+        f.apply(
+            Envelope::new("vm-a", 1, 0, inventory(Role::Guest, GUEST_SEEN)),
+            0,
+        );
+        f.apply(
+            Envelope::new("vm-k", 1, 0, inventory(Role::Guest, KNOWN)),
+            0,
+        );
+        // a physical host's own SMBIOS UUID is not a VM
+        f.apply(
+            Envelope::new(
+                "h1",
+                2,
+                0,
+                inventory(Role::Host, "cccccccc-2222-3333-4444-555555555555"),
+            ),
+            0,
+        );
+        let reg = Register {
+            vms: vec![vm("财政局", KNOWN, 8)],
+            ..Register::default()
+        };
+        let out = evaluate(&mut UnregisteredVm, &f, &reg);
+        let subjects: Vec<&str> = out.iter().map(|f| f.key.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            [format!("vm:{GUEST_SEEN}"), format!("vm:{HOST_SEEN}")]
+        );
+        assert!(out
+            .iter()
+            .all(|f| f.level == Level::Warning && f.unit.is_none()));
+        assert_eq!(out[0].evidence["guest"]["node"], "vm-a");
+        assert_eq!(out[0].evidence["hypervisor"]["host"], "h1");
+        assert_eq!(
+            out[1].title,
+            format!("虚拟机 dom-bbbb（宿主机 h1） 未在资源登记表中（UUID {HOST_SEEN}）")
+        );
+    }
+}

@@ -1,0 +1,702 @@
+//! Every change to the register, as pure functions of the register as it is: an import of the
+//! 附件3 form, an approved change request (003 第十五条), a sanction and its lifting (004 第十六条,
+//! 003 第三十条), a unit's quota. Each yields an [`Update`]: the unit as it becomes (to store,
+//! then apply in memory) and its audit entry (who, when, what, from → to). Nothing is changed
+//! when one fails.
+//!
+//! An import replaces the unit's VMs of the systems (系统名称 + 子系统名称) the file lists: one
+//! form per system (附件3 填写说明 1), and importing the same form twice changes nothing. A VM
+//! whose UUID is registered must keep it: an import that would drop one is refused (export the
+//! register to get the 虚拟机UUID column, fill it in, import that).
+//!
+//! While a unit is sanctioned with `hold_requests`, a change or import that would give it more
+//! of any resource is held (003 第三十条 暂停后期该单位云资源申请); one that gives back
+//! (降配) goes through. With an explicit quota (the unit's, or a sanction's lowered one), a
+//! resource may not grow past it.
+
+use super::form::{self, Column, Format, RowError};
+use super::{Register, Resources, Sanction, Unit, UnitRecord, VmAllocation};
+use crate::storage::AuditEntry;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// A change ready to be stored and applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub record: UnitRecord,
+    pub audit: AuditEntry,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChangeError {
+    /// Bad rows of an import (all of them), or a file that is not the form.
+    #[error("{} problem(s) in the file; nothing was imported", .0.len())]
+    Rows(Vec<RowError>),
+    /// A request missing what it needs.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no registered VM has UUID {0}")]
+    UnknownVm(String),
+    #[error("unit {0:?} is not in the register")]
+    UnknownUnit(String),
+    #[error("unit {0:?} is not under sanction")]
+    NotSanctioned(String),
+    #[error("unit {unit:?}: requests for more resources are held since {} (003 第三十条): {reason}", beijing_time(*since_ms))]
+    Held {
+        unit: String,
+        reason: String,
+        since_ms: u64,
+    },
+    #[error(
+        "unit {unit:?}: approved {resource} would grow to {after}, above its quota of {quota}"
+    )]
+    OverQuota {
+        unit: String,
+        resource: &'static str,
+        after: f64,
+        quota: f64,
+    },
+}
+
+/// An import: the file as uploaded and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Import<'a> {
+    /// 使用单位: not a column of the form, so the import names it.
+    pub unit: &'a str,
+    /// Who imports (audited).
+    pub by: &'a str,
+    /// The file's name, for error messages.
+    pub file: &'a str,
+    pub format: Format,
+    pub bytes: &'a [u8],
+}
+
+/// Import a filled-in form for a unit.
+pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, ChangeError> {
+    let unit = required(req.unit, "unit")?;
+    let by = required(req.by, "by")?;
+    let file = req.file;
+    let rows = form::read(file, req.format, req.bytes).map_err(ChangeError::Rows)?;
+    let systems: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r.vm.system.clone(), r.vm.subsystem.clone()))
+        .collect();
+    let replaced = |v: &VmAllocation| {
+        v.unit == unit
+            && systems
+                .iter()
+                .any(|(s, sub)| *s == v.system && *sub == v.subsystem)
+    };
+    let mut errors = Vec::new();
+    for r in &rows {
+        if !r.vm.unit.is_empty() && r.vm.unit != unit {
+            errors.push(RowError::cell(
+                file,
+                r.row,
+                Column::Unit,
+                format!(
+                    "使用单位 \"{}\" is not the unit being imported (\"{unit}\")",
+                    r.vm.unit
+                ),
+            ));
+        }
+        let Some(u) = &r.vm.uuid else { continue };
+        if let Some(other) = reg.vms.iter().find(|v| v.has_uuid(u) && !replaced(v)) {
+            errors.push(RowError::cell(
+                file,
+                r.row,
+                Column::Uuid,
+                format!(
+                    "虚拟机UUID \"{u}\" is already registered to {} / {}",
+                    other.unit,
+                    system_name(other)
+                ),
+            ));
+        }
+    }
+    for v in reg.vms.iter().filter(|v| replaced(v)) {
+        let Some(u) = &v.uuid else { continue };
+        if !rows.iter().any(|r| r.vm.has_uuid(u)) {
+            errors.push(RowError {
+                file: file.to_string(),
+                row: None,
+                column: Some(Column::Uuid.header().to_string()),
+                reason: format!(
+                    "the registered VM {u} of {} is not in the file: keep its row with its 虚拟机UUID (export the register to get it)",
+                    system_name(v)
+                ),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ChangeError::Rows(errors));
+    }
+    let old = reg.record(unit);
+    let from: Vec<&VmAllocation> = old.vms.iter().filter(|v| replaced(v)).collect();
+    let to: Vec<VmAllocation> = rows
+        .into_iter()
+        .map(|r| VmAllocation {
+            unit: unit.to_string(),
+            ..r.vm
+        })
+        .collect();
+    let mut vms: Vec<VmAllocation> = old.vms.iter().filter(|v| !replaced(v)).cloned().collect();
+    // the new rows take the place of the system's old ones (every VM before the first replaced
+    // one is kept), or go at the end for a new system
+    let at = old.vms.iter().position(&replaced).unwrap_or(vms.len());
+    vms.splice(at..at, to.iter().cloned());
+    let record = UnitRecord {
+        unit: old.unit.clone(),
+        vms,
+    };
+    check_growth(&old, &record)?;
+    let audit = AuditEntry {
+        ts_ms: now_ms,
+        actor: by.to_string(),
+        action: "register.import".into(),
+        subject: format!("unit:{unit}"),
+        detail: json!({
+            "file": file,
+            "format": req.format,
+            "systems": systems.iter().map(|(s, sub)| [s, sub]).collect::<Vec<_>>(),
+            "imported": to.len(),
+            "from": from,
+            "to": to,
+        }),
+    };
+    Ok(Update { record, audit })
+}
+
+/// An approved change request for one VM (003 第十五条: no change without one). Sizes not
+/// given stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// Who records the change.
+    pub by: String,
+    /// Who approved it (the authority's approver).
+    pub approved_by: String,
+    pub vcpus: Option<u32>,
+    pub mem_gb: Option<u32>,
+    pub sys_disk_gb: Option<u32>,
+    pub data_disk_gb: Option<u32>,
+    pub reason: String,
+}
+
+/// Apply an approved change request to the VM with SMBIOS UUID `uuid`.
+pub fn change(
+    reg: &Register,
+    uuid: &str,
+    req: &ChangeRequest,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let by = required(&req.by, "by")?;
+    let approved_by = required(&req.approved_by, "approved_by")?;
+    let reason = required(&req.reason, "reason")?;
+    let vm = reg
+        .vm_by_uuid(uuid)
+        .ok_or_else(|| ChangeError::UnknownVm(uuid.to_string()))?;
+    let mut new = vm.clone();
+    for (value, min, slot, name) in [
+        (req.vcpus, 1, &mut new.vcpus, "vcpus"),
+        (req.mem_gb, 1, &mut new.mem_gb, "mem_gb"),
+        (req.sys_disk_gb, 1, &mut new.sys_disk_gb, "sys_disk_gb"),
+        (req.data_disk_gb, 0, &mut new.data_disk_gb, "data_disk_gb"),
+    ] {
+        if let Some(v) = value {
+            if v < min {
+                return Err(ChangeError::Invalid(format!(
+                    "{name} must be at least {min}"
+                )));
+            }
+            *slot = v;
+        }
+    }
+    if new == *vm {
+        return Err(ChangeError::Invalid(
+            "the request changes nothing: give vcpus, mem_gb, sys_disk_gb or data_disk_gb".into(),
+        ));
+    }
+    let old = reg.record(&vm.unit);
+    let mut record = old.clone();
+    for v in record.vms.iter_mut().filter(|v| v.has_uuid(uuid)) {
+        *v = new.clone();
+    }
+    check_growth(&old, &record)?;
+    let sizes = |v: &VmAllocation| {
+        json!({
+            "vcpus": v.vcpus, "mem_gb": v.mem_gb,
+            "sys_disk_gb": v.sys_disk_gb, "data_disk_gb": v.data_disk_gb,
+        })
+    };
+    let audit = AuditEntry {
+        ts_ms: now_ms,
+        actor: by.to_string(),
+        action: "register.change".into(),
+        subject: format!("vm:{}", uuid.to_ascii_lowercase()),
+        detail: json!({
+            "unit": vm.unit,
+            "system": vm.system,
+            "subsystem": vm.subsystem,
+            "approved_by": approved_by,
+            "reason": reason,
+            "from": sizes(vm),
+            "to": sizes(&new),
+        }),
+    };
+    Ok(Update { record, audit })
+}
+
+/// A quota as requests give it. Network is optional and recorded, not enforced (agents report
+/// traffic, not a configured bandwidth).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaInput {
+    pub vcpus: f64,
+    pub mem_gb: f64,
+    pub disk_gb: f64,
+    #[serde(default)]
+    pub net_mbps: f64,
+}
+
+impl QuotaInput {
+    fn resources(self) -> Result<Resources, ChangeError> {
+        let r = Resources {
+            vcpus: self.vcpus,
+            mem_gb: self.mem_gb,
+            disk_gb: self.disk_gb,
+            net_mbps: self.net_mbps,
+        };
+        if [r.vcpus, r.mem_gb, r.disk_gb, r.net_mbps]
+            .iter()
+            .any(|a| !a.is_finite() || *a < 0.0)
+        {
+            return Err(ChangeError::Invalid(
+                "quota amounts must be numbers of 0 or more".into(),
+            ));
+        }
+        Ok(r)
+    }
+}
+
+/// Sanction a unit (004 第十六条: 降低配额, 限制服务; 003 第三十条: hold its requests).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SanctionRequest {
+    pub by: String,
+    pub reason: String,
+    /// The lowered quota while it lasts.
+    pub quota: Option<QuotaInput>,
+    /// Hold the unit's requests for more resources.
+    pub hold_requests: bool,
+}
+
+/// Put a unit under sanction, or change the terms of its sanction (it keeps its start).
+pub fn sanction(
+    reg: &Register,
+    unit: &str,
+    req: &SanctionRequest,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let by = required(&req.by, "by")?;
+    let reason = required(&req.reason, "reason")?;
+    let mut record = known_unit(reg, unit)?;
+    let from = record.unit.sanction.clone();
+    let to = Sanction {
+        reason: reason.to_string(),
+        since_ms: from.as_ref().map_or(now_ms, |s| s.since_ms),
+        quota: req.quota.map(QuotaInput::resources).transpose()?,
+        hold_requests: req.hold_requests,
+    };
+    record.unit.sanction = Some(to.clone());
+    let audit = unit_audit(
+        by,
+        "register.sanction",
+        unit,
+        now_ms,
+        json!(from),
+        json!(to),
+    );
+    Ok(Update { record, audit })
+}
+
+/// Lift a unit's sanction.
+pub fn lift(
+    reg: &Register,
+    unit: &str,
+    by: &str,
+    note: Option<&str>,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let by = required(by, "by")?;
+    let mut record = known_unit(reg, unit)?;
+    let from = record
+        .unit
+        .sanction
+        .take()
+        .ok_or_else(|| ChangeError::NotSanctioned(unit.to_string()))?;
+    let mut audit = unit_audit(
+        by,
+        "register.lift_sanction",
+        unit,
+        now_ms,
+        json!(from),
+        json!(null),
+    );
+    audit.detail["note"] = json!(note);
+    Ok(Update { record, audit })
+}
+
+/// Set (or with `None` clear) a unit's own quota.
+pub fn set_quota(
+    reg: &Register,
+    unit: &str,
+    by: &str,
+    quota: Option<QuotaInput>,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let by = required(by, "by")?;
+    let mut record = known_unit(reg, unit)?;
+    let from = record.unit.quota;
+    record.unit.quota = quota.map(QuotaInput::resources).transpose()?;
+    let audit = unit_audit(
+        by,
+        "register.quota",
+        unit,
+        now_ms,
+        json!(from),
+        json!(record.unit.quota),
+    );
+    Ok(Update { record, audit })
+}
+
+fn unit_audit(
+    by: &str,
+    action: &str,
+    unit: &str,
+    now_ms: u64,
+    from: serde_json::Value,
+    to: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        ts_ms: now_ms,
+        actor: by.to_string(),
+        action: action.to_string(),
+        subject: format!("unit:{unit}"),
+        detail: json!({ "from": from, "to": to }),
+    }
+}
+
+fn known_unit(reg: &Register, unit: &str) -> Result<UnitRecord, ChangeError> {
+    if reg.unit_names().contains(&unit) {
+        Ok(reg.record(unit))
+    } else {
+        Err(ChangeError::UnknownUnit(unit.to_string()))
+    }
+}
+
+fn required<'a>(value: &'a str, name: &str) -> Result<&'a str, ChangeError> {
+    let v = value.trim();
+    if v.is_empty() {
+        Err(ChangeError::Invalid(format!("`{name}` is required")))
+    } else {
+        Ok(v)
+    }
+}
+
+/// `系统名称 / 子系统名称`, or whichever is filled in.
+fn system_name(v: &VmAllocation) -> String {
+    match (v.system.as_str(), v.subsystem.as_str()) {
+        (s, "") => s.to_string(),
+        ("", sub) => sub.to_string(),
+        (s, sub) => format!("{s} / {sub}"),
+    }
+}
+
+/// A unit going from `old` to `new`: held if it grows while requests are held; refused if a
+/// resource grows past an explicit quota.
+fn check_growth(old: &UnitRecord, new: &UnitRecord) -> Result<(), ChangeError> {
+    let total = |r: &UnitRecord| r.vms.iter().map(VmAllocation::approved).sum::<Resources>();
+    let (before, after) = (total(old), total(new));
+    let grown: Vec<(&'static str, f64, f64)> = [
+        ("vcpus", before.vcpus, after.vcpus),
+        ("mem_gb", before.mem_gb, after.mem_gb),
+        ("disk_gb", before.disk_gb, after.disk_gb),
+    ]
+    .into_iter()
+    .filter(|(_, b, a)| a > b)
+    .collect();
+    if grown.is_empty() {
+        return Ok(());
+    }
+    let unit = &old.unit;
+    if let Some(s) = unit.sanction.as_ref().filter(|s| s.hold_requests) {
+        return Err(ChangeError::Held {
+            unit: unit.name.clone(),
+            reason: s.reason.clone(),
+            since_ms: s.since_ms,
+        });
+    }
+    let Some(quota) = explicit_quota(unit) else {
+        return Ok(());
+    };
+    for (resource, _, after) in grown {
+        let q = match resource {
+            "vcpus" => quota.vcpus,
+            "mem_gb" => quota.mem_gb,
+            _ => quota.disk_gb,
+        };
+        if after > q {
+            return Err(ChangeError::OverQuota {
+                unit: unit.name.clone(),
+                resource,
+                after,
+                quota: q,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A sanction's lowered quota, else the unit's own.
+fn explicit_quota(unit: &Unit) -> Option<Resources> {
+    unit.sanction.as_ref().and_then(|s| s.quota).or(unit.quota)
+}
+
+/// `2023-11-15 06:13 (UTC+8)`: Beijing time, for messages.
+pub fn beijing_time(ms: u64) -> String {
+    let secs = ms / 1000 + 8 * 3600;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} (UTC+8)",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::register::form::Format;
+
+    const UUID_A: &str = "4c4c4544-0042-3510-8058-b4c04f384d32";
+
+    fn form(rows: &[&str]) -> String {
+        let mut s = String::from("序号,网络分区,系统名称,子系统名称,服务器类型,vCPU核,内存GB,系统盘GB,数据盘GB,虚拟机UUID\n");
+        for r in rows {
+            s.push_str(r);
+            s.push('\n');
+        }
+        s
+    }
+
+    fn imp(reg: &Register, unit: &str, text: &str) -> Result<Update, ChangeError> {
+        import(
+            reg,
+            &Import {
+                unit,
+                by: "ops-li",
+                file: "f.csv",
+                format: Format::Csv,
+                bytes: text.as_bytes(),
+            },
+            1_000,
+        )
+    }
+
+    fn imported(reg: &mut Register, unit: &str, text: &str) {
+        let u = imp(reg, unit, text).unwrap();
+        reg.apply(u.record);
+    }
+
+    #[test]
+    fn import_replaces_the_systems_in_the_file_only() {
+        let mut reg = Register::default();
+        imported(
+            &mut reg,
+            "财政局",
+            &form(&["1,外网,OA,,APP,4,8,60,0,", "2,外网,OA,,DAT,8,16,60,100,"]),
+        );
+        imported(&mut reg, "财政局", &form(&["1,外网,门户,,WEB,2,4,40,0,"]));
+        assert_eq!(reg.vms.len(), 3);
+        // the same OA form again: nothing changes
+        let before = reg.clone();
+        imported(
+            &mut reg,
+            "财政局",
+            &form(&["1,外网,OA,,APP,4,8,60,0,", "2,外网,OA,,DAT,8,16,60,100,"]),
+        );
+        assert_eq!(reg, before);
+        // a new OA form with one VM replaces both
+        let u = imp(&reg, "财政局", &form(&["1,外网,OA,,APP,4,8,60,0,"])).unwrap();
+        assert_eq!(u.audit.action, "register.import");
+        assert_eq!(u.audit.detail["from"].as_array().unwrap().len(), 2);
+        assert_eq!(u.audit.detail["to"].as_array().unwrap().len(), 1);
+        reg.apply(u.record);
+        assert_eq!(reg.vms.len(), 2);
+        assert!(reg.units.contains_key("财政局"));
+    }
+
+    #[test]
+    fn uuids_stay_with_their_vm_and_their_unit() {
+        let mut reg = Register::default();
+        imported(
+            &mut reg,
+            "财政局",
+            &form(&[&format!("1,外网,OA,,APP,4,8,60,0,{UUID_A}")]),
+        );
+        // dropping the registered UUID of a replaced system is refused
+        let e = imp(&reg, "财政局", &form(&["1,外网,OA,,APP,4,8,60,0,"])).unwrap_err();
+        let ChangeError::Rows(rows) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(rows[0].row, None);
+        assert!(rows[0].reason.contains(UUID_A), "{}", rows[0].reason);
+        // another unit cannot take it
+        let e = imp(
+            &reg,
+            "教育局",
+            &form(&[&format!("1,外网,教务,,APP,4,8,60,0,{UUID_A}")]),
+        )
+        .unwrap_err();
+        let ChangeError::Rows(rows) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (rows[0].row, rows[0].column.as_deref()),
+            (Some(2), Some("虚拟机UUID"))
+        );
+        assert!(rows[0].reason.contains("already registered to 财政局 / OA"));
+        // a 使用单位 column must name the unit imported
+        let text = "序号,使用单位,网络分区,系统名称,子系统名称,服务器类型,vCPU核,内存GB,系统盘GB,数据盘GB\n1,教育局,外网,教务,,APP,4,8,60,0\n";
+        let ChangeError::Rows(rows) = imp(&reg, "财政局", text).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(rows[0].column.as_deref(), Some("使用单位"));
+    }
+
+    #[test]
+    fn change_requests_and_sanctions() {
+        let mut reg = Register::default();
+        imported(
+            &mut reg,
+            "财政局",
+            &form(&[&format!("1,外网,OA,,APP,8,16,60,100,{UUID_A}")]),
+        );
+        let req = ChangeRequest {
+            by: "ops-li".into(),
+            approved_by: "局长王".into(),
+            vcpus: Some(16),
+            reason: "业务量增长".into(),
+            ..ChangeRequest::default()
+        };
+        let u = change(&reg, &UUID_A.to_uppercase(), &req, 5).unwrap();
+        assert_eq!(u.audit.subject, format!("vm:{UUID_A}"));
+        assert_eq!(
+            (
+                u.audit.detail["from"]["vcpus"].as_u64(),
+                u.audit.detail["to"]["vcpus"].as_u64()
+            ),
+            (Some(8), Some(16))
+        );
+        assert_eq!(u.audit.detail["approved_by"], "局长王");
+        reg.apply(u.record);
+        assert_eq!(reg.vm_by_uuid(UUID_A).unwrap().vcpus, 16);
+        assert!(matches!(
+            change(&reg, UUID_A, &req, 6),
+            Err(ChangeError::Invalid(_))
+        ));
+        assert!(matches!(
+            change(&reg, "nope", &req, 6),
+            Err(ChangeError::UnknownVm(_))
+        ));
+
+        // sanctioned with requests held: growth is held, giving back goes through
+        let s = SanctionRequest {
+            by: "authority".into(),
+            reason: "资源使用率长期偏低".into(),
+            quota: Some(QuotaInput {
+                vcpus: 12.0,
+                mem_gb: 64.0,
+                disk_gb: 1000.0,
+                net_mbps: 0.0,
+            }),
+            hold_requests: true,
+        };
+        let u = sanction(&reg, "财政局", &s, 1_700_000_000_000).unwrap();
+        assert_eq!(u.audit.detail["from"], json!(null));
+        reg.apply(u.record);
+        let more = ChangeRequest {
+            vcpus: Some(24),
+            ..req.clone()
+        };
+        let e = change(&reg, UUID_A, &more, 7).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unit \"财政局\": requests for more resources are held since 2023-11-15 06:13 (UTC+8) (003 第三十条): 资源使用率长期偏低"
+        );
+        // still above the lowered quota of 12, but giving back is allowed
+        let less = ChangeRequest {
+            vcpus: Some(14),
+            ..req.clone()
+        };
+        reg.apply(change(&reg, UUID_A, &less, 8).unwrap().record);
+        assert_eq!(reg.vm_by_uuid(UUID_A).unwrap().vcpus, 14);
+        // without the hold, growth past the lowered quota is refused
+        let s2 = SanctionRequest {
+            hold_requests: false,
+            ..s
+        };
+        let u = sanction(&reg, "财政局", &s2, 1_800_000_000_000).unwrap();
+        assert_eq!(
+            u.record.unit.sanction.as_ref().unwrap().since_ms,
+            1_700_000_000_000,
+            "keeps its start"
+        );
+        reg.apply(u.record);
+        assert!(matches!(
+            change(&reg, UUID_A, &more, 9),
+            Err(ChangeError::OverQuota {
+                resource: "vcpus",
+                ..
+            })
+        ));
+        // lifted: free again
+        let u = lift(&reg, "财政局", "authority", Some("整改完成"), 10).unwrap();
+        assert_eq!(u.audit.detail["note"], "整改完成");
+        reg.apply(u.record);
+        assert!(change(&reg, UUID_A, &more, 11).is_ok());
+        assert!(matches!(
+            lift(&reg, "财政局", "a", None, 12),
+            Err(ChangeError::NotSanctioned(_))
+        ));
+        assert!(matches!(
+            lift(&reg, "无此单位", "a", None, 12),
+            Err(ChangeError::UnknownUnit(_))
+        ));
+    }
+
+    #[test]
+    fn beijing_time_formats() {
+        assert_eq!(beijing_time(0), "1970-01-01 08:00 (UTC+8)");
+        assert_eq!(beijing_time(1_700_000_000_000), "2023-11-15 06:13 (UTC+8)");
+        // a leap day
+        assert_eq!(beijing_time(1_709_164_800_000), "2024-02-29 08:00 (UTC+8)");
+    }
+}

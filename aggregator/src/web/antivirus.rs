@@ -1,0 +1,299 @@
+//! The mandated antivirus over HTTP (003 附件1 承诺书): every VM's state with its evidence, and
+//! the stop-VM decision for a removed antivirus.
+//!
+//! | route                                             | what                                  |
+//! |---------------------------------------------------|---------------------------------------|
+//! | `GET /antivirus`                                  | the page (removed first)              |
+//! | `GET /api/antivirus`                              | every VM: state, evidence, decision   |
+//! | `POST /api/antivirus/{node}/stop-request`         | `{"by", "reason"}`: request the stop  |
+//! | `POST /api/antivirus/{node}/stop-request/approve` | `{"by"}`: the authority approves      |
+//!
+//! Both POSTs are audited (subject `antivirus:{node}`) and stored with the node, in one
+//! transaction; a decision storage cannot take is undone. Stopping the VM itself is a later
+//! command path: here the decision is recorded and shown.
+
+use super::{read_fleet, AppState, WebError, DASHBOARD, DASHBOARD_CSP};
+use crate::antivirus::{assess_node, AntivirusTrack, AvState, Removal, StopDecision, StopError};
+use crate::fleet::Liveness;
+use crate::ratelimit::now_ms;
+use crate::storage::{AuditEntry, NodeRow, WriteBatch};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, Path, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
+use yunjian_protocol::AntivirusProduct;
+
+/// The page, with the dashboard's stylesheet in its `/*DASHBOARD_CSS*/` slot: one look.
+static PAGE: LazyLock<String> = LazyLock::new(|| {
+    let css = DASHBOARD
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .map_or("", |(css, _)| css);
+    include_str!("antivirus.html").replace("/*DASHBOARD_CSS*/", css)
+});
+
+/// The routes, for any router state the [`AppState`] can be taken from.
+pub fn routes<S>() -> Router<S>
+where
+    AppState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/antivirus", get(page))
+        .route("/api/antivirus", get(list))
+        .route("/api/antivirus/{node}/stop-request", post(request_stop))
+        .route(
+            "/api/antivirus/{node}/stop-request/approve",
+            post(approve_stop),
+        )
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(PAGE.as_str()),
+    )
+}
+
+/// One VM on the antivirus page.
+#[derive(Debug, Serialize)]
+pub struct AvVm {
+    pub node: String,
+    pub hostname: Option<String>,
+    pub smbios_uuid: Option<String>,
+    /// The using unit and system from the register, when the VM is registered.
+    pub unit: Option<String>,
+    pub system: Option<String>,
+    pub liveness: Liveness,
+    pub state: AvState,
+    pub state_zh: &'static str,
+    pub notes: Vec<String>,
+    /// Evidence of each removal: what was there, when last seen, what disappeared.
+    pub removals: Vec<Removal>,
+    /// The latest report's findings and its event time.
+    pub products: Vec<AntivirusProduct>,
+    pub report_ts_ms: Option<u64>,
+    pub stop: Option<StopDecision>,
+    /// A stop can be requested now (removed, nothing requested yet).
+    pub stop_offered: bool,
+}
+
+/// VMs per state.
+#[derive(Debug, Default, Serialize)]
+pub struct AvTotals {
+    pub removed: usize,
+    pub degraded: usize,
+    pub missing: usize,
+    pub unknown: usize,
+    pub compliant: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AvList {
+    pub now_ms: u64,
+    pub signature_max_age_days: u32,
+    pub stop_requires_approval: bool,
+    pub totals: AvTotals,
+    /// Removed first, then degraded, missing, unknown, compliant; by node id within a state.
+    pub vms: Vec<AvVm>,
+}
+
+async fn list(State(app): State<AppState>) -> Json<AvList> {
+    let policy = &app.profile.antivirus;
+    let now = now_ms();
+    let mut totals = AvTotals::default();
+    let mut vms: Vec<AvVm> = {
+        let fleet = read_fleet(&app.fleet);
+        let register = app.register.read().unwrap_or_else(|p| p.into_inner());
+        fleet
+            .nodes()
+            .filter_map(|st| {
+                let a = assess_node(st, policy.signature_max_age_days, now)?;
+                let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.clone());
+                let reg = uuid.as_deref().and_then(|u| register.vm_by_uuid(u));
+                let stop = st.antivirus.history.stop.clone();
+                Some(AvVm {
+                    node: st.node.clone(),
+                    hostname: st.inventory.as_ref().map(|i| i.hostname.clone()),
+                    smbios_uuid: uuid,
+                    unit: reg.map(|v| v.unit.clone()),
+                    system: reg.map(|v| v.system.clone()),
+                    liveness: st.liveness,
+                    state: a.state,
+                    state_zh: a.state.zh(),
+                    notes: a.notes,
+                    removals: a.removals,
+                    products: st
+                        .antivirus
+                        .latest
+                        .as_ref()
+                        .map(|(_, r)| r.products.clone())
+                        .unwrap_or_default(),
+                    report_ts_ms: st.antivirus.latest.as_ref().map(|(ts, _)| *ts),
+                    stop_offered: a.state == AvState::Removed && stop.is_none(),
+                    stop,
+                })
+            })
+            .collect()
+    };
+    vms.sort_by(|a, b| (a.state, &a.node).cmp(&(b.state, &b.node)));
+    for v in &vms {
+        *match v.state {
+            AvState::Removed => &mut totals.removed,
+            AvState::Degraded => &mut totals.degraded,
+            AvState::Missing => &mut totals.missing,
+            AvState::Unknown => &mut totals.unknown,
+            AvState::Compliant => &mut totals.compliant,
+        } += 1;
+    }
+    Json(AvList {
+        now_ms: now,
+        signature_max_age_days: policy.signature_max_age_days,
+        stop_requires_approval: policy.stop_requires_approval,
+        totals,
+        vms,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Who requests the stop (recorded and audited).
+    pub by: String,
+    /// Why, for the authority and the audit log.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// Who approves: the authority, another person than the requester.
+    pub by: String,
+    pub note: Option<String>,
+}
+
+fn required<'a>(value: &'a str, what: &str) -> Result<&'a str, WebError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(WebError::BadRequest(format!("`{what}` must not be empty")));
+    }
+    Ok(v)
+}
+
+async fn request_stop(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    body: Result<Json<StopRequest>, JsonRejection>,
+) -> Result<Json<StopDecision>, WebError> {
+    let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let by = required(&req.by, "by")?;
+    let reason = required(&req.reason, "reason")?;
+    let approval = app.profile.antivirus.stop_requires_approval;
+    record(&app, &node, "antivirus.stop_request", |track, now| {
+        let d = track
+            .request_stop(&node, by, reason, now, approval)?
+            .clone();
+        let detail = serde_json::json!({
+            "reason": reason,
+            "approval_required": approval,
+            "clause": crate::policy::rules::antivirus::CLAUSE_REMOVED,
+            "removals": track.removals(),
+        });
+        Ok((by.to_string(), d, detail))
+    })
+    .await
+}
+
+async fn approve_stop(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    body: Result<Json<ApproveRequest>, JsonRejection>,
+) -> Result<Json<StopDecision>, WebError> {
+    let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let by = required(&req.by, "by")?;
+    record(&app, &node, "antivirus.stop_approve", |track, now| {
+        let d = track.approve_stop(&node, by, now)?.clone();
+        let detail = serde_json::json!({
+            "requested_by": d.requested_by,
+            "reason": d.reason,
+            "note": req.note,
+        });
+        Ok((by.to_string(), d, detail))
+    })
+    .await
+}
+
+/// What a decision records: who, the decision, the audit detail.
+type Decided = (String, StopDecision, serde_json::Value);
+
+/// Apply `decide` to the node's antivirus track, then store the node's history with an audit
+/// entry; if storage refuses, the decision is undone.
+async fn record(
+    app: &AppState,
+    node: &str,
+    action: &str,
+    decide: impl FnOnce(&mut AntivirusTrack, u64) -> Result<Decided, StopError>,
+) -> Result<Json<StopDecision>, WebError> {
+    let now = now_ms();
+    let (before, actor, decision, detail, row) = {
+        let mut fleet = app.fleet.write().unwrap_or_else(|p| p.into_inner());
+        let track = fleet
+            .antivirus_mut(node)
+            .ok_or_else(|| WebError::NodeNotFound(node.to_string()))?;
+        let before = track.history.stop.clone();
+        let (actor, decision, detail) =
+            decide(track, now).map_err(|e| WebError::Conflict(e.to_string()))?;
+        let row = fleet.get(node).map(|st| {
+            let mut row = NodeRow::counters(st);
+            row.antivirus_history = st.antivirus.history_json();
+            row
+        });
+        (before, actor, decision, detail, row)
+    };
+    let audit = AuditEntry {
+        ts_ms: now,
+        actor,
+        action: action.into(),
+        subject: format!("antivirus:{node}"),
+        detail,
+    };
+    let written = app
+        .store
+        .write(WriteBatch {
+            nodes: row.into_iter().collect(),
+            audit: vec![audit],
+            ..WriteBatch::default()
+        })
+        .await;
+    if let Err(e) = written {
+        let mut fleet = app.fleet.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(track) = fleet.antivirus_mut(node) {
+            track.history.stop = before;
+        }
+        return Err(WebError::Unavailable(e.to_string()));
+    }
+    Ok(Json(decision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_carries_the_dashboard_stylesheet_and_sets_text_only() {
+        assert!(!PAGE.contains("/*DASHBOARD_CSS*/"));
+        assert!(PAGE.contains(":root") && PAGE.contains("section.group"));
+        assert!(
+            !PAGE.contains("innerHTML"),
+            "agent and user text is set with textContent"
+        );
+    }
+}

@@ -1,0 +1,566 @@
+//! The allocation register over HTTP, and its page.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /register` | the page: units → systems → VMs, approved vs observed, the import form |
+//! | `GET /api/register` | units (quota, sanction, totals), their VMs (approved, observed, match), unregistered VMs, pools |
+//! | `POST /api/register/import?unit=&by=[&format=xlsx\|csv][&file=]` | body: the 附件3 file; 200 `{imported}`, 422 `{errors: [{file,row,column,reason}]}` |
+//! | `GET /api/register/export.xlsx[?unit=]` | the register in the 附件3 layout (+ 使用单位, 虚拟机UUID) |
+//! | `POST /api/register/vms/{uuid}/change` | an approved change request `{by, approved_by, vcpus?, mem_gb?, sys_disk_gb?, data_disk_gb?, reason}`; 409 while held |
+//! | `POST /api/register/units/{name}/sanction` | `{by, reason, quota?, hold_requests}` |
+//! | `DELETE /api/register/units/{name}/sanction` | `{by, note?}`: lift it |
+//! | `PUT /api/register/units/{name}/quota` | `{by, quota}` (`null` clears) |
+//! | `GET /api/quota` | current quota violations (rules `quota_vm`, `quota_unit`) with evidence |
+//!
+//! The import's format: `format=` if given, else the `Content-Type` (`text/csv`, the `.xlsx`
+//! type), else the bytes (a workbook is a ZIP or OLE file). Every change is audited and goes
+//! through the storage thread before it shows in memory; changes are made one at a time.
+
+use super::{read_fleet, AppState, WebError, DASHBOARD_CSP};
+use crate::alarms::Finding;
+use crate::policy::rules::{quota_unit::QuotaUnit, quota_vm::QuotaVm};
+use crate::policy::{Context, Rule};
+use crate::ratelimit::now_ms;
+use crate::register::capacity::{pool_allocated, pool_capacity, pool_used};
+use crate::register::changes::{
+    self, beijing_time, ChangeError, ChangeRequest, Import, QuotaInput, SanctionRequest, Update,
+};
+use crate::register::form::Format;
+use crate::register::observe::{excess, Excess, GuestView, HypervisorView, Sightings};
+use crate::register::{export, Pool, QuotaSource, Register, Resources, Unit, VmAllocation};
+use crate::storage::{AuditEntry, WriteBatch};
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    X_CONTENT_TYPE_OPTIONS,
+};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::{PoisonError, RwLockReadGuard};
+
+/// Largest import accepted (a filled-in form is a few dozen KiB).
+const IMPORT_LIMIT: usize = 16 * 1024 * 1024;
+const XLSX_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// Register changes, one at a time: each is computed from the register, queued to storage,
+/// then applied in memory, so storage receives them in the order memory sees them.
+static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The routes, for any router state the [`AppState`] can be taken from.
+pub fn routes<S>() -> Router<S>
+where
+    AppState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/register", get(page))
+        .route("/api/register", get(list))
+        .route(
+            "/api/register/import",
+            post(import).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
+        .route("/api/register/export.xlsx", get(export_xlsx))
+        .route("/api/register/vms/{uuid}/change", post(change))
+        .route(
+            "/api/register/units/{name}/sanction",
+            post(sanction).delete(lift),
+        )
+        .route("/api/register/units/{name}/quota", put(quota))
+        .route("/api/quota", get(violations))
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(include_str!("register.html")),
+    )
+}
+
+fn read_register(app: &AppState) -> RwLockReadGuard<'_, Register> {
+    app.register.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `GET /api/register`.
+#[derive(Debug, Serialize)]
+pub struct RegisterBody {
+    pub now_ms: u64,
+    pub units: Vec<UnitView>,
+    /// VMs seen (by their agent or a hypervisor) that no unit registered.
+    pub unregistered: Vec<UnregisteredView>,
+    pub pools: Vec<PoolView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnitView {
+    pub name: String,
+    /// The unit's own quota.
+    pub quota: Option<Resources>,
+    /// The quota in force and where it comes from.
+    pub effective_quota: Resources,
+    pub quota_source: QuotaSource,
+    pub sanction: Option<SanctionView>,
+    pub approved: Resources,
+    /// The sum of what is observed of its VMs.
+    pub observed: Resources,
+    pub over_quota: Vec<Excess>,
+    pub vms: Vec<VmView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SanctionView {
+    pub reason: String,
+    pub since_ms: u64,
+    /// `since_ms` as Beijing time.
+    pub since: String,
+    pub quota: Option<Resources>,
+    pub hold_requests: bool,
+}
+
+/// How a register entry matches what is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchStatus {
+    /// Its agent or its hypervisor reports it.
+    Matched,
+    /// It has a UUID that nothing reports.
+    Unseen,
+    /// No UUID recorded yet (not provisioned, or not filled in).
+    NoUuid,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VmView {
+    pub allocation: VmAllocation,
+    pub approved: Resources,
+    pub observed: Option<Resources>,
+    pub status: MatchStatus,
+    pub hypervisor: Option<HypervisorView>,
+    pub guest: Option<GuestView>,
+    /// Resources above the approved allocation (a `quota_vm` violation).
+    pub over: Vec<Excess>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnregisteredView {
+    pub uuid: String,
+    pub size: Resources,
+    pub hypervisor: Option<HypervisorView>,
+    pub guest: Option<GuestView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PoolView {
+    pub pool: Pool,
+    pub capacity: Resources,
+    pub allocated: Resources,
+    pub used: Resources,
+}
+
+async fn list(State(app): State<AppState>) -> Json<RegisterBody> {
+    let fleet = read_fleet(&app.fleet);
+    let reg = read_register(&app);
+    let seen = Sightings::of(&fleet);
+    let units = reg
+        .vms_by_unit()
+        .into_iter()
+        .map(|(name, vms)| {
+            let approved: Resources = vms.iter().map(|v| v.approved()).sum();
+            let vms: Vec<VmView> = vms.into_iter().map(|v| vm_view(v, &seen)).collect();
+            let observed: Resources = vms.iter().filter_map(|v| v.observed).sum();
+            let (effective_quota, quota_source) = reg.effective_quota(name, approved);
+            let row = reg.units.get(name);
+            UnitView {
+                name: name.to_string(),
+                quota: row.and_then(|u| u.quota),
+                effective_quota,
+                quota_source,
+                sanction: row.and_then(|u| u.sanction.as_ref()).map(|s| SanctionView {
+                    reason: s.reason.clone(),
+                    since_ms: s.since_ms,
+                    since: beijing_time(s.since_ms),
+                    quota: s.quota,
+                    hold_requests: s.hold_requests,
+                }),
+                approved,
+                observed,
+                over_quota: excess(effective_quota, observed),
+                vms,
+            }
+        })
+        .collect();
+    let index = reg.uuid_index();
+    let unregistered = seen
+        .iter()
+        .filter(|(uuid, _)| !index.contains_key(*uuid))
+        .map(|(uuid, o)| UnregisteredView {
+            uuid: uuid.to_string(),
+            size: o.size(),
+            hypervisor: o.hypervisor.clone(),
+            guest: o.guest.clone(),
+        })
+        .collect();
+    let pools = reg
+        .pools
+        .iter()
+        .map(|p| PoolView {
+            pool: p.clone(),
+            capacity: pool_capacity(p, &fleet),
+            allocated: pool_allocated(p, &reg, &fleet),
+            used: pool_used(p, &fleet),
+        })
+        .collect();
+    Json(RegisterBody {
+        now_ms: now_ms(),
+        units,
+        unregistered,
+        pools,
+    })
+}
+
+fn vm_view(v: &VmAllocation, seen: &Sightings) -> VmView {
+    let o = v.uuid.as_deref().and_then(|u| seen.get(u));
+    let observed = o.map(|o| o.size());
+    VmView {
+        allocation: v.clone(),
+        approved: v.approved(),
+        observed,
+        status: match (&v.uuid, o) {
+            (None, _) => MatchStatus::NoUuid,
+            (Some(_), None) => MatchStatus::Unseen,
+            (Some(_), Some(_)) => MatchStatus::Matched,
+        },
+        hypervisor: o.and_then(|o| o.hypervisor.clone()),
+        guest: o.and_then(|o| o.guest.clone()),
+        over: observed.map_or_else(Vec::new, |obs| excess(v.approved(), obs)),
+    }
+}
+
+/// Compute a change from the register as it is, store it, then apply it.
+async fn commit(
+    app: &AppState,
+    make: impl FnOnce(&Register) -> Result<Update, ChangeError>,
+) -> Result<Update, WebError> {
+    let _turn = WRITES.lock().await;
+    let update = make(&read_register(app)).map_err(change_error)?;
+    app.store
+        .write(WriteBatch {
+            register: vec![update.record.clone()],
+            audit: vec![update.audit.clone()],
+            ..WriteBatch::default()
+        })
+        .await
+        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    app.register
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .apply(update.record.clone());
+    tracing::info!(
+        unit = %update.record.unit.name,
+        action = %update.audit.action,
+        by = %update.audit.actor,
+        "register changed"
+    );
+    Ok(update)
+}
+
+fn change_error(e: ChangeError) -> WebError {
+    let message = e.to_string();
+    match e {
+        ChangeError::Rows(errors) => WebError::Unprocessable {
+            message,
+            detail: json!({ "errors": errors }),
+        },
+        ChangeError::Invalid(m) => WebError::BadRequest(m),
+        ChangeError::UnknownVm(id) => WebError::NotFound {
+            what: "registered VM",
+            id,
+        },
+        ChangeError::UnknownUnit(id) => WebError::NotFound { what: "unit", id },
+        ChangeError::NotSanctioned(_) => WebError::Conflict(message),
+        ChangeError::Held {
+            unit,
+            reason,
+            since_ms,
+        } => WebError::ConflictWith {
+            message,
+            detail: json!({
+                "held": true,
+                "clause": "003 第三十条",
+                "unit": unit,
+                "reason": reason,
+                "since_ms": since_ms,
+                "since": beijing_time(since_ms),
+            }),
+        },
+        ChangeError::OverQuota {
+            unit,
+            resource,
+            after,
+            quota,
+        } => WebError::ConflictWith {
+            message,
+            detail: json!({ "unit": unit, "resource": resource, "after": after, "quota": quota }),
+        },
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    pub unit: String,
+    pub by: String,
+    pub format: Option<String>,
+    /// The file's name, for the error messages (the page sends it).
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Imported {
+    pub imported: usize,
+    pub unit: String,
+    /// VMs the unit has after the import.
+    pub unit_vms: usize,
+}
+
+async fn import(
+    State(app): State<AppState>,
+    query: Result<Query<ImportQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Imported>, WebError> {
+    let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
+    let format = match q.format.as_deref() {
+        Some(f) => Format::parse(f).ok_or(WebError::BadQueryValue {
+            param: "format",
+            value: f.to_string(),
+            allowed: "xlsx, csv",
+        })?,
+        None => sniff(&headers, &body),
+    };
+    let file = q.file.clone().unwrap_or_else(|| match format {
+        Format::Xlsx => "upload.xlsx".into(),
+        Format::Csv => "upload.csv".into(),
+    });
+    let req = Import {
+        unit: &q.unit,
+        by: &q.by,
+        file: &file,
+        format,
+        bytes: &body,
+    };
+    let update = commit(&app, |reg| changes::import(reg, &req, now_ms())).await?;
+    Ok(Json(Imported {
+        imported: update.audit.detail["imported"].as_u64().unwrap_or(0) as usize,
+        unit: update.record.unit.name.clone(),
+        unit_vms: update.record.vms.len(),
+    }))
+}
+
+/// A workbook is a ZIP (`.xlsx`) or OLE (`.xls`) file; anything else is taken as CSV, unless
+/// the `Content-Type` says which.
+fn sniff(headers: &HeaderMap, body: &[u8]) -> Format {
+    let ctype = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype.starts_with("text/csv") {
+        Format::Csv
+    } else if ctype.starts_with(XLSX_TYPE)
+        || body.starts_with(b"PK\x03\x04")
+        || body.starts_with(b"\xD0\xCF\x11\xE0")
+    {
+        Format::Xlsx
+    } else {
+        Format::Csv
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    pub unit: Option<String>,
+}
+
+async fn export_xlsx(
+    State(app): State<AppState>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, WebError> {
+    let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
+    let bytes = {
+        let reg = read_register(&app);
+        if let Some(u) = &q.unit {
+            if !reg.unit_names().contains(&u.as_str()) {
+                return Err(WebError::NotFound {
+                    what: "unit",
+                    id: u.clone(),
+                });
+            }
+        }
+        let mut vms: Vec<&VmAllocation> = reg
+            .vms
+            .iter()
+            .filter(|v| q.unit.as_ref().is_none_or(|u| *u == v.unit))
+            .collect();
+        vms.sort_by(|a, b| a.unit.cmp(&b.unit));
+        export::to_xlsx(&vms).map_err(|e| WebError::Unavailable(format!("export: {e}")))?
+    };
+    let name = match &q.unit {
+        Some(u) => format!("{}-{u}.xlsx", export::TITLE),
+        None => format!("{}.xlsx", export::TITLE),
+    };
+    Ok((
+        [
+            (CONTENT_TYPE, XLSX_TYPE.to_string()),
+            (
+                CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"register.xlsx\"; filename*=UTF-8''{}",
+                    percent_encode(&name)
+                ),
+            ),
+        ],
+        bytes,
+    ))
+}
+
+/// RFC 5987 value characters kept, everything else `%XX` (for `filename*`).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Changed {
+    pub vm: Option<VmAllocation>,
+    pub unit: Unit,
+    pub audit: AuditEntry,
+}
+
+fn changed(update: Update, uuid: Option<&str>) -> Json<Changed> {
+    Json(Changed {
+        vm: uuid.and_then(|u| update.record.vms.iter().find(|v| v.has_uuid(u)).cloned()),
+        unit: update.record.unit,
+        audit: update.audit,
+    })
+}
+
+async fn change(
+    State(app): State<AppState>,
+    Path(uuid): Path<String>,
+    body: Result<Json<ChangeRequest>, JsonRejection>,
+) -> Result<Json<Changed>, WebError> {
+    let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let update = commit(&app, |reg| changes::change(reg, &uuid, &req, now_ms())).await?;
+    Ok(changed(update, Some(&uuid)))
+}
+
+async fn sanction(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<SanctionRequest>, JsonRejection>,
+) -> Result<Json<Changed>, WebError> {
+    let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let update = commit(&app, |reg| changes::sanction(reg, &name, &req, now_ms())).await?;
+    Ok(changed(update, None))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiftRequest {
+    pub by: String,
+    pub note: Option<String>,
+}
+
+async fn lift(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<LiftRequest>, JsonRejection>,
+) -> Result<Json<Changed>, WebError> {
+    let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let update = commit(&app, |reg| {
+        changes::lift(reg, &name, &req.by, req.note.as_deref(), now_ms())
+    })
+    .await?;
+    Ok(changed(update, None))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRequest {
+    pub by: String,
+    /// `null` clears the unit's quota.
+    pub quota: Option<QuotaInput>,
+}
+
+async fn quota(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<QuotaRequest>, JsonRejection>,
+) -> Result<Json<Changed>, WebError> {
+    let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
+    let update = commit(&app, |reg| {
+        changes::set_quota(reg, &name, &req.by, req.quota, now_ms())
+    })
+    .await?;
+    Ok(changed(update, None))
+}
+
+/// `GET /api/quota`.
+#[derive(Debug, Serialize)]
+pub struct QuotaBody {
+    pub now_ms: u64,
+    pub violations: Vec<Finding>,
+}
+
+/// The quota rules evaluated now (the alarms of the same rules follow on the policy interval).
+async fn violations(State(app): State<AppState>) -> Json<QuotaBody> {
+    let now = now_ms();
+    let fleet = read_fleet(&app.fleet);
+    let reg = read_register(&app);
+    let ctx = Context {
+        fleet: &fleet,
+        register: &reg,
+        profile: &app.profile,
+        now_ms: now,
+    };
+    let mut violations = Vec::new();
+    QuotaVm.evaluate(&ctx, &mut violations);
+    QuotaUnit.evaluate(&ctx, &mut violations);
+    Json(QuotaBody {
+        now_ms: now,
+        violations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_from_type_or_bytes() {
+        let mut h = HeaderMap::new();
+        assert_eq!(sniff(&h, b"PK\x03\x04rest"), Format::Xlsx);
+        assert_eq!(sniff(&h, b"\xD0\xCF\x11\xE0rest"), Format::Xlsx);
+        assert_eq!(sniff(&h, "序号,网络分区".as_bytes()), Format::Csv);
+        h.insert(CONTENT_TYPE, "text/csv; charset=utf-8".parse().unwrap());
+        assert_eq!(sniff(&h, b"PK\x03\x04"), Format::Csv);
+        assert_eq!(
+            percent_encode("需求表 a.xlsx"),
+            "%E9%9C%80%E6%B1%82%E8%A1%A8%20a.xlsx"
+        );
+    }
+}

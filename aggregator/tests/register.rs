@@ -1,0 +1,771 @@
+//! The allocation register end to end: the 附件3 form imported over the API (as an `.xlsx`
+//! built here the way units fill it, and as CSV), bad files refused whole, export → import,
+//! quota violations found by the policy engine from a hypervisor's guest list, change requests,
+//! sanctions, and the register surviving a restart of the aggregator.
+//!
+//! The router runs with a real storage thread on a SQLite file (writes go through it as in
+//! production); the restart scenario runs a whole aggregator over TCP.
+
+use axum::body::Body as HttpBody;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use rust_xlsxwriter::{Format, Workbook};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+use yunjian_aggregator::alarms::{AlarmEvent, Level};
+use yunjian_aggregator::app::Aggregator;
+use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator::fleet::Fleet;
+use yunjian_aggregator::ingest::{self, StoreHandle};
+use yunjian_aggregator::metrics::Metrics;
+use yunjian_aggregator::policy::Context;
+use yunjian_aggregator::register::import_file;
+use yunjian_aggregator::storage::{sqlite::SqliteStorage, Storage};
+use yunjian_aggregator::web::{router, AppState};
+use yunjian_protocol::{Body, Envelope, GuestView, Hello, Role};
+
+const GIB: u64 = 1024 * 1024;
+const UNIT: &str = "市财政局";
+const UUID: &str = "4c4c4544-0042-3510-8058-b4c04f384d32";
+
+/// 附件3 as a unit fills it in Excel: the title, the contact line, the header (line breaks and
+/// spaces inside two cells), the two sample rows (系统名称 left blank; the phone typed as a
+/// number), rows 3 and 4 with nothing but 序号 and full-width spaces, and the notes below.
+fn attachment3_xlsx() -> Vec<u8> {
+    let mut book = Workbook::new();
+    let s = book.add_worksheet();
+    s.merge_range(0, 0, 0, 16, "云资源使用需求表", &Format::new())
+        .unwrap();
+    s.write_string(1, 0, "申请单位联系人及手机号码、邮箱：")
+        .unwrap();
+    s.write_string(1, 8, "信息系统厂商联系人及手机号码、邮箱：")
+        .unwrap();
+    let header = [
+        "序号",
+        "网络分区",
+        "开发商",
+        "系统名称",
+        "子系统名称",
+        "服务器类型",
+        "堡垒机账  号\n负责人",
+        "堡垒机账号\n负责人邮箱",
+        "堡垒机账号负责人手机号码",
+        "vCPU核",
+        "内存GB",
+        "系统盘GB",
+        "数据盘GB",
+        "操作系统",
+        "集群部署",
+        "集群组号",
+        "备注",
+    ];
+    for (c, h) in header.iter().enumerate() {
+        s.write_string(2, c as u16, *h).unwrap();
+    }
+    let samples = [
+        ("公共网络区", "张三", "zhangsan@sohu.com", 13800000000.0),
+        ("互联网区", "李四", "lisi@163.com", 13988888888.0),
+    ];
+    for (i, (zone, owner, email, phone)) in samples.iter().enumerate() {
+        let r = 3 + i as u32;
+        s.write_number(r, 0, i as f64 + 1.0).unwrap();
+        for (c, text) in [
+            (1, *zone),
+            (2, "华为"),
+            (4, "财务管理系统"),
+            (5, "APP"),
+            (6, *owner),
+            (7, *email),
+            (13, "CentOS 7.0"),
+            (14, "是"),
+            (15, "集群1"),
+            (16, "　"),
+        ] {
+            s.write_string(r, c, text).unwrap();
+        }
+        s.write_number(r, 8, *phone).unwrap();
+        for (c, n) in [(9, 8.0), (10, 16.0), (11, 60.0), (12, 300.0)] {
+            s.write_number(r, c, n).unwrap();
+        }
+    }
+    s.write_number(5, 0, 3.0).unwrap();
+    for c in [1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 16] {
+        s.write_string(5, c, "　").unwrap();
+    }
+    s.write_number(6, 0, 4.0).unwrap();
+    s.write_string(8, 0, "填写说明：").unwrap();
+    s.write_string(9, 0, "1．同一用户申请多个系统的，请另填新申请表；")
+        .unwrap();
+    book.save_to_buffer().unwrap()
+}
+
+const CSV_HEADER: &str = "序号,网络分区,开发商,系统名称,子系统名称,服务器类型,\"堡垒机账  号\n负责人\",堡垒机账号负责人邮箱,堡垒机账号负责人手机号码,vCPU核,内存GB,系统盘GB,数据盘GB,操作系统,集群部署,集群组号,备注,虚拟机UUID\n";
+
+/// A CSV form of one system (`OA`) with the given rows after the header.
+fn oa_csv(rows: &[&str]) -> Vec<u8> {
+    let mut s = format!("\u{feff}{CSV_HEADER}");
+    for r in rows {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+fn oa_row(seq: u32, server_type: &str, vcpus: &str, uuid: &str) -> String {
+    format!("{seq},政务外网区,浪潮,OA,公文流转,{server_type},王五,wangwu@gov.cn,13700000000,{vcpus},16,60,300,openEuler 22.03,否,,,{uuid}")
+}
+
+struct Harness {
+    app: Router,
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// The web app with an empty fleet and register, writing through a real storage thread.
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("yunjian.db");
+    let mut writer = SqliteStorage::open(&db).unwrap();
+    writer.migrate().unwrap();
+    let reader: Box<dyn Storage> = Box::new(SqliteStorage::open(&db).unwrap());
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = mpsc::channel(64);
+    let m = metrics.clone();
+    std::thread::spawn(move || ingest::storage_loop(Box::new(writer), rx, m));
+    let (_, changes) = watch::channel(0);
+    let mut state = AppState::new(Fleet::shared(), metrics, changes);
+    state.store = StoreHandle::new(tx);
+    state.reader = Some(Arc::new(Mutex::new(reader)));
+    Harness {
+        app: router(state.clone()),
+        state,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(HttpBody::from(body))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, bytes.to_vec())
+}
+
+async fn call_json(app: &Router, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    let (s, b) = call(
+        app,
+        method,
+        uri,
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn import(app: &Router, query: &str, ctype: &str, file: Vec<u8>) -> (StatusCode, Value) {
+    let (s, b) = call(
+        app,
+        "POST",
+        &format!("/api/register/import?{query}"),
+        ctype,
+        file,
+    )
+    .await;
+    (s, serde_json::from_slice(&b).unwrap())
+}
+
+/// Every byte percent-encoded (unit names in paths and queries).
+fn enc(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// `unit=…&by=…`.
+fn who(unit: &str) -> String {
+    format!("unit={}&by=ops-zhao", enc(unit))
+}
+
+async fn register(app: &Router) -> Value {
+    let (s, b) = call(app, "GET", "/api/register", "", vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn allocations(reg: &Value) -> Vec<Value> {
+    reg["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|u| u["vms"].as_array().unwrap().iter())
+        .map(|v| v["allocation"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_sample_rows_of_attachment_3_import_from_xlsx_and_csv() {
+    let h = harness();
+    let xlsx = XLSX_TYPE;
+    let (s, body) = import(&h.app, &who(UNIT), xlsx, attachment3_xlsx()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["imported"], 2);
+    let reg = register(&h.app).await;
+    let vms = allocations(&reg);
+    assert_eq!(vms.len(), 2);
+    let v = &vms[0];
+    assert_eq!(v["unit"], UNIT);
+    assert_eq!(
+        (v["system"].as_str(), v["subsystem"].as_str()),
+        (Some(""), Some("财务管理系统"))
+    );
+    assert_eq!(
+        (v["zone"].as_str(), v["developer"].as_str()),
+        (Some("公共网络区"), Some("华为"))
+    );
+    assert_eq!(
+        (v["server_type"].as_str(), v["owner"].as_str()),
+        (Some("APP"), Some("张三"))
+    );
+    assert_eq!(
+        (v["email"].as_str(), v["phone"].as_str()),
+        (Some("zhangsan@sohu.com"), Some("13800000000"))
+    );
+    assert_eq!(
+        [
+            &v["vcpus"],
+            &v["mem_gb"],
+            &v["sys_disk_gb"],
+            &v["data_disk_gb"]
+        ],
+        [&json!(8), &json!(16), &json!(60), &json!(300)]
+    );
+    assert_eq!(
+        (v["os"].as_str(), v["clustered"].as_bool()),
+        (Some("CentOS 7.0"), Some(true))
+    );
+    assert_eq!(
+        (v["cluster_group"].as_str(), v["note"].as_str()),
+        (Some("集群1"), Some(""))
+    );
+    assert_eq!(vms[1]["owner"], "李四");
+    assert_eq!(vms[1]["phone"], "13988888888");
+    let unit = &reg["units"][0];
+    assert_eq!(unit["approved"]["vcpus"], 16.0);
+    assert_eq!(unit["vms"][0]["status"], "no_uuid");
+
+    // the same form saved as CSV (UTF-8 with BOM) gives the same allocations
+    let csv = format!(
+        "\u{feff}云资源使用需求表\n申请单位联系人及手机号码、邮箱：\n{}\
+         1,公共网络区,华为,,财务管理系统,APP,张三,zhangsan@sohu.com,13800000000,8,16,60,300,CentOS 7.0,是,集群1,　,\n\
+         2,互联网区,华为,,财务管理系统,APP,李四,lisi@163.com,13988888888,8,16,60,300,CentOS 7.0,是,集群1,　,\n\
+         3,　,　,,　,　,　,　,　,　,　,　,　,,　,　,　,\n4,,,,,,,,,,,,,,,,,\n",
+        CSV_HEADER
+    );
+    let other = harness();
+    let (s, body) = import(&other.app, &who(UNIT), "text/csv", csv.into_bytes()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(allocations(&register(&other.app).await), vms);
+}
+
+const XLSX_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+#[tokio::test]
+async fn a_file_with_bad_rows_changes_nothing_and_names_every_row_and_column() {
+    let h = harness();
+    let good = oa_csv(&[&oa_row(1, "APP", "8", ""), &oa_row(2, "DAT", "8", "")]);
+    assert_eq!(
+        import(&h.app, &who(UNIT), "text/csv", good).await.0,
+        StatusCode::OK
+    );
+    let before = register(&h.app).await;
+
+    // one bad row: the row number as the sheet shows it (header on row 1), its column, why
+    let one_bad = oa_csv(&[&oa_row(1, "APP", "16", ""), &oa_row(2, "XYZ", "8", "")]);
+    let (s, body) = import(
+        &h.app,
+        &format!("{}&file=oa.csv", who(UNIT)),
+        "text/csv",
+        one_bad,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["errors"],
+        json!([{
+            "file": "oa.csv", "row": 3, "column": "服务器类型",
+            "reason": "服务器类型 \"XYZ\" is not one of APP/WEB/FTP/DAT/MID/TST/OTH"
+        }])
+    );
+    // every bad row is reported, not only the first
+    let two_bad = oa_csv(&[
+        &oa_row(1, "APP", "八", ""),
+        &oa_row(2, "DAT", "8", ""),
+        &oa_row(3, "WEB", "", ""),
+    ]);
+    let (s, body) = import(&h.app, &who(UNIT), "text/csv", two_bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let rows: Vec<(u64, &str, &str)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["row"].as_u64().unwrap(),
+                e["column"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (2, "vCPU核", "vCPU核 \"八\" is not a whole number"),
+            (4, "vCPU核", "vCPU核 is required"),
+        ]
+    );
+    assert_eq!(
+        register(&h.app).await["units"],
+        before["units"],
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn export_then_import_gives_the_same_allocations() {
+    let h = harness();
+    let form = oa_csv(&[&oa_row(1, "APP", "8", UUID), &oa_row(2, "DAT", "4", "")]);
+    assert_eq!(
+        import(&h.app, &who(UNIT), "text/csv", form).await.0,
+        StatusCode::OK
+    );
+    let (s, body) = import(&h.app, &who("市教育局"), XLSX_TYPE, attachment3_xlsx()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let before = allocations(&register(&h.app).await);
+    assert_eq!(before.len(), 4);
+
+    let export = |unit: &str| format!("/api/register/export.xlsx?unit={}", enc(unit));
+    let (s, bytes) = call(&h.app, "GET", &export(UNIT), "", vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    // importing the unit's export (its 使用单位 and 虚拟机UUID columns included) changes nothing
+    let (s, body) = import(&h.app, &who(UNIT), XLSX_TYPE, bytes).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["imported"], 2);
+    assert_eq!(allocations(&register(&h.app).await), before);
+
+    // the whole register's export into a fresh register, unit by unit: the same allocations
+    let (_, all) = call(&h.app, "GET", "/api/register/export.xlsx", "", vec![]).await;
+    let fresh = harness();
+    let (s, body) = import(&fresh.app, &who(UNIT), XLSX_TYPE, all.clone()).await;
+    // the file holds both units: the other unit's rows are named, nothing is imported
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["column"] == "使用单位"));
+    for unit in ["市教育局", UNIT] {
+        let (s, one) = call(&h.app, "GET", &export(unit), "", vec![]).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            import(&fresh.app, &who(unit), XLSX_TYPE, one).await.0,
+            StatusCode::OK
+        );
+    }
+    let mut a = allocations(&register(&fresh.app).await);
+    let mut b = before.clone();
+    let key = |v: &Value| {
+        (
+            v["unit"].to_string(),
+            v["system"].to_string(),
+            v["server_type"].to_string(),
+            v["zone"].to_string(),
+        )
+    };
+    a.sort_by_key(key);
+    b.sort_by_key(key);
+    assert_eq!(a, b);
+}
+
+/// The hypervisor `h1` lists the VM with `vcpus` vCPUs.
+fn hypervisor_lists(state: &AppState, seq: u64, vcpus: u16) {
+    let mut f = state.fleet.write().unwrap();
+    if seq == 1 {
+        let hello = Body::Hello(Hello {
+            agent_version: "test".into(),
+            role: Role::Host,
+            interval_ms: 10_000,
+            buffered: 0,
+        });
+        f.apply(Envelope::new("h1", 1, 0, hello), 0);
+    }
+    let guests = Body::Guests(vec![GuestView {
+        uuid: UUID.to_uppercase(),
+        name: "oa-app-01".into(),
+        vcpus,
+        mem_kib: 16 * GIB,
+        disk_kib: 360 * GIB,
+        running: true,
+    }]);
+    f.apply(Envelope::new("h1", seq + 1, 0, guests), 0);
+}
+
+/// One evaluation of every enabled rule, as the policy task runs it.
+fn evaluate(state: &AppState, now_ms: u64) -> Vec<AlarmEvent> {
+    let fleet = state.fleet.read().unwrap();
+    let register = state.register.read().unwrap();
+    let mut engine = state.policy.lock().unwrap();
+    engine.evaluate(&Context {
+        fleet: &fleet,
+        register: &register,
+        profile: &state.profile,
+        now_ms,
+    })
+}
+
+fn of_rule<'a>(events: &'a [AlarmEvent], rule: &str) -> Vec<&'a AlarmEvent> {
+    events
+        .iter()
+        .filter(|e| e.alarm().key.rule == rule)
+        .collect()
+}
+
+/// The events of the quota rules (other rules look at the same fleet).
+fn quota_events(events: &[AlarmEvent]) -> Vec<&AlarmEvent> {
+    events
+        .iter()
+        .filter(|e| e.alarm().key.rule.starts_with("quota_"))
+        .collect()
+}
+
+#[tokio::test]
+async fn growth_without_a_change_request_quota_and_sanctions() {
+    let h = harness();
+    let form = oa_csv(&[&oa_row(1, "APP", "8", UUID)]);
+    assert_eq!(
+        import(&h.app, &who(UNIT), "text/csv", form).await.0,
+        StatusCode::OK
+    );
+    hypervisor_lists(&h.state, 1, 8);
+    assert!(
+        quota_events(&evaluate(&h.state, 1)).is_empty(),
+        "as approved: nothing"
+    );
+
+    // someone grows the VM from 8 to 16 vCPUs on the hypervisor, without a change request
+    hypervisor_lists(&h.state, 2, 16);
+    let ev = evaluate(&h.state, 2);
+    let raised = of_rule(&ev, "quota_vm");
+    assert_eq!(raised.len(), 1, "{ev:?}");
+    let AlarmEvent::Raised(a) = raised[0] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(a.key.subject, format!("vm:{UUID}"));
+    assert_eq!(
+        (a.level, a.unit.as_deref(), a.clause.as_str()),
+        (Level::Major, Some(UNIT), "003 第十五条")
+    );
+    assert_eq!(a.evidence["approved"]["vcpus"], 8.0);
+    assert_eq!(a.evidence["observed"]["vcpus"], 16.0);
+    assert_eq!(a.evidence["register_row"]["system"], "OA");
+    // the unit is also above its quota (the sum of its approved allocations)
+    assert_eq!(of_rule(&ev, "quota_unit").len(), 1);
+    let (_, q) = call_json(&h.app, "GET", "/api/quota", Value::Null).await;
+    assert_eq!(q["violations"].as_array().unwrap().len(), 2);
+    let reg = register(&h.app).await;
+    assert_eq!(reg["units"][0]["vms"][0]["status"], "matched");
+    assert_eq!(reg["units"][0]["vms"][0]["over"][0]["resource"], "vcpus");
+
+    // the approved change request to 16: recorded, and the violations clear
+    let change = format!("/api/register/vms/{UUID}/change");
+    let req = json!({"by": "ops-zhao", "approved_by": "市大数据局 刘", "vcpus": 16, "reason": "业务高峰扩容"});
+    let (s, body) = call_json(&h.app, "POST", &change, req.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["vm"]["vcpus"], 16);
+    assert_eq!(
+        (
+            body["audit"]["detail"]["from"]["vcpus"].as_u64(),
+            body["audit"]["detail"]["to"]["vcpus"].as_u64()
+        ),
+        (Some(8), Some(16))
+    );
+    let ev = evaluate(&h.state, 3);
+    let cleared = quota_events(&ev);
+    assert!(
+        cleared.len() == 2 && cleared.iter().all(|e| matches!(e, AlarmEvent::Cleared(_))),
+        "{ev:?}"
+    );
+    assert!(quota_events(&evaluate(&h.state, 4)).is_empty());
+    let (_, q) = call_json(&h.app, "GET", "/api/quota", Value::Null).await;
+    assert_eq!(q["violations"], json!([]));
+
+    // the unit's quota set below what it runs: a major finding naming the unit
+    let quota_uri = format!("/api/register/units/{}/quota", enc(UNIT));
+    let (s, body) = call_json(
+        &h.app,
+        "PUT",
+        &quota_uri,
+        json!({"by": "市大数据局", "quota": {"vcpus": 12, "mem_gb": 64, "disk_gb": 1000}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let ev = evaluate(&h.state, 5);
+    let unit = of_rule(&ev, "quota_unit");
+    assert_eq!(unit.len(), 1, "{ev:?}");
+    let u = unit[0].alarm();
+    assert_eq!((u.level, u.unit.as_deref()), (Level::Major, Some(UNIT)));
+    assert_eq!(u.evidence["quota"]["vcpus"], 12.0);
+    assert_eq!(u.evidence["observed"]["vcpus"], 16.0);
+
+    // under sanction with requests held (003 第三十条): a request for more is held, 409
+    let sanction_uri = format!("/api/register/units/{}/sanction", enc(UNIT));
+    let (s, body) = call_json(
+        &h.app,
+        "POST",
+        &sanction_uri,
+        json!({"by": "市大数据局", "reason": "资源使用率长期低于 10%", "hold_requests": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let since = body["unit"]["sanction"]["since_ms"].as_u64().unwrap();
+    let more = json!({"by": "ops-zhao", "approved_by": "刘", "vcpus": 24, "reason": "再扩容"});
+    let (s, body) = call_json(&h.app, "POST", &change, more.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["held"], true);
+    assert_eq!(body["reason"], "资源使用率长期低于 10%");
+    assert_eq!(body["since_ms"].as_u64(), Some(since));
+    assert!(body["error"].as_str().unwrap().contains("003 第三十条"));
+    let reg = register(&h.app).await;
+    assert_eq!(
+        reg["units"][0]["sanction"]["reason"],
+        "资源使用率长期低于 10%"
+    );
+    assert_eq!(
+        reg["units"][0]["sanction"]["since_ms"].as_u64(),
+        Some(since)
+    );
+    assert_eq!(
+        reg["units"][0]["vms"][0]["allocation"]["vcpus"], 16,
+        "unchanged"
+    );
+    // an import that asks for more is held too
+    let (s, _) = import(
+        &h.app,
+        &who(UNIT),
+        "text/csv",
+        oa_csv(&[&oa_row(1, "APP", "32", UUID)]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // lifted: the request goes through
+    let (s, _) = call_json(
+        &h.app,
+        "DELETE",
+        &sanction_uri,
+        json!({"by": "市大数据局", "note": "已整改"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, body) = call_json(&h.app, "POST", &change, more).await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "the unit's own quota of 12 still holds: {body}"
+    );
+    assert_eq!(body["resource"], "vcpus");
+    let (s, _) = call_json(
+        &h.app,
+        "POST",
+        "/api/register/vms/00000000-0000-0000-0000-000000000000/change",
+        req,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// `METHOD path` over HTTP/1.1 with an optional body; the status and the body.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(!head.contains("transfer-encoding: chunked"), "{head}");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn the_register_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AggregatorConfig {
+        data_dir: dir.path().to_path_buf(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        ..AggregatorConfig::default()
+    };
+    cfg.broker.listen = "127.0.0.1:0".parse().unwrap();
+    let pools = dir.path().join("pools.toml");
+    std::fs::write(
+        &pools,
+        "[[pool]]\nname = \"A区\"\nhosts = [\"h1\"]\nnic_mbps = 10000\n",
+    )
+    .unwrap();
+    cfg.pools_file = Some(pools);
+
+    let agg = Aggregator::start(&cfg).await.unwrap();
+    let q = format!("/api/register/import?{}", who(UNIT));
+    let (s, body) = http(
+        agg.http_addr,
+        "POST",
+        &q,
+        "text/csv",
+        &oa_csv(&[&oa_row(1, "APP", "8", UUID)]),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let sanction = format!("/api/register/units/{}/sanction", enc(UNIT));
+    let req = json!({"by": "市大数据局", "reason": "使用率低", "quota": {"vcpus": 4, "mem_gb": 8, "disk_gb": 100}, "hold_requests": true});
+    let (s, _) = http(
+        agg.http_addr,
+        "POST",
+        &sanction,
+        "application/json",
+        req.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, before) = http(agg.http_addr, "GET", "/api/register", "", b"").await;
+    let before: Value = serde_json::from_slice(&before).unwrap();
+    agg.shutdown().await;
+
+    let agg = Aggregator::start(&cfg).await.unwrap();
+    let (s, after) = http(agg.http_addr, "GET", "/api/register", "", b"").await;
+    assert_eq!(s, 200);
+    let after: Value = serde_json::from_slice(&after).unwrap();
+    assert_eq!(after["units"], before["units"]);
+    assert_eq!(after["units"][0]["vms"][0]["allocation"]["uuid"], UUID);
+    assert_eq!(after["units"][0]["sanction"]["reason"], "使用率低");
+    assert_eq!(after["pools"][0]["pool"]["name"], "A区");
+    // and the changes are in the audit log, who and what
+    let subject = format!("/api/audit?subject={}", enc(&format!("unit:{UNIT}")));
+    let (_, audit) = http(agg.http_addr, "GET", &subject, "", b"").await;
+    let audit: Value = serde_json::from_slice(&audit).unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("register.sanction", "市大数据局"),
+            ("register.import", "ops-zhao")
+        ]
+    );
+    tokio::time::timeout(Duration::from_secs(10), agg.shutdown())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_command_line_import_writes_the_database_with_the_same_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SqliteStorage::open(&dir.path().join("yunjian.db")).unwrap();
+    db.migrate().unwrap();
+    let good = dir.path().join("oa.csv");
+    std::fs::write(&good, oa_csv(&[&oa_row(1, "APP", "8", UUID)])).unwrap();
+    let done = import_file(&mut db, UNIT, "ops-zhao", &good, None).unwrap();
+    assert_eq!(
+        done,
+        "imported 1 VM(s) of 市财政局 from oa.csv; the unit now has 1 VM(s)"
+    );
+
+    // plain "CSV" from a Chinese-locale Excel is GB18030; its bad row is named, nothing written
+    let text = format!("{CSV_HEADER}{}\n", oa_row(1, "XYZ", "8", UUID));
+    let (gbk, _, _) = encoding_rs::GB18030.encode(&text);
+    let bad = dir.path().join("坏表.txt");
+    std::fs::write(&bad, &gbk).unwrap();
+    let e = import_file(&mut db, UNIT, "ops-zhao", &bad, None).unwrap_err();
+    assert!(
+        e.to_string().contains("give --format xlsx or --format csv"),
+        "{e}"
+    );
+    let e = import_file(&mut db, UNIT, "ops-zhao", &bad, Some("csv")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "1 problem(s) in the file; nothing was imported\n  坏表.txt row 2 column 服务器类型: 服务器类型 \"XYZ\" is not one of APP/WEB/FTP/DAT/MID/TST/OTH"
+    );
+    let reg = db.load_register().unwrap();
+    assert_eq!(reg.vms.len(), 1);
+    assert_eq!(reg.vms[0].server_type.as_str(), "APP");
+    let audit = db.audit(Some("unit:市财政局"), 10).unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .map(|a| (a.action.as_str(), a.actor.as_str()))
+            .collect::<Vec<_>>(),
+        [("register.import", "ops-zhao")]
+    );
+}
+
+#[tokio::test]
+async fn the_register_page_is_self_contained() {
+    let h = harness();
+    let req = Request::get("/register").body(HttpBody::empty()).unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8(body.to_vec()).unwrap();
+    for needed in [
+        "lang=\"zh-CN\"",
+        "/api/register",
+        "/api/register/import",
+        "export.xlsx",
+        "<a href=\"/register\" aria-current=\"page\">",
+    ] {
+        assert!(html.contains(needed), "page lacks {needed}");
+    }
+    // nothing from elsewhere, and API text never parsed as HTML
+    for banned in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "src=\"http",
+        "href=\"http",
+    ] {
+        assert!(!html.contains(banned), "page has {banned}");
+    }
+}
