@@ -41,6 +41,16 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# The simulated units' allocation register (附件3 forms, one per unit), imported once, so every
+# simulated VM is matched to its approved allocation (and one per unit runs bigger than approved).
+if [ ! -e "$DATA/register-imported" ]; then
+  "$BIN/yunjian-simulator" --scenario "$SCENARIO" --register-forms "$DATA/forms" |
+    while IFS=$'\t' read -r unit form; do
+      "$BIN/yunjian-aggregator" --data-dir "$DATA" import --unit "$unit" --by demo "$form"
+    done
+  touch "$DATA/register-imported"
+fi
+
 "$BIN/yunjian-aggregator" --data-dir "$DATA" --http-listen "$HTTP" --mqtt-listen "$MQTT" &
 pids+=($!)
 for _ in $(seq 1 100); do

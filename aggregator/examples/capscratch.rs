@@ -1,8 +1,8 @@
 use std::time::Instant;
 use yunjian_aggregator::fleet::Fleet;
-use yunjian_aggregator::register::{Pool, Register, Resources, ServerType, VmAllocation};
+use yunjian_aggregator::policy::rules::capacity::{measure, measure_use, VmIndex};
 use yunjian_aggregator::register::capacity::*;
-use yunjian_aggregator::policy::rules::capacity::{measure, VmIndex};
+use yunjian_aggregator::register::{Pool, Register, Resources, ServerType, VmAllocation};
 use yunjian_protocol::*;
 const GIB: u64 = 1024 * 1024;
 const HOSTS_PER_POOL: usize = 100;
@@ -205,17 +205,27 @@ fn build(hosts: usize, vms: usize) -> (Fleet, Register) {
 
 fn t<R>(name: &str, n: usize, mut f: impl FnMut() -> R) {
     let s = Instant::now();
-    for _ in 0..n { std::hint::black_box(f()); }
-    println!("{name}: {:.3} ms", s.elapsed().as_secs_f64() * 1000.0 / n as f64);
+    for _ in 0..n {
+        std::hint::black_box(f());
+    }
+    println!(
+        "{name}: {:.3} ms",
+        s.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
 }
 fn main() {
     let (fleet, register) = build(1000, 9);
     let p = &register.pools[0];
     t("measure", 10, || measure(&fleet, &register));
-    t("VmIndex::new", 10, || VmIndex::new(&register).get("x").is_some());
+    t("measure_use", 10, || measure_use(&fleet, &register));
+    t("VmIndex::new", 10, || {
+        VmIndex::new(&register).get("x").is_some()
+    });
     t("uuid_index", 10, || register.uuid_index().len());
     t("pool_total", 10, || pool_total(p, &fleet));
     t("pool_capacity", 10, || pool_capacity(p, &fleet));
-    t("pool_allocated", 10, || pool_allocated(p, &register, &fleet));
+    t("pool_allocated", 10, || {
+        pool_allocated(p, &register, &fleet)
+    });
     t("pool_used", 10, || pool_used(p, &fleet));
 }

@@ -30,6 +30,7 @@
 pub mod antivirus;
 pub mod clock;
 pub mod fleet;
+pub mod forms;
 mod node;
 pub mod profile;
 pub mod rng;

@@ -27,8 +27,12 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:1883")]
     broker: String,
     /// The aggregator's master key file; every node signs with its key derived from it.
+    #[arg(long, required_unless_present = "register_forms")]
+    master_key_file: Option<PathBuf>,
+    /// Write the scenario's allocation register as 附件3 CSV forms (one per unit) into this
+    /// directory and exit, for `yunjian-aggregator import`.
     #[arg(long)]
-    master_key_file: PathBuf,
+    register_forms: Option<PathBuf>,
     /// Override the scenario's time acceleration.
     #[arg(long)]
     accel: Option<f64>,
@@ -114,6 +118,20 @@ async fn main() -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("scenario after command-line overrides: {e}"))?;
 
+    if let Some(dir) = &args.register_forms {
+        let fleet = yunjian_simulator::fleet::Fleet::build(scenario)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (unit, csv) in yunjian_simulator::forms::register_forms(&fleet) {
+            let path = dir.join(format!("{unit}.csv"));
+            std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
+            println!("{}\t{}", unit, path.display());
+        }
+        return Ok(());
+    }
+    let Some(master_key_file) = &args.master_key_file else {
+        bail!("--master-key-file is required to run the simulation");
+    };
+
     let nodes = scenario.node_count() as u64;
     if let Some(limit) = std::fs::read_to_string("/proc/self/limits")
         .ok()
@@ -131,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let (broker_host, broker_port) = split_broker(&args.broker)?;
-    let master_key = MasterKey::read_file(&args.master_key_file)?;
+    let master_key = MasterKey::read_file(master_key_file)?;
     let sim = yunjian_simulator::start(
         scenario,
         SimConfig {

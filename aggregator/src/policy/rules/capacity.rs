@@ -160,7 +160,7 @@ pub struct Scope {
     pub hosts: usize,
     /// Hosts listed in the pool that have not reported their inventory.
     pub hosts_missing: usize,
-    /// VMs on the hosts' guest lists.
+    /// VMs on the guest lists of the scope's hosts.
     pub vms: usize,
     /// Of those, VMs the register does not know (they allocate nothing).
     pub unregistered_vms: usize,
@@ -281,43 +281,28 @@ fn parse_uuid(s: &str) -> Option<u128> {
     (digits == 32).then_some(v)
 }
 
-/// The approved allocations of the registered VMs on `pool`'s hosts, each VM once (a VM that
-/// two hosts list during a migration) — `register::capacity::pool_allocated`, with the
-/// evaluation's index instead of a string index built per pool. `seen` holds, per register VM,
-/// the last scope that counted it; `scope` must differ between calls.
-fn allocated_on(
-    pool: &Pool,
-    fleet: &Fleet,
-    index: &VmIndex<'_>,
-    seen: &mut [usize],
-    scope: usize,
-) -> Resources {
-    let mut sum = Resources::default();
-    for st in pool.hosts.iter().filter_map(|h| fleet.get(h)) {
-        for g in &st.guests {
-            if let Some(i) = index.position(&g.uuid) {
-                if seen[i] != scope {
-                    seen[i] = scope;
-                    sum = sum.plus(index.vms[i].approved());
-                }
-            }
-        }
-    }
-    sum
+/// The evaluation's index, and per register VM the last scope that counted its allocation.
+struct Alloc<'i, 'a> {
+    index: &'i VmIndex<'a>,
+    seen: Vec<usize>,
 }
 
-/// Figures of one scope with the counters shown beside them; without `alloc`, use only.
+/// Figures of one scope (number `n`, unique per call) with the counters shown beside them;
+/// without `alloc`, use only.
+///
+/// The allocation is the sum of `register::capacity::pool_allocated` (the registered VMs on the
+/// pool's hosts, each once even if two hosts list it during a migration) over the
+/// evaluation's index, where that function builds a string index per pool.
 fn scope_of(
     id: String,
     pool: &Pool,
     fleet: &Fleet,
-    alloc: Option<(&VmIndex<'_>, &mut [usize], usize)>,
+    alloc: Option<&mut Alloc<'_, '_>>,
+    n: usize,
 ) -> Scope {
     let total = pool_total(pool, fleet);
     let capacity = pool_capacity(pool, fleet);
     let used = pool_used(pool, fleet);
-    let index = alloc.as_ref().map(|a| a.0);
-    let allocated = alloc.map(|(index, seen, scope)| allocated_on(pool, fleet, index, seen, scope));
     let mut s = Scope {
         id,
         pool: None,
@@ -330,25 +315,44 @@ fn scope_of(
             total: r.of(&total),
             reserved: r.of(&pool.reserved),
             capacity: r.of(&capacity),
-            allocated: allocated.filter(|_| r != Resource::Network).map(|a| r.of(&a)),
+            allocated: None,
             used: r.of(&used),
         }),
     };
+    let mut allocated = Resources::default();
+    let mut alloc = alloc;
     for h in &pool.hosts {
-        let Some(st) = fleet.get(h).filter(|st| st.inventory.is_some()) else {
+        let Some(st) = fleet.get(h) else {
             s.hosts_missing += 1;
             continue;
         };
-        s.hosts += 1;
-        s.vms += st.guests.len();
-        if let Some(index) = index {
-            s.unregistered_vms += st
-                .guests
-                .iter()
-                .filter(|g| index.position(&g.uuid).is_none())
-                .count();
+        if let Some(a) = alloc.as_deref_mut() {
+            for g in &st.guests {
+                match a.index.position(&g.uuid) {
+                    Some(i) if a.seen[i] != n => {
+                        a.seen[i] = n;
+                        allocated = allocated.plus(a.index.vms[i].approved());
+                    }
+                    Some(_) => {}
+                    None => s.unregistered_vms += 1,
+                }
+            }
         }
+        s.vms += st.guests.len();
+        if st.inventory.is_none() {
+            s.hosts_missing += 1;
+            continue;
+        }
+        s.hosts += 1;
         s.ts_ms = s.ts_ms.max(st.last_report_ts_ms);
+    }
+    if alloc.is_some() {
+        for r in Resource::ALL
+            .into_iter()
+            .filter(|&r| r != Resource::Network)
+        {
+            s.figures[r as usize].allocated = Some(r.of(&allocated));
+        }
     }
     s
 }
@@ -371,13 +375,15 @@ pub fn measure_use(fleet: &Fleet, register: &Register) -> Vec<Scope> {
 }
 
 fn measure_with(fleet: &Fleet, register: &Register, index: Option<&VmIndex<'_>>) -> Vec<Scope> {
-    let mut seen = vec![usize::MAX; if index.is_some() { register.vms.len() } else { 0 }];
+    let mut alloc = index.map(|index| Alloc {
+        index,
+        seen: vec![usize::MAX; register.vms.len()],
+    });
     let mut pooled: HashSet<&str> = HashSet::new();
     let mut scopes = Vec::with_capacity(register.pools.len() + 1);
     for (n, p) in register.pools.iter().enumerate() {
         pooled.extend(p.hosts.iter().map(String::as_str));
-        let alloc = index.map(|ix| (ix, seen.as_mut_slice(), n));
-        let mut s = scope_of(format!("pool:{}", p.name), p, fleet, alloc);
+        let mut s = scope_of(format!("pool:{}", p.name), p, fleet, alloc.as_mut(), n);
         s.pool = Some(p.name.clone());
         scopes.push(s);
     }
@@ -397,8 +403,8 @@ fn measure_with(fleet: &Fleet, register: &Register, index: Option<&VmIndex<'_>>)
         },
         nic_mbps: 0.0,
     };
-    let alloc = index.map(|ix| (ix, seen.as_mut_slice(), register.pools.len()));
-    let mut platform = scope_of(PLATFORM.into(), &rest, fleet, alloc);
+    let n = register.pools.len();
+    let mut platform = scope_of(PLATFORM.into(), &rest, fleet, alloc.as_mut(), n);
     // traffic of hosts without a network capacity would inflate the platform's ratio
     platform.figures[Resource::Network as usize] = Figures {
         allocated: None,
@@ -800,6 +806,34 @@ pub(crate) mod tests {
         let net = p.figures(Resource::Network);
         assert_eq!(net.total, 20_000.0);
         assert!(close(net.used, 2_000.0));
+    }
+
+    #[test]
+    fn allocation_is_the_registers_pool_allocated() {
+        let (mut fleet, register) = fixture();
+        // U1 is also listed by h2 during a migration: it counts once
+        feed(
+            &mut fleet,
+            "h2",
+            Role::Host,
+            vec![Body::Guests(vec![guest(U3, 4, 8), guest(U1, 8, 32)])],
+            4_000,
+        );
+        let scopes = measure(&fleet, &register);
+        let theirs =
+            crate::register::capacity::pool_allocated(&register.pools[0], &register, &fleet);
+        for r in [Resource::Compute, Resource::Memory, Resource::Storage] {
+            assert_eq!(scopes[0].figures(r).allocated, Some(r.of(&theirs)), "{r:?}");
+        }
+        assert_eq!(scopes[0].figures(Resource::Memory).allocated, Some(160.0));
+        assert_eq!((scopes[0].vms, scopes[0].unregistered_vms), (4, 1));
+        // the use-only measure leaves allocation out
+        let used = measure_use(&fleet, &register);
+        assert_eq!(used[0].figures(Resource::Memory).allocated, None);
+        assert_eq!(
+            used[0].figures(Resource::Memory).used,
+            scopes[0].figures(Resource::Memory).used
+        );
     }
 
     #[test]

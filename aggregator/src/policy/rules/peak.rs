@@ -9,12 +9,13 @@
 //! use would sit at the *target*: the recovery level minus the gap between the warning and the
 //! recovery level (60% for 80/70), the middle of the reasonable range.
 
-use super::capacity::{VmIndex, Watch};
+use super::capacity::{UuidHasher, VmIndex, Watch};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::Liveness;
 use crate::policy::hysteresis::Thresholds;
 use crate::policy::{Context, Profile, Rule};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "peak";
@@ -110,7 +111,8 @@ impl Rule for Peak {
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let t = &ctx.profile.peak.thresholds;
         let index = VmIndex::new(ctx.register);
-        let mut usage: HashMap<(&str, &str), Usage> = HashMap::new();
+        let mut usage: HashMap<(&str, &str), Usage, BuildHasherDefault<UuidHasher>> =
+            HashMap::default();
         for st in ctx.fleet.nodes() {
             if st.role != Some(Role::Guest) || st.liveness == Liveness::Offline {
                 continue;
