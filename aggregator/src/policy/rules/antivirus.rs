@@ -32,6 +32,8 @@ impl Rule for Antivirus {
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let max_age = ctx.profile.antivirus.signature_max_age_days;
+        // one index per evaluation: a linear register scan per VM is quadratic in fleet size
+        let by_uuid = ctx.register.uuid_index();
         for st in ctx.fleet.nodes() {
             let Some(a) = assess_node(st, max_age, ctx.now_ms) else {
                 continue;
@@ -44,7 +46,7 @@ impl Rule for Antivirus {
             };
             let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.as_deref());
             let unit = uuid
-                .and_then(|u| ctx.register.vm_by_uuid(u))
+                .and_then(|u| by_uuid.get(&u.to_ascii_lowercase()))
                 .map(|v| v.unit.clone());
             let products: Vec<&str> = a.removals.iter().map(|r| r.profile.as_str()).collect();
             let title = match a.state {
