@@ -807,3 +807,302 @@ fn readme_screenshot() {
     std::fs::write(&path, png).unwrap();
     eprintln!("wrote {}", path.display());
 }
+
+const CAP_VM: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+/// The capacity and alarm pages over a pool at 72% memory whose alarm has been raised, and a
+/// unit system at its CPU peak; writes (acknowledgements) are collected.
+struct CapacityServed {
+    url: String,
+    policy: yunjian_aggregator::web::SharedPolicy,
+    stored: Arc<std::sync::Mutex<Vec<yunjian_aggregator::storage::WriteBatch>>>,
+    _rt: Runtime,
+}
+
+fn serve_capacity() -> CapacityServed {
+    use yunjian_aggregator::register::{Pool, Register, Resources, ServerType, VmAllocation};
+    let mut fleet = Fleet::new();
+    for id in ["cap-h1", "cap-h2"] {
+        let guests = if id == "cap-h1" {
+            vec![CAP_VM.to_string()]
+        } else {
+            vec![]
+        };
+        add(
+            &mut fleet,
+            Spec {
+                rack: Some("R1"),
+                guests,
+                ..Spec::new(id, Role::Host, 30.0, 72.0, 40.0)
+            },
+        );
+    }
+    add(
+        &mut fleet,
+        Spec::new("cap-h3", Role::Host, 10.0, 10.0, 10.0),
+    );
+    add(
+        &mut fleet,
+        Spec {
+            uuid: Some(CAP_VM),
+            ..Spec::new("cap-vm", Role::Guest, 92.0, 40.0, 20.0)
+        },
+    );
+    let register = Register {
+        vms: vec![VmAllocation {
+            zone: "政务外网".into(),
+            developer: "某开发商".into(),
+            unit: "市数据局".into(),
+            // text from the register stays text on the page
+            system: "一网通办<img src=x>".into(),
+            subsystem: String::new(),
+            server_type: ServerType::Web,
+            owner: String::new(),
+            email: String::new(),
+            phone: String::new(),
+            vcpus: 8,
+            mem_gb: 16,
+            sys_disk_gb: 50,
+            data_disk_gb: 100,
+            os: String::new(),
+            clustered: false,
+            cluster_group: String::new(),
+            note: String::new(),
+            uuid: Some(CAP_VM.into()),
+        }],
+        pools: vec![Pool {
+            name: "甲".into(),
+            hosts: vec!["cap-h1".into(), "cap-h2".into()],
+            reserved: Resources::default(),
+            overcommit: Resources {
+                vcpus: 1.0,
+                mem_gb: 1.0,
+                disk_gb: 1.0,
+                net_mbps: 1.0,
+            },
+            nic_mbps: 10_000.0,
+        }],
+        ..Register::default()
+    };
+    // no hold time: the alarms are raised on the first evaluation
+    let mut profile = yunjian_aggregator::policy::Profile::default();
+    profile.capacity.thresholds.hold = Duration::ZERO;
+    profile.peak.thresholds.hold = Duration::ZERO;
+    let mut engine = yunjian_aggregator::policy::Engine::new(
+        yunjian_aggregator::policy::rules::build(&profile, &[]),
+        yunjian_aggregator::alarms::AlarmBook::new(),
+    );
+    engine.evaluate(&yunjian_aggregator::policy::Context {
+        fleet: &fleet,
+        register: &register,
+        profile: &profile,
+        now_ms: now_ms(),
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (_, changes_rx) = watch::channel(0u64);
+    let mut state = AppState::new(
+        Arc::new(RwLock::new(fleet)),
+        Arc::new(Metrics::default()),
+        changes_rx,
+    );
+    state.register = Arc::new(RwLock::new(register));
+    state.policy = Arc::new(std::sync::Mutex::new(engine));
+    state.profile = Arc::new(profile);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<yunjian_aggregator::ingest::Pending>(16);
+    state.store = yunjian_aggregator::ingest::StoreHandle::new(tx);
+    let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = stored.clone();
+    rt.spawn(async move {
+        while let Some(p) = rx.recv().await {
+            sink.lock().unwrap().push(p.batch);
+        }
+    });
+    let policy = state.policy.clone();
+    rt.spawn(serve(listener, state, std::future::pending()));
+    CapacityServed {
+        url,
+        policy,
+        stored,
+        _rt: rt,
+    }
+}
+
+#[test]
+fn capacity_and_alarm_pages_work_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let served = serve_capacity();
+    let id = {
+        let engine = served.policy.lock().unwrap();
+        let key = yunjian_aggregator::alarms::AlarmKey {
+            rule: "capacity".into(),
+            subject: "pool:甲/memory/used".into(),
+        };
+        engine.book().get_open(&key).expect("the pool's alarm").id
+    };
+
+    // the capacity page: bars against the 70% line, the alarm's state
+    let mut page = Browser::launch(&bin, &format!("{}capacity", served.url), &[]);
+    let pool = "section[data-scope=\\\"pool:甲\\\"]";
+    page.wait_for(
+        "the pool's figures",
+        &format!("document.querySelector(\"{pool} tr[data-resource=memory]\") !== null"),
+    );
+    let text = |page: &mut Browser, selector: &str| {
+        page.eval(&format!(
+            "document.querySelector(\"{selector}\").textContent"
+        ))
+    };
+    let mem = format!("{pool} tr[data-resource=memory]");
+    assert_eq!(
+        text(&mut page, &format!("{mem} .gauge[data-kind=used] + .pct")),
+        "72.0%"
+    );
+    assert_eq!(
+        page.eval(&format!(
+            "document.querySelector(\"{mem} .gauge[data-kind=used]\").className"
+        )),
+        "gauge warn"
+    );
+    assert_eq!(
+        text(
+            &mut page,
+            &format!("{mem} td[data-kind=used] .state.firing")
+        ),
+        format!("预警告警 #{id}")
+    );
+    assert_eq!(
+        text(&mut page, &format!("{mem} td[data-kind=allocated] .state")),
+        "正常"
+    );
+    let px = |v: Value| {
+        v.as_str()
+            .unwrap()
+            .trim_end_matches("px")
+            .parse::<f64>()
+            .unwrap()
+    };
+    let mark = px(page.eval(&format!(
+        "getComputedStyle(document.querySelector(\"{mem} .gauge[data-kind=used] .mark\")).left"
+    )));
+    let width = px(page.eval(&format!(
+        "getComputedStyle(document.querySelector(\"{mem} .gauge[data-kind=used]\")).width"
+    )));
+    assert!(
+        (mark / width - 0.70).abs() < 0.02,
+        "the line at {mark} of {width}"
+    );
+    // the platform with the third host under the line; storage without figures says so
+    assert_eq!(
+        text(
+            &mut page,
+            "section[data-scope=platform] tr[data-resource=memory] .gauge[data-kind=used] + .pct"
+        ),
+        "51.3%"
+    );
+    assert_eq!(
+        text(
+            &mut page,
+            &format!("{pool} tr[data-resource=storage] td[data-kind=used] .state")
+        ),
+        "无数据"
+    );
+    assert_eq!(
+        text(&mut page, "#line-text"),
+        "70% 预警线（003 第十九条），低于 65% 解除"
+    );
+    assert_eq!(text(&mut page, "header nav a[aria-current=page]"), "容量");
+
+    // the alarm page: list, refuse an acknowledgement without a name, then acknowledge
+    page.call(
+        "Page.navigate",
+        json!({ "url": format!("{}alarms", served.url) }),
+    );
+    page.wait_for(
+        "the open alarms",
+        &format!("document.querySelector('#open tr[data-id=\"{id}\"]') !== null"),
+    );
+    let row = |page: &mut Browser, id: u64| {
+        page.eval(&format!(
+            "document.querySelector('#open tr[data-id=\"{id}\"]').innerText"
+        ))
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let cap_row = row(&mut page, id);
+    for part in [
+        "预警",
+        "003 第十九条",
+        "资源池 甲 内存使用率 72.0%",
+        "未确认",
+    ] {
+        assert!(cap_row.contains(part), "{part} not in {cap_row}");
+    }
+    let peak_row = page
+        .eval(
+            "[...document.querySelectorAll('#open tr')].map(r => r.innerText)\
+             .find(t => t.includes('002 第十一条'))",
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+    for part in ["市数据局", "一网通办<img src=x>", "建议扩容至"] {
+        assert!(peak_row.contains(part), "{part} not in {peak_row}");
+    }
+    assert_eq!(page.eval("document.querySelectorAll('img').length"), 0);
+
+    let click = format!("document.querySelector('#open tr[data-id=\"{id}\"] button.ack').click()");
+    page.eval(&click);
+    page.wait_for(
+        "a refusal without a name",
+        "document.getElementById('ack-result').textContent === '请先填写确认人'",
+    );
+    page.eval("document.getElementById('ack-by').value = '值班员 张三'");
+    page.eval(&click);
+    page.wait_for(
+        "the acknowledgement",
+        &format!(
+            "document.getElementById('ack-result').textContent\
+             .startsWith('已确认告警 #{id}（确认人：值班员 张三')"
+        ),
+    );
+    page.wait_for(
+        "the row marked acknowledged",
+        &format!(
+            "document.querySelector('#open tr[data-id=\"{id}\"] td.state').textContent === '已确认'"
+        ),
+    );
+    assert!(row(&mut page, id).contains("值班员 张三"));
+    let acked: Vec<String> = served
+        .stored
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| &b.alarms)
+        .filter_map(|e| match e {
+            yunjian_aggregator::alarms::AlarmEvent::Acknowledged(a) if a.id == id => {
+                a.acked_by.clone()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, ["值班员 张三"], "stored once, with who");
+    let engine = served.policy.lock().unwrap();
+    assert_eq!(
+        engine
+            .book()
+            .open()
+            .iter()
+            .find(|a| a.id == id)
+            .unwrap()
+            .state,
+        yunjian_aggregator::alarms::AlarmState::Acknowledged
+    );
+}

@@ -189,16 +189,21 @@ impl Scope {
     }
 }
 
-/// Hashes a UUID's 128-bit value with one multiply: UUIDs are random already, and SipHash
-/// would cost more than the rest of the lookup. Only the register's UUIDs are inserted.
+/// A cheap hasher for keys taken from the register (UUID values, unit and system names): a
+/// UUID's 128 bits are hashed with one multiply, strings a byte at a time. SipHash would cost
+/// more than the rest of a lookup. The register is operators' data, not network input.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct UuidHasher(u64);
+pub struct RegisterHasher(u64);
+
+/// [`RegisterHasher`] for maps.
+pub type RegisterHash = BuildHasherDefault<RegisterHasher>;
 
 const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 
-impl Hasher for UuidHasher {
+impl Hasher for RegisterHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // the multiplies carry low bits up only: fold the high half back for the bucket index
+        self.0 ^ (self.0 >> 32)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -208,8 +213,7 @@ impl Hasher for UuidHasher {
     }
 
     fn write_u128(&mut self, v: u128) {
-        let x = (v as u64 ^ ((v >> 64) as u64).rotate_left(32) ^ self.0).wrapping_mul(MIX);
-        self.0 = x ^ (x >> 29);
+        self.0 = (v as u64 ^ ((v >> 64) as u64).rotate_left(32) ^ self.0).wrapping_mul(MIX);
     }
 }
 
@@ -220,7 +224,7 @@ impl Hasher for UuidHasher {
 #[derive(Debug)]
 pub struct VmIndex<'a> {
     vms: &'a [VmAllocation],
-    by_uuid: HashMap<u128, usize, BuildHasherDefault<UuidHasher>>,
+    by_uuid: HashMap<u128, usize, RegisterHash>,
     other: HashMap<String, usize>,
 }
 

@@ -9,13 +9,12 @@
 //! use would sit at the *target*: the recovery level minus the gap between the warning and the
 //! recovery level (60% for 80/70), the middle of the reasonable range.
 
-use super::capacity::{UuidHasher, VmIndex, Watch};
+use super::capacity::{RegisterHash, VmIndex, Watch};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::Liveness;
 use crate::policy::hysteresis::Thresholds;
 use crate::policy::{Context, Profile, Rule};
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "peak";
@@ -78,7 +77,7 @@ struct SystemState {
 /// The rule: state per unit, then per system.
 #[derive(Debug, Default)]
 pub struct Peak {
-    systems: HashMap<String, HashMap<String, SystemState>>,
+    systems: HashMap<String, HashMap<String, SystemState, RegisterHash>, RegisterHash>,
     generation: u64,
 }
 
@@ -111,8 +110,24 @@ impl Rule for Peak {
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
         let t = &ctx.profile.peak.thresholds;
         let index = VmIndex::new(ctx.register);
-        let mut usage: HashMap<(&str, &str), Usage, BuildHasherDefault<UuidHasher>> =
-            HashMap::default();
+        // Each register VM's (unit, system) group, assigned in register order: the register is
+        // read sequentially once, and a VM's report then lands on its group by position.
+        let vms = &ctx.register.vms;
+        let mut groups: Vec<((&str, &str), Usage)> = Vec::new();
+        let mut group_of: Vec<usize> = Vec::with_capacity(vms.len());
+        let mut known: HashMap<(&str, &str), usize, RegisterHash> = HashMap::default();
+        for v in vms {
+            let key = (v.unit.as_str(), v.system.as_str());
+            // a unit's VMs are usually listed together: most VMs join the previous group
+            let g = match groups.last() {
+                Some((last, _)) if *last == key => groups.len() - 1,
+                _ => *known.entry(key).or_insert_with(|| {
+                    groups.push((key, Usage::default()));
+                    groups.len() - 1
+                }),
+            };
+            group_of.push(g);
+        }
         for st in ctx.fleet.nodes() {
             if st.role != Some(Role::Guest) || st.liveness == Liveness::Offline {
                 continue;
@@ -120,7 +135,7 @@ impl Rule for Peak {
             let (Some(r), Some(inv)) = (st.report.as_ref(), st.inventory.as_ref()) else {
                 continue;
             };
-            let Some(vm) = inv.smbios_uuid.as_deref().and_then(|u| index.get(u)) else {
+            let Some(pos) = inv.smbios_uuid.as_deref().and_then(|u| index.position(u)) else {
                 continue;
             };
             let cores = if inv.cpu_cores > 0 {
@@ -128,9 +143,7 @@ impl Rule for Peak {
             } else {
                 r.per_core.len() as f64
             };
-            let u = usage
-                .entry((vm.unit.as_str(), vm.system.as_str()))
-                .or_default();
+            let u = &mut groups[group_of[pos]].1;
             u.vms += 1;
             u.vcpus += cores;
             u.busy_vcpus += cores * f64::from(r.cpu_busy) / 10_000.0;
@@ -140,7 +153,8 @@ impl Rule for Peak {
 
         self.generation += 1;
         let target = target_pct(t);
-        for (&(unit, system), u) in &usage {
+        for ((unit, system), u) in groups.iter().filter(|(_, u)| u.vms > 0) {
+            let (unit, system) = (*unit, *system);
             if !self
                 .systems
                 .get(unit)
