@@ -108,9 +108,17 @@ pub fn wait_port(port: u16, timeout: Duration) {
 
 /// `GET path` over HTTP/1.1; returns the status and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Send one `Connection: close` request; return the status and the (de-chunked) body.
+async fn exchange(addr: SocketAddr, request: String) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send");
+    s.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.expect("read");
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -150,30 +158,12 @@ pub async fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let payload = body.to_string();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
         payload.len()
     );
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    let (status, body) = exchange(addr, req).await;
     (
         status,
         serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
