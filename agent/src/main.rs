@@ -277,6 +277,13 @@ async fn answer(publisher: &Publisher, command: Command) {
     tracing::info!(action = ?action, "command received");
     let (ok, message) = match action {
         Action::Ping => (true, "pong".to_string()),
+        other => (
+            false,
+            format!(
+                "{} refused: this agent has no hypervisor connection configured",
+                other.kind()
+            ),
+        ),
     };
     publisher
         .send_result(CommandResult { id, ok, message })

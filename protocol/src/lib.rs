@@ -44,7 +44,7 @@ pub mod topics;
 
 pub use auth::{KeyError, MasterKey, NodeKey, MAC_LEN};
 pub use body::*;
-pub use command::{Action, Command, CommandResult};
+pub use command::{Action, Command, CommandResult, VmRef, VmSize};
 pub use frame::{decode, decode_unverified, encode, FrameError, MAX_FRAME_LEN};
 
 use serde::{Deserialize, Serialize};

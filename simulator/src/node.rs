@@ -212,13 +212,14 @@ pub(crate) async fn run(
 
 /// The answer to a command. The simulator supports what the agent supports.
 fn answer(cmd: Command) -> CommandResult {
-    let message = match cmd.action {
-        Action::Ping => "pong",
+    let (ok, message) = match cmd.action {
+        Action::Ping => (true, "pong".to_string()),
+        other => (false, format!("{} not emulated by this simulated node", other.kind())),
     };
     CommandResult {
         id: cmd.id,
-        ok: true,
-        message: message.into(),
+        ok,
+        message,
     }
 }
 

@@ -5,10 +5,13 @@ use crate::alarms::AlarmState;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
-/// Versioned migrations: index + 1 is the schema version. Only append.
-const MIGRATIONS: &[&str] = &[
+/// Versioned migrations, applied in ascending version order, each once. Versions are explicit
+/// so independent features can each claim a block without colliding (1–9 core and register,
+/// 10–19 hardware, 20–29 utilisation history, 30–39 reclaim cases). Only append; never edit
+/// an applied one.
+const MIGRATIONS: &[(u32, &str)] = &[
     // 1: nodes and agent events
-    "CREATE TABLE nodes (
+    (1, "CREATE TABLE nodes (
         node TEXT PRIMARY KEY,
         role TEXT,
         last_seen_ms INTEGER NOT NULL,
@@ -30,9 +33,9 @@ const MIGRATIONS: &[&str] = &[
         code TEXT NOT NULL,
         message TEXT NOT NULL
     );
-    CREATE INDEX events_node_ts ON events(node, ts_ms);",
+    CREATE INDEX events_node_ts ON events(node, ts_ms);"),
     // 2: alarms (latest state of each, the alarm itself as JSON) and the audit log
-    "CREATE TABLE alarms (
+    (2, "CREATE TABLE alarms (
         id INTEGER PRIMARY KEY,
         rule TEXT NOT NULL,
         subject TEXT NOT NULL,
@@ -51,13 +54,13 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX audit_subject_ts ON audit(subject, ts_ms);
-    CREATE INDEX audit_ts ON audit(ts_ms);",
+    CREATE INDEX audit_ts ON audit(ts_ms);"),
     // 3: the allocation register (units, VMs)
-    super::sqlite_register::MIGRATION,
+    (3, super::sqlite_register::MIGRATION),
     // 4: the mandated antivirus per node: the latest report's frame and what was seen
     // installed before (JSON), so a removal is still known after a restart
-    "ALTER TABLE nodes ADD COLUMN antivirus BLOB;
-    ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;",
+    (4, "ALTER TABLE nodes ADD COLUMN antivirus BLOB;
+    ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;"),
 ];
 
 fn state_str(s: AlarmState) -> &'static str {
@@ -117,32 +120,35 @@ impl Storage for SqliteStorage {
                     version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
             )
             .map_err(&err)?;
-        let current: u32 = self
-            .conn
-            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
-                r.get::<_, Option<u32>>(0)
-            })
-            .optional()
-            .map_err(&err)?
-            .flatten()
-            .unwrap_or(0);
-        let known = MIGRATIONS.len() as u32;
-        if current > known {
-            return Err(StorageError::SchemaTooNew {
-                found: current,
-                known,
-            });
+        let applied: std::collections::BTreeSet<u32> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT version FROM schema_migrations")
+                .map_err(&err)?;
+            let rows = st.query_map([], |r| r.get::<_, u32>(0)).map_err(&err)?;
+            rows.collect::<Result<_, _>>().map_err(&err)?
+        };
+        let known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        if let Some(&found) = applied.iter().find(|v| !MIGRATIONS.iter().any(|(k, _)| k == *v)) {
+            // A newer build applied a migration this one does not know: refuse rather than run
+            // on a schema we do not understand.
+            return Err(StorageError::SchemaTooNew { found, known });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let mut pending: Vec<&(u32, &str)> = MIGRATIONS
+            .iter()
+            .filter(|(v, _)| !applied.contains(v))
+            .collect();
+        pending.sort_by_key(|(v, _)| *v);
+        for (version, sql) in pending {
             let tx = self.conn.transaction().map_err(&err)?;
             tx.execute_batch(sql).map_err(&err)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
-                params![i as u32 + 1, crate::ratelimit::now_ms() as i64],
+                params![version, crate::ratelimit::now_ms() as i64],
             )
             .map_err(&err)?;
             tx.commit().map_err(&err)?;
-            tracing::info!(version = i + 1, "storage schema migrated");
+            tracing::info!(version, "storage schema migrated");
         }
         Ok(known)
     }
