@@ -80,6 +80,8 @@ pub struct NodeState {
     pub events: VecDeque<(u64, Event)>,
     /// The mandated antivirus: latest report and what was seen installed before.
     pub antivirus: AntivirusTrack,
+    /// The latest BMC sweep (physical hosts with IPMI configured).
+    pub hardware: Option<yunjian_protocol::hardware::HardwareReport>,
 }
 
 impl NodeState {
@@ -103,6 +105,7 @@ impl NodeState {
             gaps: std::collections::BTreeSet::new(),
             events: VecDeque::new(),
             antivirus: AntivirusTrack::default(),
+            hardware: None,
         }
     }
 
@@ -297,6 +300,7 @@ impl Fleet {
                 }
             }
             Body::Antivirus(a) => st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq),
+            Body::Hardware(h) => st.hardware = Some(h),
             // Commands flow the other way; results are recorded by the command path.
             Body::Command(_) | Body::CommandResult(_) | Body::Status(_) => {}
         }

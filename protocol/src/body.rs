@@ -39,6 +39,8 @@ pub enum Body {
     Guests(Vec<GuestView>),
     /// The mandated antivirus as found on the node (003 附件1 承诺书, 001 第九条(四)).
     Antivirus(AntivirusReport),
+    /// The BMC over IPMI: sensors, new SEL entries, chassis (physical hosts only).
+    Hardware(crate::hardware::HardwareReport),
 }
 
 impl Body {
@@ -54,6 +56,7 @@ impl Body {
             Body::Status(_) => "status",
             Body::Guests(_) => "guests",
             Body::Antivirus(_) => "antivirus",
+            Body::Hardware(_) => "hardware",
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod auth;
 pub mod body;
 pub mod command;
 pub mod frame;
+pub mod hardware;
 pub mod topics;
 
 pub use auth::{KeyError, MasterKey, NodeKey, MAC_LEN};
