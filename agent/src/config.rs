@@ -18,6 +18,8 @@
 
 use crate::antivirus::AntivirusConfig;
 use crate::collect::{Paths, Switches, MIN_SAMPLE_GAP, REGISTRY};
+use crate::hypervisor::HypervisorConfig;
+use crate::ipmi::IpmiConfig;
 use crate::publish::config::{BufferConfig, MqttConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -59,6 +61,10 @@ pub struct AgentConfig {
     pub collectors: Switches,
     /// The mandated-antivirus probe (slow: it runs on its own schedule).
     pub antivirus: AntivirusConfig,
+    /// The BMC over IPMI (physical servers): sensors, SEL and chassis state.
+    pub ipmi: IpmiConfig,
+    /// The hypervisor (libvirt) whose VMs this host runs: guest reports and VM commands.
+    pub hypervisor: HypervisorConfig,
 }
 
 impl Default for AgentConfig {
@@ -74,6 +80,8 @@ impl Default for AgentConfig {
             buffer: BufferConfig::default(),
             collectors: Switches::default(),
             antivirus: AntivirusConfig::default(),
+            ipmi: IpmiConfig::default(),
+            hypervisor: HypervisorConfig::default(),
         }
     }
 }
@@ -387,6 +395,8 @@ pub fn resolve(
         ));
     }
     config.antivirus.validate().map_err(ConfigError::Invalid)?;
+    config.ipmi.validate().map_err(ConfigError::Invalid)?;
+    config.hypervisor.validate().map_err(ConfigError::Invalid)?;
     Ok(Loaded {
         node_id,
         config,
@@ -474,6 +484,54 @@ const KEY_DOCS: &[(&str, &str)] = &[
         "Extra detection profiles, each an [[antivirus.profile]] with name, packages, units, \
          processes, paths, signature_globs, version_file; one named like a built-in \
          (trend-ds-agent, clamav) replaces it.",
+    ),
+    (
+        "ipmi",
+        "The BMC over IPMI (physical servers): every sensor, new SEL entries, chassis power.",
+    ),
+    (
+        "ipmi.transport",
+        "\"device\" (in-band, when ipmi.device exists), \"lan\" (RMCP+ to ipmi.address) or \"off\".",
+    ),
+    ("ipmi.device", "The Linux IPMI device."),
+    (
+        "ipmi.address",
+        "The BMC for transport \"lan\": \"HOST\" or \"HOST:PORT\" (port 623 by default).",
+    ),
+    (
+        "ipmi.credentials_file",
+        "For \"lan\": `username = NAME` and `password = SECRET` lines; mode 0600, owned by root.",
+    ),
+    ("ipmi.interval", "Time between two sensor sweeps."),
+    (
+        "ipmi.timeout",
+        "Deadline of each exchange with the BMC; a dead BMC never delays the host report.",
+    ),
+    (
+        "ipmi.sync_sel_time",
+        "Set the BMC's SEL clock to this host's time while it counts from BMC start \
+         (needs an operator account).",
+    ),
+    (
+        "hypervisor",
+        "The hypervisor of this host, through libvirt: guest lists and the aggregator's VM \
+         commands (needs an agent built with the `libvirt` feature; see docs/EXECUTION.md).",
+    ),
+    (
+        "hypervisor.enabled",
+        "Connect to libvirt, report the guests and carry out VM commands.",
+    ),
+    (
+        "hypervisor.uri",
+        "libvirt connection URI: \"qemu:///system\", or \"test:///path/domains.xml\" for tests.",
+    ),
+    (
+        "hypervisor.shutdown_timeout",
+        "How long a VM gets to shut down cleanly before it is forced off.",
+    ),
+    (
+        "hypervisor.guests_interval",
+        "Time between two guest lists (one also follows every command).",
     ),
 ];
 

@@ -8,4 +8,6 @@
 pub mod antivirus;
 pub mod collect;
 pub mod config;
+pub mod hypervisor;
+pub mod ipmi;
 pub mod publish;

@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use yunjian_agent::antivirus;
 use yunjian_agent::collect::{inventory, Sampler, MIN_SAMPLE_GAP, RELIST_EVERY};
 use yunjian_agent::config::{self, Broker, Loaded, Overrides};
+use yunjian_agent::hypervisor::Hypervisor;
 use yunjian_agent::publish::{Identity, Publisher};
 use yunjian_protocol::{Action, Body, Command, CommandResult, Inventory, KeyError, NodeKey, Role};
 
@@ -224,6 +225,26 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
         tokio::spawn(task.instrument(tracing::Span::current()))
     });
 
+    // The BMC sweep (physical servers): its own task, blocking I/O under deadlines.
+    let ipmi_task = cfg
+        .ipmi
+        .target(cfg.role)
+        .context("cannot read the BMC over IPMI")?
+        .map(|target| {
+            tracing::info!(bmc = %target.label(), "reading the BMC over IPMI");
+            yunjian_agent::ipmi::spawn(&cfg.ipmi, target, cfg.buffer.dir.clone(), publisher.clone())
+        });
+
+    // VM commands and guest lists, on the hypervisor's own thread.
+    let hypervisor = if cfg.hypervisor.enabled {
+        let started = Hypervisor::start(&cfg.hypervisor, publisher.clone())
+            .context("cannot start the hypervisor connection")?;
+        tracing::info!(uri = %cfg.hypervisor.uri, "carrying out VM commands through libvirt");
+        Some(started)
+    } else {
+        None
+    };
+
     // Baseline for CPU shares and rates; the first report comes one interval later.
     sampler.sample();
     let mut ticker = tokio::time::interval_at(Instant::now() + cfg.interval, cfg.interval);
@@ -254,7 +275,7 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
                 }
             }
             command = commands.recv(), if commands_open => match command {
-                Some(command) => answer(&publisher, command).await,
+                Some(command) => answer(&publisher, hypervisor.as_ref(), command).await,
                 None => {
                     tracing::warn!("command channel closed; commands are no longer answered");
                     commands_open = false;
@@ -268,24 +289,36 @@ async fn run(loaded: Loaded) -> anyhow::Result<()> {
     if let Some(task) = antivirus_task {
         task.abort();
     }
+    if let Some(hypervisor) = hypervisor {
+        hypervisor.stop();
+    }
+    if let Some(task) = ipmi_task {
+        task.stop().await;
+    }
     publisher.shutdown().await;
     Ok(())
 }
 
-async fn answer(publisher: &Publisher, command: Command) {
-    let Command { id, action, .. } = command;
-    tracing::info!(action = ?action, "command received");
-    let (ok, message) = match action {
-        Action::Ping => (true, "pong".to_string()),
-        other => (
+/// Answer a command: Ping at once; VM actions go to the hypervisor thread, which answers
+/// when it has carried them out.
+async fn answer(publisher: &Publisher, hypervisor: Option<&Hypervisor>, command: Command) {
+    let id = command.id;
+    tracing::info!(action = ?command.action, "command received");
+    let kind = command.action.kind();
+    let answer_now = match (command.action == Action::Ping, hypervisor) {
+        (true, _) => Some((true, "pong".to_string())),
+        (false, None) => Some((
             false,
-            format!(
-                "{} refused: this agent has no hypervisor connection configured",
-                other.kind()
-            ),
-        ),
+            format!("{kind} refused: this agent has no hypervisor connection configured"),
+        )),
+        (false, Some(hypervisor)) => hypervisor
+            .submit(command)
+            .err()
+            .map(|why| (false, format!("{kind} refused: {why}"))),
     };
-    publisher
-        .send_result(CommandResult { id, ok, message })
-        .await;
+    if let Some((ok, message)) = answer_now {
+        publisher
+            .send_result(CommandResult { id, ok, message })
+            .await;
+    }
 }

@@ -730,6 +730,113 @@ async fn commands_are_verified_and_delivered_once() {
     publisher.shutdown().await;
 }
 
+/// The aggregator retries a command whose result it never got: the publisher answers with the
+/// journaled result and delivers nothing, also after a restart of the agent; a command still
+/// being carried out gets no second delivery and no premature answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_command_gets_its_journaled_result_and_is_not_delivered_again() {
+    let Some(mut broker) = Broker::new(false) else {
+        return;
+    };
+    broker.start();
+    let node = "cmd-replay";
+    let state = tempfile::tempdir().unwrap();
+    let buffer = BufferConfig {
+        dir: Some(state.path().to_path_buf()),
+        max_bytes: 1 << 20,
+    };
+    let mut obs = Observer::start(
+        broker.port,
+        "obs-replay",
+        "yunjian/v1/cmd-replay/report",
+        false,
+    )
+    .await;
+    let results = |msgs: &[Msg]| -> Vec<CommandResult> {
+        reports_of(msgs, node)
+            .filter_map(|e| match e.body {
+                Body::CommandResult(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    };
+    let topic = topics::command(node);
+    let stop = command_frame(node, &key(node), 7, now_ms() + 60_000);
+    let done = CommandResult {
+        id: [7; 16],
+        ok: true,
+        message: "VM web-01 stopped".into(),
+    };
+    {
+        let (publisher, mut commands) =
+            Publisher::start(&mqtt(broker.port), &buffer, identity(node))
+                .await
+                .unwrap();
+        obs.until(|m| reports_of(m, node).any(|e| matches!(e.body, Body::Hello(_))))
+            .await;
+        for _ in 0..2 {
+            obs.client
+                .publish(topic.as_str(), QoS::AtLeastOnce, false, stop.clone())
+                .await
+                .unwrap();
+        }
+        let first = tokio::time::timeout(WAIT, commands.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.id, [7; 16]);
+        // the second copy arrived while the first was being carried out: refused, unanswered
+        wait_for(&publisher, "the second copy refused", |s| {
+            s.commands_rejected == 1
+        })
+        .await;
+        publisher.send_result(done.clone()).await;
+        obs.until(|m| results(m).len() == 1).await;
+
+        // replayed once the result is out: the same result again, nothing delivered
+        obs.client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, stop.clone())
+            .await
+            .unwrap();
+        let msgs = obs.until(|m| !results(m).is_empty()).await;
+        assert_eq!(results(&msgs), std::slice::from_ref(&done));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), commands.recv())
+                .await
+                .is_err(),
+            "a replayed command is not delivered again"
+        );
+        publisher.shutdown().await;
+    }
+    assert!(
+        std::fs::read_to_string(state.path().join("commands.results"))
+            .unwrap()
+            .contains("VM web-01 stopped")
+    );
+
+    // after a restart (same state directory), even an expired copy gets the journaled result
+    let (publisher, mut commands) = Publisher::start(&mqtt(broker.port), &buffer, identity(node))
+        .await
+        .unwrap();
+    obs.until(|m| reports_of(m, node).any(|e| matches!(e.body, Body::Hello(_))))
+        .await;
+    let expired = command_frame(node, &key(node), 7, now_ms() - 1_000);
+    obs.client
+        .publish(topic.as_str(), QoS::AtLeastOnce, false, expired)
+        .await
+        .unwrap();
+    let msgs = obs.until(|m| !results(m).is_empty()).await;
+    assert_eq!(results(&msgs), [done]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), commands.recv())
+            .await
+            .is_err(),
+        "nothing is delivered after the restart either"
+    );
+    assert_eq!(publisher.stats().commands_rejected, 0);
+    publisher.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_makes_the_broker_publish_the_last_will() {
     let Some(mut broker) = Broker::new(false) else {

@@ -161,68 +161,101 @@ impl AlarmBook {
         let mut seen: HashSet<AlarmKey> = HashSet::with_capacity(findings.len());
         for f in findings {
             seen.insert(f.key.clone());
-            match self.open.get_mut(&f.key) {
-                Some(a) => {
-                    self.restored.remove(&a.id);
-                    a.count += 1;
-                    a.updated_ms = now_ms;
-                    a.evidence = f.evidence;
-                    a.title = f.title;
-                    if f.level > a.level {
-                        a.level = f.level;
-                        // an escalation needs a new acknowledgement
-                        a.state = AlarmState::Active;
-                        a.acked_by = None;
-                        a.acked_ms = None;
-                        events.push(AlarmEvent::Escalated(a.clone()));
-                    } else {
-                        a.level = f.level;
-                    }
-                }
-                None => {
-                    let a = Alarm {
-                        id: self.next_id,
-                        key: f.key.clone(),
-                        level: f.level,
-                        clause: f.clause,
-                        unit: f.unit,
-                        title: f.title,
-                        evidence: f.evidence,
-                        state: AlarmState::Active,
-                        raised_ms: now_ms,
-                        updated_ms: now_ms,
-                        count: 1,
-                        acked_by: None,
-                        acked_ms: None,
-                        cleared_ms: None,
-                    };
-                    self.next_id += 1;
-                    events.push(AlarmEvent::Raised(a.clone()));
-                    self.open.insert(f.key, a);
+            events.extend(self.upsert(f, now_ms));
+        }
+        for rule in rules {
+            self.clear_unseen(rule, &seen, now_ms, &mut events);
+        }
+        events
+    }
+
+    /// A finding that holds now: raise its alarm, or update the open one (count, evidence,
+    /// title; a higher level escalates and needs a new acknowledgement).
+    pub fn upsert(&mut self, f: Finding, now_ms: u64) -> Option<AlarmEvent> {
+        match self.open.get_mut(&f.key) {
+            Some(a) => {
+                self.restored.remove(&a.id);
+                a.count += 1;
+                a.updated_ms = now_ms;
+                a.evidence = f.evidence;
+                a.title = f.title;
+                if f.level > a.level {
+                    a.level = f.level;
+                    // an escalation needs a new acknowledgement
+                    a.state = AlarmState::Active;
+                    a.acked_by = None;
+                    a.acked_ms = None;
+                    Some(AlarmEvent::Escalated(a.clone()))
+                } else {
+                    a.level = f.level;
+                    None
                 }
             }
+            None => {
+                let a = Alarm {
+                    id: self.next_id,
+                    key: f.key.clone(),
+                    level: f.level,
+                    clause: f.clause,
+                    unit: f.unit,
+                    title: f.title,
+                    evidence: f.evidence,
+                    state: AlarmState::Active,
+                    raised_ms: now_ms,
+                    updated_ms: now_ms,
+                    count: 1,
+                    acked_by: None,
+                    acked_ms: None,
+                    cleared_ms: None,
+                };
+                self.next_id += 1;
+                let event = AlarmEvent::Raised(a.clone());
+                self.open.insert(f.key, a);
+                Some(event)
+            }
         }
-        let holding = now_ms < self.restored_hold_until_ms;
+    }
+
+    /// A finding that no longer holds: clear its open alarm, unless it was restored from
+    /// storage and the restart hold still runs.
+    pub fn clear(&mut self, key: &AlarmKey, now_ms: u64) -> Option<AlarmEvent> {
+        let a = self.open.get(key)?;
+        if now_ms < self.restored_hold_until_ms && self.restored.contains(&a.id) {
+            return None;
+        }
+        let mut a = self.open.remove(key)?;
+        self.restored.remove(&a.id);
+        a.state = AlarmState::Cleared;
+        a.cleared_ms = Some(now_ms);
+        a.updated_ms = now_ms;
+        let event = AlarmEvent::Cleared(a.clone());
+        self.push_cleared(a);
+        Some(event)
+    }
+
+    /// Clear every open alarm of `rule` whose key is not in `seen` (a full evaluation of the
+    /// rule found only those). Looks at that rule's alarms only (keys sort by rule first).
+    pub fn clear_unseen(
+        &mut self,
+        rule: &str,
+        seen: &HashSet<AlarmKey>,
+        now_ms: u64,
+        events: &mut Vec<AlarmEvent>,
+    ) {
+        let from = AlarmKey {
+            rule: rule.to_string(),
+            subject: String::new(),
+        };
         let gone: Vec<AlarmKey> = self
             .open
-            .iter()
-            .filter(|(k, a)| {
-                rules.contains(k.rule.as_str())
-                    && !seen.contains(*k)
-                    && !(holding && self.restored.contains(&a.id))
-            })
+            .range(from..)
+            .take_while(|(k, _)| k.rule == rule)
+            .filter(|(k, _)| !seen.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in gone {
-            if let Some(mut a) = self.open.remove(&k) {
-                a.state = AlarmState::Cleared;
-                a.cleared_ms = Some(now_ms);
-                a.updated_ms = now_ms;
-                events.push(AlarmEvent::Cleared(a.clone()));
-                self.push_cleared(a);
-            }
+            events.extend(self.clear(&k, now_ms));
         }
-        events
     }
 
     fn push_cleared(&mut self, a: Alarm) {

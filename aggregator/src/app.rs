@@ -42,6 +42,8 @@ pub enum StartError {
     Register(#[from] crate::register::LoadError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Calendar(#[from] crate::reclaim::calendar::CalendarError),
     #[error("{0}")]
     BrokerUrl(#[from] crate::external::BrokerUrlError),
     #[error(
@@ -92,6 +94,11 @@ impl Aggregator {
             for row in rows {
                 f.restore(row.into_state()?, now_ms());
             }
+            for r in storage.load_sel(crate::hardware::SEL_KEPT)? {
+                if let Some(t) = f.hardware_mut(&r.node) {
+                    t.restore_sel([r.record]);
+                }
+            }
             n
         };
         tracing::info!(db = %cfg.database_path().display(), schema = version, restored, "storage ready");
@@ -113,6 +120,26 @@ impl Aggregator {
         )?));
         let mut reader: Box<dyn Storage> = Box::new(SqliteStorage::open(&cfg.database_path())?);
         tracing::info!(profile = %profile.name, title = %profile.title, "policy profile");
+        // Utilisation history (by event time) and the exemption register; days older than the
+        // retention before the latest stored day are dropped.
+        let usage = crate::usage::Usage::shared(&profile.usage);
+        {
+            let mut u = usage.write().unwrap_or_else(|p| p.into_inner());
+            u.history.restore(reader.load_usage(i32::MIN)?);
+            u.exemptions = crate::usage::Exemptions::restore(reader.load_exemptions()?);
+            if u.history.now_ms() > 0 {
+                let today = u.history.day_of(u.history.now_ms());
+                let keep_from = today - profile.usage.retention_days as i32 + 1;
+                if let Err(e) = reader.expire_usage(keep_from) {
+                    tracing::warn!("utilisation history retention: {e}");
+                }
+            }
+            tracing::info!(
+                vms = u.history.len(),
+                exemptions = u.exemptions.list().len(),
+                "utilisation history loaded"
+            );
+        }
 
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -132,7 +159,10 @@ impl Aggregator {
                 })?
         };
         let mut tasks = Vec::new();
-        let ingester = Ingester::new(fleet.clone(), metrics.clone(), master.clone());
+        let ingester =
+            Ingester::new(fleet.clone(), metrics.clone(), master.clone()).with_usage(usage.clone());
+        let (results_tx, results_rx) = mpsc::unbounded_channel();
+        let ingester = ingester.with_command_results(results_tx);
         tasks.push(tokio::spawn(ingest::run(
             ingester,
             in_rx,
@@ -184,6 +214,45 @@ impl Aggregator {
         drop(in_tx);
 
         let (notice_tx, notice_rx) = mpsc::channel(4096);
+        let reclaim = {
+            let outlet = match (&broker, &cfg.broker_url) {
+                (Some(b), _) => crate::reclaim::Outlet::Embedded(b.clone()),
+                (None, Some(url)) => {
+                    let (o, t) = crate::reclaim::Outlet::external(
+                        &url.parse()?,
+                        &cfg.client_id,
+                        shutdown_rx.clone(),
+                    );
+                    tasks.push(t);
+                    o
+                }
+                (None, None) => crate::reclaim::Outlet::Detached,
+            };
+            let r = crate::reclaim::Reclaim::start(
+                Box::new(SqliteStorage::open(&cfg.database_path())?),
+                cfg.reclaim.clone(),
+                profile.reclaim.clone(),
+                crate::reclaim::calendar::Calendar::load(&cfg.reclaim.calendars)?,
+                master.clone(),
+                outlet,
+                fleet.clone(),
+                register.clone(),
+            )?;
+            tasks.push(tokio::spawn(crate::reclaim::drive::run(
+                r.clone(),
+                results_rx,
+                crate::reclaim::drive::Parts {
+                    policy: policy.clone(),
+                    store: store.clone(),
+                    notices: notice_tx.clone(),
+                    changes: changes_tx.clone(),
+                    usage: Some(usage.clone()),
+                    profile: profile.clone(),
+                },
+                shutdown_rx.clone(),
+            )));
+            r
+        };
         tasks.push(tokio::spawn(crate::notify::run(
             cfg.notify.clone(),
             metrics.clone(),
@@ -251,6 +320,8 @@ impl Aggregator {
             profile: profile.clone(),
             store: store.clone(),
             reader: Some(Arc::new(Mutex::new(reader))),
+            reclaim: Some(reclaim),
+            usage: usage.clone(),
         };
         {
             let mut stop = shutdown_rx.clone();

@@ -35,6 +35,8 @@ pub struct AggregatorConfig {
     pub broker: BrokerConfig,
     /// Webhook notices of alarm changes.
     pub notify: crate::notify::NotifyConfig,
+    /// Low-use reclaim cases: holiday calendars, command timing, the people who act (tokens).
+    pub reclaim: crate::reclaim::ReclaimConfig,
 }
 
 impl Default for AggregatorConfig {
@@ -51,6 +53,7 @@ impl Default for AggregatorConfig {
             pools_file: None,
             broker: BrokerConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
+            reclaim: crate::reclaim::ReclaimConfig::default(),
         }
     }
 }
@@ -96,6 +99,7 @@ impl AggregatorConfig {
         self.notify
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.reclaim.validate().map_err(ConfigError::Invalid)?;
         if self.policy_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "policy_interval must be above 0".into(),

@@ -5,6 +5,7 @@
 //! topic, and silence (no message for [`SILENCE_FACTOR`] report intervals of wall time).
 
 use crate::antivirus::AntivirusTrack;
+use crate::hardware::HardwareTrack;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -80,8 +81,55 @@ pub struct NodeState {
     pub events: VecDeque<(u64, Event)>,
     /// The mandated antivirus: latest report and what was seen installed before.
     pub antivirus: AntivirusTrack,
-    /// The latest BMC sweep (physical hosts with IPMI configured).
-    pub hardware: Option<yunjian_protocol::hardware::HardwareReport>,
+    /// The BMC (physical hosts with IPMI configured): latest sweep, sensor history, SEL.
+    pub hardware: HardwareTrack,
+    /// When each part of the state last changed, so the policy engine re-evaluates only what
+    /// changed (see [`Stamps`]).
+    #[serde(skip)]
+    pub stamps: Stamps,
+}
+
+/// Change stamps: values of one process-wide counter that only grows, taken when a part of a
+/// node's state changed. A rule that remembers the counter's value at its last evaluation
+/// ([`current_stamp`]) knows a node changed since when one of its stamps is above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamps {
+    /// A new periodic report (usage figures).
+    pub report: u64,
+    /// What is observed of the VMs: the node's inventory or a hypervisor's guest list changed
+    /// content (a re-sent identical one does not count).
+    pub observed: u64,
+    /// Anything else a rule may look at: liveness, status, hello, the antivirus track, the
+    /// hardware sweep.
+    pub state: u64,
+}
+
+static STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The change counter now: every stamp taken so far is at most this.
+pub fn current_stamp() -> u64 {
+    STAMP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn next_stamp() -> u64 {
+    STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+}
+
+impl Stamps {
+    /// A node new to this process: everything changed.
+    pub fn fresh() -> Self {
+        let s = next_stamp();
+        Stamps {
+            report: s,
+            observed: s,
+            state: s,
+        }
+    }
+
+    /// The newest of the three.
+    pub fn any(&self) -> u64 {
+        self.report.max(self.observed).max(self.state)
+    }
 }
 
 impl NodeState {
@@ -105,7 +153,8 @@ impl NodeState {
             gaps: std::collections::BTreeSet::new(),
             events: VecDeque::new(),
             antivirus: AntivirusTrack::default(),
-            hardware: None,
+            hardware: HardwareTrack::default(),
+            stamps: Stamps::fresh(),
         }
     }
 
@@ -163,6 +212,20 @@ pub struct Fleet {
     nodes: HashMap<String, NodeState>,
     /// SMBIOS UUID (lower case) → host node that lists it.
     guest_host: HashMap<String, String>,
+    /// SMBIOS UUID (lower case) → every node that claims it, kept as messages arrive so a
+    /// VM's observation is a lookup, not a scan of the fleet (see [`Fleet::claims`]).
+    claims: HashMap<String, Claims>,
+}
+
+/// The nodes that claim one VM UUID: hypervisors listing it, guests reporting it as their
+/// SMBIOS UUID. Sorted by node id, so two claimants resolve the same way every time.
+#[derive(Debug, Default, Clone)]
+pub struct Claims {
+    pub hosts: std::collections::BTreeSet<String>,
+    pub guests: std::collections::BTreeSet<String>,
+    /// Change stamp: taken whenever a claim, or a claimant's view of the VM, changed. Kept
+    /// when the last claim goes, so a rule looking for changes sees the VM disappear.
+    pub stamp: u64,
 }
 
 impl Fleet {
@@ -186,13 +249,52 @@ impl Fleet {
         self.nodes.is_empty()
     }
 
-    /// A node's antivirus track, for the stop decision recorded by the web layer.
+    /// A node's antivirus track, for the stop decision recorded by the web layer (counts as
+    /// a change of the node's state).
     pub fn antivirus_mut(&mut self, node: &str) -> Option<&mut AntivirusTrack> {
-        self.nodes.get_mut(node).map(|st| &mut st.antivirus)
+        self.nodes.get_mut(node).map(|st| {
+            st.stamps.state = next_stamp();
+            &mut st.antivirus
+        })
+    }
+
+    /// A node's BMC track, for the SEL restored from storage at start-up.
+    pub fn hardware_mut(&mut self, node: &str) -> Option<&mut HardwareTrack> {
+        self.nodes.get_mut(node).map(|st| {
+            st.stamps.state = next_stamp();
+            &mut st.hardware
+        })
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &NodeState> {
         self.nodes.values()
+    }
+
+    /// Every VM UUID (lower case) ever claimed, with its claimants and change stamp.
+    pub fn claims(&self) -> impl Iterator<Item = (&str, &Claims)> {
+        self.claims.iter().map(|(u, c)| (u.as_str(), c))
+    }
+
+    /// The claimants of one VM UUID (any case).
+    pub fn claims_of(&self, uuid: &str) -> Option<&Claims> {
+        self.claims.get(&uuid.to_ascii_lowercase())
+    }
+
+    /// Record that `node` claims (or stopped claiming) `uuid` as a host or a guest.
+    fn claim(&mut self, uuid: &str, node: &str, host: bool, present: bool) {
+        let c = self.claims.entry(uuid.to_ascii_lowercase()).or_default();
+        let set = if host { &mut c.hosts } else { &mut c.guests };
+        if present {
+            set.insert(node.to_string());
+        } else {
+            set.remove(node);
+        }
+        c.stamp = next_stamp();
+    }
+
+    /// The SMBIOS UUID a node reports for itself.
+    fn own_uuid(st: &NodeState) -> Option<String> {
+        st.inventory.as_ref()?.smbios_uuid.clone()
     }
 
     /// Restore a node from storage at start-up (it stays offline until it speaks).
@@ -203,6 +305,10 @@ impl Fleet {
         for g in &state.guests {
             self.guest_host
                 .insert(g.uuid.to_ascii_lowercase(), state.node.clone());
+            self.claim(&g.uuid, &state.node, true, true);
+        }
+        if let Some(u) = Self::own_uuid(&state) {
+            self.claim(&u, &state.node, false, true);
         }
         self.nodes.insert(state.node.clone(), state);
     }
@@ -245,7 +351,14 @@ impl Fleet {
             // ordered by their own track (one sent before a reconnect's Hello is still news).
             match env.body {
                 Body::Event(e) => push_event(st, env.ts_ms, e),
-                Body::Antivirus(a) => st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq),
+                Body::Antivirus(a) => {
+                    st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq);
+                    st.stamps.state = next_stamp();
+                }
+                Body::Hardware(h) => {
+                    st.hardware.observe_late(h, now_ms);
+                    st.stamps.state = next_stamp();
+                }
                 _ => {}
             }
             return Applied::Late;
@@ -272,35 +385,69 @@ impl Fleet {
             Body::Hello(h) => {
                 st.role = Some(h.role);
                 st.hello = Some(h);
+                st.stamps.state = next_stamp();
             }
             Body::Inventory(inv) => {
                 st.role = Some(inv.role);
-                st.inventory = Some(inv);
+                if st.inventory.as_ref() != Some(&inv) {
+                    st.stamps.observed = next_stamp();
+                    let node = st.node.clone();
+                    let old = Self::own_uuid(st);
+                    let new = inv.smbios_uuid.clone();
+                    st.inventory = Some(inv);
+                    if let Some(u) = old.filter(|o| Some(o) != new.as_ref()) {
+                        self.claim(&u, &node, false, false);
+                    }
+                    if let Some(u) = new {
+                        // present again, or the same UUID with a new size: a change of its view
+                        self.claim(&u, &node, false, true);
+                    }
+                } else {
+                    st.inventory = Some(inv);
+                }
             }
             Body::Report(r) => {
                 st.last_report_ts_ms = env.ts_ms;
                 st.report = Some(r);
+                st.stamps.report = next_stamp();
             }
             Body::Event(e) => push_event(st, env.ts_ms, e),
+            Body::Guests(g) if g == st.guests => {}
             Body::Guests(g) => {
+                st.stamps.observed = next_stamp();
                 let node = st.node.clone();
-                for old in st.guests.drain(..) {
-                    let key = old.uuid.to_ascii_lowercase();
+                let old: Vec<GuestView> = st.guests.drain(..).collect();
+                for o in &old {
+                    let key = o.uuid.to_ascii_lowercase();
                     if self.guest_host.get(&key) == Some(&node) {
                         self.guest_host.remove(&key);
+                    }
+                    // gone from the list, or listed differently: both change its view
+                    if !g.contains(o) {
+                        let still = g.iter().any(|v| v.uuid.eq_ignore_ascii_case(&o.uuid));
+                        self.claim(&o.uuid, &node, true, still);
                     }
                 }
                 for v in &g {
                     self.guest_host
                         .insert(v.uuid.to_ascii_lowercase(), node.clone());
+                    if !old.contains(v) {
+                        self.claim(&v.uuid, &node, true, true);
+                    }
                 }
                 // re-borrow: the entry was released by the guest_host updates above
                 if let Some(st) = self.nodes.get_mut(&node) {
                     st.guests = g;
                 }
             }
-            Body::Antivirus(a) => st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq),
-            Body::Hardware(h) => st.hardware = Some(h),
+            Body::Antivirus(a) => {
+                st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq);
+                st.stamps.state = next_stamp();
+            }
+            Body::Hardware(h) => {
+                st.hardware.observe(env.ts_ms, h, now_ms);
+                st.stamps.state = next_stamp();
+            }
             // Commands flow the other way; results are recorded by the command path.
             Body::Command(_) | Body::CommandResult(_) | Body::Status(_) => {}
         }
@@ -394,6 +541,7 @@ fn set_liveness(st: &mut NodeState, l: Liveness, now_ms: u64) {
     if st.liveness != l {
         st.liveness = l;
         st.liveness_since_ms = now_ms;
+        st.stamps.state = next_stamp();
     }
 }
 

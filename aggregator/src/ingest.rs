@@ -9,7 +9,7 @@ use crate::fleet::{Applied, SharedFleet};
 use crate::inbound::{AckToken, Inbound};
 use crate::metrics::Metrics;
 use crate::ratelimit::{now_ms, LogLimiter};
-use crate::storage::{EventRow, NodeRow, Storage, WriteBatch};
+use crate::storage::{EventRow, NodeRow, SelRow, Storage, WriteBatch};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -77,6 +77,10 @@ pub struct Ingester {
     /// Verified nodes' keys (a node enters only after its first valid frame).
     keys: HashMap<String, NodeKey>,
     decoded: Vec<(Envelope, Bytes, u64)>,
+    /// Guest reports also go into the utilisation history when set.
+    usage: Option<crate::usage::SharedUsage>,
+    /// Command results go to the reclaim dispatcher (with their PUBACK) when set.
+    results: Option<mpsc::UnboundedSender<crate::reclaim::CommandReply>>,
 }
 
 impl Ingester {
@@ -87,7 +91,36 @@ impl Ingester {
             master,
             keys: HashMap::new(),
             decoded: Vec::with_capacity(BATCH),
+            usage: None,
+            results: None,
         }
+    }
+
+    /// Hand every verified command result to `tx` (the dispatcher stores it, then drops the
+    /// message's PUBACK token).
+    pub fn with_command_results(
+        mut self,
+        tx: mpsc::UnboundedSender<crate::reclaim::CommandReply>,
+    ) -> Self {
+        self.results = Some(tx);
+        self
+    }
+
+    /// Record guest reports into `usage` (finished days go out with the batch).
+    pub fn with_usage(mut self, usage: crate::usage::SharedUsage) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Close every open day of the utilisation history (clean stop), for storage.
+    pub fn close_usage(&mut self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        if let Some(u) = &self.usage {
+            let mut u = u.write().unwrap_or_else(|p| p.into_inner());
+            u.history.close_all();
+            batch.usage_days = u.history.take_dirty();
+        }
+        batch
     }
 
     fn verify(&mut self, msg: &Inbound) -> Option<Envelope> {
@@ -130,6 +163,13 @@ impl Ingester {
         self.decoded.clear();
         for mut msg in msgs.drain(..) {
             if let Some(env) = self.verify(&msg) {
+                if let (Body::CommandResult(r), Some(tx)) = (&env.body, &self.results) {
+                    let _ = tx.send(crate::reclaim::CommandReply {
+                        node: env.node.clone(),
+                        result: r.clone(),
+                        ack: msg.ack.take(),
+                    });
+                }
                 let latency = msg.received.elapsed().as_nanos() as u64;
                 self.decoded.push((env, msg.payload.clone(), latency));
             }
@@ -144,8 +184,14 @@ impl Ingester {
         let now = now_ms();
         let m = &self.metrics;
         let mut rows: HashMap<String, NodeRow> = HashMap::new();
+        let mut usage_samples = Vec::new();
         let mut fleet = self.fleet.write().unwrap_or_else(|p| p.into_inner());
         for (env, frame, latency) in self.decoded.drain(..) {
+            let usage_sample = match (&self.usage, &env.body) {
+                (Some(_), Body::Report(r)) => crate::usage::vm_key(fleet.get(&env.node))
+                    .map(|vm| (vm, env.ts_ms, crate::usage::Sample::from_report(r))),
+                _ => None,
+            };
             if let Body::Event(e) = &env.body {
                 batch.events.push(EventRow {
                     node: env.node.clone(),
@@ -155,6 +201,11 @@ impl Ingester {
                     message: e.message.clone(),
                 });
             }
+            // SEL entries are stored as rows (the storage ignores one it holds already)
+            let sel = match &env.body {
+                Body::Hardware(h) => h.sel.clone(),
+                _ => Vec::new(),
+            };
             // status is not persisted; every other message moves the counters, and four
             // kinds replace a stored frame
             let persist = !matches!(env.body, Body::Status(_));
@@ -177,6 +228,14 @@ impl Ingester {
             };
             m.applied.fetch_add(1, Relaxed);
             m.ingest_latency.observe_ns(latency);
+            usage_samples.extend(usage_sample);
+            batch.sel.extend(sel.into_iter().map(|entry| SelRow {
+                node: node.clone(),
+                record: crate::hardware::SelRecord {
+                    received_ms: now,
+                    entry,
+                },
+            }));
             let (true, Some(st)) = (persist, fleet.get(&node)) else {
                 continue;
             };
@@ -192,6 +251,13 @@ impl Ingester {
             }
         }
         drop(fleet);
+        if let (Some(u), false) = (&self.usage, usage_samples.is_empty()) {
+            let mut u = u.write().unwrap_or_else(|p| p.into_inner());
+            for (vm, ts_ms, sample) in &usage_samples {
+                u.history.record_sample(vm, *ts_ms, sample);
+            }
+            batch.usage_days = u.history.take_dirty();
+        }
         batch.nodes = rows.into_values().collect();
         Pending { batch, acks }
     }
@@ -216,6 +282,16 @@ pub async fn run(
             break;
         }
     }
+    // clean stop: the days still open are stored (continued as late days after a restart)
+    let batch = ingester.close_usage();
+    if !batch.is_empty() {
+        let _ = storage
+            .send(Pending {
+                batch,
+                acks: Vec::new(),
+            })
+            .await;
+    }
 }
 
 /// The storage thread: merge what is queued, commit, then release the acks. On error it keeps
@@ -231,6 +307,9 @@ pub fn storage_loop(
         let mut alarms = Vec::new();
         let mut audit = Vec::new();
         let mut register = Vec::new();
+        let mut sel = Vec::new();
+        let mut usage_days = Vec::new();
+        let mut exemptions = Vec::new();
         let mut acks = Vec::new();
         let mut add = |p: Pending| {
             for n in p.batch.nodes {
@@ -245,6 +324,9 @@ pub fn storage_loop(
             alarms.extend(p.batch.alarms);
             audit.extend(p.batch.audit);
             register.extend(p.batch.register);
+            sel.extend(p.batch.sel);
+            usage_days.extend(p.batch.usage_days);
+            exemptions.extend(p.batch.exemptions);
             acks.extend(p.acks);
         };
         add(first);
@@ -260,12 +342,18 @@ pub fn storage_loop(
             alarms,
             audit,
             register,
+            sel,
+            usage_days,
+            exemptions,
         };
         let rows = (batch.nodes.len()
             + batch.events.len()
             + batch.alarms.len()
             + batch.audit.len()
-            + batch.register.len()) as u64;
+            + batch.register.len()
+            + batch.sel.len()
+            + batch.usage_days.len()
+            + batch.exemptions.len()) as u64;
         loop {
             match storage.write(&batch) {
                 Ok(()) => {

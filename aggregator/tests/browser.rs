@@ -1106,3 +1106,157 @@ fn capacity_and_alarm_pages_work_in_chromium() {
         yunjian_aggregator::alarms::AlarmState::Acknowledged
     );
 }
+
+/// Two servers of rack 机柜-07: rack-h1 at 95 °C (critical, with its SEL entry) after two
+/// cooler sweeps, rack-h2 fine. The policy engine has evaluated once.
+fn serve_racks() -> (String, Runtime) {
+    use yunjian_protocol::hardware::{
+        BmcState, ChassisState, HardwareReport, SelEntry, SensorReading, SensorStatus, Thresholds,
+    };
+    let sweep = |cpu_c: i64, sel: Vec<SelEntry>| {
+        Body::Hardware(HardwareReport {
+            bmc: BmcState::Ok("lanplus 10.0.0.7:623".into()),
+            chassis: Some(ChassisState {
+                power_on: true,
+                power_fault: false,
+                intrusion: false,
+                drive_fault: false,
+                cooling_fault: false,
+            }),
+            sensors: vec![SensorReading {
+                name: "CPU1 Temp".into(),
+                number: 2,
+                sensor_type: 0x01,
+                value: Some(cpu_c * 1000),
+                unit: "degrees C".into(),
+                status: if cpu_c >= 90 {
+                    SensorStatus::Critical
+                } else {
+                    SensorStatus::Ok
+                },
+                thresholds: Thresholds {
+                    upper_non_critical: Some(85_000),
+                    upper_critical: Some(90_000),
+                    upper_non_recoverable: Some(100_000),
+                    ..Thresholds::default()
+                },
+                states: 0,
+            }],
+            sel,
+        })
+    };
+    let mut fleet = Fleet::new();
+    let now = now_ms();
+    for (id, temps) in [("rack-h1", [60, 80, 95]), ("rack-h2", [50, 52, 51])] {
+        add(
+            &mut fleet,
+            Spec {
+                rack: Some("机柜-07"),
+                ..Spec::new(id, Role::Host, 30.0, 40.0, 20.0)
+            },
+        );
+        for (i, t) in temps.into_iter().enumerate() {
+            let sel = if t >= 90 {
+                vec![SelEntry {
+                    record_id: 12,
+                    ts_s: (now / 1000) as u32,
+                    sensor_type: 0x01,
+                    sensor_number: 2,
+                    sensor: Some("CPU1 Temp".into()),
+                    event_type: 0x01,
+                    asserted: true,
+                    offset: 9,
+                    description: "Upper Critical going high".into(),
+                }]
+            } else {
+                vec![]
+            };
+            let ts = now - 1_200_000 + i as u64 * 600_000;
+            fleet.apply(Envelope::new(id, 100 + i as u64, ts, sweep(t, sel)), now);
+        }
+    }
+    let profile = yunjian_aggregator::policy::Profile::default();
+    let mut engine = yunjian_aggregator::policy::Engine::new(
+        yunjian_aggregator::policy::rules::build(&profile, &[]),
+        yunjian_aggregator::alarms::AlarmBook::new(),
+    );
+    engine.evaluate(&yunjian_aggregator::policy::Context {
+        fleet: &fleet,
+        register: &yunjian_aggregator::register::Register::default(),
+        profile: &profile,
+        now_ms: now,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (_, changes_rx) = watch::channel(0u64);
+    let mut state = AppState::new(
+        Arc::new(RwLock::new(fleet)),
+        Arc::new(Metrics::default()),
+        changes_rx,
+    );
+    state.policy = Arc::new(std::sync::Mutex::new(engine));
+    rt.spawn(serve(listener, state, std::future::pending()));
+    (url, rt)
+}
+
+#[test]
+fn rack_and_server_pages_work_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let (url, _rt) = serve_racks();
+    let mut page = Browser::launch(&bin, &format!("{url}racks"), &[]);
+    page.wait_for(
+        "the rack",
+        "document.querySelector('.rack li[data-node=\"rack-h2\"]') !== null",
+    );
+    assert_eq!(
+        page.eval("document.querySelector('header nav a[aria-current=page]').textContent"),
+        "机柜"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('.rack h2').firstChild.textContent"),
+        "机柜-07"
+    );
+    // coloured by the worst alarm: the hot server's stripe is the critical red
+    let stripe = |page: &mut Browser, node: &str| {
+        page.eval(&format!(
+            "getComputedStyle(document.querySelector('li[data-node=\"{node}\"] a')).borderLeftColor"
+        ))
+    };
+    assert_eq!(stripe(&mut page, "rack-h1"), "rgb(197, 48, 48)");
+    assert_eq!(stripe(&mut page, "rack-h2"), "rgb(47, 133, 90)");
+    let facts = page.eval("document.querySelector('li[data-node=\"rack-h1\"] .facts').textContent");
+    assert_eq!(facts, "在线 · 95°C · 1 条告警（紧急）");
+
+    // a click opens the server: its sensor with thresholds, status, chart and the SEL
+    page.eval("document.querySelector('li[data-node=\"rack-h1\"] a').click()");
+    page.wait_for(
+        "the server page",
+        "document.querySelector('tr[data-sensor=\"CPU1 Temp\"]') !== null",
+    );
+    let row = page
+        .eval("document.querySelector('tr[data-sensor=\"CPU1 Temp\"]').innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
+    for part in ["95.0", "°C", "85.0 / 90.0 / 100.0", "超出严重阈值"] {
+        assert!(row.contains(part), "{part} not in {row}");
+    }
+    let points = page.eval(
+        "document.querySelector('tr[data-sensor=\"CPU1 Temp\"] svg polyline')\
+         .getAttribute('points').split(' ').length",
+    );
+    assert_eq!(points, 3);
+    let svg_width = page.eval(
+        "document.querySelector('tr[data-sensor=\"CPU1 Temp\"] svg').getBoundingClientRect().width",
+    );
+    assert_eq!(svg_width, 240);
+    let body = page.eval("document.body.innerText");
+    let body = body.as_str().unwrap();
+    assert!(body.contains("Upper Critical going high"), "{body}");
+    assert!(body.contains("001 第十六条"), "{body}");
+}

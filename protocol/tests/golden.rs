@@ -254,3 +254,71 @@ fn every_error_kind_is_listed() {
         assert!(FrameError::KINDS.contains(&e.kind()));
     }
 }
+
+#[test]
+fn golden_hardware_bytes() {
+    use yunjian_protocol::hardware::*;
+    let env = Envelope::new(
+        "h1",
+        7,
+        1,
+        Body::Hardware(HardwareReport {
+            bmc: BmcState::Ok("lan".into()),
+            chassis: Some(ChassisState {
+                power_on: true,
+                power_fault: false,
+                intrusion: false,
+                drive_fault: false,
+                cooling_fault: true,
+            }),
+            sensors: vec![SensorReading {
+                name: "T".into(),
+                number: 1,
+                sensor_type: 0x01,
+                value: Some(45_500),
+                unit: "C".into(),
+                status: SensorStatus::Critical,
+                thresholds: Thresholds {
+                    upper_critical: Some(40_000),
+                    ..Thresholds::default()
+                },
+                states: 0,
+            }],
+            sel: vec![SelEntry {
+                record_id: 3,
+                ts_s: 300,
+                sensor_type: 0x01,
+                sensor_number: 1,
+                sensor: Some("T".into()),
+                event_type: 0x01,
+                asserted: true,
+                offset: 9,
+                description: "UC".into(),
+            }],
+        }),
+    );
+    let frame = encode(&env, &key()).unwrap();
+    let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
+    assert_eq!(
+        signed,
+        &[
+            1, 2, b'h', b'1', 7, 1, // version, node, seq, ts_ms
+            9, // Body::Hardware
+            0, 3, b'l', b'a', b'n', // BmcState::Ok("lan")
+            1, 1, 0, 0, 0, 1, // Some(chassis): on, cooling fault
+            1, // one sensor
+            1, b'T', 1, 0x01, // name, number, sensor type
+            1, 0xf8, 0xc6, 0x05, // Some(45_500) zigzag varint
+            1, b'C', 2, // unit, SensorStatus::Critical
+            0, 0, 0, 0, 1, 0x80, 0xf1, 0x04, 0, // thresholds: only upper critical, 40_000
+            0, // states
+            1, // one SEL entry
+            3, 0xac, 0x02, 0x01, 1, // record id, ts_s 300, sensor type, number
+            1, 1, b'T', // Some("T")
+            0x01, 1, 9, // event type, asserted, offset
+            2, b'U', b'C', // description
+        ]
+    );
+    assert_eq!(decode(&frame, "h1", &key()).unwrap(), env);
+    assert_eq!(env.body.kind(), "hardware");
+}

@@ -11,6 +11,10 @@
 //! * [`synth`]: inventories, reports and guest lists in the protocol's types.
 //! * [`antivirus`]: the VMs' synthetic antivirus (compliant, or removed / stopped by the
 //!   scenario's `[antivirus]` knobs).
+//! * [`bmc`]: the servers' emulated BMCs (sensors following load, PSU faults, SEL), sent as
+//!   hardware sweeps every few host reports (the scenario's `[hardware]` knobs).
+//! * [`exec`]: the hosts' simulated hypervisors, carrying out the aggregator's VM commands
+//!   (stop, downsize, rollback, release...) with the agent's own semantics.
 //! * [`clock`]: the accelerated event clock. [`rng`]: the deterministic generator.
 //!
 //! ```no_run
@@ -28,7 +32,9 @@
 //! ```
 
 pub mod antivirus;
+pub mod bmc;
 pub mod clock;
+pub mod exec;
 pub mod fleet;
 pub mod forms;
 mod node;
@@ -164,6 +170,7 @@ pub async fn start(scenario: Scenario, cfg: SimConfig) -> Result<Simulation, Sim
         },
         master: cfg.master_key,
         counters: (0..n).map(|_| Counters::starting()).collect(),
+        hypervisors: exec::SimHypervisors::new(&fleet),
         fleet,
     });
     tracing::info!(

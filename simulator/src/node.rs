@@ -6,7 +6,9 @@
 //! [`Counters`] for [`crate::Simulation::stats`].
 
 use crate::antivirus::AvSim;
+use crate::bmc::BmcSim;
 use crate::clock::AccelClock;
+use crate::exec::SimHypervisors;
 use crate::fleet::{Fleet, NodeKind};
 use crate::rng::{hash_u64s, unit_f64};
 use crate::synth::{self, NodeSim};
@@ -16,9 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Instant};
+use yunjian_agent::hypervisor::{execute, label, Outcome};
 use yunjian_agent::publish::config::{BufferConfig, MqttConfig};
 use yunjian_agent::publish::{Identity, Publisher, PublisherStats};
-use yunjian_protocol::{Action, Body, Command, CommandResult, MasterKey};
+use yunjian_protocol::{Body, Command, CommandResult, GuestView, MasterKey};
 
 /// Version string the simulated agents announce in `Hello`.
 pub const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "-sim");
@@ -50,6 +53,8 @@ pub(crate) struct Shared {
     pub mqtt: MqttConfig,
     pub master: MasterKey,
     pub counters: Box<[Counters]>,
+    /// The hosts' VMs as their hypervisors hold them; changed by VM commands.
+    pub hypervisors: SimHypervisors,
 }
 
 /// One node's live figures, written by its task, read by `Simulation::stats`.
@@ -146,7 +151,14 @@ pub(crate) async fn run(
 
     let mut sim = NodeSim::new(fleet, idx, shared.clock.start_ms(), shared.interval_ms);
     let mut antivirus = AvSim::new(fleet, idx, shared.clock.start_ms(), shared.wall_interval);
+    let mut bmc = BmcSim::new(fleet, idx, shared.clock.start_ms());
     let mut guests = GuestTracker::default();
+    let is_vm = matches!(spec.kind, NodeKind::Guest { .. });
+    let hypervisors = &shared.hypervisors;
+    let killed = |g: usize| shared.counters[g].killed.load(Relaxed);
+    // Whether a VM or host node runs: a VM stopped or released through its hypervisor is
+    // powered off; a killed node's task has ended.
+    let up = |g: usize| !killed(g) && hypervisors.powered(g);
     let mut commands_open = true;
     let wall = shared.wall_interval;
     // After the first report, the next comes 0.5 to 1.5 intervals later: a per-node phase.
@@ -154,11 +166,26 @@ pub(crate) async fn run(
     let mut next_report = Instant::now();
     let mut next_refresh = next_report + STATS_REFRESH;
     let stop_kind = loop {
+        // A powered-off VM reports nothing and takes no commands (they wait in the
+        // publisher's queue) until it runs again; its connection stays up, so the aggregator
+        // sees it silent.
+        let powered = !is_vm || hypervisors.powered(idx);
         tokio::select! {
             biased;
             kind = &mut stop => break kind.unwrap_or(Stop::Shutdown),
-            cmd = commands.recv(), if commands_open => match cmd {
-                Some(cmd) => publisher.send_result(answer(cmd)).await,
+            cmd = commands.recv(), if commands_open && powered => match cmd {
+                Some(cmd) => {
+                    publisher.send_result(answer(hypervisors, idx, killed, cmd)).await;
+                    // like the agent: the guest list follows every command at once
+                    if let Some(list) = hypervisors.guests(idx, killed) {
+                        guests.sent(&list);
+                        if let Err(e) = publisher.send(shared.clock.now_ms(), Body::Guests(list)).await {
+                            if counters.send_errors.fetch_add(1, Relaxed) == 0 {
+                                tracing::warn!(error = %e, "send failed (further failures of this node are only counted)");
+                            }
+                        }
+                    }
+                }
                 None => commands_open = false,
             },
             () = sleep_until(next_report.min(next_refresh)) => {
@@ -168,14 +195,20 @@ pub(crate) async fn run(
                 let now = Instant::now();
                 if now >= next_report {
                     let ts = shared.clock.now_ms();
-                    let up = |g: usize| !shared.counters[g].killed.load(Relaxed);
                     let mut bodies = Vec::with_capacity(3);
-                    if let Some(list) = guests.due(fleet, idx, &up) {
-                        bodies.push(Body::Guests(list));
-                    }
-                    bodies.push(Body::Report(sim.report(fleet, ts, up)));
-                    if let Some(av) = antivirus.as_mut().and_then(|a| a.due(ts, now.into_std())) {
-                        bodies.push(Body::Antivirus(av));
+                    if !is_vm || hypervisors.powered(idx) {
+                        if let Some(list) = guests.due(hypervisors, idx, killed) {
+                            bodies.push(Body::Guests(list));
+                        }
+                        let report = sim.report(fleet, ts, up);
+                        let busy = f64::from(report.cpu_busy) / 10_000.0;
+                        bodies.push(Body::Report(report));
+                        if let Some(hw) = bmc.as_mut().and_then(|b| b.due(ts, busy)) {
+                            bodies.push(Body::Hardware(hw));
+                        }
+                        if let Some(av) = antivirus.as_mut().and_then(|a| a.due(ts, now.into_std())) {
+                            bodies.push(Body::Antivirus(av));
+                        }
                     }
                     for body in bodies {
                         let is_report = matches!(body, Body::Report(_));
@@ -210,47 +243,71 @@ pub(crate) async fn run(
     counters.running.store(false, Relaxed);
 }
 
-/// The answer to a command. The simulator supports what the agent supports.
-fn answer(cmd: Command) -> CommandResult {
-    let (ok, message) = match cmd.action {
-        Action::Ping => (true, "pong".to_string()),
-        other => (false, format!("{} not emulated by this simulated node", other.kind())),
+/// The answer to a command, with the agent's semantics: a host carries out VM actions on its
+/// simulated VMs ([`execute`] over [`SimHypervisors::host`]); a VM node answers pings only.
+fn answer(
+    hypervisors: &SimHypervisors,
+    idx: usize,
+    killed: impl Fn(usize) -> bool,
+    cmd: Command,
+) -> CommandResult {
+    let outcome = match (cmd.action.vm(), hypervisors.host(idx, killed)) {
+        (Some(_), Some(mut domains)) => execute(&mut domains, &cmd.action),
+        (None, _) => Outcome {
+            ok: true,
+            message: "pong".into(),
+        },
+        (Some(vm), None) => Outcome {
+            ok: false,
+            message: format!(
+                "{} of {} refused: this node is a VM, not a hypervisor host",
+                cmd.action.kind(),
+                label(vm)
+            ),
+        },
     };
+    if outcome.ok {
+        tracing::info!(action = cmd.action.kind(), message = %outcome.message, "command carried out");
+    } else {
+        tracing::warn!(action = cmd.action.kind(), message = %outcome.message, "command failed");
+    }
     CommandResult {
         id: cmd.id,
-        ok,
-        message,
+        ok: outcome.ok,
+        message: outcome.message,
     }
 }
 
-/// When a host sends its guest list: first report, any change, and every 60 reports.
+/// When a host sends its guest list: first report, any change, every 60 reports, and right
+/// after each command ([`GuestTracker::sent`]).
 #[derive(Debug, Default)]
 struct GuestTracker {
-    last: Option<Vec<bool>>,
+    last: Option<Vec<GuestView>>,
     since: u32,
 }
 
 impl GuestTracker {
+    /// The guest list of node `idx` when one is due with this report; `None` for VMs and
+    /// hosts without VMs.
     fn due(
         &mut self,
-        fleet: &Fleet,
+        hypervisors: &SimHypervisors,
         idx: usize,
-        up: &impl Fn(usize) -> bool,
-    ) -> Option<Vec<yunjian_protocol::GuestView>> {
-        let NodeKind::Host { guests } = &fleet.nodes()[idx].kind else {
-            return None;
-        };
-        if guests.is_empty() {
-            return None;
-        }
-        let state: Vec<bool> = guests.clone().map(up).collect();
+        killed: impl Fn(usize) -> bool,
+    ) -> Option<Vec<GuestView>> {
+        let list = hypervisors.guests(idx, killed)?;
         self.since += 1;
-        if self.last.as_ref() == Some(&state) && self.since < GUESTS_EVERY_REPORTS {
+        if self.last.as_ref() == Some(&list) && self.since < GUESTS_EVERY_REPORTS {
             return None;
         }
-        self.last = Some(state);
+        self.sent(&list);
+        Some(list)
+    }
+
+    /// `list` was sent now.
+    fn sent(&mut self, list: &[GuestView]) {
+        self.last = Some(list.to_vec());
         self.since = 0;
-        Some(synth::guests(fleet, idx, up))
     }
 }
 
@@ -258,35 +315,100 @@ impl GuestTracker {
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
+    use yunjian_protocol::Action;
+
+    fn vm_ref(fleet: &Fleet, node: usize) -> yunjian_protocol::VmRef {
+        let NodeKind::Guest { uuid, .. } = &fleet.nodes()[node].kind else {
+            panic!("node {node} is not a VM")
+        };
+        yunjian_protocol::VmRef {
+            uuid: uuid.clone(),
+            name: fleet.nodes()[node].id.clone(),
+        }
+    }
+
+    fn command(id: u8, action: Action) -> Command {
+        Command {
+            id: [id; 16],
+            expires_ms: 0,
+            action,
+        }
+    }
 
     #[test]
     fn guest_list_on_first_report_on_change_and_every_sixty() {
         let fleet = Fleet::build(Scenario::uniform(1, 1, 2, 1)).unwrap();
+        let hv = SimHypervisors::new(&fleet);
         let mut t = GuestTracker::default();
-        let all = |_: usize| true;
-        assert_eq!(t.due(&fleet, 0, &all).map(|l| l.len()), Some(2));
+        let none = |_: usize| false;
+        assert_eq!(t.due(&hv, 0, none).map(|l| l.len()), Some(2));
         for _ in 1..GUESTS_EVERY_REPORTS {
-            assert!(t.due(&fleet, 0, &all).is_none());
+            assert!(t.due(&hv, 0, none).is_none());
         }
-        assert!(t.due(&fleet, 0, &all).is_some());
-        let vm2_down = |g: usize| g != 2;
-        let list = t.due(&fleet, 0, &vm2_down).unwrap();
+        assert!(t.due(&hv, 0, none).is_some());
+        let vm2_killed = |g: usize| g == 2;
+        let list = t.due(&hv, 0, vm2_killed).unwrap();
         assert_eq!(
             list.iter().map(|g| g.running).collect::<Vec<_>>(),
             [true, false]
         );
-        assert!(t.due(&fleet, 0, &vm2_down).is_none());
+        assert!(t.due(&hv, 0, vm2_killed).is_none());
         // VMs never send guest lists.
-        assert!(GuestTracker::default().due(&fleet, 1, &all).is_none());
+        assert!(GuestTracker::default().due(&hv, 1, none).is_none());
     }
 
     #[test]
-    fn ping_is_answered() {
-        let r = answer(Command {
-            id: [7; 16],
-            expires_ms: 0,
-            action: Action::Ping,
-        });
-        assert_eq!((r.id, r.ok, r.message.as_str()), ([7; 16], true, "pong"));
+    fn a_host_carries_out_vm_commands_and_its_next_list_shows_them() {
+        let fleet = Fleet::build(Scenario::uniform(1, 1, 2, 1)).unwrap();
+        let hv = SimHypervisors::new(&fleet);
+        let mut t = GuestTracker::default();
+        let none = |_: usize| false;
+        assert!(t.due(&hv, 0, none).is_some());
+        assert!(t.due(&hv, 0, none).is_none());
+
+        let r = answer(
+            &hv,
+            0,
+            none,
+            command(1, Action::Stop(vm_ref(&fleet, 1), "s".into())),
+        );
+        assert_eq!(r.id, [1; 16]);
+        assert!(r.ok && r.message.contains("stopped"), "{r:?}");
+        assert!(!hv.powered(1) && hv.powered(2));
+        let list = t.due(&hv, 0, none).expect("a changed list is due at once");
+        assert_eq!(
+            list.iter().map(|g| g.running).collect::<Vec<_>>(),
+            [false, true]
+        );
+
+        // a list sent after a command is not sent again with the next report
+        let r = answer(&hv, 0, none, command(2, Action::Start(vm_ref(&fleet, 1))));
+        assert!(r.ok, "{r:?}");
+        t.sent(&hv.guests(0, none).unwrap());
+        assert!(t.due(&hv, 0, none).is_none());
+        assert!(hv.powered(1));
+    }
+
+    #[test]
+    fn ping_is_answered_and_a_vm_node_refuses_vm_actions() {
+        let fleet = Fleet::build(Scenario::uniform(1, 1, 1, 1)).unwrap();
+        let hv = SimHypervisors::new(&fleet);
+        let none = |_: usize| false;
+        for node in [0, 1] {
+            let r = answer(&hv, node, none, command(7, Action::Ping));
+            assert_eq!((r.id, r.ok, r.message.as_str()), ([7; 16], true, "pong"));
+        }
+        let vm = vm_ref(&fleet, 1);
+        let r = answer(
+            &hv,
+            1,
+            none,
+            command(8, Action::Stop(vm.clone(), "s".into())),
+        );
+        assert!(
+            !r.ok && r.message.contains("not a hypervisor host") && r.message.contains(&vm.uuid),
+            "{r:?}"
+        );
+        assert!(hv.powered(1));
     }
 }

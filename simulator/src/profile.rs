@@ -24,18 +24,29 @@ pub enum Profile {
     Diurnal,
     /// Batch or report jobs: a low base with bursts of 60–97 % CPU lasting five minutes.
     Bursty,
-    /// Forgotten or over-provisioned machine: CPU 0.5–2 %, a trickle of network.
+    /// Forgotten or over-provisioned machine: CPU 0.5–2 %, a trickle of network (a few
+    /// KB/s: monitoring, updates).
     Idle,
     /// Constant service load (25–60 % CPU) with small noise.
     Steady,
+    /// A weekly batch job: idle six days a week, 60–95 % CPU from 01:00 to 07:00 Beijing time
+    /// on its own weekday (the idle rule must not reclaim it).
+    #[serde(rename = "weekly_batch")]
+    WeeklyBatch,
+    /// Month-end reporting: idle except 09:00–18:00 Beijing time on the last two days of each
+    /// month, at 50–90 % CPU.
+    #[serde(rename = "month_end")]
+    MonthEnd,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 4] = [
+    pub const ALL: [Profile; 6] = [
         Profile::Diurnal,
         Profile::Bursty,
         Profile::Idle,
         Profile::Steady,
+        Profile::WeeklyBatch,
+        Profile::MonthEnd,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +55,8 @@ impl Profile {
             Profile::Bursty => "bursty",
             Profile::Idle => "idle",
             Profile::Steady => "steady",
+            Profile::WeeklyBatch => "weekly_batch",
+            Profile::MonthEnd => "month_end",
         }
     }
 }
@@ -84,6 +97,7 @@ pub struct Workload {
     io_scale: f64,
     net_scale: f64,
     /// Diurnal: shift of the daily curve in hours. Bursty: probability of a burst per slot.
+    /// Weekly batch: the weekday of the run (0 = Sunday).
     shape: f64,
 }
 
@@ -110,6 +124,25 @@ impl Workload {
             ),
             Profile::Idle => (0.005, 0.02, rng.range(0.10, 0.22), 0.0, 0.0),
             Profile::Steady => (rng.range(0.25, 0.60), 0.0, rng.range(0.50, 0.70), 0.0, 0.0),
+            Profile::WeeklyBatch => (
+                rng.range(0.005, 0.02),
+                rng.range(0.60, 0.95),
+                rng.range(0.12, 0.25),
+                rng.range(0.20, 0.40),
+                (rng.next_u64() % 7) as f64,
+            ),
+            Profile::MonthEnd => (
+                rng.range(0.005, 0.02),
+                rng.range(0.50, 0.90),
+                rng.range(0.12, 0.25),
+                rng.range(0.20, 0.40),
+                0.0,
+            ),
+        };
+        // Machines idle most of the time only trickle on the network (KB/s, not MB/s).
+        let net_scale = match profile {
+            Profile::Idle | Profile::WeeklyBatch | Profile::MonthEnd => net_scale * QUIET_NET,
+            _ => net_scale,
         };
         Workload {
             profile,
@@ -165,6 +198,19 @@ impl Workload {
                 let cpu = self.base + self.jitter(ts_ms, 1, 0.02);
                 (cpu, 0.5, self.mem_base)
             }
+            Profile::WeeklyBatch | Profile::MonthEnd => {
+                let busy = match self.profile {
+                    Profile::WeeklyBatch => weekly_batch_hours(ts_ms, self.shape as i64),
+                    _ => month_end_hours(ts_ms),
+                };
+                if busy {
+                    let cpu = self.peak + self.jitter(ts_ms, 1, 0.03);
+                    (cpu, 1.0, self.mem_base + self.mem_swing)
+                } else {
+                    let cpu = self.base + (0.02 - self.base).max(0.0) * self.noise(ts_ms, 1);
+                    (cpu, 0.0, self.mem_base)
+                }
+            }
         };
         let cpu = cpu.clamp(0.001, 1.0);
         let mem = (mem + self.jitter(ts_ms, 2, 0.01)).clamp(0.02, 0.98);
@@ -180,6 +226,42 @@ impl Workload {
             net_tx_bps: net * (0.4 + 0.4 * self.noise(ts_ms, 6)),
         }
     }
+}
+
+/// Share of the network scale kept by the mostly idle profiles.
+const QUIET_NET: f64 = 0.002;
+
+/// Beijing day number and hour of `ts_ms`.
+fn beijing_day_hour(ts_ms: u64) -> (i64, i64) {
+    let local = ts_ms as i64 + BEIJING_OFFSET_MS;
+    (
+        local.div_euclid(DAY_MS),
+        local.rem_euclid(DAY_MS) / 3_600_000,
+    )
+}
+
+/// Inside the weekly batch run: 01:00–07:00 Beijing time on `weekday` (0 = Sunday).
+pub fn weekly_batch_hours(ts_ms: u64, weekday: i64) -> bool {
+    let (day, hour) = beijing_day_hour(ts_ms);
+    // 1970-01-01 was a Thursday
+    (day + 4).rem_euclid(7) == weekday && (1..7).contains(&hour)
+}
+
+/// Inside the month-end peak: 09:00–18:00 Beijing time on the last two days of a month.
+pub fn month_end_hours(ts_ms: u64) -> bool {
+    let (day, hour) = beijing_day_hour(ts_ms);
+    let month = |d: i64| civil_month(d);
+    (9..18).contains(&hour) && month(day + 2) != month(day)
+}
+
+/// Month (1–12) of a day number (days since 1970-01-01), Howard Hinnant's civil-from-days.
+fn civil_month(days: i64) -> u32 {
+    let z = days + 719_468;
+    let doe = z - z.div_euclid(146_097) * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    (if mp < 10 { mp + 3 } else { mp - 9 }) as u32
 }
 
 /// Office activity in `[0, 1]` at `ts_ms`: a daily sine with its minimum at 02:00 and maximum
@@ -311,6 +393,54 @@ mod tests {
     }
 
     #[test]
+    fn the_weekly_batch_runs_on_its_weekday_only() {
+        for seed in 0..10 {
+            let w = workload(Profile::WeeklyBatch, seed);
+            let weekday = w.shape as u64; // MONDAY_BJ is weekday 1
+            let busy: Vec<u64> = (0..7)
+                .filter(|d| w.sample(MONDAY_BJ + d * 24 * HOUR + 3 * HOUR).cpu > 0.5)
+                .collect();
+            assert_eq!(busy, [(weekday + 6) % 7], "seed {seed}");
+            for d in 0..7 {
+                // quiet outside 01:00-07:00, and the network stays a trickle
+                let l = w.sample(MONDAY_BJ + d * 24 * HOUR + 12 * HOUR);
+                assert!(l.cpu <= 0.02, "seed {seed} day {d}: {l:?}");
+                assert!(l.net_rx_bps + l.net_tx_bps < 5_000.0, "{l:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_month_end_peak_is_on_the_last_two_days_of_the_month() {
+        let w = workload(Profile::MonthEnd, 1);
+        // 2025-03-03 is MONDAY_BJ; March has 31 days: 30 and 31 are busy, 29 and April 1 not
+        let at = |day_of_march: u64, hour: u64| {
+            w.sample(MONDAY_BJ + (day_of_march - 3) * 24 * HOUR + hour * HOUR)
+                .cpu
+        };
+        assert!(at(30, 10) > 0.45 && at(31, 17) > 0.45);
+        assert!(at(29, 10) < 0.03 && at(32, 10) < 0.03 && at(31, 20) < 0.03);
+        // February 2025 has 28 days
+        let feb27 = MONDAY_BJ - 4 * 24 * HOUR + 12 * HOUR;
+        assert!(w.sample(feb27).cpu > 0.45);
+        assert!(w.sample(feb27 - 24 * HOUR).cpu < 0.03);
+    }
+
+    #[test]
+    fn idle_network_is_a_trickle_of_under_200_mb_a_day() {
+        for seed in 0..20 {
+            let w = workload(Profile::Idle, seed);
+            let per_day: f64 = (0..1440)
+                .map(|m| {
+                    let l = w.sample(MONDAY_BJ + m * 60_000);
+                    (l.net_rx_bps + l.net_tx_bps) * 60.0
+                })
+                .sum();
+            assert!(per_day < 200e6, "seed {seed}: {per_day}");
+        }
+    }
+
+    #[test]
     fn profile_names_parse_from_lowercase() {
         #[derive(Deserialize)]
         struct W {
@@ -318,6 +448,10 @@ mod tests {
         }
         let w: W = toml::from_str("p = \"bursty\"").unwrap();
         assert_eq!(w.p, Profile::Bursty);
+        for p in Profile::ALL {
+            let w: W = toml::from_str(&format!("p = \"{p}\"")).unwrap();
+            assert_eq!(w.p, p);
+        }
         assert!(toml::from_str::<W>("p = \"Bursty\"").is_err());
     }
 }

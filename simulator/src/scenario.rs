@@ -24,6 +24,7 @@
 //! ```
 
 use crate::antivirus::AntivirusKnobs;
+use crate::bmc::HardwareKnobs;
 use crate::profile::Profile;
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, HashSet};
@@ -74,6 +75,9 @@ pub struct Scenario {
     pub racks: Vec<Rack>,
     /// VMs whose antivirus is removed or stopped (`[antivirus]`); all others are compliant.
     pub antivirus: AntivirusKnobs,
+    /// The servers' emulated BMCs (`[hardware]`): sweep spacing, fault rates, forced
+    /// over-temperatures. See [`crate::bmc`].
+    pub hardware: HardwareKnobs,
 }
 
 impl Default for Scenario {
@@ -85,6 +89,7 @@ impl Default for Scenario {
             start_ms: None,
             racks: Vec::new(),
             antivirus: AntivirusKnobs::default(),
+            hardware: HardwareKnobs::default(),
         }
     }
 }
@@ -305,7 +310,8 @@ impl Scenario {
                 return Err(format!("{at}: the name is used by another rack"));
             }
         }
-        self.antivirus.validate(&self.racks)
+        self.antivirus.validate(&self.racks)?;
+        self.hardware.validate(&self.racks)
     }
 }
 

@@ -27,7 +27,10 @@ fn every_shipped_scenario_parses_and_expands() {
         }
     }
     seen.sort();
-    assert_eq!(seen, ["ci-50.toml", "demo.toml", "load-10k.toml"]);
+    assert_eq!(
+        seen,
+        ["ci-50.toml", "demo.toml", "idle-30d.toml", "load-10k.toml"]
+    );
 }
 
 #[test]

@@ -2,15 +2,15 @@
 //! frames, checks incoming commands, reconnects with back-off and runs the clean shutdown.
 
 use std::fmt::Display;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet};
 use tokio::sync::mpsc;
-use yunjian_protocol::Command;
+use yunjian_protocol::{Body, Command};
 
 use super::backoff::Backoff;
-use super::commands::{self, SeenIds};
+use super::commands::{self, CommandBook, Verdict};
 use super::state::{now_ms, LogLimiter, Shared};
 
 /// How long a clean shutdown waits for the DISCONNECT to be written.
@@ -23,7 +23,7 @@ pub(crate) struct Driver {
     eventloop: EventLoop,
     backoff: Backoff,
     commands: mpsc::Sender<Command>,
-    seen: SeenIds,
+    book: Arc<Mutex<CommandBook>>,
     /// The current run of failed connection attempts, if any.
     outage: Option<Outage>,
     connected_before: bool,
@@ -49,7 +49,7 @@ impl Driver {
         eventloop: EventLoop,
         backoff: Backoff,
         commands: mpsc::Sender<Command>,
-        seen: SeenIds,
+        book: Arc<Mutex<CommandBook>>,
     ) -> Driver {
         Driver {
             shared,
@@ -57,7 +57,7 @@ impl Driver {
             eventloop,
             backoff,
             commands,
-            seen,
+            book,
             outage: None,
             connected_before: false,
             reject_log: LogLimiter::default(),
@@ -201,22 +201,37 @@ impl Driver {
             tracing::debug!(topic, "ignoring a message on a topic not subscribed to");
             return;
         }
-        let command =
-            match commands::verify(payload, &ctx.id.node, &ctx.id.key, now_ms(), &self.seen) {
-                Ok(command) => command,
-                Err(rejected) => return self.reject(rejected),
-            };
+        // held across the hand-over, so a result cannot be journaled before its id is seen
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let command = match book.check(payload, &ctx.id.node, &ctx.id.key, now_ms()) {
+            Ok(Verdict::Fresh(command)) => command,
+            Ok(Verdict::Answered(result)) => {
+                drop(book);
+                tracing::info!(
+                    id = %commands::hex(&result.id),
+                    "command replayed: its recorded result is sent again, nothing is executed"
+                );
+                let mut core = self.shared.core();
+                if !core.closed {
+                    core.enqueue_logged(ctx, Body::CommandResult(result), false);
+                    core.feed(ctx);
+                }
+                return;
+            }
+            Err(rejected) => {
+                drop(book);
+                return self.reject(rejected);
+            }
+        };
         let id = command.id;
         match self.commands.try_send(command) {
-            Ok(()) => {
-                if let Err(error) = self.seen.insert(id) {
-                    tracing::warn!(%error, "could not record an executed command id; a replay after a restart would not be recognised");
-                }
-            }
+            Ok(()) => book.accepted(id),
             Err(mpsc::error::TrySendError::Full(_)) => {
+                drop(book);
                 self.reject("the agent's command queue is full")
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
+                drop(book);
                 self.reject("nobody receives commands in this process")
             }
         }

@@ -66,6 +66,7 @@
 //!   watermark + 1 and the last record's seq + 1.
 //! * `commands.seen`: the ids (16 bytes each, oldest first) of the last 1024 accepted commands,
 //!   rewritten via a temporary file and rename after each accepted command.
+//! * `commands.results`: the results journal of the last 1024 commands (see Commands).
 //!
 //! In directory mode only an index (about 48 bytes a frame) stays in memory and frames are read
 //! back from the segment when sent. In memory-only mode (the simulator) the frames themselves
@@ -74,11 +75,19 @@
 //! # Commands
 //!
 //! Frames on the command topic are decoded with the node's key
-//! ([`yunjian_protocol::decode`]). Bad MAC, another node's envelope, a non-command body, an
-//! expired command (`expires_ms` < now) or an id among the last 1024 accepted are rejected:
-//! counted in [`PublisherStats::commands_rejected`] and logged at most once a minute. The rest
-//! are delivered on the receiver returned by [`Publisher::start`] (capacity 16; when it is full
-//! or dropped, the command is rejected likewise).
+//! ([`yunjian_protocol::decode`]). A command whose id has a journaled result (see below) is
+//! answered with that result again, executing nothing, even after its expiry. Otherwise a bad
+//! MAC, another node's envelope, a non-command body, an expired command (`expires_ms` < now)
+//! or an id accepted and still being carried out are rejected: counted in
+//! [`PublisherStats::commands_rejected`] and logged at most once a minute. An id accepted
+//! before an agent restart (among the last 1024) but never answered is answered as failed,
+//! outcome unknown, and not run again. The rest are delivered on the receiver returned by
+//! [`Publisher::start`] (capacity 16; when it is full or dropped, the command is rejected
+//! likewise).
+//!
+//! [`Publisher::send_result`] journals each result before publishing it: the last 1024, in
+//! `commands.results` (one JSON line each, appended with `fdatasync`, compacted via a
+//! temporary file and rename) with a buffer directory, in memory otherwise.
 //!
 //! # Footprint
 //!
@@ -111,6 +120,7 @@ mod driver;
 mod state;
 
 pub use buffer::BufferError;
+pub(crate) use commands::hex as command_id_hex;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -127,7 +137,7 @@ use yunjian_protocol::{
 
 use self::backoff::{seed_for, Backoff};
 use self::buffer::Buffer;
-use self::commands::SeenIds;
+use self::commands::CommandBook;
 use self::config::{BufferConfig, MqttConfig};
 use self::driver::Driver;
 use self::state::{status_frame, topics_for, Core, Ctx, Shared};
@@ -207,6 +217,8 @@ pub struct Publisher {
 struct Inner {
     shared: Arc<Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Seen command ids and the results journal, shared with the connection task.
+    book: Arc<Mutex<CommandBook>>,
 }
 
 impl Drop for Inner {
@@ -255,7 +267,7 @@ impl Publisher {
             Some(dir) => Buffer::open(dir, buffer.max_bytes)?,
             None => (Buffer::memory(buffer.max_bytes), 0),
         };
-        let seen = SeenIds::load(buffer.dir.as_deref())?;
+        let book = Arc::new(Mutex::new(CommandBook::load(buffer.dir.as_deref())?));
         let will = status_frame(&id, Status::Offline).map_err(|source| PublishError::Encode {
             kind: "status",
             source,
@@ -296,13 +308,14 @@ impl Publisher {
             eventloop,
             backoff,
             commands_tx,
-            seen,
+            Arc::clone(&book),
         );
         let task = tokio::spawn(driver.run().instrument(span));
         let publisher = Publisher {
             inner: Arc::new(Inner {
                 shared,
                 task: Mutex::new(Some(task)),
+                book,
             }),
         };
         Ok((publisher, commands_rx))
@@ -337,8 +350,16 @@ impl Publisher {
     }
 
     /// Send the result of a command (on the report topic, like every upstream message).
-    /// A failure to queue it is logged.
+    /// The result is journaled (and synced, with a buffer directory) first, so a replay of the
+    /// command gets it again instead of a second execution; a message longer than 2 KiB is
+    /// cut. A failure to journal or to queue it is logged.
     pub async fn send_result(&self, r: CommandResult) {
+        let r = self
+            .inner
+            .book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(r);
         let shared = &self.inner.shared;
         let mut core = shared.core();
         if core.closed {

@@ -35,6 +35,54 @@ pub struct Profile {
     pub retention: RetentionPolicy,
     /// Deadlines in working days (工作日) per step of the resource lifecycle.
     pub deadlines: Deadlines,
+    /// Low-use reclaim cases (降配 / 回收): 002 第十一条, 003 第二十一条, 003 第二十条.
+    #[serde(default)]
+    pub reclaim: ReclaimPolicy,
+    /// Utilisation history kept per VM (retention, time zone): [`crate::usage`].
+    #[serde(default)]
+    pub usage: crate::usage::UsagePolicy,
+    /// Idle VMs, candidates for reclaim: 002 第十一条, 003 第二十一条 / 第三十条, 004 第十六条.
+    #[serde(default)]
+    pub idle: crate::usage::IdlePolicy,
+    /// Over-provisioned VMs, candidates for downsizing (降配): same clauses, 001 第三十七条.
+    #[serde(default)]
+    pub rightsizing: crate::usage::RightsizingPolicy,
+}
+
+/// Deadlines and periods of a reclaim case (see `docs/RECLAIM.md`). Working days (工作日) are
+/// counted with the holiday calendar (`[reclaim] calendars` in the aggregator config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReclaimPolicy {
+    /// Ops notifies the unit of a detected case within this many working days.
+    pub notify_days: u32,
+    /// The unit answers the notice (agrees, or disputes with a reason) within this many.
+    pub reply_days: u32,
+    /// Ops files the plan with the authority (备案) within this many after the answer.
+    pub file_days: u32,
+    /// The authority approves or rejects within this many (the profile's terminate review).
+    pub approve_days: u32,
+    /// The resources are taken back within this many after approval (000, 001, 003: 3; 004: 5).
+    pub execute_days: u32,
+    /// A stopped VM is kept (not released) for this many calendar days (003 第二十条: ≥ 3 months).
+    pub hold_days: u32,
+    /// Just before acting the finding must have been confirmed this recently (still idle).
+    #[serde(with = "duration")]
+    pub recheck_within: std::time::Duration,
+}
+
+impl Default for ReclaimPolicy {
+    fn default() -> Self {
+        ReclaimPolicy {
+            notify_days: 2,
+            reply_days: 5,
+            file_days: 3,
+            approve_days: 5,
+            execute_days: 3,
+            hold_days: 92,
+            recheck_within: std::time::Duration::from_secs(86_400),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +194,7 @@ impl Profile {
                 return Err(bad(format!("{what}: escalation levels must be ≥ warn_pct")));
             }
         }
+        crate::usage::validate(&self.usage, &self.idle, &self.rightsizing).map_err(bad)?;
         Ok(())
     }
 }

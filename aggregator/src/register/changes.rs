@@ -417,16 +417,7 @@ fn system_name(v: &VmAllocation) -> String {
 /// A unit going from `old` to `new`: held if it grows while requests are held; refused if a
 /// resource grows past an explicit quota.
 fn check_growth(old: &UnitRecord, new: &UnitRecord) -> Result<(), ChangeError> {
-    let total = |r: &UnitRecord| r.vms.iter().map(VmAllocation::approved).sum::<Resources>();
-    let (before, after) = (total(old), total(new));
-    let grown: Vec<(&'static str, f64, f64)> = [
-        ("vcpus", before.vcpus, after.vcpus),
-        ("mem_gb", before.mem_gb, after.mem_gb),
-        ("disk_gb", before.disk_gb, after.disk_gb),
-    ]
-    .into_iter()
-    .filter(|(_, b, a)| a > b)
-    .collect();
+    let grown = growth(old, new);
     if grown.is_empty() {
         return Ok(());
     }
@@ -457,6 +448,49 @@ fn check_growth(old: &UnitRecord, new: &UnitRecord) -> Result<(), ChangeError> {
         }
     }
     Ok(())
+}
+
+/// The resources whose approved total grows from `old` to `new`: (name, before, after).
+fn growth(old: &UnitRecord, new: &UnitRecord) -> Vec<(&'static str, f64, f64)> {
+    let total = |r: &UnitRecord| r.vms.iter().map(VmAllocation::approved).sum::<Resources>();
+    let (before, after) = (total(old), total(new));
+    [
+        ("vcpus", before.vcpus, after.vcpus),
+        ("mem_gb", before.mem_gb, after.mem_gb),
+        ("disk_gb", before.disk_gb, after.disk_gb),
+    ]
+    .into_iter()
+    .filter(|(_, b, a)| a > b)
+    .collect()
+}
+
+/// 003 第三十条 (暂停后期该单位云资源申请): while a unit has open low-use reclaim cases
+/// (`holds`: unit → case ids and since when, from the reclaim service), an update that gives it
+/// more of any resource is held; one that gives back goes through.
+pub fn check_low_use_hold(
+    reg: &Register,
+    update: &Update,
+    holds: &std::collections::BTreeMap<String, (Vec<u64>, u64)>,
+) -> Result<(), ChangeError> {
+    let unit = &update.record.unit.name;
+    let Some((cases, since_ms)) = holds.get(unit) else {
+        return Ok(());
+    };
+    if growth(&reg.record(unit), &update.record).is_empty() {
+        return Ok(());
+    }
+    Err(ChangeError::Held {
+        unit: unit.clone(),
+        reason: format!(
+            "低利用率资源降配/回收工单未结（{}）",
+            cases
+                .iter()
+                .map(|c| format!("#{c}"))
+                .collect::<Vec<_>>()
+                .join("、")
+        ),
+        since_ms: *since_ms,
+    })
 }
 
 /// A sanction's lowered quota, else the unit's own.

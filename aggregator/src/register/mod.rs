@@ -211,6 +211,19 @@ pub struct Pool {
     pub nic_mbps: f64,
 }
 
+static REVISION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A counter that moves whenever a register is changed through [`Register::apply`] or
+/// [`touch`]: rules that evaluate incrementally look at everything again when it moved.
+pub fn revision() -> u64 {
+    REVISION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Note a change made to a register's fields directly (not through [`Register::apply`]).
+pub fn touch() {
+    REVISION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Everything registered.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Register {
@@ -283,6 +296,7 @@ impl Register {
     /// Replace the unit's row and VMs by `record` (the in-memory side of a stored change).
     /// The unit's VMs keep their place in the list; new ones go at the end.
     pub fn apply(&mut self, record: UnitRecord) {
+        touch();
         let name = record.unit.name.clone();
         let at = self
             .vms
@@ -317,6 +331,7 @@ pub fn load(storage: &mut dyn Storage, pools_file: Option<&Path>) -> Result<Regi
     let mut register = storage.load_register()?;
     if let Some(path) = pools_file {
         register.pools = pools::load(path)?;
+        touch();
     }
     tracing::info!(
         units = register.units.len(),

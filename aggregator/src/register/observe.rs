@@ -3,7 +3,7 @@
 //! vCPUs, memory, virtual disks). Either alone is enough to match a register entry.
 
 use super::Resources;
-use crate::fleet::Fleet;
+use crate::fleet::{Claims, Fleet};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use yunjian_protocol::Role;
@@ -104,6 +104,58 @@ pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// What is seen of one VM (`uuid` in lower case) from its claimants; `None` when nobody
+/// claims it any more. Claimants go in node order, so two nodes claiming one UUID (a cloned
+/// VM, a migration under way) resolve the same way every time: the first guest; the first
+/// hypervisor, except that a running copy beats a stopped one left behind by a migration.
+pub fn observe(fleet: &Fleet, uuid: &str, claims: &Claims) -> Option<Observation> {
+    let mut seen = Observation::default();
+    for host in &claims.hosts {
+        let Some(st) = fleet.get(host) else { continue };
+        for g in st
+            .guests
+            .iter()
+            .filter(|g| g.uuid.eq_ignore_ascii_case(uuid))
+        {
+            if seen
+                .hypervisor
+                .as_ref()
+                .is_some_and(|h| h.running || !g.running)
+            {
+                continue;
+            }
+            seen.hypervisor = Some(HypervisorView {
+                host: st.node.clone(),
+                domain: g.name.clone(),
+                running: g.running,
+                vcpus: g.vcpus.into(),
+                mem_gb: round2(g.mem_kib as f64 / KIB_PER_GB),
+                disk_gb: round2(g.disk_kib as f64 / KIB_PER_GB),
+            });
+        }
+    }
+    for node in &claims.guests {
+        let Some(st) = fleet.get(node).filter(|st| st.role == Some(Role::Guest)) else {
+            continue;
+        };
+        let Some(inv) = st.inventory.as_ref().filter(|i| {
+            i.smbios_uuid
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+        }) else {
+            continue;
+        };
+        seen.guest = Some(GuestView {
+            node: st.node.clone(),
+            vcpus: inv.cpu_cores.into(),
+            mem_gb: round2(inv.mem_total_kib as f64 / KIB_PER_GB),
+            disk_gb: round2(inv.disks.iter().map(|d| d.total_kib).sum::<u64>() as f64 / KIB_PER_GB),
+        });
+        break;
+    }
+    (seen.hypervisor.is_some() || seen.guest.is_some()).then_some(seen)
+}
+
 /// Every VM seen in the fleet, by lower-case UUID.
 #[derive(Debug, Default)]
 pub struct Sightings {
@@ -111,53 +163,12 @@ pub struct Sightings {
 }
 
 impl Sightings {
+    /// Every VM the fleet sees.
     pub fn of(fleet: &Fleet) -> Sightings {
-        let mut nodes: Vec<_> = fleet.nodes().collect();
-        // deterministic when two nodes claim one UUID (a cloned VM, a migration under way)
-        nodes.sort_by(|a, b| a.node.cmp(&b.node));
-        let mut by_uuid: BTreeMap<String, Observation> = BTreeMap::new();
-        for st in &nodes {
-            for g in &st.guests {
-                let seen = by_uuid.entry(g.uuid.to_ascii_lowercase()).or_default();
-                // a running copy beats a stopped one left behind by a migration
-                if seen
-                    .hypervisor
-                    .as_ref()
-                    .is_some_and(|h| h.running || !g.running)
-                {
-                    continue;
-                }
-                seen.hypervisor = Some(HypervisorView {
-                    host: st.node.clone(),
-                    domain: g.name.clone(),
-                    running: g.running,
-                    vcpus: g.vcpus.into(),
-                    mem_gb: round2(g.mem_kib as f64 / KIB_PER_GB),
-                    disk_gb: round2(g.disk_kib as f64 / KIB_PER_GB),
-                });
-            }
-            let Some(inv) = st
-                .inventory
-                .as_ref()
-                .filter(|_| st.role == Some(Role::Guest))
-            else {
-                continue;
-            };
-            let Some(uuid) = inv.smbios_uuid.as_deref() else {
-                continue;
-            };
-            let seen = by_uuid.entry(uuid.to_ascii_lowercase()).or_default();
-            if seen.guest.is_none() {
-                seen.guest = Some(GuestView {
-                    node: st.node.clone(),
-                    vcpus: inv.cpu_cores.into(),
-                    mem_gb: round2(inv.mem_total_kib as f64 / KIB_PER_GB),
-                    disk_gb: round2(
-                        inv.disks.iter().map(|d| d.total_kib).sum::<u64>() as f64 / KIB_PER_GB,
-                    ),
-                });
-            }
-        }
+        let by_uuid = fleet
+            .claims()
+            .filter_map(|(uuid, c)| Some((uuid.to_string(), observe(fleet, uuid, c)?)))
+            .collect();
         Sightings { by_uuid }
     }
 

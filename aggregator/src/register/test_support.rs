@@ -3,7 +3,7 @@
 use super::{ServerType, VmAllocation};
 use crate::alarms::Finding;
 use crate::fleet::Fleet;
-use crate::policy::{Context, Profile, Rule};
+use crate::policy::{Context, Findings, Profile, Rule};
 use crate::register::Register;
 
 /// A registered VM of `unit`: `vcpus` vCPU, 16 GB, 60 + 300 GB.
@@ -30,10 +30,10 @@ pub fn vm(unit: &str, uuid: &str, vcpus: u32) -> VmAllocation {
     }
 }
 
-/// One evaluation of `rule`.
+/// One evaluation of `rule` (a full one for a fresh rule).
 pub fn evaluate(rule: &mut dyn Rule, fleet: &Fleet, register: &Register) -> Vec<Finding> {
     let profile = Profile::default();
-    let mut out = Vec::new();
+    let mut out = Findings::new();
     rule.evaluate(
         &Context {
             fleet,
@@ -43,5 +43,5 @@ pub fn evaluate(rule: &mut dyn Rule, fleet: &Fleet, register: &Register) -> Vec<
         },
         &mut out,
     );
-    out
+    out.into_vec()
 }

@@ -6,6 +6,9 @@
 //! hot path, and loading decodes them with the protocol's own decoder.
 
 pub mod sqlite;
+mod sqlite_usage;
+mod sqlite_hardware;
+mod sqlite_reclaim;
 mod sqlite_register;
 
 use crate::alarms::{Alarm, AlarmEvent};
@@ -28,6 +31,11 @@ pub enum StorageError {
     SchemaTooNew { found: u32, known: u32 },
     #[error("stored row for node {node} is corrupt: {reason}")]
     Corrupt { node: String, reason: String },
+    #[error("the {backend} storage backend does not keep {what}")]
+    Unsupported {
+        backend: &'static str,
+        what: &'static str,
+    },
 }
 
 /// The persisted part of a node's state. A `None` frame means "unchanged": the stored one is kept.
@@ -49,6 +57,13 @@ pub struct NodeRow {
     pub antivirus: Option<Bytes>,
     /// What the node's antivirus was seen like before ([`crate::antivirus::AvHistory`], JSON).
     pub antivirus_history: Option<String>,
+}
+
+/// One BMC System Event Log entry of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelRow {
+    pub node: String,
+    pub record: crate::hardware::SelRecord,
 }
 
 /// One agent event.
@@ -85,6 +100,12 @@ pub struct WriteBatch {
     pub audit: Vec<AuditEntry>,
     /// Register changes: each unit as it now is, in order.
     pub register: Vec<UnitRecord>,
+    /// New BMC SEL entries (an entry already stored is not stored again).
+    pub sel: Vec<SelRow>,
+    /// Closed (or re-merged) days of VM utilisation history, upserted.
+    pub usage_days: Vec<crate::usage::UsageDayRow>,
+    /// Exemptions as they now are (new or revoked), upserted.
+    pub exemptions: Vec<crate::usage::Exemption>,
 }
 
 impl WriteBatch {
@@ -94,6 +115,9 @@ impl WriteBatch {
             && self.alarms.is_empty()
             && self.audit.is_empty()
             && self.register.is_empty()
+            && self.sel.is_empty()
+            && self.usage_days.is_empty()
+            && self.exemptions.is_empty()
     }
 }
 
@@ -119,6 +143,75 @@ pub trait Storage: Send + std::fmt::Debug {
     fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError>;
     /// The allocation register's units and VMs (pools come from configuration).
     fn load_register(&mut self) -> Result<Register, StorageError>;
+    /// Stored utilisation days from `since_day` on (day numbers of [`crate::usage::history`]).
+    fn load_usage(
+        &mut self,
+        since_day: i32,
+    ) -> Result<Vec<crate::usage::UsageDayRow>, StorageError> {
+        let _ = since_day;
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "utilisation history",
+        })
+    }
+    /// Delete utilisation days before `before_day` (retention from the policy profile).
+    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
+        let _ = before_day;
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "utilisation history",
+        })
+    }
+    /// Every exemption ever registered, by id.
+    fn load_exemptions(&mut self) -> Result<Vec<crate::usage::Exemption>, StorageError> {
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "exemptions",
+        })
+    }
+    /// The newest `per_node` SEL entries of every node, per node oldest first.
+    fn load_sel(&mut self, per_node: usize) -> Result<Vec<SelRow>, StorageError> {
+        let _ = per_node;
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "SEL entries",
+        })
+    }
+    /// Reclaim cases, their timeline, commands and audit entries, in one transaction: durable
+    /// when this returns (a command is stored before it is published).
+    fn reclaim_write(&mut self, w: &crate::reclaim::ReclaimWrite) -> Result<(), StorageError> {
+        let _ = w;
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "reclaim cases",
+        })
+    }
+    /// Every reclaim case, by id.
+    fn reclaim_cases(&mut self) -> Result<Vec<crate::reclaim::Case>, StorageError> {
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "reclaim cases",
+        })
+    }
+    /// One case's timeline, oldest first.
+    fn reclaim_log(&mut self, case_id: u64) -> Result<Vec<crate::reclaim::LogEntry>, StorageError> {
+        let _ = case_id;
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "reclaim cases",
+        })
+    }
+    /// Commands to agents, oldest first; only those still waiting for a result if asked.
+    fn commands(
+        &mut self,
+        outstanding_only: bool,
+    ) -> Result<Vec<crate::reclaim::CommandRecord>, StorageError> {
+        let _ = outstanding_only;
+        Err(StorageError::Unsupported {
+            backend: "this",
+            what: "commands",
+        })
+    }
 }
 
 impl NodeRow {
@@ -222,6 +315,8 @@ impl NodeRow {
             gaps: Default::default(),
             events: VecDeque::new(),
             antivirus,
+            hardware: Default::default(),
+            stamps: crate::fleet::Stamps::fresh(),
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::alarms::AlarmState;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use std::path::Path;
 
 /// Versioned migrations, applied in ascending version order, each once. Versions are explicit
@@ -61,6 +61,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
     // installed before (JSON), so a removal is still known after a restart
     (4, "ALTER TABLE nodes ADD COLUMN antivirus BLOB;
     ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;"),
+    // 10: BMC System Event Log entries, one row each
+    (10, super::sqlite_hardware::MIGRATION_10),
+    // 20: utilisation history (one compact row per VM and day) and the exemption register
+    (20, super::sqlite_usage::MIGRATION_20),
+    // 30: reclaim cases, their append-only timeline, commands to agents
+    (30, super::sqlite_reclaim::MIGRATION_30),
 ];
 
 fn state_str(s: AlarmState) -> &'static str {
@@ -254,6 +260,9 @@ impl Storage for SqliteStorage {
                 .map_err(&err)?;
             }
             super::sqlite_register::write(&tx, &batch.register).map_err(&err)?;
+            super::sqlite_hardware::write(&tx, &batch.sel).map_err(&err)?;
+            super::sqlite_usage::write(&tx, &batch.usage_days, &batch.exemptions)
+                .map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }
@@ -376,5 +385,45 @@ impl Storage for SqliteStorage {
 
     fn load_register(&mut self) -> Result<Register, StorageError> {
         super::sqlite_register::load(&self.conn, &self.err())
+    }
+
+    fn load_usage(
+        &mut self,
+        since_day: i32,
+    ) -> Result<Vec<crate::usage::UsageDayRow>, StorageError> {
+        super::sqlite_usage::load_days(&self.conn, &self.err(), since_day)
+    }
+
+    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
+        super::sqlite_usage::expire(&self.conn, before_day).map_err(self.err())
+    }
+
+    fn load_exemptions(&mut self) -> Result<Vec<crate::usage::Exemption>, StorageError> {
+        super::sqlite_usage::load_exemptions(&self.conn, &self.err())
+    }
+
+    fn load_sel(&mut self, per_node: usize) -> Result<Vec<SelRow>, StorageError> {
+        super::sqlite_hardware::load(&self.conn, per_node).map_err(self.err())
+    }
+
+    fn reclaim_write(&mut self, w: &crate::reclaim::ReclaimWrite) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        super::sqlite_reclaim::write(&mut self.conn, w)
+            .map_err(|source| StorageError::Sqlite { path, source })
+    }
+
+    fn reclaim_cases(&mut self) -> Result<Vec<crate::reclaim::Case>, StorageError> {
+        super::sqlite_reclaim::cases(&self.conn, &self.err())
+    }
+
+    fn reclaim_log(&mut self, case_id: u64) -> Result<Vec<crate::reclaim::LogEntry>, StorageError> {
+        super::sqlite_reclaim::log(&self.conn, &self.err(), case_id)
+    }
+
+    fn commands(
+        &mut self,
+        outstanding_only: bool,
+    ) -> Result<Vec<crate::reclaim::CommandRecord>, StorageError> {
+        super::sqlite_reclaim::commands(&self.conn, &self.err(), outstanding_only)
     }
 }

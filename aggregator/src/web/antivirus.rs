@@ -84,6 +84,8 @@ pub struct AvVm {
     pub stop: Option<StopDecision>,
     /// A stop can be requested now (removed, nothing requested yet).
     pub stop_offered: bool,
+    /// The stop commands sent to the VM's host after approval, newest first, with their result.
+    pub stop_commands: Vec<crate::reclaim::CommandRecord>,
 }
 
 /// VMs per state.
@@ -140,11 +142,20 @@ async fn list(State(app): State<AppState>) -> Json<AvList> {
                     report_ts_ms: st.antivirus.latest.as_ref().map(|(ts, _)| *ts),
                     stop_offered: a.state == AvState::Removed && stop.is_none(),
                     stop,
+                    stop_commands: Vec::new(),
                 })
             })
             .collect()
     };
     vms.sort_by(|a, b| (a.state, &a.node).cmp(&(b.state, &b.node)));
+    if let Some(r) = &app.reclaim {
+        for v in vms.iter_mut().filter(|v| v.stop.as_ref().is_some_and(|d| d.approved_ms.is_some())) {
+            v.stop_commands = r
+                .commands_for(&format!("antivirus:{}", v.node))
+                .await
+                .unwrap_or_default();
+        }
+    }
     for v in &vms {
         *match v.state {
             AvState::Removed => &mut totals.removed,
@@ -197,7 +208,7 @@ async fn request_stop(
     let by = required(&req.by, "by")?;
     let reason = required(&req.reason, "reason")?;
     let approval = app.profile.antivirus.stop_requires_approval;
-    record(&app, &node, "antivirus.stop_request", |track, now| {
+    let decided = record(&app, &node, "antivirus.stop_request", |track, now| {
         let d = track
             .request_stop(&node, by, reason, now, approval)?
             .clone();
@@ -209,7 +220,23 @@ async fn request_stop(
         });
         Ok((by.to_string(), d, detail))
     })
-    .await
+    .await?;
+    stop_when_approved(&app, &node, by, &decided.0).await;
+    Ok(decided)
+}
+
+/// Once the stop is approved (or needs no approval), the VM is stopped through the command path,
+/// snapshot first (`docs/RECLAIM.md`); the command and its result are audited and listed.
+async fn stop_when_approved(app: &AppState, node: &str, by: &str, d: &StopDecision) {
+    if d.approved_ms.is_none() {
+        return;
+    }
+    if let Some(r) = &app.reclaim {
+        match r.stop_for_antivirus(node, by, now_ms()).await {
+            Ok(cmd) => tracing::info!(%node, command = %cmd.id, host = %cmd.node, "antivirus stop command sent"),
+            Err(e) => tracing::warn!(%node, "antivirus stop command not sent: {e}"),
+        }
+    }
 }
 
 async fn approve_stop(
@@ -219,7 +246,7 @@ async fn approve_stop(
 ) -> Result<Json<StopDecision>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let by = required(&req.by, "by")?;
-    record(&app, &node, "antivirus.stop_approve", |track, now| {
+    let decided = record(&app, &node, "antivirus.stop_approve", |track, now| {
         let d = track.approve_stop(&node, by, now)?.clone();
         let detail = serde_json::json!({
             "requested_by": d.requested_by,
@@ -228,7 +255,9 @@ async fn approve_stop(
         });
         Ok((by.to_string(), d, detail))
     })
-    .await
+    .await?;
+    stop_when_approved(&app, &node, by, &decided.0).await;
+    Ok(decided)
 }
 
 /// What a decision records: who, the decision, the audit detail.

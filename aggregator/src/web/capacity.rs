@@ -217,7 +217,7 @@ async fn api(State(app): State<AppState>) -> Json<CapacityBody> {
 const CSS_SLOT: &str = "/*DASHBOARD_CSS*/";
 
 /// The rules between the dashboard's `<style>` tags.
-fn dashboard_css() -> &'static str {
+pub(super) fn dashboard_css() -> &'static str {
     DASHBOARD
         .split_once("<style>")
         .and_then(|(_, rest)| rest.split_once("</style>"))

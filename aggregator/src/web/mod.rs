@@ -11,6 +11,9 @@
 //! | `GET /api/alarms`     | open alarms (worst first) and recently cleared ones         |
 //! | `POST /api/alarms/{id}/ack` | acknowledge (`{"by": "name"}`), audited               |
 //! | `GET /api/audit`      | the audit log, newest first; `?subject=`, `?limit=`         |
+//! | `GET /reclaim`, `/reclaim/{id}`, `/api/reclaim/...` | low-use reclaim cases: see `reclaim.rs` |
+//! | `/api/usage/...`, `/api/exemptions` | utilisation history, idle / oversized findings, exemptions: see `usage.rs` |
+//! | `GET /racks`, `/servers/{id}`, `/api/racks`, `/api/servers/{id}/hardware` | server hardware (BMC): see `hardware.rs` |
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
 //! runs it on a listener until the shutdown future completes.
@@ -20,8 +23,11 @@ mod antivirus;
 mod api;
 mod capacity;
 mod error;
+mod hardware;
+mod reclaim;
 mod register;
 mod sse;
+mod usage;
 
 pub use api::{NodeDetail, NodesBody};
 pub use error::WebError;
@@ -59,6 +65,10 @@ pub struct AppState {
     pub store: StoreHandle,
     /// A read connection for history (audit log); `None` in tests without storage.
     pub reader: Option<SharedReader>,
+    /// Low-use reclaim cases; `None` in tests without them.
+    pub reclaim: Option<crate::reclaim::Reclaim>,
+    /// Utilisation history and exemptions (`/api/usage`, `/api/exemptions`).
+    pub usage: crate::usage::SharedUsage,
 }
 
 /// The policy engine, shared by the policy task and the web actions.
@@ -75,6 +85,7 @@ impl AppState {
         let profile = Arc::new(Profile::default());
         let engine = Engine::new(crate::policy::rules::build(&profile, &[]), AlarmBook::new());
         AppState {
+            usage: crate::usage::Usage::shared(&profile.usage),
             fleet,
             metrics,
             changes,
@@ -83,6 +94,7 @@ impl AppState {
             profile,
             store: StoreHandle::detached(),
             reader: None,
+            reclaim: None,
         }
     }
 }
@@ -140,7 +152,10 @@ fn routes(state: WebState) -> Router {
         .merge(alarms::routes())
         .merge(antivirus::routes())
         .merge(capacity::routes())
+        .merge(hardware::routes())
+        .merge(reclaim::routes())
         .merge(register::routes())
+        .merge(usage::routes())
         .with_state(state)
 }
 

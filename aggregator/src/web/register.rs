@@ -19,7 +19,7 @@
 use super::{read_fleet, AppState, WebError, DASHBOARD_CSP};
 use crate::alarms::Finding;
 use crate::policy::rules::{quota_unit::QuotaUnit, quota_vm::QuotaVm};
-use crate::policy::{Context, Rule};
+use crate::policy::{Context, Findings, Rule};
 use crate::ratelimit::now_ms;
 use crate::register::capacity::{pool_allocated, pool_capacity, pool_used};
 use crate::register::changes::{
@@ -252,6 +252,11 @@ async fn commit(
 ) -> Result<Update, WebError> {
     let _turn = WRITES.lock().await;
     let update = make(&read_register(app)).map_err(change_error)?;
+    if let Some(reclaim) = &app.reclaim {
+        // 003 第三十条: open low-use cases hold the unit's requests for more
+        let holds = reclaim.held_units().await;
+        changes::check_low_use_hold(&read_register(app), &update, &holds).map_err(change_error)?;
+    }
     app.store
         .write(WriteBatch {
             register: vec![update.record.clone()],
@@ -537,9 +542,13 @@ async fn violations(State(app): State<AppState>) -> Json<QuotaBody> {
         profile: &app.profile,
         now_ms: now,
     };
-    let mut violations = Vec::new();
-    QuotaVm.evaluate(&ctx, &mut violations);
-    QuotaUnit.evaluate(&ctx, &mut violations);
+    // fresh rules: a full evaluation each
+    let mut violations = Findings::new();
+    QuotaVm::default().evaluate(&ctx, &mut violations);
+    let mut violations = violations.into_vec();
+    let mut units = Findings::new();
+    QuotaUnit::default().evaluate(&ctx, &mut units);
+    violations.extend(units.into_vec());
     Json(QuotaBody {
         now_ms: now,
         violations,

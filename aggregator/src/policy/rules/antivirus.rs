@@ -5,8 +5,10 @@
 //! install and update antivirus on their cloud hosts. See [`crate::antivirus`] for the states.
 
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::antivirus::{assess_node, AvState};
-use crate::policy::{Context, Profile, Rule};
+use crate::antivirus::{assess_node, AvState, FIRST_REPORT_GRACE_MS};
+use crate::fleet::NodeState;
+use crate::policy::{Context, Findings, Incremental, Profile, Rule};
+use std::collections::HashMap;
 
 pub const NAME: &str = "antivirus";
 /// The clause of a removal.
@@ -14,11 +16,18 @@ pub const CLAUSE_REMOVED: &str = "003 附件1 承诺书";
 /// The clause of an antivirus missing, not running or out of date.
 pub const CLAUSE_INSTALL: &str = "001 第九条(四)";
 
+/// Incremental: a node is looked at again when its antivirus track, liveness or inventory
+/// changed; everything every [`crate::policy::FULL_REFRESH_MS`] (signatures age with time).
 #[derive(Debug, Default)]
-pub struct Antivirus;
+pub struct Antivirus {
+    inc: Incremental,
+    /// Register: lower-case UUID → unit, rebuilt on full evaluations (the register does not
+    /// change between them).
+    units: HashMap<String, String>,
+}
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
-    Box::new(Antivirus)
+    Box::new(Antivirus::default())
 }
 
 impl Rule for Antivirus {
@@ -30,52 +39,74 @@ impl Rule for Antivirus {
         CLAUSE_REMOVED
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let max_age = ctx.profile.antivirus.signature_max_age_days;
-        // one index per evaluation: a linear register scan per VM is quadratic in fleet size
-        let by_uuid = ctx.register.uuid_index();
-        for st in ctx.fleet.nodes() {
-            let Some(a) = assess_node(st, max_age, ctx.now_ms) else {
-                continue;
-            };
-            let (level, clause, what) = match a.state {
-                AvState::Removed => (Level::Critical, CLAUSE_REMOVED, "杀毒软件已被卸载"),
-                AvState::Degraded => (Level::Warning, CLAUSE_INSTALL, "杀毒软件异常"),
-                AvState::Missing => (Level::Warning, CLAUSE_INSTALL, "未安装杀毒软件"),
-                AvState::Unknown | AvState::Compliant => continue,
-            };
-            let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.as_deref());
-            let unit = uuid
-                .and_then(|u| by_uuid.get(&u.to_ascii_lowercase()))
-                .map(|v| v.unit.clone());
-            let products: Vec<&str> = a.removals.iter().map(|r| r.profile.as_str()).collect();
-            let title = match a.state {
-                AvState::Removed => format!(
-                    "虚拟机 {} {what}（{}），违反承诺书，可申请停止虚拟机",
-                    st.node,
-                    products.join("、")
-                ),
-                _ => format!("虚拟机 {} {what}", st.node),
-            };
-            out.push(Finding {
-                key: AlarmKey {
-                    rule: NAME.into(),
-                    subject: format!("node:{}/{}", st.node, serde_plain(a.state)),
-                },
-                level,
-                clause: clause.into(),
-                unit,
-                title,
-                evidence: serde_json::json!({
-                    "node": st.node,
-                    "smbios_uuid": uuid,
-                    "state": a.state,
-                    "notes": a.notes,
-                    "removals": a.removals,
-                    "stop": st.antivirus.history.stop,
-                }),
-            });
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
+        let since = self.inc.begin(ctx, out);
+        if since.is_none() {
+            self.units = ctx
+                .register
+                .uuid_index()
+                .into_iter()
+                .map(|(u, v)| (u, v.unit.clone()))
+                .collect();
         }
+        for st in ctx.fleet.nodes() {
+            // unchanged, and past the wait for a first report (which ends with time alone)
+            if since.is_some_and(|s| {
+                st.stamps.state.max(st.stamps.observed) <= s
+                    && ctx.now_ms.saturating_sub(st.liveness_since_ms)
+                        > FIRST_REPORT_GRACE_MS + crate::policy::TIME_SLACK_MS
+            }) {
+                continue;
+            }
+            out.scope(&st.node);
+            self.node(ctx, st, out);
+        }
+    }
+}
+
+impl Antivirus {
+    fn node(&self, ctx: &Context<'_>, st: &NodeState, out: &mut Findings) {
+        let max_age = ctx.profile.antivirus.signature_max_age_days;
+        let Some(a) = assess_node(st, max_age, ctx.now_ms) else {
+            return;
+        };
+        let (level, clause, what) = match a.state {
+            AvState::Removed => (Level::Critical, CLAUSE_REMOVED, "杀毒软件已被卸载"),
+            AvState::Degraded => (Level::Warning, CLAUSE_INSTALL, "杀毒软件异常"),
+            AvState::Missing => (Level::Warning, CLAUSE_INSTALL, "未安装杀毒软件"),
+            AvState::Unknown | AvState::Compliant => return,
+        };
+        let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.as_deref());
+        let unit = uuid
+            .and_then(|u| self.units.get(&u.to_ascii_lowercase()))
+            .cloned();
+        let products: Vec<&str> = a.removals.iter().map(|r| r.profile.as_str()).collect();
+        let title = match a.state {
+            AvState::Removed => format!(
+                "虚拟机 {} {what}（{}），违反承诺书，可申请停止虚拟机",
+                st.node,
+                products.join("、")
+            ),
+            _ => format!("虚拟机 {} {what}", st.node),
+        };
+        out.push(Finding {
+            key: AlarmKey {
+                rule: NAME.into(),
+                subject: format!("node:{}/{}", st.node, serde_plain(a.state)),
+            },
+            level,
+            clause: clause.into(),
+            unit,
+            title,
+            evidence: serde_json::json!({
+                "node": st.node,
+                "smbios_uuid": uuid,
+                "state": a.state,
+                "notes": a.notes,
+                "removals": a.removals,
+                "stop": st.antivirus.history.stop,
+            }),
+        });
     }
 }
 
@@ -181,8 +212,8 @@ mod tests {
 
     fn findings(f: &Fleet, reg: &Register, now_ms: u64) -> Vec<Finding> {
         let profile = Profile::default();
-        let mut out = Vec::new();
-        Antivirus.evaluate(
+        let mut out = Findings::new();
+        Antivirus::default().evaluate(
             &Context {
                 fleet: f,
                 register: reg,
@@ -191,7 +222,7 @@ mod tests {
             },
             &mut out,
         );
-        out
+        out.into_vec()
     }
 
     #[test]

@@ -22,7 +22,7 @@
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::Fleet;
 use crate::policy::hysteresis::{Hysteresis, Thresholds};
-use crate::policy::{Context, Profile, Rule};
+use crate::policy::{Context, Findings, Profile, Rule};
 use crate::register::capacity::{pool_capacity, pool_total, pool_used};
 use crate::register::{Pool, Register, Resources, VmAllocation};
 use serde::Serialize;
@@ -496,7 +496,11 @@ impl Rule for Capacity {
         CLAUSE
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+    fn interval_ms(&self) -> u64 {
+        crate::policy::AGGREGATE_INTERVAL_MS
+    }
+
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
         let t = &ctx.profile.capacity.thresholds;
         let scopes = measure(ctx.fleet, ctx.register);
         // scopes whose pool left the register forget their state
@@ -885,7 +889,7 @@ pub(crate) mod tests {
         p: &Profile,
         now: u64,
     ) -> Vec<Finding> {
-        let mut out = Vec::new();
+        let mut out = Findings::new();
         rule.evaluate(
             &Context {
                 fleet,
@@ -895,7 +899,7 @@ pub(crate) mod tests {
             },
             &mut out,
         );
-        out
+        out.into_vec()
     }
 
     #[test]

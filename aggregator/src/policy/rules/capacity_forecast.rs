@@ -10,7 +10,7 @@
 use super::capacity::{measure_use, Kind, Resource, CLAUSE};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::policy::forecast::{beijing_date, Trend};
-use crate::policy::{Context, Profile, Rule};
+use crate::policy::{Context, Findings, Profile, Rule};
 use std::collections::HashMap;
 
 pub const NAME: &str = "capacity_forecast";
@@ -34,7 +34,11 @@ impl Rule for CapacityForecast {
         CLAUSE
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+    fn interval_ms(&self) -> u64 {
+        crate::policy::AGGREGATE_INTERVAL_MS
+    }
+
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
         let cap = &ctx.profile.capacity;
         let line = cap.thresholds.warn_pct;
         let horizon = f64::from(cap.forecast_horizon_days);
@@ -138,7 +142,7 @@ mod tests {
                 }
                 feed(&mut fleet, h, Role::Host, bodies, ts);
             }
-            let mut out = Vec::new();
+            let mut out = Findings::new();
             rule.evaluate(
                 &Context {
                     fleet: &fleet,
@@ -148,7 +152,7 @@ mod tests {
                 },
                 &mut out,
             );
-            all.push(out);
+            all.push(out.into_vec());
             ts += 2 * HOUR_MS;
             now += 60_000;
         }

@@ -3,6 +3,7 @@
 pub mod antivirus;
 pub mod capacity;
 pub mod capacity_forecast;
+pub mod hardware;
 pub mod node_down;
 pub mod peak;
 pub mod quota_unit;
@@ -29,6 +30,11 @@ pub const REGISTRY: &[Registration] = &[
         name: node_down::NAME,
         enabled_by_default: true,
         build: node_down::build,
+    },
+    Registration {
+        name: hardware::NAME,
+        enabled_by_default: true,
+        build: hardware::build,
     },
     Registration {
         name: capacity::NAME,

@@ -5,8 +5,9 @@
 //! until it reconnects) raises nothing.
 
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::fleet::Liveness;
-use crate::policy::{Context, Profile, Rule};
+use crate::fleet::{Liveness, NodeState};
+use crate::policy::{Context, Findings, Incremental, Profile, Rule, TIME_SLACK_MS};
+use std::collections::HashMap;
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "node_down";
@@ -14,11 +15,17 @@ pub const NAME: &str = "node_down";
 /// Report intervals a node must stay down before the alarm.
 pub const GRACE_INTERVALS: u64 = 3;
 
+/// Incremental: a node is looked at again when its liveness (or anything but its reports)
+/// changed, and on every evaluation while it is down within its grace.
 #[derive(Debug, Default)]
-pub struct NodeDown;
+pub struct NodeDown {
+    inc: Incremental,
+    /// Register: lower-case UUID → unit, rebuilt on full evaluations.
+    units: HashMap<String, String>,
+}
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
-    Box::new(NodeDown)
+    Box::new(NodeDown::default())
 }
 
 impl Rule for NodeDown {
@@ -30,53 +37,75 @@ impl Rule for NodeDown {
         "001 第十六条"
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
+        let since = self.inc.begin(ctx, out);
+        if since.is_none() {
+            self.units = ctx
+                .register
+                .uuid_index()
+                .into_iter()
+                .map(|(u, v)| (u, v.unit.clone()))
+                .collect();
+        }
         for st in ctx.fleet.nodes() {
-            if st.liveness == Liveness::Online
-                || st.role.is_none()
-                || ctx.now_ms.saturating_sub(st.liveness_since_ms)
-                    < GRACE_INTERVALS * st.interval_ms()
-            {
+            let grace = GRACE_INTERVALS * st.interval_ms();
+            let down_for = ctx.now_ms.saturating_sub(st.liveness_since_ms);
+            if since.is_some_and(|s| {
+                st.stamps.state.max(st.stamps.observed) <= s
+                    && (st.liveness == Liveness::Online || down_for > grace + TIME_SLACK_MS)
+            }) {
                 continue;
             }
-            let s = ctx.fleet.summary(st);
-            let unit = s
-                .smbios_uuid
-                .as_deref()
-                .and_then(|u| ctx.register.vm_by_uuid(u))
-                .map(|v| v.unit.clone());
-            let (level, what) = match st.role {
-                Some(Role::Host) => (Level::Major, "物理服务器"),
-                _ => (Level::Warning, "虚拟机"),
-            };
-            let state = match st.liveness {
-                Liveness::Silent => "静默（超时未上报）",
-                _ => "离线",
-            };
-            out.push(Finding {
-                key: AlarmKey {
-                    rule: NAME.into(),
-                    subject: format!("node:{}", st.node),
-                },
-                level,
-                clause: self.clause().into(),
-                unit,
-                title: format!("{what} {} {state}", st.node),
-                evidence: serde_json::json!({
-                    "node": st.node,
-                    "liveness": st.liveness,
-                    "last_seen_ms": st.last_seen_ms,
-                    "host": s.host,
-                }),
-            });
+            out.scope(&st.node);
+            if st.liveness == Liveness::Online || st.role.is_none() || down_for < grace {
+                continue;
+            }
+            self.node(ctx, st, out);
         }
+    }
+}
+
+impl NodeDown {
+    fn node(&self, ctx: &Context<'_>, st: &NodeState, out: &mut Findings) {
+        let s = ctx.fleet.summary(st);
+        let unit = s
+            .smbios_uuid
+            .as_deref()
+            .and_then(|u| self.units.get(&u.to_ascii_lowercase()))
+            .cloned();
+        let (level, what) = match st.role {
+            Some(Role::Host) => (Level::Major, "物理服务器"),
+            _ => (Level::Warning, "虚拟机"),
+        };
+        let state = match st.liveness {
+            Liveness::Silent => "静默（超时未上报）",
+            _ => "离线",
+        };
+        out.push(Finding {
+            key: AlarmKey {
+                rule: NAME.into(),
+                subject: format!("node:{}", st.node),
+            },
+            level,
+            clause: "001 第十六条".into(),
+            unit,
+            title: format!("{what} {} {state}", st.node),
+            evidence: serde_json::json!({
+                "node": st.node,
+                "liveness": st.liveness,
+                "last_seen_ms": st.last_seen_ms,
+                "host": s.host,
+            }),
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alarms::{Alarm, AlarmBook};
     use crate::fleet::Fleet;
+    use crate::policy::Engine;
     use crate::register::Register;
     use yunjian_protocol::{Body, Envelope, Hello, Status};
 
@@ -93,19 +122,16 @@ mod tests {
         fleet.apply(Envelope::new("h1", 1, 0, hello), 0);
         let reg = Register::default();
         let profile = Profile::default();
-        let mut rule = NodeDown;
-        let mut ctx = |f: &Fleet, now_ms: u64| -> Vec<Finding> {
-            let mut out = Vec::new();
-            rule.evaluate(
-                &Context {
-                    fleet: f,
-                    register: &reg,
-                    profile: &profile,
-                    now_ms,
-                },
-                &mut out,
-            );
-            out
+        // through the engine: evaluations after the first are partial
+        let mut engine = Engine::new(vec![build(&profile)], AlarmBook::new());
+        let mut ctx = |f: &Fleet, now_ms: u64| -> Vec<Alarm> {
+            engine.evaluate(&Context {
+                fleet: f,
+                register: &reg,
+                profile: &profile,
+                now_ms,
+            });
+            engine.book().open().into_iter().cloned().collect()
         };
         assert!(ctx(&fleet, 0).is_empty());
         fleet.apply(

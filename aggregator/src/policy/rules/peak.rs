@@ -13,7 +13,7 @@ use super::capacity::{RegisterHash, VmIndex, Watch};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::Liveness;
 use crate::policy::hysteresis::Thresholds;
-use crate::policy::{Context, Profile, Rule};
+use crate::policy::{Context, Findings, Profile, Rule};
 use std::collections::HashMap;
 use yunjian_protocol::Role;
 
@@ -107,7 +107,11 @@ impl Rule for Peak {
         CLAUSE
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
+    fn interval_ms(&self) -> u64 {
+        crate::policy::AGGREGATE_INTERVAL_MS
+    }
+
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
         let t = &ctx.profile.peak.thresholds;
         let index = VmIndex::new(ctx.register);
         // Each register VM's (unit, system) group, assigned in register order: the register is
@@ -281,7 +285,7 @@ mod tests {
         p: &Profile,
         now: u64,
     ) -> Vec<Finding> {
-        let mut out = Vec::new();
+        let mut out = Findings::new();
         rule.evaluate(
             &Context {
                 fleet,
@@ -291,6 +295,7 @@ mod tests {
             },
             &mut out,
         );
+        let mut out = out.into_vec();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }

@@ -4,17 +4,27 @@
 //! [`crate::register::observe`]). Level major, one alarm per unit.
 
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::policy::{Context, Profile, Rule};
-use crate::register::observe::{excess, Sightings};
+use crate::policy::{Context, Findings, Incremental, Profile, Rule};
+use crate::register::observe::{excess, observe};
 use crate::register::{Resources, VmAllocation};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const NAME: &str = "quota_unit";
+const CLAUSE: &str = "004 第十六条, 000 第二十一条(五)";
 
+/// Incremental: a unit is summed again when what is seen of one of its VMs changed;
+/// everything after a register change and every [`crate::policy::FULL_REFRESH_MS`].
 #[derive(Debug, Default)]
-pub struct QuotaUnit;
+pub struct QuotaUnit {
+    inc: Incremental,
+    /// Register, rebuilt on full evaluations: each unit's VMs (indexes into `register.vms`)
+    /// and the unit of each lower-case UUID.
+    units: BTreeMap<String, Vec<usize>>,
+    unit_of: HashMap<String, String>,
+}
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
-    Box::new(QuotaUnit)
+    Box::new(QuotaUnit::default())
 }
 
 impl Rule for QuotaUnit {
@@ -23,54 +33,112 @@ impl Rule for QuotaUnit {
     }
 
     fn clause(&self) -> &'static str {
-        "004 第十六条, 000 第二十一条(五)"
+        CLAUSE
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let reg = ctx.register;
-        let sightings = Sightings::of(ctx.fleet);
-        for (unit, vms) in reg.vms_by_unit() {
-            let approved: Resources = vms.iter().map(|v| v.approved()).sum();
-            let seen: Vec<(&VmAllocation, Resources)> = vms
-                .into_iter()
-                .filter_map(|v| Some((v, sightings.get(v.uuid.as_deref()?)?.size())))
-                .collect();
-            let observed: Resources = seen.iter().map(|(_, size)| *size).sum();
-            let (quota, source) = reg.effective_quota(unit, approved);
-            let over = excess(quota, observed);
-            if over.is_empty() {
-                continue;
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
+        match self.inc.begin(ctx, out) {
+            None => {
+                self.index(ctx);
+                for unit in self.units.keys() {
+                    if let Some(f) = self.check(ctx, unit) {
+                        out.scope(&f.key.subject);
+                        out.push(f);
+                    }
+                }
             }
-            let what: Vec<String> = over
-                .iter()
-                .map(|e| format!("{} {} > {}", e.label(), e.observed, e.approved))
-                .collect();
-            out.push(Finding {
-                key: AlarmKey {
-                    rule: NAME.into(),
-                    subject: format!("unit:{unit}"),
-                },
-                level: Level::Major,
-                clause: self.clause().into(),
-                unit: Some(unit.to_string()),
-                title: format!("单位 {unit} 使用资源超出配额：{}", what.join("，")),
-                evidence: serde_json::json!({
-                    "unit": unit,
-                    "quota": quota,
-                    "quota_source": source,
-                    "observed": observed,
-                    "over": over,
-                    "sanction": reg.units.get(unit).and_then(|u| u.sanction.as_ref()),
-                    "vms": seen
-                        .iter()
-                        .map(|(v, size)| serde_json::json!({
-                            "uuid": v.uuid, "system": v.system, "subsystem": v.subsystem,
-                            "approved": v.approved(), "observed": size,
-                        }))
-                        .collect::<Vec<_>>(),
-                }),
-            });
+            Some(since) => {
+                let dirty: BTreeSet<&String> = ctx
+                    .fleet
+                    .claims()
+                    .filter(|(_, c)| c.stamp > since)
+                    .filter_map(|(uuid, _)| self.unit_of.get(uuid))
+                    .collect();
+                for unit in dirty {
+                    out.scope(&subject(unit));
+                    if let Some(f) = self.check(ctx, unit) {
+                        out.push(f);
+                    }
+                }
+            }
         }
+    }
+}
+
+fn subject(unit: &str) -> String {
+    format!("unit:{unit}")
+}
+
+impl QuotaUnit {
+    fn index(&mut self, ctx: &Context<'_>) {
+        let reg = ctx.register;
+        // every unit, those with a unit row and no VMs too; VMs in register order
+        let mut units: BTreeMap<String, Vec<usize>> =
+            reg.units.keys().map(|u| (u.clone(), Vec::new())).collect();
+        for (i, v) in reg.vms.iter().enumerate() {
+            units.entry(v.unit.clone()).or_default().push(i);
+        }
+        self.units = units;
+        self.unit_of = reg
+            .vms
+            .iter()
+            .filter_map(|v| Some((v.uuid.as_deref()?.to_ascii_lowercase(), v.unit.clone())))
+            .collect();
+    }
+
+    /// The unit's violation, if its observed VMs are above its quota.
+    fn check(&self, ctx: &Context<'_>, unit: &str) -> Option<Finding> {
+        let reg = ctx.register;
+        let vms: Vec<&VmAllocation> = self
+            .units
+            .get(unit)?
+            .iter()
+            .filter_map(|&i| reg.vms.get(i))
+            .collect();
+        let approved: Resources = vms.iter().map(|v| v.approved()).sum();
+        let seen: Vec<(&VmAllocation, Resources)> = vms
+            .into_iter()
+            .filter_map(|v| {
+                let uuid = v.uuid.as_deref()?.to_ascii_lowercase();
+                let claims = ctx.fleet.claims_of(&uuid)?;
+                Some((v, observe(ctx.fleet, &uuid, claims)?.size()))
+            })
+            .collect();
+        let observed: Resources = seen.iter().map(|(_, size)| *size).sum();
+        let (quota, source) = reg.effective_quota(unit, approved);
+        let over = excess(quota, observed);
+        if over.is_empty() {
+            return None;
+        }
+        let what: Vec<String> = over
+            .iter()
+            .map(|e| format!("{} {} > {}", e.label(), e.observed, e.approved))
+            .collect();
+        Some(Finding {
+            key: AlarmKey {
+                rule: NAME.into(),
+                subject: subject(unit),
+            },
+            level: Level::Major,
+            clause: CLAUSE.into(),
+            unit: Some(unit.to_string()),
+            title: format!("单位 {unit} 使用资源超出配额：{}", what.join("，")),
+            evidence: serde_json::json!({
+                "unit": unit,
+                "quota": quota,
+                "quota_source": source,
+                "observed": observed,
+                "over": over,
+                "sanction": reg.units.get(unit).and_then(|u| u.sanction.as_ref()),
+                "vms": seen
+                    .iter()
+                    .map(|(v, size)| serde_json::json!({
+                        "uuid": v.uuid, "system": v.system, "subsystem": v.subsystem,
+                        "approved": v.approved(), "observed": size,
+                    }))
+                    .collect::<Vec<_>>(),
+            }),
+        })
     }
 }
 
@@ -126,10 +194,10 @@ mod tests {
             .collect();
         f.apply(Envelope::new("h1", 1, 0, Body::Guests(listed)), 0);
         // 16 vCPUs in use against a quota of 16; 教育局 has no quota: its approved sum
-        assert!(evaluate(&mut QuotaUnit, &f, &reg).is_empty());
+        assert!(evaluate(&mut QuotaUnit::default(), &f, &reg).is_empty());
 
         reg.units.get_mut("财政局").unwrap().quota = Some(quota(12.0));
-        let out = evaluate(&mut QuotaUnit, &f, &reg);
+        let out = evaluate(&mut QuotaUnit::default(), &f, &reg);
         assert_eq!(out.len(), 1);
         let u = &out[0];
         assert_eq!((u.level, u.unit.as_deref()), (Level::Major, Some("财政局")));
@@ -141,14 +209,14 @@ mod tests {
 
         // a sanction's lowered quota wins over the unit's own
         reg.units.get_mut("财政局").unwrap().quota = Some(quota(32.0));
-        assert!(evaluate(&mut QuotaUnit, &f, &reg).is_empty());
+        assert!(evaluate(&mut QuotaUnit::default(), &f, &reg).is_empty());
         reg.units.get_mut("财政局").unwrap().sanction = Some(Sanction {
             reason: "使用率低".into(),
             since_ms: 1,
             quota: Some(quota(8.0)),
             hold_requests: true,
         });
-        let out = evaluate(&mut QuotaUnit, &f, &reg);
+        let out = evaluate(&mut QuotaUnit::default(), &f, &reg);
         assert_eq!(out[0].evidence["quota_source"], "sanction");
         assert_eq!(out[0].evidence["sanction"]["reason"], "使用率低");
     }

@@ -5,17 +5,25 @@
 //! little less memory than the VM has). Level major, one alarm per VM.
 
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::policy::{Context, Profile, Rule};
-use crate::register::observe::{excess, Sightings};
+use crate::policy::{Context, Findings, Incremental, Profile, Rule};
+use crate::register::observe::{excess, observe, Observation, Sightings};
 use crate::register::VmAllocation;
+use std::collections::HashMap;
 
 pub const NAME: &str = "quota_vm";
 
+/// Incremental: a VM is looked at again when what is seen of it changed (its claims' stamp,
+/// see [`crate::fleet::Claims`]); everything after a register change and every
+/// [`crate::policy::FULL_REFRESH_MS`].
 #[derive(Debug, Default)]
-pub struct QuotaVm;
+pub struct QuotaVm {
+    inc: Incremental,
+    /// Register: lower-case UUID → index into `register.vms`, rebuilt on full evaluations.
+    index: HashMap<String, usize>,
+}
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
-    Box::new(QuotaVm)
+    Box::new(QuotaVm::default())
 }
 
 impl Rule for QuotaVm {
@@ -27,55 +35,93 @@ impl Rule for QuotaVm {
         "003 第十五条"
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let sightings = Sightings::of(ctx.fleet);
-        for vm in &ctx.register.vms {
-            let Some(uuid) = vm.uuid.as_deref() else {
-                continue;
-            };
-            let Some(seen) = sightings.get(uuid) else {
-                continue;
-            };
-            let over = excess(vm.approved(), seen.size());
-            if over.is_empty() {
-                continue;
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
+        match self.inc.begin(ctx, out) {
+            None => {
+                self.index = vm_index(ctx);
+                let sightings = Sightings::of(ctx.fleet);
+                for vm in &ctx.register.vms {
+                    let Some(uuid) = vm.uuid.as_deref() else {
+                        continue;
+                    };
+                    if let Some(f) = sightings.get(uuid).and_then(|seen| check(vm, uuid, seen)) {
+                        out.scope(&f.key.subject);
+                        out.push(f);
+                    }
+                }
             }
-            let name = seen
-                .guest
-                .as_ref()
-                .map(|g| g.node.clone())
-                .or_else(|| seen.hypervisor.as_ref().map(|h| h.domain.clone()))
-                .unwrap_or_else(|| uuid.to_string());
-            let what: Vec<String> = over
-                .iter()
-                .map(|e| format!("{} {} > {}", e.label(), e.observed, e.approved))
-                .collect();
-            out.push(Finding {
-                key: AlarmKey {
-                    rule: NAME.into(),
-                    subject: format!("vm:{}", uuid.to_ascii_lowercase()),
-                },
-                level: Level::Major,
-                clause: self.clause().into(),
-                unit: Some(vm.unit.clone()),
-                title: format!(
-                    "虚拟机 {name}（{} {}）配置超出核准且无变更申请：{}",
-                    vm.unit,
-                    system_name(vm),
-                    what.join("，")
-                ),
-                evidence: serde_json::json!({
-                    "uuid": uuid,
-                    "approved": vm.approved(),
-                    "observed": seen.size(),
-                    "over": over,
-                    "hypervisor": seen.hypervisor,
-                    "guest": seen.guest,
-                    "register_row": vm,
-                }),
-            });
+            Some(since) => {
+                for (uuid, claims) in ctx.fleet.claims().filter(|(_, c)| c.stamp > since) {
+                    out.scope(&subject(uuid));
+                    let Some(vm) = self.index.get(uuid).and_then(|&i| ctx.register.vms.get(i))
+                    else {
+                        continue;
+                    };
+                    if let Some(f) =
+                        observe(ctx.fleet, uuid, claims).and_then(|seen| check(vm, uuid, &seen))
+                    {
+                        out.push(f);
+                    }
+                }
+            }
         }
     }
+}
+
+/// The register's VMs by lower-case UUID (index into `register.vms`).
+pub(crate) fn vm_index(ctx: &Context<'_>) -> HashMap<String, usize> {
+    ctx.register
+        .vms
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| Some((v.uuid.as_deref()?.to_ascii_lowercase(), i)))
+        .collect()
+}
+
+fn subject(uuid: &str) -> String {
+    format!("vm:{}", uuid.to_ascii_lowercase())
+}
+
+/// The violation, if the VM is bigger than approved.
+fn check(vm: &VmAllocation, uuid: &str, seen: &Observation) -> Option<Finding> {
+    let over = excess(vm.approved(), seen.size());
+    if over.is_empty() {
+        return None;
+    }
+    let name = seen
+        .guest
+        .as_ref()
+        .map(|g| g.node.clone())
+        .or_else(|| seen.hypervisor.as_ref().map(|h| h.domain.clone()))
+        .unwrap_or_else(|| uuid.to_string());
+    let what: Vec<String> = over
+        .iter()
+        .map(|e| format!("{} {} > {}", e.label(), e.observed, e.approved))
+        .collect();
+    Some(Finding {
+        key: AlarmKey {
+            rule: NAME.into(),
+            subject: subject(uuid),
+        },
+        level: Level::Major,
+        clause: "003 第十五条".into(),
+        unit: Some(vm.unit.clone()),
+        title: format!(
+            "虚拟机 {name}（{} {}）配置超出核准且无变更申请：{}",
+            vm.unit,
+            system_name(vm),
+            what.join("，")
+        ),
+        evidence: serde_json::json!({
+            "uuid": uuid,
+            "approved": vm.approved(),
+            "observed": seen.size(),
+            "over": over,
+            "hypervisor": seen.hypervisor,
+            "guest": seen.guest,
+            "register_row": vm,
+        }),
+    })
 }
 
 fn system_name(vm: &VmAllocation) -> &str {
@@ -117,10 +163,10 @@ mod tests {
         };
         let mut f = Fleet::new();
         f.apply(Envelope::new("h1", 1, 0, listed(8, 16)), 0);
-        assert!(evaluate(&mut QuotaVm, &f, &reg).is_empty());
+        assert!(evaluate(&mut QuotaVm::default(), &f, &reg).is_empty());
         // someone gave the VM 16 vCPUs on the hypervisor
         f.apply(Envelope::new("h1", 2, 0, listed(16, 16)), 0);
-        let out = evaluate(&mut QuotaVm, &f, &reg);
+        let out = evaluate(&mut QuotaVm::default(), &f, &reg);
         assert_eq!(out.len(), 1);
         let v = &out[0];
         assert_eq!((v.level, v.unit.as_deref()), (Level::Major, Some("财政局")));
@@ -148,7 +194,7 @@ mod tests {
             ..ChangeRequest::default()
         };
         reg.apply(change(&reg, UUID, &req, 1).unwrap().record);
-        assert!(evaluate(&mut QuotaVm, &f, &reg).is_empty());
+        assert!(evaluate(&mut QuotaVm::default(), &f, &reg).is_empty());
     }
 
     #[test]
@@ -176,9 +222,9 @@ mod tests {
             })
         };
         f.apply(Envelope::new("caiwu", 1, 0, inv(8)), 0);
-        assert!(evaluate(&mut QuotaVm, &f, &reg).is_empty());
+        assert!(evaluate(&mut QuotaVm::default(), &f, &reg).is_empty());
         f.apply(Envelope::new("caiwu", 2, 0, inv(12)), 0);
-        let out = evaluate(&mut QuotaVm, &f, &reg);
+        let out = evaluate(&mut QuotaVm::default(), &f, &reg);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].evidence["guest"]["node"], "caiwu");
         assert_eq!(out[0].evidence["observed"]["vcpus"], 12.0);

@@ -4,16 +4,24 @@
 //! a hypervisor lists it; both sightings are one alarm, per UUID. Level warning.
 
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::policy::{Context, Profile, Rule};
-use crate::register::observe::Sightings;
+use crate::policy::{Context, Findings, Incremental, Profile, Rule};
+use crate::register::observe::{observe, Observation, Sightings};
+use std::collections::HashSet;
 
 pub const NAME: &str = "unregistered_vm";
+const CLAUSE: &str = "003 第十五条, 000 第二十一条";
 
+/// Incremental like [`super::quota_vm::QuotaVm`]: a VM is looked at again when what is seen
+/// of it changed.
 #[derive(Debug, Default)]
-pub struct UnregisteredVm;
+pub struct UnregisteredVm {
+    inc: Incremental,
+    /// Registered lower-case UUIDs, rebuilt on full evaluations.
+    registered: HashSet<String>,
+}
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
-    Box::new(UnregisteredVm)
+    Box::new(UnregisteredVm::default())
 }
 
 impl Rule for UnregisteredVm {
@@ -22,37 +30,64 @@ impl Rule for UnregisteredVm {
     }
 
     fn clause(&self) -> &'static str {
-        "003 第十五条, 000 第二十一条"
+        CLAUSE
     }
 
-    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Vec<Finding>) {
-        let registered = ctx.register.uuid_index();
-        for (uuid, seen) in Sightings::of(ctx.fleet).iter() {
-            if registered.contains_key(uuid) {
-                continue;
+    fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
+        match self.inc.begin(ctx, out) {
+            None => {
+                self.registered = ctx.register.uuid_index().into_keys().collect();
+                for (uuid, seen) in Sightings::of(ctx.fleet).iter() {
+                    if let Some(f) = self.check(uuid, seen) {
+                        out.scope(&f.key.subject);
+                        out.push(f);
+                    }
+                }
             }
-            let name = match (&seen.guest, &seen.hypervisor) {
-                (Some(g), _) => g.node.clone(),
-                (None, Some(h)) => format!("{}（宿主机 {}）", h.domain, h.host),
-                (None, None) => continue,
-            };
-            out.push(Finding {
-                key: AlarmKey {
-                    rule: NAME.into(),
-                    subject: format!("vm:{uuid}"),
-                },
-                level: Level::Warning,
-                clause: self.clause().into(),
-                unit: None,
-                title: format!("虚拟机 {name} 未在资源登记表中（UUID {uuid}）"),
-                evidence: serde_json::json!({
-                    "uuid": uuid,
-                    "guest": seen.guest,
-                    "hypervisor": seen.hypervisor,
-                    "size": seen.size(),
-                }),
-            });
+            Some(since) => {
+                for (uuid, claims) in ctx.fleet.claims().filter(|(_, c)| c.stamp > since) {
+                    out.scope(&subject(uuid));
+                    if let Some(f) =
+                        observe(ctx.fleet, uuid, claims).and_then(|seen| self.check(uuid, &seen))
+                    {
+                        out.push(f);
+                    }
+                }
+            }
         }
+    }
+}
+
+fn subject(uuid: &str) -> String {
+    format!("vm:{uuid}")
+}
+
+impl UnregisteredVm {
+    fn check(&self, uuid: &str, seen: &Observation) -> Option<Finding> {
+        if self.registered.contains(uuid) {
+            return None;
+        }
+        let name = match (&seen.guest, &seen.hypervisor) {
+            (Some(g), _) => g.node.clone(),
+            (None, Some(h)) => format!("{}（宿主机 {}）", h.domain, h.host),
+            (None, None) => return None,
+        };
+        Some(Finding {
+            key: AlarmKey {
+                rule: NAME.into(),
+                subject: subject(uuid),
+            },
+            level: Level::Warning,
+            clause: CLAUSE.into(),
+            unit: None,
+            title: format!("虚拟机 {name} 未在资源登记表中（UUID {uuid}）"),
+            evidence: serde_json::json!({
+                "uuid": uuid,
+                "guest": seen.guest,
+                "hypervisor": seen.hypervisor,
+                "size": seen.size(),
+            }),
+        })
     }
 }
 
@@ -127,7 +162,7 @@ mod tests {
             vms: vec![vm("财政局", KNOWN, 8)],
             ..Register::default()
         };
-        let out = evaluate(&mut UnregisteredVm, &f, &reg);
+        let out = evaluate(&mut UnregisteredVm::default(), &f, &reg);
         let subjects: Vec<&str> = out.iter().map(|f| f.key.subject.as_str()).collect();
         assert_eq!(
             subjects,

@@ -1,0 +1,412 @@
+//! Working days (工作日): Monday to Friday, minus statutory holidays, plus make-up working days
+//! (调休). The holidays are configuration (`aggregator/calendars/*.toml`), never code.
+//!
+//! A deadline of *n* working days counts from the working day after the start (the start day
+//! itself does not count) and ends at midnight (local time) at the end of the *n*-th one.
+//! Years no calendar file covers count weekends only; [`Calendar::covers`] tells which.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The calendar shipped with the aggregator (used when `[reclaim] calendars` is empty).
+pub const BUILTIN_CN_2026: &str = include_str!("../../calendars/cn-2026.toml");
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A calendar day: days since 1970-01-01.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(pub i64);
+
+impl Day {
+    pub fn from_ymd(y: i64, m: u32, d: u32) -> Day {
+        // Howard Hinnant's days_from_civil
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (m as i64 + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        Day(era * 146_097 + doe - 719_468)
+    }
+
+    pub fn ymd(self) -> (i64, u32, u32) {
+        let z = self.0 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        (
+            if m <= 2 {
+                yoe + era * 400 + 1
+            } else {
+                yoe + era * 400
+            },
+            m,
+            d,
+        )
+    }
+
+    /// `2026-10-08`.
+    pub fn parse(text: &str) -> Option<Day> {
+        let mut it = text.trim().splitn(3, '-');
+        let y: i64 = it.next()?.parse().ok()?;
+        let m: u32 = it.next()?.parse().ok()?;
+        let d: u32 = it.next()?.parse().ok()?;
+        if !(1..=12).contains(&m) || d == 0 || d > 31 {
+            return None;
+        }
+        let day = Day::from_ymd(y, m, d);
+        (day.ymd() == (y, m, d)).then_some(day)
+    }
+
+    /// Monday = 0 … Sunday = 6 (1970-01-01 was a Thursday).
+    pub fn weekday(self) -> u32 {
+        (self.0 + 3).rem_euclid(7) as u32
+    }
+
+    pub fn succ(self) -> Day {
+        Day(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d) = self.ymd();
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalendarError {
+    #[error("calendar file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("calendar {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("calendar {origin}: {what} {date:?} is not a date (expected YYYY-MM-DD)")]
+    BadDate {
+        origin: String,
+        what: &'static str,
+        date: String,
+    },
+    #[error("calendar {origin}: holiday {name:?} ends ({to}) before it starts ({from})")]
+    Reversed {
+        origin: String,
+        name: String,
+        from: String,
+        to: String,
+    },
+    #[error("calendars {a} and {b} use different UTC offsets ({ha} h, {hb} h)")]
+    Offsets {
+        a: String,
+        b: String,
+        ha: i32,
+        hb: i32,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CalendarFile {
+    name: String,
+    utc_offset_hours: i32,
+    /// The years whose holidays the file lists in full.
+    years: Vec<i64>,
+    #[serde(default)]
+    holidays: Vec<HolidayRange>,
+    #[serde(default)]
+    workdays: Vec<Workday>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolidayRange {
+    name: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Workday {
+    name: String,
+    date: String,
+}
+
+/// The working-day calendar: one or more files merged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calendar {
+    pub names: Vec<String>,
+    pub utc_offset_hours: i32,
+    years: BTreeSet<i64>,
+    /// Statutory days off, with the holiday's name.
+    holidays: BTreeMap<Day, String>,
+    /// Weekend days that are working days (调休), with why.
+    workdays: BTreeMap<Day, String>,
+}
+
+impl Calendar {
+    /// The built-in 2026 calendar.
+    pub fn builtin() -> Calendar {
+        Calendar::parse(BUILTIN_CN_2026, "built-in cn-2026").expect("built-in calendar is valid")
+    }
+
+    /// Load and merge calendar files; none given: the built-in one.
+    pub fn load(paths: &[impl AsRef<Path>]) -> Result<Calendar, CalendarError> {
+        if paths.is_empty() {
+            return Ok(Calendar::builtin());
+        }
+        let mut merged: Option<Calendar> = None;
+        for p in paths {
+            let path = p.as_ref().display().to_string();
+            let text =
+                std::fs::read_to_string(p.as_ref()).map_err(|source| CalendarError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            let c = Calendar::parse(&text, &path)?;
+            merged = Some(match merged {
+                None => c,
+                Some(mut m) => {
+                    if m.utc_offset_hours != c.utc_offset_hours {
+                        return Err(CalendarError::Offsets {
+                            a: m.names.join("+"),
+                            b: c.names.join("+"),
+                            ha: m.utc_offset_hours,
+                            hb: c.utc_offset_hours,
+                        });
+                    }
+                    m.names.extend(c.names);
+                    m.years.extend(c.years);
+                    m.holidays.extend(c.holidays);
+                    m.workdays.extend(c.workdays);
+                    m
+                }
+            });
+        }
+        Ok(merged.unwrap_or_else(Calendar::builtin))
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Calendar, CalendarError> {
+        let f: CalendarFile = toml::from_str(text).map_err(|e| CalendarError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })?;
+        let date = |what: &'static str, s: &str| {
+            Day::parse(s).ok_or_else(|| CalendarError::BadDate {
+                origin: origin.into(),
+                what,
+                date: s.into(),
+            })
+        };
+        let mut holidays = BTreeMap::new();
+        for h in &f.holidays {
+            let (from, to) = (date("holiday start", &h.from)?, date("holiday end", &h.to)?);
+            if to < from {
+                return Err(CalendarError::Reversed {
+                    origin: origin.into(),
+                    name: h.name.clone(),
+                    from: h.from.clone(),
+                    to: h.to.clone(),
+                });
+            }
+            let mut d = from;
+            while d <= to {
+                holidays.insert(d, h.name.clone());
+                d = d.succ();
+            }
+        }
+        let mut workdays = BTreeMap::new();
+        for w in &f.workdays {
+            workdays.insert(date("make-up working day", &w.date)?, w.name.clone());
+        }
+        Ok(Calendar {
+            names: vec![f.name],
+            utc_offset_hours: f.utc_offset_hours,
+            years: f.years.into_iter().collect(),
+            holidays,
+            workdays,
+        })
+    }
+
+    /// Does a file list this day's year?
+    pub fn covers(&self, day: Day) -> bool {
+        self.years.contains(&day.ymd().0)
+    }
+
+    pub fn is_working_day(&self, day: Day) -> bool {
+        if self.workdays.contains_key(&day) {
+            return true;
+        }
+        day.weekday() < 5 && !self.holidays.contains_key(&day)
+    }
+
+    /// Why a day is off or on, for pages: `国庆节`, `国庆节调休`, `周末`, or `None` (ordinary).
+    pub fn why(&self, day: Day) -> Option<&str> {
+        self.workdays
+            .get(&day)
+            .or_else(|| self.holidays.get(&day))
+            .map(String::as_str)
+            .or((day.weekday() >= 5).then_some("周末"))
+    }
+
+    /// The local calendar day of a Unix ms time.
+    pub fn day_of(&self, ms: u64) -> Day {
+        Day((ms as i64 + self.utc_offset_hours as i64 * 3_600_000).div_euclid(DAY_MS))
+    }
+
+    /// Unix ms of local midnight at the start of `day`.
+    pub fn start_of(&self, day: Day) -> u64 {
+        (day.0 * DAY_MS - self.utc_offset_hours as i64 * 3_600_000).max(0) as u64
+    }
+
+    /// The `n`-th working day after the day of `from_ms`.
+    pub fn nth_working_day_after(&self, from_ms: u64, n: u32) -> Day {
+        let mut d = self.day_of(from_ms);
+        let mut left = n;
+        while left > 0 {
+            d = d.succ();
+            if self.is_working_day(d) {
+                left -= 1;
+            }
+        }
+        d
+    }
+
+    /// The deadline of `n` working days from `from_ms`: the end (local midnight) of the n-th
+    /// working day after it. `n = 0`: the end of the start day.
+    pub fn deadline(&self, from_ms: u64, n: u32) -> u64 {
+        self.start_of(self.nth_working_day_after(from_ms, n).succ())
+    }
+
+    /// Working days strictly after the day of `from_ms` up to and including the day of `to_ms`
+    /// (how late something is, in working days).
+    pub fn working_days_between(&self, from_ms: u64, to_ms: u64) -> u32 {
+        let (a, b) = (self.day_of(from_ms), self.day_of(to_ms));
+        let mut d = a;
+        let mut n = 0;
+        while d < b {
+            d = d.succ();
+            if self.is_working_day(d) {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> Day {
+        Day::parse(s).unwrap()
+    }
+
+    #[test]
+    fn dates_roundtrip_and_weekdays() {
+        for s in [
+            "1970-01-01",
+            "2000-02-29",
+            "2026-10-01",
+            "2026-12-31",
+            "2100-03-01",
+        ] {
+            assert_eq!(day(s).to_string(), s);
+        }
+        assert_eq!(day("2026-10-01").weekday(), 3, "2026-10-01 is a Thursday");
+        assert_eq!(day("2026-09-20").weekday(), 6, "2026-09-20 is a Sunday");
+        assert!(Day::parse("2026-02-30").is_none());
+        assert!(Day::parse("2026-13-01").is_none());
+        assert!(Day::parse("tomorrow").is_none());
+    }
+
+    #[test]
+    fn the_2026_national_day_week_and_its_make_up_days() {
+        let c = Calendar::builtin();
+        for d in 1..=7 {
+            let d = Day::from_ymd(2026, 10, d);
+            assert!(!c.is_working_day(d), "{d} is 国庆节");
+            assert_eq!(c.why(d), Some("国庆节"));
+        }
+        // Saturday 10 October and Sunday 20 September are worked (调休)
+        assert!(c.is_working_day(day("2026-10-10")));
+        assert!(c.is_working_day(day("2026-09-20")));
+        assert_eq!(c.why(day("2026-10-10")), Some("国庆节调休"));
+        assert!(!c.is_working_day(day("2026-10-11")), "an ordinary Sunday");
+        assert!(c.covers(day("2026-06-01")) && !c.covers(day("2027-01-04")));
+    }
+
+    #[test]
+    fn working_day_deadlines_across_the_national_day_holiday() {
+        let c = Calendar::builtin();
+        // approved Tuesday 29 Sep 2026 at 15:00 Beijing time, reclaim within 3 working days:
+        // Wed 30 Sep (1), then 1–7 Oct off, Thu 8 (2), Fri 9 (3) → due at the end of 9 Oct
+        let approved = c.start_of(day("2026-09-29")) + 15 * 3_600_000;
+        assert_eq!(c.nth_working_day_after(approved, 3), day("2026-10-09"));
+        assert_eq!(c.deadline(approved, 3), c.start_of(day("2026-10-10")));
+        // 5 working days: … Fri 9 (3), Sat 10 (调休, 4), Mon 12 (5)
+        assert_eq!(c.nth_working_day_after(approved, 5), day("2026-10-12"));
+        // without the make-up Saturday it would be Tuesday 13
+        let no_makeup = Calendar::parse(
+            &BUILTIN_CN_2026.replace("{ name = \"国庆节调休\", date = \"2026-10-10\" },", ""),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            no_makeup.nth_working_day_after(approved, 5),
+            day("2026-10-13")
+        );
+        // the make-up Sunday before: notified Fri 18 Sep, 2 working days → Sun 20 (调休), Mon 21
+        let notified = c.start_of(day("2026-09-18")) + 9 * 3_600_000;
+        assert_eq!(c.nth_working_day_after(notified, 1), day("2026-09-20"));
+        assert_eq!(c.nth_working_day_after(notified, 2), day("2026-09-21"));
+        // how late: from 29 Sep to 12 Oct is 5 working days
+        assert_eq!(
+            c.working_days_between(approved, c.start_of(day("2026-10-12")) + 1),
+            5
+        );
+    }
+
+    #[test]
+    fn the_day_boundary_is_local_midnight() {
+        let c = Calendar::builtin();
+        // 2026-10-09 23:30 Beijing = 15:30 UTC the same day; 2026-10-09 00:30 Beijing is
+        // still 8 Oct in UTC
+        let late = c.start_of(day("2026-10-09")) + 23 * 3_600_000 + 1_800_000;
+        assert_eq!(c.day_of(late), day("2026-10-09"));
+        let early = c.start_of(day("2026-10-09")) + 1_800_000;
+        assert_eq!(c.day_of(early), day("2026-10-09"));
+        assert_eq!(c.deadline(early, 0), c.start_of(day("2026-10-10")));
+    }
+
+    #[test]
+    fn bad_files_are_named_with_the_problem() {
+        let e = Calendar::parse("name = \"x\"\nutc_offset_hours = 8\nyears = [2026]\nholidays = [{ name = \"a\", from = \"2026-10-07\", to = \"2026-10-01\" }]", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml") && e.contains("ends"), "{e}");
+        let e = Calendar::parse("name = \"x\"\nutc_offset_hours = 8\nyears = [2026]\nworkdays = [{ name = \"a\", date = \"2026-9-31\" }]", "y.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("y.toml") && e.contains("2026-9-31"), "{e}");
+        let e = Calendar::parse(
+            "name = \"x\"\nutc_offset_hours = 8\nyears = [2026]\nholiday = []",
+            "z.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("z.toml") && e.contains("holiday"), "{e}");
+        let e = Calendar::load(&["/nonexistent/cal.toml"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/cal.toml"), "{e}");
+    }
+}

@@ -1,0 +1,1014 @@
+//! A reclaim case (降配 / 回收 of a low-use VM): its states, the steps between them, who may
+//! take each step, and the deadline of each waiting state.
+//!
+//! ```text
+//! detected ─notify─▶ notified ─agree──▶ agreed ──file─▶ filed ─approve─▶ approved ─schedule─▶ scheduled
+//!                          └──dispute─▶ disputed ─file─┘    └─reject─▶ rejected                 │ recheck
+//!                                                                                                ▼
+//!  closed ◀─released─ releasing ◀─close─ verified ◀─verify─ executed ◀─succeeded─ executing ◀─execute
+//!                                         │  (downsize: close → closed)          │ failed/expired
+//!                                         └─rollback─▶ rolling_back ─▶ rolled_back   ▼
+//!                                                                            execution_failed ─retry─▶ executing
+//! ```
+//! Every step before execution can be withdrawn (by ops or the authority, or by the system when
+//! the re-check finds the VM busy again). The step functions are pure: they return the new
+//! case and a log entry; the service persists both in one transaction.
+
+use super::calendar::Calendar;
+use crate::policy::profile::ReclaimPolicy;
+use serde::{Deserialize, Serialize};
+use yunjian_protocol::VmSize;
+
+/// Who acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// 运维单位 / 云管理机构: proposes, files, schedules, executes.
+    Ops,
+    /// 主管部门: approves or rejects the filed plan.
+    Authority,
+    /// 使用单位: agrees or disputes; only on its own cases.
+    Unit,
+    /// The aggregator itself (detection, re-check, command results, verification).
+    System,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ops => "ops",
+            Role::Authority => "authority",
+            Role::Unit => "unit",
+            Role::System => "system",
+        }
+    }
+
+    pub fn zh(self) -> &'static str {
+        match self {
+            Role::Ops => "运维单位",
+            Role::Authority => "主管部门",
+            Role::Unit => "使用单位",
+            Role::System => "系统",
+        }
+    }
+}
+
+/// Someone taking a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub name: String,
+    pub role: Role,
+    /// For a unit's people: which unit.
+    pub unit: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor {
+            name: "system".into(),
+            role: Role::System,
+            unit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Detected,
+    Notified,
+    Agreed,
+    Disputed,
+    Filed,
+    Approved,
+    Scheduled,
+    /// The command is persisted and sent; no result yet ("execution pending").
+    Executing,
+    /// The command failed, or expired without an answer (outcome unknown): ops retries or
+    /// rolls back.
+    ExecutionFailed,
+    Executed,
+    Verified,
+    /// The hold period is over and the release command is out.
+    Releasing,
+    Closed,
+    Withdrawn,
+    Rejected,
+    RollingBack,
+    RolledBack,
+}
+
+pub const ALL_STATES: [State; 17] = [
+    State::Detected,
+    State::Notified,
+    State::Agreed,
+    State::Disputed,
+    State::Filed,
+    State::Approved,
+    State::Scheduled,
+    State::Executing,
+    State::ExecutionFailed,
+    State::Executed,
+    State::Verified,
+    State::Releasing,
+    State::Closed,
+    State::Withdrawn,
+    State::Rejected,
+    State::RollingBack,
+    State::RolledBack,
+];
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Detected => "detected",
+            State::Notified => "notified",
+            State::Agreed => "agreed",
+            State::Disputed => "disputed",
+            State::Filed => "filed",
+            State::Approved => "approved",
+            State::Scheduled => "scheduled",
+            State::Executing => "executing",
+            State::ExecutionFailed => "execution_failed",
+            State::Executed => "executed",
+            State::Verified => "verified",
+            State::Releasing => "releasing",
+            State::Closed => "closed",
+            State::Withdrawn => "withdrawn",
+            State::Rejected => "rejected",
+            State::RollingBack => "rolling_back",
+            State::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        ALL_STATES.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// No step leaves it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            State::Closed | State::Withdrawn | State::Rejected | State::RolledBack
+        )
+    }
+
+    /// A command for this case may be out.
+    pub fn awaits_command(self) -> bool {
+        matches!(
+            self,
+            State::Executing | State::Releasing | State::RollingBack
+        )
+    }
+}
+
+/// What was found (from the usage module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Kind {
+    /// 闲置: reclaim (stop, hold, release).
+    Idle,
+    /// 配置过度: downsize to the recommended size.
+    OverProvisioned { recommended: VmSize },
+}
+
+/// One step of a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum Step {
+    Notify,
+    Agree,
+    Dispute,
+    File,
+    Approve,
+    Reject,
+    /// Act at `at_ms` (not before the re-check).
+    Schedule {
+        at_ms: u64,
+    },
+    Withdraw,
+    /// The re-check confirmed the finding; the command goes out.
+    Execute {
+        command: String,
+    },
+    Succeeded,
+    Failed,
+    /// A new command (new id) for the same step after a failure.
+    Retry {
+        command: String,
+    },
+    /// The host's guest list shows the VM stopped / downsized.
+    Verify,
+    /// Close a verified case: a downsize closes; a stop sends the release command once the
+    /// hold period is over.
+    Close {
+        command: Option<String>,
+    },
+    Released,
+    Rollback {
+        command: String,
+    },
+    RolledBack,
+}
+
+impl Step {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Notify => "notify",
+            Step::Agree => "agree",
+            Step::Dispute => "dispute",
+            Step::File => "file",
+            Step::Approve => "approve",
+            Step::Reject => "reject",
+            Step::Schedule { .. } => "schedule",
+            Step::Withdraw => "withdraw",
+            Step::Execute { .. } => "execute",
+            Step::Succeeded => "succeeded",
+            Step::Failed => "failed",
+            Step::Retry { .. } => "retry",
+            Step::Verify => "verify",
+            Step::Close { .. } => "close",
+            Step::Released => "released",
+            Step::Rollback { .. } => "rollback",
+            Step::RolledBack => "rolled_back",
+        }
+    }
+
+    /// The roles that may take the step.
+    pub fn roles(&self) -> &'static [Role] {
+        match self {
+            Step::Notify => &[Role::Ops, Role::System],
+            Step::Agree | Step::Dispute => &[Role::Unit],
+            Step::File | Step::Schedule { .. } | Step::Retry { .. } => &[Role::Ops],
+            Step::Close { .. } => &[Role::Ops],
+            Step::Approve | Step::Reject => &[Role::Authority],
+            Step::Withdraw => &[Role::Ops, Role::Authority, Role::System],
+            Step::Rollback { .. } => &[Role::Ops, Role::Authority],
+            Step::Execute { .. }
+            | Step::Succeeded
+            | Step::Failed
+            | Step::Verify
+            | Step::Released
+            | Step::RolledBack => &[Role::System],
+        }
+    }
+
+    /// A reason is required (disputes, rejections, withdrawals, rollbacks, failures).
+    pub fn needs_reason(&self) -> bool {
+        matches!(
+            self,
+            Step::Dispute | Step::Reject | Step::Withdraw | Step::Rollback { .. } | Step::Failed
+        )
+    }
+}
+
+/// The steps a person may take from the page (by name), for a role.
+pub const PERSON_STEPS: &[(&str, Role)] = &[
+    ("notify", Role::Ops),
+    ("agree", Role::Unit),
+    ("dispute", Role::Unit),
+    ("file", Role::Ops),
+    ("approve", Role::Authority),
+    ("reject", Role::Authority),
+    ("schedule", Role::Ops),
+    ("withdraw", Role::Ops),
+    ("withdraw", Role::Authority),
+    ("retry", Role::Ops),
+    ("close", Role::Ops),
+    ("rollback", Role::Ops),
+    ("rollback", Role::Authority),
+];
+
+/// A reclaim case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    pub id: u64,
+    /// The VM's SMBIOS / domain UUID (lower case).
+    pub uuid: String,
+    /// The VM's name in the register (domain name for messages).
+    pub vm_name: String,
+    pub unit: String,
+    pub system: String,
+    pub kind: Kind,
+    /// What the usage module found (figures of the window).
+    pub evidence: serde_json::Value,
+    pub state: State,
+    pub opened_ms: u64,
+    pub state_since_ms: u64,
+    /// When the current waiting state must be left (working days per the profile).
+    pub deadline_ms: Option<u64>,
+    /// Why the case cannot move on by itself right now (e.g. no host lists the VM).
+    #[serde(default)]
+    pub note: Option<String>,
+    pub scheduled_ms: Option<u64>,
+    /// The hypervisor host the command went to.
+    pub host: Option<String>,
+    /// The snapshot taken before acting (kept until release).
+    pub snapshot: Option<String>,
+    /// The command in flight or last sent (hex id).
+    pub command: Option<String>,
+    /// Stop cases: the VM is kept stopped until then, released after.
+    pub hold_until_ms: Option<u64>,
+    pub updated_ms: u64,
+}
+
+/// One line of a case's timeline (append-only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub case_id: u64,
+    pub ts_ms: u64,
+    pub actor: String,
+    pub role: Role,
+    pub step: String,
+    pub from: Option<State>,
+    pub to: State,
+    pub reason: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaseError {
+    #[error("case {case}: cannot {step} in state {state}")]
+    Illegal {
+        case: u64,
+        state: &'static str,
+        step: &'static str,
+    },
+    #[error("case {case}: the role {role} may not {step} (allowed: {allowed})")]
+    Forbidden {
+        case: u64,
+        role: &'static str,
+        step: &'static str,
+        allowed: String,
+    },
+    #[error("case {case} belongs to unit {owner:?}; {actor} of unit {unit:?} may not act on it")]
+    OtherUnit {
+        case: u64,
+        owner: String,
+        actor: String,
+        unit: String,
+    },
+    #[error("case {case}: {step} needs a reason")]
+    NoReason { case: u64, step: &'static str },
+    #[error(
+        "case {case}: the stopped VM is held until {until} (hold period); release is not due yet"
+    )]
+    HoldNotOver { case: u64, until: String },
+    #[error("case {case}: cannot schedule in the past")]
+    PastSchedule { case: u64 },
+}
+
+/// What the step functions need besides the case.
+#[derive(Debug)]
+pub struct Rules<'a> {
+    pub policy: &'a ReclaimPolicy,
+    pub calendar: &'a Calendar,
+}
+
+impl Case {
+    /// A new case from a detection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        id: u64,
+        uuid: &str,
+        vm_name: &str,
+        unit: &str,
+        system: &str,
+        kind: Kind,
+        evidence: serde_json::Value,
+        rules: &Rules<'_>,
+        now_ms: u64,
+    ) -> (Case, LogEntry) {
+        let case = Case {
+            id,
+            uuid: uuid.to_ascii_lowercase(),
+            vm_name: vm_name.into(),
+            unit: unit.into(),
+            system: system.into(),
+            kind,
+            evidence,
+            state: State::Detected,
+            opened_ms: now_ms,
+            state_since_ms: now_ms,
+            deadline_ms: deadline_for(State::Detected, rules, now_ms),
+            note: None,
+            scheduled_ms: None,
+            host: None,
+            snapshot: None,
+            command: None,
+            hold_until_ms: None,
+            updated_ms: now_ms,
+        };
+        let log = LogEntry {
+            case_id: id,
+            ts_ms: now_ms,
+            actor: "system".into(),
+            role: Role::System,
+            step: "detect".into(),
+            from: None,
+            to: State::Detected,
+            reason: String::new(),
+            detail: serde_json::json!({"kind": case.kind, "evidence": case.evidence}),
+        };
+        (case, log)
+    }
+
+    pub fn is_stop(&self) -> bool {
+        matches!(self.kind, Kind::Idle)
+    }
+
+    /// Where `step` leads from the current state, if it is legal (role aside).
+    pub fn target(&self, step: &Step) -> Option<State> {
+        use State::*;
+        Some(match (self.state, step) {
+            (Detected, Step::Notify) => Notified,
+            (Notified, Step::Agree) => Agreed,
+            (Notified, Step::Dispute) => Disputed,
+            (Agreed | Disputed, Step::File) => Filed,
+            (Filed, Step::Approve) => Approved,
+            (Filed, Step::Reject) => Rejected,
+            (Approved | Scheduled, Step::Schedule { .. }) => Scheduled,
+            (
+                Detected | Notified | Agreed | Disputed | Filed | Approved | Scheduled,
+                Step::Withdraw,
+            ) => Withdrawn,
+            (Scheduled, Step::Execute { .. }) => Executing,
+            (ExecutionFailed, Step::Retry { .. }) => Executing,
+            (Executing, Step::Succeeded) => Executed,
+            (Executing, Step::Failed) => ExecutionFailed,
+            (Executed, Step::Verify) => Verified,
+            (Verified, Step::Close { command: None }) if !self.is_stop() => Closed,
+            (Verified, Step::Close { command: Some(_) }) if self.is_stop() => Releasing,
+            (Releasing, Step::Released) => Closed,
+            (Releasing, Step::Failed) => Verified,
+            (Executed | Verified | ExecutionFailed, Step::Rollback { .. }) => RollingBack,
+            (RollingBack, Step::RolledBack) => RolledBack,
+            (RollingBack, Step::Failed) => ExecutionFailed,
+            _ => return None,
+        })
+    }
+
+    /// Take a step: checks legality, role, unit and reason; returns the new case and its log
+    /// entry. The case itself is unchanged on error.
+    pub fn apply(
+        &self,
+        step: Step,
+        actor: &Actor,
+        reason: &str,
+        detail: serde_json::Value,
+        rules: &Rules<'_>,
+        now_ms: u64,
+    ) -> Result<(Case, LogEntry), CaseError> {
+        let name = step.name();
+        let Some(to) = self.target(&step) else {
+            return Err(CaseError::Illegal {
+                case: self.id,
+                state: self.state.as_str(),
+                step: name,
+            });
+        };
+        if !step.roles().contains(&actor.role) {
+            return Err(CaseError::Forbidden {
+                case: self.id,
+                role: actor.role.as_str(),
+                step: name,
+                allowed: step
+                    .roles()
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if actor.role == Role::Unit && actor.unit.as_deref() != Some(self.unit.as_str()) {
+            return Err(CaseError::OtherUnit {
+                case: self.id,
+                owner: self.unit.clone(),
+                actor: actor.name.clone(),
+                unit: actor.unit.clone().unwrap_or_default(),
+            });
+        }
+        if step.needs_reason() && reason.trim().is_empty() {
+            return Err(CaseError::NoReason {
+                case: self.id,
+                step: name,
+            });
+        }
+        let mut c = self.clone();
+        match &step {
+            Step::Schedule { at_ms } => {
+                if *at_ms + 60_000 < now_ms {
+                    return Err(CaseError::PastSchedule { case: self.id });
+                }
+                c.scheduled_ms = Some(*at_ms);
+            }
+            Step::Execute { command } | Step::Retry { command } | Step::Rollback { command } => {
+                c.command = Some(command.clone());
+            }
+            Step::Close { command } => {
+                if let Some(until) = c.hold_until_ms.filter(|u| *u > now_ms) {
+                    return Err(CaseError::HoldNotOver {
+                        case: self.id,
+                        until: crate::register::changes::beijing_time(until),
+                    });
+                }
+                c.command = command.clone();
+            }
+            Step::Verify if self.is_stop() => {
+                c.hold_until_ms = Some(now_ms + rules.policy.hold_days as u64 * 86_400_000);
+            }
+            _ => {}
+        }
+        let from = c.state;
+        if to != from {
+            c.state = to;
+            c.state_since_ms = now_ms;
+            c.note = None;
+            c.deadline_ms = match to {
+                // the execution deadline runs from the approval through scheduling and retries
+                Scheduled | Executing | ExecutionFailed => self.deadline_ms,
+                _ => deadline_for(to, rules, now_ms),
+            };
+        }
+        c.updated_ms = now_ms;
+        let log = LogEntry {
+            case_id: c.id,
+            ts_ms: now_ms,
+            actor: actor.name.clone(),
+            role: actor.role,
+            step: name.into(),
+            from: Some(from),
+            to,
+            reason: reason.trim().into(),
+            detail: match (&step, detail) {
+                (Step::Schedule { at_ms }, serde_json::Value::Null) => {
+                    serde_json::json!({"at_ms": at_ms})
+                }
+                (_, d) => d,
+            },
+        };
+        Ok((c, log))
+    }
+
+    /// Past its deadline now.
+    pub fn overdue(&self, now_ms: u64) -> bool {
+        !self.state.is_terminal() && self.deadline_ms.is_some_and(|d| now_ms > d)
+    }
+}
+
+use State::*;
+
+/// The deadline of a waiting state entered at `since_ms`.
+pub fn deadline_for(state: State, rules: &Rules<'_>, since_ms: u64) -> Option<u64> {
+    let p = rules.policy;
+    let days = match state {
+        Detected => p.notify_days,
+        Notified => p.reply_days,
+        Agreed | Disputed => p.file_days,
+        Filed => p.approve_days,
+        Approved => p.execute_days,
+        _ => return None,
+    };
+    Some(rules.calendar.deadline(since_ms, days))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reclaim::calendar::Day;
+
+    fn policy() -> ReclaimPolicy {
+        ReclaimPolicy {
+            notify_days: 2,
+            reply_days: 5,
+            file_days: 3,
+            approve_days: 5,
+            execute_days: 3,
+            hold_days: 90,
+            recheck_within: std::time::Duration::from_secs(86_400),
+        }
+    }
+
+    fn actor(role: Role) -> Actor {
+        Actor {
+            name: format!("{}-zhang", role.as_str()),
+            role,
+            unit: (role == Role::Unit).then(|| "财政局".to_string()),
+        }
+    }
+
+    fn case(kind: Kind, state: State) -> Case {
+        let p = policy();
+        let cal = Calendar::builtin();
+        let rules = Rules {
+            policy: &p,
+            calendar: &cal,
+        };
+        let (mut c, _) = Case::open(
+            7,
+            "4C4C4544-0001",
+            "cz-app-01",
+            "财政局",
+            "预算系统",
+            kind,
+            serde_json::json!({"cpu_p95": 1.2}),
+            &rules,
+            T0,
+        );
+        c.state = state;
+        c
+    }
+
+    const T0: u64 = 1_790_000_000_000;
+
+    /// Every (state, step, role) that must succeed, with where it leads.
+    fn legal() -> Vec<(Kind, State, Step, Role, State)> {
+        let cmd = || "00ff".to_string();
+        let idle = Kind::Idle;
+        let over = Kind::OverProvisioned {
+            recommended: VmSize {
+                vcpus: 2,
+                mem_kib: 4 << 20,
+            },
+        };
+        let mut v = vec![
+            (idle.clone(), Detected, Step::Notify, Role::Ops, Notified),
+            (idle.clone(), Detected, Step::Notify, Role::System, Notified),
+            (idle.clone(), Notified, Step::Agree, Role::Unit, Agreed),
+            (idle.clone(), Notified, Step::Dispute, Role::Unit, Disputed),
+            (idle.clone(), Agreed, Step::File, Role::Ops, Filed),
+            (idle.clone(), Disputed, Step::File, Role::Ops, Filed),
+            (
+                idle.clone(),
+                Filed,
+                Step::Approve,
+                Role::Authority,
+                Approved,
+            ),
+            (idle.clone(), Filed, Step::Reject, Role::Authority, Rejected),
+            (
+                idle.clone(),
+                Approved,
+                Step::Schedule { at_ms: T0 },
+                Role::Ops,
+                Scheduled,
+            ),
+            (
+                idle.clone(),
+                Scheduled,
+                Step::Schedule { at_ms: T0 },
+                Role::Ops,
+                Scheduled,
+            ),
+            (
+                idle.clone(),
+                Scheduled,
+                Step::Execute { command: cmd() },
+                Role::System,
+                Executing,
+            ),
+            (
+                idle.clone(),
+                ExecutionFailed,
+                Step::Retry { command: cmd() },
+                Role::Ops,
+                Executing,
+            ),
+            (
+                idle.clone(),
+                Executing,
+                Step::Succeeded,
+                Role::System,
+                Executed,
+            ),
+            (
+                idle.clone(),
+                Executing,
+                Step::Failed,
+                Role::System,
+                ExecutionFailed,
+            ),
+            (idle.clone(), Executed, Step::Verify, Role::System, Verified),
+            (
+                idle.clone(),
+                Verified,
+                Step::Close {
+                    command: Some(cmd()),
+                },
+                Role::Ops,
+                Releasing,
+            ),
+            (
+                over.clone(),
+                Verified,
+                Step::Close { command: None },
+                Role::Ops,
+                Closed,
+            ),
+            (
+                idle.clone(),
+                Releasing,
+                Step::Released,
+                Role::System,
+                Closed,
+            ),
+            (
+                idle.clone(),
+                Releasing,
+                Step::Failed,
+                Role::System,
+                Verified,
+            ),
+            (
+                idle.clone(),
+                RollingBack,
+                Step::RolledBack,
+                Role::System,
+                RolledBack,
+            ),
+            (
+                idle.clone(),
+                RollingBack,
+                Step::Failed,
+                Role::System,
+                ExecutionFailed,
+            ),
+        ];
+        for s in [
+            Detected, Notified, Agreed, Disputed, Filed, Approved, Scheduled,
+        ] {
+            for r in [Role::Ops, Role::Authority, Role::System] {
+                v.push((idle.clone(), s, Step::Withdraw, r, Withdrawn));
+            }
+        }
+        for s in [Executed, Verified, ExecutionFailed] {
+            for r in [Role::Ops, Role::Authority] {
+                v.push((
+                    over.clone(),
+                    s,
+                    Step::Rollback { command: cmd() },
+                    r,
+                    RollingBack,
+                ));
+            }
+        }
+        v
+    }
+
+    fn all_steps() -> Vec<Step> {
+        let c = || "00ff".to_string();
+        vec![
+            Step::Notify,
+            Step::Agree,
+            Step::Dispute,
+            Step::File,
+            Step::Approve,
+            Step::Reject,
+            Step::Schedule { at_ms: T0 },
+            Step::Withdraw,
+            Step::Execute { command: c() },
+            Step::Succeeded,
+            Step::Failed,
+            Step::Retry { command: c() },
+            Step::Verify,
+            Step::Close { command: None },
+            Step::Close { command: Some(c()) },
+            Step::Released,
+            Step::Rollback { command: c() },
+            Step::RolledBack,
+        ]
+    }
+
+    #[test]
+    fn every_legal_transition_succeeds_and_is_logged() {
+        let p = policy();
+        let cal = Calendar::builtin();
+        let rules = Rules {
+            policy: &p,
+            calendar: &cal,
+        };
+        for (kind, from, step, role, to) in legal() {
+            let c = case(kind, from);
+            let (n, log) = c
+                .apply(
+                    step.clone(),
+                    &actor(role),
+                    "因为",
+                    serde_json::Value::Null,
+                    &rules,
+                    T0 + 1000,
+                )
+                .unwrap_or_else(|e| panic!("{from:?} {step:?} by {role:?}: {e}"));
+            assert_eq!(n.state, to, "{from:?} --{step:?}--> ");
+            assert_eq!((log.from, log.to, log.role), (Some(from), to, role));
+            assert_eq!(log.reason, "因为");
+            assert_eq!(log.actor, actor(role).name);
+            assert_eq!(log.step, step.name());
+        }
+    }
+
+    #[test]
+    fn every_other_combination_is_refused_naming_state_and_step() {
+        let p = policy();
+        let cal = Calendar::builtin();
+        let rules = Rules {
+            policy: &p,
+            calendar: &cal,
+        };
+        let legal = legal();
+        let over = Kind::OverProvisioned {
+            recommended: VmSize {
+                vcpus: 2,
+                mem_kib: 1 << 20,
+            },
+        };
+        let mut refused = 0;
+        for kind in [Kind::Idle, over] {
+            for state in ALL_STATES {
+                for step in all_steps() {
+                    for role in [Role::Ops, Role::Authority, Role::Unit, Role::System] {
+                        // only closing depends on the kind (stop: release; downsize: close)
+                        let is_legal = legal.iter().any(|(k, s, st, r, _)| {
+                            *s == state
+                                && *st == step
+                                && *r == role
+                                && (std::mem::discriminant(k) == std::mem::discriminant(&kind)
+                                    || !matches!(step, Step::Close { .. }))
+                        });
+                        let c = case(kind.clone(), state);
+                        let r = c.apply(
+                            step.clone(),
+                            &actor(role),
+                            "r",
+                            serde_json::Value::Null,
+                            &rules,
+                            T0,
+                        );
+                        if is_legal {
+                            assert!(r.is_ok(), "{kind:?} {state:?} {step:?} {role:?}: {r:?}");
+                            continue;
+                        }
+                        let e = r.expect_err(&format!(
+                            "{kind:?} {state:?} {step:?} {role:?} must be refused"
+                        ));
+                        refused += 1;
+                        let text = e.to_string();
+                        match e {
+                            CaseError::Illegal {
+                                state: s, step: st, ..
+                            } => {
+                                assert_eq!((s, st), (state.as_str(), step.name()));
+                                assert!(
+                                    text.contains(state.as_str()) && text.contains(step.name()),
+                                    "{text}"
+                                );
+                            }
+                            CaseError::Forbidden { role: r, .. } => {
+                                assert_eq!(r, role.as_str());
+                                assert!(text.contains(role.as_str()), "{text}");
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(refused > 1000, "{refused}");
+        // terminal states take no step at all
+        for s in [Closed, Withdrawn, Rejected, RolledBack] {
+            assert!(all_steps()
+                .iter()
+                .all(|st| case(Kind::Idle, s).target(st).is_none()));
+        }
+    }
+
+    #[test]
+    fn a_unit_acts_only_on_its_own_cases_and_reasons_are_required() {
+        let p = policy();
+        let cal = Calendar::builtin();
+        let rules = Rules {
+            policy: &p,
+            calendar: &cal,
+        };
+        let c = case(Kind::Idle, Notified);
+        let other = Actor {
+            name: "li".into(),
+            role: Role::Unit,
+            unit: Some("教育局".into()),
+        };
+        let e = c
+            .apply(Step::Agree, &other, "", serde_json::Value::Null, &rules, T0)
+            .unwrap_err();
+        assert!(matches!(e, CaseError::OtherUnit { .. }));
+        assert!(
+            e.to_string().contains("教育局") && e.to_string().contains("财政局"),
+            "{e}"
+        );
+        let e = c
+            .apply(
+                Step::Dispute,
+                &actor(Role::Unit),
+                "  ",
+                serde_json::Value::Null,
+                &rules,
+                T0,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e,
+            CaseError::NoReason {
+                case: 7,
+                step: "dispute"
+            }
+        );
+        // agreeing needs no reason
+        c.apply(
+            Step::Agree,
+            &actor(Role::Unit),
+            "",
+            serde_json::Value::Null,
+            &rules,
+            T0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn deadlines_follow_the_profile_in_working_days() {
+        let p = policy();
+        let cal = Calendar::builtin();
+        let rules = Rules {
+            policy: &p,
+            calendar: &cal,
+        };
+        let day = |s: &str| Day::parse(s).unwrap();
+        // filed on Monday 28 Sep 2026; approved Tuesday 29 Sep 10:00 Beijing
+        let approved_at = cal.start_of(day("2026-09-29")) + 10 * 3_600_000;
+        let c = case(Kind::Idle, Filed);
+        let (c, _) = c
+            .apply(
+                Step::Approve,
+                &actor(Role::Authority),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                approved_at,
+            )
+            .unwrap();
+        // 3 working days: 30 Sep, 8 Oct, 9 Oct
+        assert_eq!(c.deadline_ms, Some(cal.start_of(day("2026-10-10"))));
+        // scheduling keeps the execution deadline
+        let (s, _) = c
+            .apply(
+                Step::Schedule {
+                    at_ms: approved_at + 3_600_000,
+                },
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                approved_at + 1,
+            )
+            .unwrap();
+        assert_eq!(s.deadline_ms, c.deadline_ms);
+        assert!(!s.overdue(cal.start_of(day("2026-10-09"))));
+        assert!(s.overdue(cal.start_of(day("2026-10-10")) + 1));
+        // a stop case verified is held 90 days before it may be closed (released)
+        let v = case(Kind::Idle, Executed);
+        let (v, _) = v
+            .apply(
+                Step::Verify,
+                &Actor::system(),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                T0,
+            )
+            .unwrap();
+        assert_eq!(v.hold_until_ms, Some(T0 + 90 * 86_400_000));
+        let e = v
+            .apply(
+                Step::Close {
+                    command: Some("00ff".into()),
+                },
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                T0 + 86_400_000,
+            )
+            .unwrap_err();
+        assert!(matches!(e, CaseError::HoldNotOver { .. }), "{e}");
+        v.apply(
+            Step::Close {
+                command: Some("00ff".into()),
+            },
+            &actor(Role::Ops),
+            "",
+            serde_json::Value::Null,
+            &rules,
+            T0 + 90 * 86_400_000,
+        )
+        .unwrap();
+    }
+}

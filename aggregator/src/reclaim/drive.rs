@@ -1,0 +1,122 @@
+//! The reclaim task: results from agents as they come, and every `[reclaim] tick` the drive
+//! of due steps, the notice to each unit whose answer is awaited (rule `reclaim_notice`) and
+//! the escalation of overdue cases (rule `reclaim_overdue`), both through the alarm book:
+//! stored, audited, sent as notices grouped per unit.
+
+use super::service::{Reclaim, NOTICE_RULE, OVERDUE_RULE};
+use super::{CommandReply, Detection};
+use crate::alarms::AlarmEvent;
+use crate::ingest::StoreHandle;
+use crate::ratelimit::now_ms;
+use crate::storage::{AuditEntry, WriteBatch};
+use crate::web::SharedPolicy;
+use std::collections::HashSet;
+use tokio::sync::{mpsc, watch};
+
+/// What the task writes to besides the cases.
+#[derive(Debug)]
+pub struct Parts {
+    pub policy: SharedPolicy,
+    pub store: StoreHandle,
+    pub notices: mpsc::Sender<AlarmEvent>,
+    pub changes: watch::Sender<u64>,
+    /// The utilisation history whose idle / over-provisioned findings open cases.
+    pub usage: Option<crate::usage::SharedUsage>,
+    pub profile: std::sync::Arc<crate::policy::Profile>,
+}
+
+pub async fn run(
+    reclaim: Reclaim,
+    mut results: mpsc::UnboundedReceiver<CommandReply>,
+    p: Parts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(reclaim.config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut results_open = true;
+    let mut next_detect = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = results.recv(), if results_open => {
+                match r {
+                    Some(reply) => {
+                        reclaim.on_reply(reply, now_ms()).await;
+                        p.changes.send_modify(|v| *v += 1);
+                    }
+                    None => results_open = false,
+                }
+                continue;
+            }
+            _ = stop.changed() => return,
+        }
+        let now = now_ms();
+        if let (Some(usage), true) = (&p.usage, now >= next_detect) {
+            next_detect = now + reclaim.config.detect_every.as_millis() as u64;
+            let found: Vec<Detection> = {
+                let u = usage.read().unwrap_or_else(|e| e.into_inner());
+                // the history's own clock: event time (the simulator's may run faster)
+                u.history
+                    .evaluate(u.history.now_ms(), &p.profile, &u.exemptions)
+                    .iter()
+                    .map(Detection::from_usage)
+                    .collect()
+            };
+            match reclaim.detect(found, now).await {
+                Ok(opened) if !opened.is_empty() => {
+                    tracing::info!(cases = ?opened, "reclaim cases opened from the usage findings");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("reclaim detection: {e}"),
+            }
+        }
+        let findings = reclaim.tick(now).await;
+        let events = {
+            let mut engine = p.policy.lock().unwrap_or_else(|e| e.into_inner());
+            let rules: HashSet<&str> = [OVERDUE_RULE, NOTICE_RULE].into_iter().collect();
+            engine.book_mut().reconcile(&rules, findings, now)
+        };
+        if events.is_empty() {
+            continue;
+        }
+        let audit = events
+            .iter()
+            .map(|e| {
+                let a = e.alarm();
+                AuditEntry {
+                    ts_ms: now,
+                    actor: "system".into(),
+                    action: format!(
+                        "alarm.{}",
+                        match e {
+                            AlarmEvent::Raised(_) => "raised",
+                            AlarmEvent::Escalated(_) => "escalated",
+                            AlarmEvent::Acknowledged(_) => "acknowledged",
+                            AlarmEvent::Cleared(_) => "cleared",
+                        }
+                    ),
+                    subject: format!("alarm:{}", a.id),
+                    detail: serde_json::json!({
+                        "rule": a.key.rule, "subject": a.key.subject, "level": a.level,
+                        "clause": a.clause, "unit": a.unit, "title": a.title,
+                    }),
+                }
+            })
+            .collect();
+        for e in &events {
+            let _ = p.notices.try_send(e.clone());
+        }
+        if p.store
+            .write(WriteBatch {
+                alarms: events,
+                audit,
+                ..WriteBatch::default()
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        p.changes.send_modify(|v| *v += 1);
+    }
+}

@@ -1,0 +1,1405 @@
+//! The reclaim service: the cases (in memory, every change stored first), the drive of due
+//! steps, and the results coming back from agents.
+
+use super::calendar::Calendar;
+use super::case::{Actor, Case, CaseError, Kind, LogEntry, Role, Rules, State, Step};
+use super::dispatch::{CommandRecord, CommandReply, CommandStatus, Outlet};
+use super::{Detection, ReclaimConfig, ReclaimWrite};
+use crate::alarms::{AlarmKey, Finding, Level};
+use crate::fleet::SharedFleet;
+use crate::policy::profile::ReclaimPolicy;
+use crate::register::changes::beijing_time;
+use crate::storage::{AuditEntry, Storage, StorageError};
+use crate::web::SharedRegister;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use yunjian_protocol::{Action, VmRef};
+
+/// The alarm rule name of overdue cases (not a policy rule: the service raises them).
+pub const OVERDUE_RULE: &str = "reclaim_overdue";
+/// The alarm rule name of the notice to a unit while its answer is awaited: an info alarm for
+/// the unit (its webhook notices are grouped per unit), cleared when the case moves on.
+pub const NOTICE_RULE: &str = "reclaim_notice";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReclaimError {
+    #[error(transparent)]
+    Case(#[from] CaseError),
+    #[error("no reclaim case {0}")]
+    NotFound(u64),
+    #[error("unknown step {0:?}; steps are notify, agree, dispute, file, approve, reject, schedule, withdraw, retry, close, rollback")]
+    UnknownStep(String),
+    #[error("schedule needs `at_ms` (when to act)")]
+    NoTime,
+    #[error(
+        "case {case}: no host lists VM {uuid} in its guest list; the command cannot be addressed"
+    )]
+    NoHost { case: u64, uuid: String },
+    #[error("case {case}: no snapshot was taken, nothing to roll back to")]
+    NoSnapshot { case: u64 },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot make a command id: {0}")]
+    Random(#[from] std::io::Error),
+    #[error("the role {role} may not {what}")]
+    Forbidden {
+        role: &'static str,
+        what: &'static str,
+    },
+    #[error("node {0} is not a VM a host lists, so there is nothing to stop")]
+    UnknownVm(String),
+}
+
+#[derive(Debug)]
+struct Inner {
+    storage: Box<dyn Storage>,
+    cases: BTreeMap<u64, Case>,
+    /// Every command of this process's life plus the outstanding ones from storage.
+    commands: BTreeMap<String, CommandRecord>,
+    /// The latest detection per VM UUID, with when it was fed.
+    detections: HashMap<String, (u64, Detection)>,
+    next_id: u64,
+}
+
+/// The reclaim service (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Reclaim {
+    inner: Arc<Mutex<Inner>>,
+    pub config: Arc<ReclaimConfig>,
+    pub policy: Arc<ReclaimPolicy>,
+    pub calendar: Arc<Calendar>,
+    master: yunjian_protocol::MasterKey,
+    outlet: Outlet,
+    fleet: SharedFleet,
+    register: SharedRegister,
+}
+
+/// A case with what the page shows beside it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CaseView {
+    pub case: Case,
+    pub overdue: bool,
+    /// Working days past the deadline.
+    pub overdue_days: u32,
+    pub deadline: Option<String>,
+    pub command: Option<CommandRecord>,
+}
+
+impl Reclaim {
+    /// Load the cases and the commands still outstanding from `storage` (a connection of its
+    /// own: every change is committed before anything is published).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        mut storage: Box<dyn Storage>,
+        config: ReclaimConfig,
+        policy: ReclaimPolicy,
+        calendar: Calendar,
+        master: yunjian_protocol::MasterKey,
+        outlet: Outlet,
+        fleet: SharedFleet,
+        register: SharedRegister,
+    ) -> Result<Reclaim, StorageError> {
+        let cases: BTreeMap<u64, Case> = storage
+            .reclaim_cases()?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+        let commands = storage
+            .commands(true)?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect::<BTreeMap<_, _>>();
+        let next_id = cases.keys().next_back().map_or(1, |m| m + 1);
+        tracing::info!(
+            cases = cases.len(),
+            open = cases.values().filter(|c| !c.state.is_terminal()).count(),
+            outstanding_commands = commands.len(),
+            "reclaim cases loaded"
+        );
+        Ok(Reclaim {
+            inner: Arc::new(Mutex::new(Inner {
+                storage,
+                cases,
+                commands,
+                detections: HashMap::new(),
+                next_id,
+            })),
+            config: Arc::new(config),
+            policy: Arc::new(policy),
+            calendar: Arc::new(calendar),
+            master,
+            outlet,
+            fleet,
+            register,
+        })
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            policy: &self.policy,
+            calendar: &self.calendar,
+        }
+    }
+
+    fn view(&self, inner: &Inner, c: &Case, now_ms: u64) -> CaseView {
+        let overdue = c.overdue(now_ms);
+        CaseView {
+            overdue,
+            overdue_days: match (overdue, c.deadline_ms) {
+                (true, Some(d)) => self.calendar.working_days_between(d - 1, now_ms),
+                _ => 0,
+            },
+            deadline: c.deadline_ms.map(|d| beijing_time(d - 1)),
+            command: c
+                .command
+                .as_ref()
+                .and_then(|id| inner.commands.get(id).cloned()),
+            case: c.clone(),
+        }
+    }
+
+    /// Every case, newest first.
+    pub async fn cases(&self, now_ms: u64) -> Vec<CaseView> {
+        let inner = self.inner.lock().await;
+        inner
+            .cases
+            .values()
+            .rev()
+            .map(|c| self.view(&inner, c, now_ms))
+            .collect()
+    }
+
+    /// One case with its timeline and every command it sent.
+    pub async fn case(
+        &self,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<(CaseView, Vec<LogEntry>, Vec<CommandRecord>), ReclaimError> {
+        let mut inner = self.inner.lock().await;
+        let c = inner
+            .cases
+            .get(&id)
+            .cloned()
+            .ok_or(ReclaimError::NotFound(id))?;
+        let view = self.view(&inner, &c, now_ms);
+        let log = inner.storage.reclaim_log(id)?;
+        let mut commands: Vec<CommandRecord> = inner
+            .storage
+            .commands(false)?
+            .into_iter()
+            .filter(|x| x.case_id == Some(id))
+            .collect();
+        commands.sort_by_key(|x| x.created_ms);
+        Ok((view, log, commands))
+    }
+
+    /// Units with open low-use cases they were told about (003 第三十条: their new requests
+    /// are held), with the case ids and since when.
+    pub async fn held_units(&self) -> BTreeMap<String, (Vec<u64>, u64)> {
+        let inner = self.inner.lock().await;
+        held_units(inner.cases.values())
+    }
+
+    /// Feed the usage module's findings: remembered for the re-check, and a case opened for
+    /// every registered VM without an open case.
+    pub async fn detect(
+        &self,
+        found: Vec<Detection>,
+        now_ms: u64,
+    ) -> Result<Vec<u64>, ReclaimError> {
+        let mut inner = self.inner.lock().await;
+        let mut opened = Vec::new();
+        for d in found {
+            let uuid = d.uuid.to_ascii_lowercase();
+            inner.detections.insert(uuid.clone(), (now_ms, d.clone()));
+            if inner
+                .cases
+                .values()
+                .any(|c| c.uuid == uuid && !c.state.is_terminal())
+            {
+                continue;
+            }
+            let (unit, system, name) = {
+                let reg = self.register.read().unwrap_or_else(|p| p.into_inner());
+                let Some(v) = reg.vm_by_uuid(&uuid) else {
+                    tracing::debug!(%uuid, "low use of an unregistered VM: no unit to tell, no case");
+                    continue;
+                };
+                let name = if v.subsystem.is_empty() {
+                    v.system.clone()
+                } else {
+                    format!("{} / {}", v.system, v.subsystem)
+                };
+                (v.unit.clone(), v.system.clone(), name)
+            };
+            let id = inner.next_id;
+            let (case, log) = Case::open(
+                id,
+                &uuid,
+                &name,
+                &unit,
+                &system,
+                d.kind,
+                d.evidence,
+                &self.rules(),
+                now_ms,
+            );
+            let audit = audit_of(&case, &log);
+            inner.storage.reclaim_write(&ReclaimWrite {
+                cases: vec![case.clone()],
+                log: vec![log],
+                audit: vec![audit],
+                ..ReclaimWrite::default()
+            })?;
+            inner.next_id += 1;
+            tracing::info!(case = id, %uuid, unit = %case.unit, "reclaim case opened");
+            inner.cases.insert(id, case);
+            opened.push(id);
+        }
+        Ok(opened)
+    }
+
+    /// A person takes a step by name (`notify`, `agree`, … see [`ReclaimError::UnknownStep`]).
+    pub async fn act(
+        &self,
+        id: u64,
+        step: &str,
+        actor: &Actor,
+        reason: &str,
+        at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<CaseView, ReclaimError> {
+        let mut inner = self.inner.lock().await;
+        let case = inner
+            .cases
+            .get(&id)
+            .cloned()
+            .ok_or(ReclaimError::NotFound(id))?;
+        let (step, command) = match step {
+            "notify" => (Step::Notify, None),
+            "agree" => (Step::Agree, None),
+            "dispute" => (Step::Dispute, None),
+            "file" => (Step::File, None),
+            "approve" => (Step::Approve, None),
+            "reject" => (Step::Reject, None),
+            "withdraw" => (Step::Withdraw, None),
+            "schedule" => (
+                Step::Schedule {
+                    at_ms: at_ms.ok_or(ReclaimError::NoTime)?,
+                },
+                None,
+            ),
+            "close" if !case.is_stop() => (Step::Close { command: None }, None),
+            "retry" | "close" | "rollback" => {
+                // check the step (with a placeholder id) before making a command for it
+                let probe = match step {
+                    "retry" => Step::Retry {
+                        command: String::new(),
+                    },
+                    "rollback" => Step::Rollback {
+                        command: String::new(),
+                    },
+                    _ => Step::Close {
+                        command: Some(String::new()),
+                    },
+                };
+                case.apply(
+                    probe,
+                    actor,
+                    reason,
+                    serde_json::Value::Null,
+                    &self.rules(),
+                    now_ms,
+                )?;
+                // where the VM is listed now (it may have moved), else where it was acted on
+                let (host, vm) = match (self.locate(&case), &case.host) {
+                    (Ok(found), _) => found,
+                    (Err(_), Some(h)) => (h.clone(), self.vm_ref(&case)),
+                    (Err(e), None) => return Err(e),
+                };
+                let action = match step {
+                    "retry" => self.action_for(&case, vm),
+                    "rollback" => Action::Rollback(
+                        vm,
+                        case.snapshot
+                            .clone()
+                            .ok_or(ReclaimError::NoSnapshot { case: id })?,
+                    ),
+                    _ => Action::Release(vm),
+                };
+                let rec = CommandRecord::new(
+                    &host,
+                    Some(id),
+                    format!("reclaim:{id}"),
+                    action,
+                    now_ms,
+                    self.config.command_ttl,
+                )?;
+                let step = match step {
+                    "retry" => Step::Retry {
+                        command: rec.id.clone(),
+                    },
+                    "rollback" => Step::Rollback {
+                        command: rec.id.clone(),
+                    },
+                    _ => Step::Close {
+                        command: Some(rec.id.clone()),
+                    },
+                };
+                (step, Some(rec))
+            }
+            other => return Err(ReclaimError::UnknownStep(other.into())),
+        };
+        let c = self
+            .transition(
+                &mut inner,
+                &case,
+                step,
+                actor,
+                reason,
+                serde_json::Value::Null,
+                command,
+                now_ms,
+            )
+            .await?;
+        Ok(self.view(&inner, &c, now_ms))
+    }
+
+    /// Apply a step, store the case, its log line, the audit entry and the command in one
+    /// transaction, then publish the command.
+    #[allow(clippy::too_many_arguments)]
+    async fn transition(
+        &self,
+        inner: &mut Inner,
+        case: &Case,
+        step: Step,
+        actor: &Actor,
+        reason: &str,
+        detail: serde_json::Value,
+        command: Option<CommandRecord>,
+        now_ms: u64,
+    ) -> Result<Case, ReclaimError> {
+        let (mut c, log) = case.apply(step, actor, reason, detail, &self.rules(), now_ms)?;
+        if let Some(cmd) = &command {
+            c.host = Some(cmd.node.clone());
+        }
+        let audit = audit_of(&c, &log);
+        inner.storage.reclaim_write(&ReclaimWrite {
+            cases: vec![c.clone()],
+            log: vec![log],
+            commands: command.iter().cloned().collect(),
+            audit: vec![audit],
+        })?;
+        inner.cases.insert(c.id, c.clone());
+        if let Some(cmd) = command {
+            tracing::info!(case = c.id, command = %cmd.id, node = %cmd.node, action = cmd.action.kind(), "command stored; publishing");
+            inner.commands.insert(cmd.id.clone(), cmd.clone());
+            self.send(inner, &cmd.id, now_ms).await;
+        }
+        Ok(c)
+    }
+
+    /// Publish a stored command (again), counting the send.
+    async fn send(&self, inner: &mut Inner, id: &str, now_ms: u64) {
+        let Some(cmd) = inner.commands.get(id).cloned() else {
+            return;
+        };
+        let Some(frame) = cmd.frame(&self.master, now_ms) else {
+            tracing::error!(command = %cmd.id, "stored command cannot be encoded");
+            return;
+        };
+        if self.outlet.publish(&cmd.node, frame).await {
+            let mut cmd = cmd;
+            cmd.sends += 1;
+            cmd.last_sent_ms = now_ms;
+            // the send count is informative: a lost update only means one more resend
+            if let Err(e) = inner.storage.reclaim_write(&ReclaimWrite {
+                commands: vec![cmd.clone()],
+                ..ReclaimWrite::default()
+            }) {
+                tracing::warn!(command = %cmd.id, "send count not stored: {e}");
+            }
+            inner.commands.insert(cmd.id.clone(), cmd);
+        }
+    }
+
+    fn vm_ref(&self, case: &Case) -> VmRef {
+        let name = self
+            .guest(&case.uuid)
+            .map(|(_, g)| g.name)
+            .unwrap_or_else(|| case.vm_name.clone());
+        VmRef {
+            uuid: case.uuid.clone(),
+            name,
+        }
+    }
+
+    /// The host listing the VM, and the VM as the host names it.
+    fn locate(&self, case: &Case) -> Result<(String, VmRef), ReclaimError> {
+        let (host, g) = self.guest(&case.uuid).ok_or_else(|| ReclaimError::NoHost {
+            case: case.id,
+            uuid: case.uuid.clone(),
+        })?;
+        Ok((
+            host,
+            VmRef {
+                uuid: case.uuid.clone(),
+                name: g.name,
+            },
+        ))
+    }
+
+    fn guest(&self, uuid: &str) -> Option<(String, yunjian_protocol::GuestView)> {
+        let fleet = self.fleet.read().unwrap_or_else(|p| p.into_inner());
+        let found = fleet.nodes().find_map(|st| {
+            st.guests
+                .iter()
+                .find(|g| g.uuid.eq_ignore_ascii_case(uuid))
+                .map(|g| (st.node.clone(), g.clone()))
+        });
+        found
+    }
+
+    fn action_for(&self, case: &Case, vm: VmRef) -> Action {
+        let snap = case
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| snapshot_name(case.id));
+        match &case.kind {
+            Kind::Idle => Action::Stop(vm, snap),
+            Kind::OverProvisioned { recommended } => Action::Downsize(vm, snap, *recommended),
+        }
+    }
+
+    /// A result from an agent (routed by ingest). Stored, then its PUBACK released.
+    pub async fn on_reply(&self, reply: CommandReply, now_ms: u64) {
+        let CommandReply { node, result, ack } = reply;
+        let id = super::dispatch::hex(&result.id);
+        let mut inner = self.inner.lock().await;
+        let known = match inner.commands.get(&id) {
+            Some(c) => Some(c.clone()),
+            None => inner
+                .storage
+                .commands(false)
+                .ok()
+                .and_then(|all| all.into_iter().find(|c| c.id == id)),
+        };
+        let Some(mut cmd) = known else {
+            tracing::warn!(%node, command = %id, "result for a command this aggregator never sent: ignored");
+            drop(ack);
+            return;
+        };
+        if cmd.node != node {
+            tracing::warn!(%node, command = %id, expected = %cmd.node, "result from another node than the command's: ignored");
+            drop(ack);
+            return;
+        }
+        if matches!(cmd.status, CommandStatus::Succeeded | CommandStatus::Failed) {
+            drop(ack); // a re-delivered result: already recorded
+            return;
+        }
+        let late = cmd.status == CommandStatus::Expired;
+        cmd.status = if result.ok {
+            CommandStatus::Succeeded
+        } else {
+            CommandStatus::Failed
+        };
+        cmd.result_ms = Some(now_ms);
+        cmd.message = result.message.clone();
+        tracing::info!(%node, command = %id, ok = result.ok, message = %result.message, late, "command result");
+        let case = cmd.case_id.and_then(|i| inner.cases.get(&i).cloned());
+        let detail = json!({"command": id, "node": node, "ok": result.ok, "message": result.message, "late": late});
+        let step = match &case {
+            Some(c) if c.command.as_deref() == Some(&id) && !late => match (c.state, result.ok) {
+                (State::Executing, true) => Some(Step::Succeeded),
+                (State::Releasing, true) => Some(Step::Released),
+                (State::RollingBack, true) => Some(Step::RolledBack),
+                (State::Executing | State::Releasing | State::RollingBack, false) => {
+                    Some(Step::Failed)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let stored = match (case, step) {
+            (Some(c), Some(step)) => {
+                let mut c2 = c.clone();
+                if matches!(step, Step::Succeeded) {
+                    c2.snapshot = snapshot_of(&cmd.action);
+                }
+                let reason = if result.ok {
+                    String::new()
+                } else {
+                    result.message.clone()
+                };
+                match c2.apply(
+                    step,
+                    &Actor::system(),
+                    &reason,
+                    detail.clone(),
+                    &self.rules(),
+                    now_ms,
+                ) {
+                    Ok((next, log)) => {
+                        let audit = audit_of(&next, &log);
+                        let w = ReclaimWrite {
+                            cases: vec![next.clone()],
+                            log: vec![log],
+                            commands: vec![cmd.clone()],
+                            audit: vec![audit],
+                        };
+                        inner.storage.reclaim_write(&w).map(|_| {
+                            inner.cases.insert(next.id, next);
+                        })
+                    }
+                    Err(e) => {
+                        tracing::error!("result not applicable: {e}");
+                        Ok(())
+                    }
+                }
+            }
+            (case, _) => {
+                // a late result or one without a case (the antivirus stop): recorded on the
+                // command and in the audit log, and on the case's timeline if it has one
+                let log = case.map(|c| LogEntry {
+                    case_id: c.id,
+                    ts_ms: now_ms,
+                    actor: "system".into(),
+                    role: Role::System,
+                    step: "late_result".into(),
+                    from: Some(c.state),
+                    to: c.state,
+                    reason: result.message.clone(),
+                    detail: detail.clone(),
+                });
+                inner.storage.reclaim_write(&ReclaimWrite {
+                    log: log.into_iter().collect(),
+                    commands: vec![cmd.clone()],
+                    audit: vec![AuditEntry {
+                        ts_ms: now_ms,
+                        actor: "system".into(),
+                        action: format!(
+                            "command.{}",
+                            if result.ok { "succeeded" } else { "failed" }
+                        ),
+                        subject: cmd.purpose.clone(),
+                        detail,
+                    }],
+                    ..ReclaimWrite::default()
+                })
+            }
+        };
+        match stored {
+            Ok(()) => {
+                inner.commands.insert(id, cmd);
+                drop(ack); // durable: acknowledge
+            }
+            Err(e) => {
+                // not acknowledged: the agent sends the result again
+                tracing::error!(command = %id, "command result not stored: {e}");
+                if let Some(a) = ack {
+                    std::mem::forget(a);
+                }
+            }
+        }
+    }
+
+    /// Drive the cases once: resend or expire commands, re-check and execute due ones,
+    /// verify executed ones. Returns the overdue findings (the caller reconciles them in the
+    /// alarm book under [`OVERDUE_RULE`]).
+    pub async fn tick(&self, now_ms: u64) -> Vec<Finding> {
+        let mut inner = self.inner.lock().await;
+        let resend = self.config.resend_every.as_millis() as u64;
+        // commands: resend the same id, or expire
+        let ids: Vec<String> = inner
+            .commands
+            .values()
+            .filter(|c| c.status == CommandStatus::Outstanding)
+            .map(|c| c.id.clone())
+            .collect();
+        for id in ids {
+            let cmd = inner.commands[&id].clone();
+            if now_ms >= cmd.expires_ms {
+                self.expire(&mut inner, cmd, now_ms);
+            } else if cmd.sends == 0 || now_ms.saturating_sub(cmd.last_sent_ms) >= resend {
+                self.send(&mut inner, &id, now_ms).await;
+            }
+        }
+        let open: Vec<Case> = inner
+            .cases
+            .values()
+            .filter(|c| !c.state.is_terminal())
+            .cloned()
+            .collect();
+        for c in open {
+            let r = match c.state {
+                State::Scheduled if c.scheduled_ms.is_some_and(|t| t <= now_ms) => {
+                    self.execute_due(&mut inner, &c, now_ms).await
+                }
+                State::Executed => self.verify(&mut inner, &c, now_ms).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                tracing::warn!(case = c.id, "reclaim drive: {e}");
+            }
+        }
+        let mut out: Vec<Finding> = inner
+            .cases
+            .values()
+            .filter(|c| c.overdue(now_ms))
+            .map(|c| self.overdue_finding(c, now_ms))
+            .collect();
+        out.extend(
+            inner
+                .cases
+                .values()
+                .filter(|c| c.state == State::Notified)
+                .map(notice_finding),
+        );
+        out
+    }
+
+    fn expire(&self, inner: &mut Inner, mut cmd: CommandRecord, now_ms: u64) {
+        cmd.status = CommandStatus::Expired;
+        cmd.message = format!(
+            "no result from {} before the command expired at {}: the outcome is unknown until the host answers",
+            cmd.node,
+            beijing_time(cmd.expires_ms)
+        );
+        let mut w = ReclaimWrite {
+            commands: vec![cmd.clone()],
+            ..ReclaimWrite::default()
+        };
+        let case = cmd
+            .case_id
+            .and_then(|i| inner.cases.get(&i).cloned())
+            .filter(|c| c.command.as_deref() == Some(&cmd.id) && c.state.awaits_command());
+        let mut next = None;
+        if let Some(c) = case {
+            match c.apply(
+                Step::Failed,
+                &Actor::system(),
+                &cmd.message,
+                json!({"command": cmd.id, "node": cmd.node, "expired": true}),
+                &self.rules(),
+                now_ms,
+            ) {
+                Ok((n, log)) => {
+                    w.audit.push(audit_of(&n, &log));
+                    w.cases.push(n.clone());
+                    w.log.push(log);
+                    next = Some(n);
+                }
+                Err(e) => tracing::error!("expiry not applicable: {e}"),
+            }
+        } else {
+            w.audit.push(AuditEntry {
+                ts_ms: now_ms,
+                actor: "system".into(),
+                action: "command.expired".into(),
+                subject: cmd.purpose.clone(),
+                detail: json!({"command": cmd.id, "node": cmd.node}),
+            });
+        }
+        match inner.storage.reclaim_write(&w) {
+            Ok(()) => {
+                tracing::warn!(command = %cmd.id, node = %cmd.node, "command expired without a result");
+                inner.commands.insert(cmd.id.clone(), cmd);
+                if let Some(n) = next {
+                    inner.cases.insert(n.id, n);
+                }
+            }
+            Err(e) => tracing::error!(command = %cmd.id, "expiry not stored: {e}"),
+        }
+    }
+
+    /// A scheduled case is due: re-check that the finding still holds, then send the command.
+    async fn execute_due(
+        &self,
+        inner: &mut Inner,
+        c: &Case,
+        now_ms: u64,
+    ) -> Result<(), ReclaimError> {
+        let window = self.policy.recheck_within.as_millis() as u64;
+        let fresh = inner.detections.get(&c.uuid).filter(|(ts, d)| {
+            now_ms.saturating_sub(*ts) <= window
+                && std::mem::discriminant(&d.kind) == std::mem::discriminant(&c.kind)
+        });
+        let Some((ts, d)) = fresh.cloned() else {
+            let reason = format!(
+                "re-check before acting: the VM was not found low-use within the last {}; not acted on",
+                crate::policy::profile::duration::format(&self.policy.recheck_within)
+            );
+            self.transition(
+                inner,
+                c,
+                Step::Withdraw,
+                &Actor::system(),
+                &reason,
+                serde_json::Value::Null,
+                None,
+                now_ms,
+            )
+            .await?;
+            return Ok(());
+        };
+        let (host, vm) = match self.locate(c) {
+            Ok(x) => x,
+            Err(e) => {
+                let note = e.to_string();
+                if c.note.as_deref() != Some(note.as_str()) {
+                    let mut n = c.clone();
+                    n.note = Some(note);
+                    inner.storage.reclaim_write(&ReclaimWrite {
+                        cases: vec![n.clone()],
+                        ..ReclaimWrite::default()
+                    })?;
+                    inner.cases.insert(n.id, n);
+                }
+                return Err(e);
+            }
+        };
+        let mut c2 = c.clone();
+        c2.snapshot = Some(snapshot_name(c.id));
+        let action = self.action_for(&c2, vm);
+        let rec = CommandRecord::new(
+            &host,
+            Some(c.id),
+            format!("reclaim:{}", c.id),
+            action,
+            now_ms,
+            self.config.command_ttl,
+        )?;
+        let detail = json!({"recheck": {"detected_ms": ts, "evidence": d.evidence}, "command": rec.id, "node": host, "action": rec.action.kind()});
+        self.transition(
+            inner,
+            &c2,
+            Step::Execute {
+                command: rec.id.clone(),
+            },
+            &Actor::system(),
+            "",
+            detail,
+            Some(rec),
+            now_ms,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// An executed case: the host's guest list shows the VM stopped (or at the new size).
+    async fn verify(&self, inner: &mut Inner, c: &Case, now_ms: u64) -> Result<(), ReclaimError> {
+        let Some((host, g)) = self.guest(&c.uuid) else {
+            return Ok(());
+        };
+        let done = match &c.kind {
+            Kind::Idle => !g.running,
+            Kind::OverProvisioned { recommended } => {
+                g.vcpus <= recommended.vcpus && g.mem_kib <= recommended.mem_kib
+            }
+        };
+        if !done {
+            return Ok(());
+        }
+        let detail = json!({"host": host, "guest": {"name": g.name, "running": g.running, "vcpus": g.vcpus, "mem_kib": g.mem_kib}});
+        self.transition(
+            inner,
+            c,
+            Step::Verify,
+            &Actor::system(),
+            "",
+            detail,
+            None,
+            now_ms,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn overdue_finding(&self, c: &Case, now_ms: u64) -> Finding {
+        let waiting = match c.state {
+            State::Detected => "等待运维单位通知使用单位",
+            State::Notified => "等待使用单位答复",
+            State::Agreed | State::Disputed => "等待运维单位报主管部门备案",
+            State::Filed => "等待主管部门审批",
+            _ => "等待实施回收/降配",
+        };
+        let days = c
+            .deadline_ms
+            .map_or(0, |d| self.calendar.working_days_between(d - 1, now_ms));
+        Finding {
+            key: AlarmKey {
+                rule: OVERDUE_RULE.into(),
+                subject: format!("case:{}", c.id),
+            },
+            level: if days >= 3 {
+                Level::Major
+            } else {
+                Level::Warning
+            },
+            clause: "002 第十一条; 003 第二十一条; 000 第二十一条(七)".into(),
+            unit: Some(c.unit.clone()),
+            title: format!(
+                "回收工单 #{} 逾期 {} 个工作日: {} ({})",
+                c.id, days, waiting, c.vm_name
+            ),
+            evidence: json!({
+                "case": c.id,
+                "state": c.state,
+                "deadline": c.deadline_ms.map(|d| beijing_time(d - 1)),
+                "overdue_working_days": days,
+                "uuid": c.uuid,
+            }),
+        }
+    }
+
+    /// The antivirus stop (承诺书): after the authority's approval, stop the VM behind agent
+    /// node `vm_node` with a snapshot first, through the same command path. Returns the command.
+    pub async fn stop_for_antivirus(
+        &self,
+        vm_node: &str,
+        by: &str,
+        now_ms: u64,
+    ) -> Result<CommandRecord, ReclaimError> {
+        let purpose = format!("antivirus:{vm_node}");
+        let located = self.locate_node(vm_node).and_then(|(host, vm)| {
+            let rec = CommandRecord::new(
+                &host,
+                None,
+                purpose.clone(),
+                Action::Stop(vm, format!("yunjian-antivirus-{}", now_ms / 1000)),
+                now_ms,
+                self.config.command_ttl,
+            )?;
+            Ok((host, rec))
+        });
+        let mut inner = self.inner.lock().await;
+        let (host, rec) = match located {
+            Ok(x) => x,
+            Err(e) => {
+                // visible in the audit log: the approval stands, the stop could not be sent
+                inner.storage.reclaim_write(&ReclaimWrite {
+                    audit: vec![AuditEntry {
+                        ts_ms: now_ms,
+                        actor: "system".into(),
+                        action: "antivirus.stop_command_failed".into(),
+                        subject: purpose,
+                        detail: json!({"error": e.to_string(), "approved_by": by}),
+                    }],
+                    ..ReclaimWrite::default()
+                })?;
+                return Err(e);
+            }
+        };
+        inner.storage.reclaim_write(&ReclaimWrite {
+            commands: vec![rec.clone()],
+            audit: vec![AuditEntry {
+                ts_ms: now_ms,
+                actor: by.into(),
+                action: "antivirus.stop_command".into(),
+                subject: purpose,
+                detail: json!({"command": rec.id, "host": host, "action": "stop", "snapshot": snapshot_of(&rec.action)}),
+            }],
+            ..ReclaimWrite::default()
+        })?;
+        inner.commands.insert(rec.id.clone(), rec.clone());
+        self.send(&mut inner, &rec.id, now_ms).await;
+        Ok(inner.commands[&rec.id].clone())
+    }
+
+    /// The host listing the VM whose own agent is `vm_node` (joined by SMBIOS UUID).
+    fn locate_node(&self, vm_node: &str) -> Result<(String, VmRef), ReclaimError> {
+        let uuid = {
+            let fleet = self.fleet.read().unwrap_or_else(|p| p.into_inner());
+            fleet
+                .get(vm_node)
+                .and_then(|st| st.inventory.as_ref())
+                .and_then(|i| i.smbios_uuid.clone())
+        }
+        .ok_or_else(|| ReclaimError::UnknownVm(vm_node.into()))?;
+        let (host, g) = self
+            .guest(&uuid)
+            .ok_or_else(|| ReclaimError::UnknownVm(vm_node.into()))?;
+        Ok((
+            host,
+            VmRef {
+                uuid: uuid.to_ascii_lowercase(),
+                name: g.name,
+            },
+        ))
+    }
+
+    /// Commands sent for a purpose (e.g. `antivirus:vm-07`), newest first.
+    pub async fn commands_for(&self, purpose: &str) -> Result<Vec<CommandRecord>, ReclaimError> {
+        let mut inner = self.inner.lock().await;
+        let mut v: Vec<CommandRecord> = inner
+            .storage
+            .commands(false)?
+            .into_iter()
+            .filter(|c| c.purpose == purpose)
+            .collect();
+        v.reverse();
+        Ok(v)
+    }
+}
+
+/// The notice to the unit (003 第二十一条: the plan is settled with the unit).
+fn notice_finding(c: &Case) -> Finding {
+    let what = match &c.kind {
+        Kind::Idle => "闲置，拟停机回收".to_string(),
+        Kind::OverProvisioned { recommended } => format!(
+            "配置过度，拟降配至 {} 核 / {} GiB",
+            recommended.vcpus,
+            recommended.mem_kib / (1024 * 1024)
+        ),
+    };
+    Finding {
+        key: AlarmKey {
+            rule: NOTICE_RULE.into(),
+            subject: format!("case:{}", c.id),
+        },
+        level: Level::Info,
+        clause: "002 第十一条 (协商一致); 003 第二十一条".into(),
+        unit: Some(c.unit.clone()),
+        title: format!(
+            "回收工单 #{}: {} {}，请使用单位在截止前答复（同意或提出异议）",
+            c.id, c.vm_name, what
+        ),
+        evidence: json!({
+            "case": c.id,
+            "uuid": c.uuid,
+            "deadline": c.deadline_ms.map(|d| beijing_time(d - 1)),
+            "evidence": c.evidence,
+        }),
+    }
+}
+
+pub fn snapshot_name(case: u64) -> String {
+    format!("yunjian-reclaim-{case}")
+}
+
+fn snapshot_of(a: &Action) -> Option<String> {
+    match a {
+        Action::Snapshot(_, s) | Action::Stop(_, s) | Action::Downsize(_, s, _) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Every case change is an operation: audited with who, role, when and why.
+fn audit_of(c: &Case, l: &LogEntry) -> AuditEntry {
+    AuditEntry {
+        ts_ms: l.ts_ms,
+        actor: l.actor.clone(),
+        action: format!("reclaim.{}", l.step),
+        subject: format!("reclaim:{}", c.id),
+        detail: json!({
+            "role": l.role,
+            "from": l.from,
+            "to": l.to,
+            "reason": l.reason,
+            "unit": c.unit,
+            "uuid": c.uuid,
+            "detail": l.detail,
+        }),
+    }
+}
+
+/// Units with open cases they were notified of: not yet terminal, past `detected`.
+pub fn held_units<'a>(cases: impl Iterator<Item = &'a Case>) -> BTreeMap<String, (Vec<u64>, u64)> {
+    let mut out: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
+    for c in cases.filter(|c| !c.state.is_terminal() && c.state != State::Detected) {
+        let e = out.entry(c.unit.clone()).or_insert((Vec::new(), u64::MAX));
+        e.0.push(c.id);
+        e.1 = e.1.min(c.opened_ms);
+    }
+    out
+}
+
+/// Only people with these roles may feed detections by hand (the usage module feeds directly).
+pub fn may_feed(role: Role) -> Result<(), ReclaimError> {
+    match role {
+        Role::Ops => Ok(()),
+        r => Err(ReclaimError::Forbidden {
+            role: r.as_str(),
+            what: "feed detections",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::Fleet;
+    use crate::register::test_support::vm;
+    use crate::register::{Register, Unit, UnitRecord};
+    use crate::storage::sqlite::SqliteStorage;
+    use yunjian_protocol::{Body, CommandResult, Envelope, GuestView, Inventory, MasterKey};
+
+    const UUID: &str = "4c4c4544-0001-0002-0003-000000000004";
+    const T0: u64 = 1_790_000_000_000;
+
+    struct Setup {
+        reclaim: Reclaim,
+        db: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("y.db");
+        let mut s = SqliteStorage::open(&db).unwrap();
+        s.migrate().unwrap();
+        let fleet = Fleet::shared();
+        {
+            let mut f = fleet.write().unwrap();
+            let inv = Inventory {
+                hostname: "vm1".into(),
+                role: yunjian_protocol::Role::Guest,
+                os: String::new(),
+                kernel: String::new(),
+                cpu_model: String::new(),
+                cpu_cores: 2,
+                mem_total_kib: 1 << 20,
+                disks: vec![],
+                nics: vec![],
+                machine_id: String::new(),
+                smbios_uuid: Some(UUID.to_uppercase()),
+                rack: None,
+            };
+            f.apply(Envelope::new("vm1", 1, T0, Body::Inventory(inv)), T0);
+            let g = GuestView {
+                uuid: UUID.into(),
+                name: "cz-app-01".into(),
+                vcpus: 4,
+                mem_kib: 8 << 20,
+                disk_kib: 0,
+                running: true,
+            };
+            f.apply(Envelope::new("h1", 1, T0, Body::Guests(vec![g])), T0);
+        }
+        let mut reg = Register::default();
+        reg.apply(UnitRecord {
+            unit: Unit {
+                name: "财政局".into(),
+                ..Unit::default()
+            },
+            vms: vec![vm("财政局", UUID, 4)],
+        });
+        let reclaim = Reclaim::start(
+            Box::new(s),
+            ReclaimConfig::default(),
+            ReclaimPolicy::default(),
+            Calendar::builtin(),
+            MasterKey::from_bytes([1; 32]),
+            Outlet::Detached,
+            fleet,
+            Arc::new(std::sync::RwLock::new(reg)),
+        )
+        .unwrap();
+        Setup {
+            reclaim,
+            db,
+            _dir: dir,
+        }
+    }
+
+    fn reply(node: &str, id: &str, ok: bool) -> CommandReply {
+        CommandReply {
+            node: node.into(),
+            result: CommandResult {
+                id: super::super::dispatch::unhex(id).unwrap(),
+                ok,
+                message: if ok {
+                    "done".into()
+                } else {
+                    "libvirt: domain busy".into()
+                },
+            },
+            ack: None,
+        }
+    }
+
+    fn audit(db: &std::path::Path, subject: &str) -> Vec<String> {
+        let mut s = SqliteStorage::open(db).unwrap();
+        s.audit(Some(subject), 100)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_antivirus_stop_goes_to_the_vms_host_and_its_result_is_recorded() {
+        let s = setup();
+        let cmd = s
+            .reclaim
+            .stop_for_antivirus("vm1", "chief-wang", T0)
+            .await
+            .unwrap();
+        assert_eq!(cmd.node, "h1", "sent to the host listing the VM");
+        assert!(
+            matches!(&cmd.action, Action::Stop(vm, snap) if vm.uuid == UUID && snap.starts_with("yunjian-antivirus-"))
+        );
+        assert_eq!(cmd.status, CommandStatus::Outstanding);
+        assert_eq!(cmd.sends, 0, "no broker here: stays outstanding, visibly");
+        // a result from another node is not taken
+        s.reclaim.on_reply(reply("h2", &cmd.id, true), T0 + 1).await;
+        let listed = s.reclaim.commands_for("antivirus:vm1").await.unwrap();
+        assert_eq!(listed[0].status, CommandStatus::Outstanding);
+        s.reclaim.on_reply(reply("h1", &cmd.id, true), T0 + 2).await;
+        let listed = s.reclaim.commands_for("antivirus:vm1").await.unwrap();
+        assert_eq!(
+            (listed[0].status, listed[0].message.as_str()),
+            (CommandStatus::Succeeded, "done")
+        );
+        assert_eq!(
+            audit(&s.db, "antivirus:vm1"),
+            ["command.succeeded", "antivirus.stop_command"]
+        );
+        // a VM no host lists: refused, and the failure is in the audit log
+        let e = s
+            .reclaim
+            .stop_for_antivirus("vm-unknown", "chief-wang", T0)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("vm-unknown"), "{e}");
+        assert_eq!(
+            audit(&s.db, "antivirus:vm-unknown"),
+            ["antivirus.stop_command_failed"]
+        );
+    }
+
+    async fn to_executing(r: &Reclaim) -> u64 {
+        let ops = Actor {
+            name: "ops-zhang".into(),
+            role: Role::Ops,
+            unit: None,
+        };
+        let unit = Actor {
+            name: "li".into(),
+            role: Role::Unit,
+            unit: Some("财政局".into()),
+        };
+        let chief = Actor {
+            name: "wang".into(),
+            role: Role::Authority,
+            unit: None,
+        };
+        let d = Detection {
+            uuid: UUID.to_uppercase(),
+            kind: Kind::Idle,
+            evidence: json!({"p95": 0.4}),
+        };
+        let id = r.detect(vec![d.clone()], T0).await.unwrap()[0];
+        assert!(
+            r.held_units().await.is_empty(),
+            "not told yet: nothing held"
+        );
+        r.act(id, "notify", &ops, "", None, T0).await.unwrap();
+        assert_eq!(r.held_units().await["财政局"].0, [id]);
+        r.act(id, "agree", &unit, "", None, T0).await.unwrap();
+        r.act(id, "file", &ops, "", None, T0).await.unwrap();
+        r.act(id, "approve", &chief, "", None, T0).await.unwrap();
+        r.act(id, "schedule", &ops, "", Some(T0 + 1000), T0)
+            .await
+            .unwrap();
+        // not due yet
+        r.tick(T0 + 500).await;
+        assert_eq!(r.cases(T0).await[0].case.state, State::Scheduled);
+        r.detect(vec![d], T0 + 900).await.unwrap();
+        r.tick(T0 + 1000).await;
+        id
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_command_expires_into_a_visible_failure_and_a_retry_gets_a_new_id() {
+        let s = setup();
+        let r = &s.reclaim;
+        let id = to_executing(r).await;
+        let v = &r.cases(T0).await[0];
+        assert_eq!(v.case.state, State::Executing);
+        let first = v.command.clone().unwrap();
+        assert_eq!(first.status, CommandStatus::Outstanding);
+        assert_eq!(v.case.snapshot.as_deref(), Some("yunjian-reclaim-1"));
+        // a day later, no answer: expired, the case shows the failure with the reason
+        let later = T0 + 1000 + 24 * 3_600_000;
+        r.tick(later).await;
+        let v = &r.cases(later).await[0];
+        assert_eq!(v.case.state, State::ExecutionFailed);
+        assert_eq!(v.command.as_ref().unwrap().status, CommandStatus::Expired);
+        let (_, log, _) = r.case(id, later).await.unwrap();
+        let last = log.last().unwrap();
+        assert_eq!((last.step.as_str(), last.role), ("failed", Role::System));
+        assert!(
+            last.reason.contains("h1") && last.reason.contains("unknown"),
+            "{}",
+            last.reason
+        );
+        // a late answer is recorded on the command and the timeline, the state stays
+        r.on_reply(reply("h1", &first.id, true), later + 1).await;
+        let (v, log, cmds) = r.case(id, later + 1).await.unwrap();
+        assert_eq!(v.case.state, State::ExecutionFailed);
+        assert_eq!(log.last().unwrap().step, "late_result");
+        assert_eq!(cmds[0].status, CommandStatus::Succeeded);
+        // the unit may not retry
+        let unit = Actor {
+            name: "li".into(),
+            role: Role::Unit,
+            unit: Some("财政局".into()),
+        };
+        let e = r
+            .act(id, "retry", &unit, "", None, later + 2)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("unit"), "{e}");
+        // ops retries: a new step, a new id, same snapshot name
+        let ops = Actor {
+            name: "ops-zhang".into(),
+            role: Role::Ops,
+            unit: None,
+        };
+        let v = r.act(id, "retry", &ops, "", None, later + 2).await.unwrap();
+        let second = v.command.unwrap();
+        assert_ne!(second.id, first.id);
+        assert!(matches!(&second.action, Action::Stop(_, snap) if snap == "yunjian-reclaim-1"));
+    }
+
+    #[tokio::test]
+    async fn a_notified_unit_gets_a_notice_and_an_unanswered_one_is_escalated_in_working_days() {
+        let s = setup();
+        let r = &s.reclaim;
+        let cal = Calendar::builtin();
+        let day = |d: &str| super::super::calendar::Day::parse(d).unwrap();
+        // notified Tuesday 29 Sep 2026 10:00 Beijing: 5 working days → 30 Sep, 8, 9, 10 (调休), 12 Oct
+        let t = cal.start_of(day("2026-09-29")) + 10 * 3_600_000;
+        let ops = Actor {
+            name: "ops-zhang".into(),
+            role: Role::Ops,
+            unit: None,
+        };
+        let d = Detection {
+            uuid: UUID.into(),
+            kind: Kind::Idle,
+            evidence: json!({}),
+        };
+        let id = r.detect(vec![d], t).await.unwrap()[0];
+        r.act(id, "notify", &ops, "", None, t).await.unwrap();
+        let f = r.tick(t).await;
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].key.rule.as_str(), f[0].level),
+            (NOTICE_RULE, Level::Info)
+        );
+        assert_eq!(f[0].unit.as_deref(), Some("财政局"));
+        assert_eq!(
+            r.cases(t).await[0].case.deadline_ms,
+            Some(cal.start_of(day("2026-10-13")))
+        );
+        // the last minute of 12 Oct is in time; 13 Oct is one working day late
+        assert!(r
+            .tick(cal.start_of(day("2026-10-13")) - 60_000)
+            .await
+            .iter()
+            .all(|f| f.key.rule != OVERDUE_RULE));
+        let late = r.tick(cal.start_of(day("2026-10-13")) + 3_600_000).await;
+        let o = late.iter().find(|f| f.key.rule == OVERDUE_RULE).unwrap();
+        assert_eq!(
+            (o.key.subject.as_str(), o.level),
+            ("case:1", Level::Warning)
+        );
+        assert!(
+            o.title.contains("等待使用单位答复") && o.title.contains("逾期 1 个工作日"),
+            "{}",
+            o.title
+        );
+        // three working days late (13, 14, 15 Oct): major
+        let later = r.tick(cal.start_of(day("2026-10-15")) + 3_600_000).await;
+        let o = later.iter().find(|f| f.key.rule == OVERDUE_RULE).unwrap();
+        assert_eq!(o.level, Level::Major, "{}", o.title);
+        let v = &r.cases(cal.start_of(day("2026-10-15")) + 3_600_000).await[0];
+        assert!(v.overdue && v.overdue_days == 3);
+    }
+
+    #[tokio::test]
+    async fn the_recheck_withdraws_a_case_whose_vm_is_no_longer_idle() {
+        let s = setup();
+        let r = &s.reclaim;
+        let ops = Actor {
+            name: "ops-zhang".into(),
+            role: Role::Ops,
+            unit: None,
+        };
+        let unit = Actor {
+            name: "li".into(),
+            role: Role::Unit,
+            unit: Some("财政局".into()),
+        };
+        let chief = Actor {
+            name: "wang".into(),
+            role: Role::Authority,
+            unit: None,
+        };
+        let d = Detection {
+            uuid: UUID.into(),
+            kind: Kind::Idle,
+            evidence: json!({}),
+        };
+        let id = r.detect(vec![d], T0).await.unwrap()[0];
+        for (step, who) in [
+            ("notify", &ops),
+            ("agree", &unit),
+            ("file", &ops),
+            ("approve", &chief),
+        ] {
+            r.act(id, step, who, "", None, T0).await.unwrap();
+        }
+        // due two days later; the last finding is from T0, older than the 1-day window
+        let due = T0 + 2 * 86_400_000;
+        r.act(id, "schedule", &ops, "", Some(due), T0)
+            .await
+            .unwrap();
+        r.tick(due).await;
+        let (v, log, cmds) = r.case(id, due).await.unwrap();
+        assert_eq!(v.case.state, State::Withdrawn);
+        assert!(cmds.is_empty(), "nothing was sent");
+        assert!(log.last().unwrap().reason.contains("re-check"));
+        assert!(r.held_units().await.is_empty(), "closed cases hold nothing");
+    }
+
+    #[tokio::test]
+    async fn cases_and_outstanding_commands_come_back_from_storage() {
+        let s = setup();
+        let id = to_executing(&s.reclaim).await;
+        let cmd = s.reclaim.cases(T0).await[0].command.clone().unwrap();
+        let again = Reclaim::start(
+            Box::new(SqliteStorage::open(&s.db).unwrap()),
+            ReclaimConfig::default(),
+            ReclaimPolicy::default(),
+            Calendar::builtin(),
+            MasterKey::from_bytes([1; 32]),
+            Outlet::Detached,
+            Fleet::shared(),
+            Arc::default(),
+        )
+        .unwrap();
+        let v = &again.cases(T0).await[0];
+        assert_eq!((v.case.id, v.case.state), (id, State::Executing));
+        assert_eq!(
+            v.command.as_ref().unwrap().id,
+            cmd.id,
+            "same command, same id"
+        );
+        again.on_reply(reply("h1", &cmd.id, true), T0 + 5).await;
+        assert_eq!(again.cases(T0).await[0].case.state, State::Executed);
+        // the timeline is append-only in the database itself
+        let conn = rusqlite::Connection::open(&s.db).unwrap();
+        let e = conn.execute("DELETE FROM reclaim_log", []).unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+        let e = conn
+            .execute("UPDATE reclaim_log SET ts_ms = 0", [])
+            .unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+    }
+}

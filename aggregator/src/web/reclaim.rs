@@ -1,0 +1,277 @@
+//! Reclaim cases (降配 / 回收): the queue, the case page and the steps people take.
+//!
+//! | route                                   | what                                                   |
+//! |-----------------------------------------|--------------------------------------------------------|
+//! | `GET /reclaim`, `GET /reclaim/{id}`     | the queue by unit, one case (timeline, evidence chart)  |
+//! | `GET /api/reclaim/cases`                | every case with its deadline, overdue flag, command; the units whose requests are held |
+//! | `GET /api/reclaim/cases/{id}`           | one case, its timeline, its commands, the steps open now |
+//! | `POST /api/reclaim/cases/{id}/{step}`   | take a step: `{"reason", "at_ms"}` (schedule)          |
+//! | `POST /api/reclaim/detections`          | feed findings by hand (ops): `[{"uuid", "kind", "evidence"}]` |
+//! | `GET /api/reclaim/whoami`               | the person behind the bearer token                      |
+//!
+//! Every `POST` needs `Authorization: Bearer <token>`; tokens map to a name, a role (ops,
+//! authority, unit) and, for a unit, its unit (`[reclaim] tokens` in the config). A unit acts
+//! only on its own cases. Every step is audited with who, role, when and why.
+
+use super::{AppState, DASHBOARD, DASHBOARD_CSP};
+use crate::ratelimit::now_ms;
+use crate::reclaim::case::{Role, PERSON_STEPS};
+use crate::reclaim::service::{may_feed, CaseView};
+use crate::reclaim::{
+    Actor, CaseError, CommandRecord, Detection, LogEntry, Reclaim, ReclaimError, Step,
+};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, Path, State};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS,
+};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+fn page_with_css(html: &str) -> String {
+    let css = DASHBOARD
+        .split_once("<style>")
+        .and_then(|(_, rest)| rest.split_once("</style>"))
+        .map_or("", |(css, _)| css);
+    html.replace("/*DASHBOARD_CSS*/", css)
+}
+
+static QUEUE_PAGE: LazyLock<String> = LazyLock::new(|| page_with_css(include_str!("reclaim.html")));
+static CASE_PAGE: LazyLock<String> = LazyLock::new(|| page_with_css(include_str!("case.html")));
+
+pub fn routes<S>() -> Router<S>
+where
+    AppState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/reclaim", get(queue_page))
+        .route("/reclaim/{id}", get(case_page))
+        .route("/api/reclaim/cases", get(list))
+        .route("/api/reclaim/cases/{id}", get(one))
+        .route("/api/reclaim/cases/{id}/{step}", post(act))
+        .route("/api/reclaim/detections", post(detections))
+        .route("/api/reclaim/whoami", get(whoami))
+}
+
+fn html(page: &'static str) -> impl IntoResponse {
+    (
+        [
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(page),
+    )
+}
+
+async fn queue_page() -> impl IntoResponse {
+    html(QUEUE_PAGE.as_str())
+}
+
+async fn case_page() -> impl IntoResponse {
+    html(CASE_PAGE.as_str())
+}
+
+/// This page's errors: `{ "error": message }` with the matching status.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ReclaimError> for ApiError {
+    fn from(e: ReclaimError) -> Self {
+        let status = match &e {
+            ReclaimError::NotFound(_) => StatusCode::NOT_FOUND,
+            ReclaimError::UnknownStep(_) | ReclaimError::NoTime => StatusCode::BAD_REQUEST,
+            ReclaimError::Case(CaseError::Forbidden { .. } | CaseError::OtherUnit { .. })
+            | ReclaimError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ReclaimError::Case(CaseError::NoReason { .. } | CaseError::PastSchedule { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
+            ReclaimError::Case(_)
+            | ReclaimError::NoHost { .. }
+            | ReclaimError::NoSnapshot { .. }
+            | ReclaimError::UnknownVm(_) => StatusCode::CONFLICT,
+            ReclaimError::Storage(_) | ReclaimError::Random(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn service(app: &AppState) -> Result<&Reclaim, ApiError> {
+    app.reclaim.as_ref().ok_or(ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "reclaim cases are not available in this set-up".into(),
+    ))
+}
+
+/// The person behind `Authorization: Bearer <token>`.
+fn actor(r: &Reclaim, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this action needs `Authorization: Bearer <token>` (see [reclaim] tokens)".into(),
+        ))?;
+    r.config
+        .actor(token)
+        .ok_or(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Queue {
+    pub now_ms: u64,
+    pub cases: Vec<CaseView>,
+    /// 003 第三十条: units whose requests for more resources are held, with the open cases.
+    pub held_units: BTreeMap<String, serde_json::Value>,
+    pub calendar: Vec<String>,
+}
+
+async fn list(State(app): State<AppState>) -> Result<Json<Queue>, ApiError> {
+    let r = service(&app)?;
+    let now = now_ms();
+    let held = r
+        .held_units()
+        .await
+        .into_iter()
+        .map(|(u, (cases, since))| (u, json!({"cases": cases, "since_ms": since})))
+        .collect();
+    Ok(Json(Queue {
+        now_ms: now,
+        cases: r.cases(now).await,
+        held_units: held,
+        calendar: r.calendar.names.clone(),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct CaseBody {
+    pub now_ms: u64,
+    pub case: CaseView,
+    pub timeline: Vec<LogEntry>,
+    pub commands: Vec<CommandRecord>,
+    /// The steps people may take now, each with the roles allowed.
+    pub steps: Vec<StepOffer>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepOffer {
+    pub step: &'static str,
+    pub roles: Vec<Role>,
+}
+
+async fn one(State(app): State<AppState>, Path(id): Path<u64>) -> Result<Json<CaseBody>, ApiError> {
+    let r = service(&app)?;
+    let now = now_ms();
+    let (case, timeline, commands) = r.case(id, now).await?;
+    let mut steps: Vec<StepOffer> = Vec::new();
+    for (name, role) in PERSON_STEPS {
+        let probe = match *name {
+            "notify" => Step::Notify,
+            "agree" => Step::Agree,
+            "dispute" => Step::Dispute,
+            "file" => Step::File,
+            "approve" => Step::Approve,
+            "reject" => Step::Reject,
+            "schedule" => Step::Schedule { at_ms: now },
+            "withdraw" => Step::Withdraw,
+            "retry" => Step::Retry {
+                command: String::new(),
+            },
+            "rollback" => Step::Rollback {
+                command: String::new(),
+            },
+            _ => Step::Close {
+                command: case.case.is_stop().then(String::new),
+            },
+        };
+        if case.case.target(&probe).is_none() {
+            continue;
+        }
+        match steps.iter_mut().find(|s| s.step == *name) {
+            Some(s) => s.roles.push(*role),
+            None => steps.push(StepOffer {
+                step: name,
+                roles: vec![*role],
+            }),
+        }
+    }
+    Ok(Json(CaseBody {
+        now_ms: now,
+        case,
+        timeline,
+        commands,
+        steps,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    #[serde(default)]
+    pub reason: String,
+    /// For `schedule`: when to act (Unix ms).
+    pub at_ms: Option<u64>,
+}
+
+async fn act(
+    State(app): State<AppState>,
+    Path((id, step)): Path<(u64, String)>,
+    headers: HeaderMap,
+    body: Result<Json<StepRequest>, JsonRejection>,
+) -> Result<Json<CaseView>, ApiError> {
+    let r = service(&app)?;
+    let who = actor(r, &headers)?;
+    let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let view = r
+        .act(id, &step, &who, &req.reason, req.at_ms, now_ms())
+        .await?;
+    Ok(Json(view))
+}
+
+async fn detections(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Vec<Detection>>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = service(&app)?;
+    let who = actor(r, &headers)?;
+    may_feed(who.role)?;
+    let Json(found) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let opened = r.detect(found, now_ms()).await?;
+    Ok(Json(json!({ "opened": opened })))
+}
+
+async fn whoami(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Actor>, ApiError> {
+    let r = service(&app)?;
+    Ok(Json(actor(r, &headers)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pages_carry_the_dashboard_stylesheet_and_set_text_only() {
+        for page in [QUEUE_PAGE.as_str(), CASE_PAGE.as_str()] {
+            assert!(!page.contains("/*DASHBOARD_CSS*/"));
+            assert!(page.contains(":root"));
+            assert!(!page.contains("innerHTML"), "text is set with textContent");
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Reclaim cases carried out by a REAL host agent: the real aggregator (embedded broker, JSON
+//! API), the `yunjian-agent` binary built with the `libvirt` feature, and libvirt's test driver
+//! (`test:///<tmp>/domains.xml`). Three cases on one VM, each walked through the API:
+//! idle → stop (snapshot first) → verified from the agent's guest list → rollback → running;
+//! over-provisioned → downsize → verified at the new size → closed; idle → stop → closed after
+//! the hold → released (gone from libvirt).
+//!
+//! The agent start-up follows `libvirt_exec.rs`. Needs `virsh` (libvirt-clients) and
+//! libvirt-dev; without them the test prints SKIP, and fails under CI.
+
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use yunjian_aggregator::app::Aggregator;
+use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator::reclaim::{Role, TokenEntry};
+use yunjian_tests::{eventually, free_port, get_json, require_tool};
+
+const NODE: &str = "hv-reclaim-1";
+const VM_A: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+const OPS: &str = "ops-token-0123456789abcdef";
+const CHIEF: &str = "authority-token-0123456789";
+const UNIT: &str = "unit-czj-token-0123456789";
+const WAIT: Duration = Duration::from_secs(30);
+const GIB: u64 = 1 << 20;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn domains_xml() -> String {
+    format!(
+        "<node>
+  <cpu><mhz>2000</mhz><model>x86</model><nodes>1</nodes><sockets>1</sockets><cores>8</cores><threads>1</threads><active>8</active></cpu>
+  <memory>16777216</memory>
+  <domain type='test'>
+    <name>vm-a</name>
+    <uuid>{VM_A}</uuid>
+    <memory unit='KiB'>4194304</memory>
+    <currentMemory unit='KiB'>4194304</currentMemory>
+    <vcpu placement='static'>4</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>
+  </domain>
+</node>
+"
+    )
+}
+
+fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = Process::new(cargo);
+    build
+        .args(["build", "-p", "yunjian-agent", "--bin", "yunjian-agent"])
+        .args(["--features", "libvirt", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(profile_dir.parent().unwrap());
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(
+        status.success(),
+        "building yunjian-agent with --features libvirt failed (libvirt-dev installed?)"
+    );
+    profile_dir.join("yunjian-agent")
+}
+
+/// The agent process, killed on drop (its log printed when the test fails).
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("----- agent log -----\n{log}\n---------------------");
+        }
+    }
+}
+
+fn start_agent(bin: &Path, dir: &Path, broker_port: u16, uri: &str) -> Agent {
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"{NODE}\"
+role = \"host\"
+interval = \"1s\"
+key_file = \"{key}\"
+
+[mqtt]
+host = \"127.0.0.1\"
+port = {broker_port}
+backoff_min_ms = 50
+backoff_max_ms = 500
+
+[buffer]
+dir = \"{buffer}\"
+
+[antivirus]
+enabled = false
+
+[hypervisor]
+enabled = true
+uri = \"{uri}\"
+shutdown_timeout = \"2s\"
+guests_interval = \"1s\"
+",
+            key = dir.join("agent.key").display(),
+            buffer = dir.join("buffer").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("agent.log");
+    let child = Process::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the agent starts");
+    Agent { child, log }
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn call(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&req).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
+}
+
+async fn ok_step(addr: SocketAddr, case: u64, step: &str, token: &str, body: Value) {
+    let (status, v) = call(
+        addr,
+        &format!("/api/reclaim/cases/{case}/{step}"),
+        Some(token),
+        "application/json",
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{step}: {v}");
+}
+
+async fn detect(addr: SocketAddr, kind: Value) -> Option<u64> {
+    let (status, v) = call(
+        addr,
+        "/api/reclaim/detections",
+        Some(OPS),
+        "application/json",
+        json!([{"uuid": VM_A, "kind": kind, "evidence": {"cpu_p95_pct": 0.5}}])
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["opened"][0].as_u64()
+}
+
+/// Open a case of `kind` and walk it to `scheduled`, due now.
+async fn walk_to_schedule(addr: SocketAddr, kind: Value) -> u64 {
+    let id = detect(addr, kind.clone()).await.expect("a case is opened");
+    ok_step(addr, id, "notify", OPS, json!({})).await;
+    ok_step(addr, id, "agree", UNIT, json!({"reason": "同意"})).await;
+    ok_step(addr, id, "file", OPS, json!({})).await;
+    ok_step(addr, id, "approve", CHIEF, json!({})).await;
+    assert_eq!(detect(addr, kind).await, None, "fresh finding, no new case");
+    ok_step(addr, id, "schedule", OPS, json!({"at_ms": now_ms()})).await;
+    id
+}
+
+async fn wait_state(addr: SocketAddr, id: u64, state: &str) -> Value {
+    eventually(&format!("case {id} {state}"), WAIT, || async move {
+        let v = get_json(addr, &format!("/api/reclaim/cases/{id}")).await;
+        let now = v["case"]["case"]["state"].clone();
+        assert!(
+            now != "execution_failed",
+            "the agent refused or failed: {v}"
+        );
+        (now == state).then_some(v)
+    })
+    .await
+}
+
+async fn guest(addr: SocketAddr) -> Option<Value> {
+    let v = get_json(addr, &format!("/api/nodes/{NODE}")).await;
+    v["state"]["guests"]
+        .as_array()?
+        .iter()
+        .find(|g| g["uuid"] == VM_A)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
+    if require_tool(&["virsh"], "libvirt-clients libvirt-dev").is_none() {
+        return;
+    }
+    let bin = tokio::task::spawn_blocking(agent_binary).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let domains = dir.path().join("domains.xml");
+    std::fs::write(&domains, domains_xml()).unwrap();
+    std::fs::create_dir(dir.path().join("buffer")).unwrap();
+    let profile = yunjian_aggregator::policy::profile::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "003")
+        .unwrap()
+        .1
+        .replace("hold_days = 92", "hold_days = 0");
+    std::fs::write(dir.path().join("profile.toml"), profile).unwrap();
+
+    let mut cfg = AggregatorConfig {
+        data_dir: dir.path().join("aggregator"),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        policy_profile: dir.path().join("profile.toml").display().to_string(),
+        ..AggregatorConfig::default()
+    };
+    cfg.broker.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    cfg.reclaim.tick = Duration::from_millis(200);
+    cfg.reclaim.resend_every = Duration::from_secs(2);
+    let token = |token: &str, role, name: &str, unit: Option<&str>| TokenEntry {
+        token: token.into(),
+        role,
+        name: name.into(),
+        unit: unit.map(Into::into),
+    };
+    cfg.reclaim.tokens = vec![
+        token(OPS, Role::Ops, "ops-zhang", None),
+        token(CHIEF, Role::Authority, "chief-wang", None),
+        token(UNIT, Role::Unit, "czj-li", Some("财政局")),
+    ];
+    let agg = Aggregator::start(&cfg).await.unwrap();
+    let addr = agg.http_addr;
+    agg.master
+        .node_key(NODE)
+        .write_file(&dir.path().join("agent.key"))
+        .unwrap();
+    let csv = format!(
+        "\u{feff}序号,网络分区,开发商,系统名称,子系统名称,服务器类型,\"堡垒机账  号\n负责人\",堡垒机账号负责人邮箱,堡垒机账号负责人手机号码,vCPU核,内存GB,系统盘GB,数据盘GB,操作系统,集群部署,集群组号,备注,虚拟机UUID\n1,政务外网区,浪潮,预算一体化,,APP,王五,wangwu@gov.cn,13700000000,4,4,60,300,openEuler 22.03,否,,,{VM_A}\n"
+    );
+    let (status, v) = call(
+        addr,
+        &format!(
+            "/api/register/import?unit={}&by=ops-zhang&format=csv",
+            pct("财政局")
+        ),
+        None,
+        "text/csv",
+        csv.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let _agent = start_agent(
+        &bin,
+        dir.path(),
+        cfg.broker.listen.port(),
+        &format!("test://{}", domains.display()),
+    );
+    eventually("vm-a in the agent's guest list", WAIT, || async move {
+        let (status, _) = yunjian_tests::http_get(addr, &format!("/api/nodes/{NODE}")).await;
+        if status != 200 {
+            return None;
+        }
+        guest(addr).await.filter(|g| g["running"] == true)
+    })
+    .await;
+
+    // 1. idle: stop with a snapshot, verified from the guest list, then rolled back
+    let id = walk_to_schedule(addr, json!({"kind": "idle"})).await;
+    let v = wait_state(addr, id, "verified").await;
+    let cmd = &v["commands"][0];
+    assert_eq!(
+        (cmd["status"].as_str(), cmd["node"].as_str()),
+        (Some("succeeded"), Some(NODE))
+    );
+    assert!(
+        cmd["message"].as_str().unwrap().contains("taken first"),
+        "{cmd}"
+    );
+    assert_eq!(guest(addr).await.unwrap()["running"], false);
+    ok_step(
+        addr,
+        id,
+        "rollback",
+        CHIEF,
+        json!({"reason": "单位要求恢复"}),
+    )
+    .await;
+    wait_state(addr, id, "rolled_back").await;
+    eventually("vm-a running again", WAIT, || async move {
+        guest(addr).await.filter(|g| g["running"] == true)
+    })
+    .await;
+
+    // 2. over-provisioned: downsized to 2 vCPU / 2 GiB, verified, closed
+    let id = walk_to_schedule(
+        addr,
+        json!({"kind": "over_provisioned", "recommended": {"vcpus": 2, "mem_kib": 2 * GIB}}),
+    )
+    .await;
+    wait_state(addr, id, "verified").await;
+    let g = guest(addr).await.unwrap();
+    assert_eq!(
+        (g["vcpus"].as_u64(), g["mem_kib"].as_u64()),
+        (Some(2), Some(2 * GIB))
+    );
+    ok_step(addr, id, "close", OPS, json!({})).await;
+    wait_state(addr, id, "closed").await;
+
+    // 3. idle again: stopped, then closed after the hold (0 days here): released
+    let id = walk_to_schedule(addr, json!({"kind": "idle"})).await;
+    wait_state(addr, id, "verified").await;
+    ok_step(addr, id, "close", OPS, json!({})).await;
+    let v = wait_state(addr, id, "closed").await;
+    assert!(v["commands"][1]["action"].get("Release").is_some(), "{v}");
+    eventually("vm-a gone from libvirt", WAIT, || async move {
+        guest(addr).await.is_none().then_some(())
+    })
+    .await;
+    agg.shutdown().await;
+}
