@@ -160,9 +160,6 @@ impl SimHypervisors {
     /// Whether VM node `node` is powered on: defined on its host and running. `false` for a
     /// host's index.
     pub fn powered(&self, node: usize) -> bool {
-        if node > 0 {
-            return true;
-        }
         let Some(&host) = node
             .checked_sub(self.hosts.len())
             .and_then(|i| self.host_of.get(i))
