@@ -6,10 +6,10 @@
 //! hot path, and loading decodes them with the protocol's own decoder.
 
 pub mod sqlite;
-mod sqlite_usage;
 mod sqlite_hardware;
 mod sqlite_reclaim;
 mod sqlite_register;
+mod sqlite_usage;
 
 use crate::alarms::{Alarm, AlarmEvent};
 use crate::antivirus::AntivirusTrack;
