@@ -215,7 +215,24 @@ pub struct Fleet {
     /// SMBIOS UUID (lower case) → every node that claims it, kept as messages arrive so a
     /// VM's observation is a lookup, not a scan of the fleet (see [`Fleet::claims`]).
     claims: HashMap<String, Claims>,
+    /// Recent changes other than reports, oldest first, so a rule looks at what changed
+    /// instead of scanning the fleet (see [`Fleet::nodes_changed_since`]).
+    changes: VecDeque<(u64, Changed)>,
+    /// Changes stamped at or below this may have been dropped from `changes`.
+    changes_floor: u64,
 }
+
+/// What one entry of the change log names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Changed {
+    /// A node's state or what it shows of its VMs (not a mere report).
+    Node(String),
+    /// The claims of one VM UUID (lower case).
+    Vm(String),
+}
+
+/// Entries kept in the change log; older ones are dropped (rules then scan once).
+pub const CHANGES_KEPT: usize = 1 << 16;
 
 /// The nodes that claim one VM UUID: hypervisors listing it, guests reporting it as their
 /// SMBIOS UUID. Sorted by node id, so two claimants resolve the same way every time.
@@ -252,18 +269,79 @@ impl Fleet {
     /// A node's antivirus track, for the stop decision recorded by the web layer (counts as
     /// a change of the node's state).
     pub fn antivirus_mut(&mut self, node: &str) -> Option<&mut AntivirusTrack> {
-        self.nodes.get_mut(node).map(|st| {
-            st.stamps.state = next_stamp();
-            &mut st.antivirus
-        })
+        let stamp = next_stamp();
+        let st = self.nodes.get_mut(node)?;
+        st.stamps.state = stamp;
+        log_change(
+            &mut self.changes,
+            &mut self.changes_floor,
+            stamp,
+            Changed::Node(node.into()),
+        );
+        Some(&mut st.antivirus)
     }
 
     /// A node's BMC track, for the SEL restored from storage at start-up.
     pub fn hardware_mut(&mut self, node: &str) -> Option<&mut HardwareTrack> {
-        self.nodes.get_mut(node).map(|st| {
-            st.stamps.state = next_stamp();
-            &mut st.hardware
-        })
+        let stamp = next_stamp();
+        let st = self.nodes.get_mut(node)?;
+        st.stamps.state = stamp;
+        log_change(
+            &mut self.changes,
+            &mut self.changes_floor,
+            stamp,
+            Changed::Node(node.into()),
+        );
+        Some(&mut st.hardware)
+    }
+
+    /// The nodes whose state or observed VMs (not mere reports) changed after stamp `since`,
+    /// each once. `None` when the change log no longer reaches back that far: look at every
+    /// node instead.
+    pub fn nodes_changed_since(&self, since: u64) -> Option<Vec<&NodeState>> {
+        let names = self.changed_since(since, |c| match c {
+            Changed::Node(n) => Some(n),
+            Changed::Vm(_) => None,
+        })?;
+        Some(
+            names
+                .into_iter()
+                .filter_map(|n| self.nodes.get(n))
+                .collect(),
+        )
+    }
+
+    /// The VM UUIDs (lower case) whose claims changed after stamp `since`, each once, with
+    /// their claims; `None` as for [`Fleet::nodes_changed_since`].
+    pub fn vms_changed_since(&self, since: u64) -> Option<Vec<(&str, &Claims)>> {
+        let uuids = self.changed_since(since, |c| match c {
+            Changed::Vm(u) => Some(u),
+            Changed::Node(_) => None,
+        })?;
+        Some(
+            uuids
+                .into_iter()
+                .filter_map(|u| Some((u, self.claims.get(u)?)))
+                .collect(),
+        )
+    }
+
+    fn changed_since<'a>(
+        &'a self,
+        since: u64,
+        pick: impl Fn(&'a Changed) -> Option<&'a String>,
+    ) -> Option<std::collections::BTreeSet<&'a str>> {
+        if since < self.changes_floor {
+            return None;
+        }
+        Some(
+            self.changes
+                .iter()
+                .rev()
+                .take_while(|(stamp, _)| *stamp > since)
+                .filter_map(|(_, c)| pick(c).map(String::as_str))
+                .collect(),
+        )
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &NodeState> {
@@ -290,6 +368,13 @@ impl Fleet {
             set.remove(node);
         }
         c.stamp = next_stamp();
+        let uuid = uuid.to_ascii_lowercase();
+        log_change(
+            &mut self.changes,
+            &mut self.changes_floor,
+            c.stamp,
+            Changed::Vm(uuid),
+        );
     }
 
     /// The SMBIOS UUID a node reports for itself.
@@ -315,6 +400,32 @@ impl Fleet {
 
     /// Apply a verified envelope received at wall time `now_ms`.
     pub fn apply(&mut self, env: Envelope, now_ms: u64) -> Applied {
+        let node = env.node.clone();
+        let before = self.nodes.get(&node).map(|st| st.stamps);
+        let applied = self.apply_inner(env, now_ms);
+        if let Some(st) = self.nodes.get(&node) {
+            let (b, a) = (
+                before.unwrap_or(Stamps {
+                    report: 0,
+                    observed: 0,
+                    state: 0,
+                }),
+                st.stamps,
+            );
+            if a.state != b.state || a.observed != b.observed {
+                let stamp = a.state.max(a.observed);
+                log_change(
+                    &mut self.changes,
+                    &mut self.changes_floor,
+                    stamp,
+                    Changed::Node(node),
+                );
+            }
+        }
+        applied
+    }
+
+    fn apply_inner(&mut self, env: Envelope, now_ms: u64) -> Applied {
         if !self.nodes.contains_key(&env.node) {
             self.nodes
                 .insert(env.node.clone(), NodeState::new(&env.node));
@@ -463,6 +574,12 @@ impl Fleet {
                 && now_ms.saturating_sub(st.last_seen_ms) > SILENCE_FACTOR * st.interval_ms()
             {
                 set_liveness(st, Liveness::Silent, now_ms);
+                log_change(
+                    &mut self.changes,
+                    &mut self.changes_floor,
+                    st.stamps.state,
+                    Changed::Node(st.node.clone()),
+                );
                 changed += 1;
             }
         }
@@ -543,6 +660,25 @@ fn set_liveness(st: &mut NodeState, l: Liveness, now_ms: u64) {
         st.liveness_since_ms = now_ms;
         st.stamps.state = next_stamp();
     }
+}
+
+/// Append to the change log, dropping the oldest entry past [`CHANGES_KEPT`]. Entries go in
+/// in stamp order except where two changes of one message interleave; `floor` covers that.
+fn log_change(log: &mut VecDeque<(u64, Changed)>, floor: &mut u64, stamp: u64, what: Changed) {
+    if log.back().is_some_and(|(s, w)| *s == stamp && *w == what) {
+        return;
+    }
+    if log.len() == CHANGES_KEPT {
+        if let Some((s, _)) = log.pop_front() {
+            *floor = (*floor).max(s);
+        }
+    }
+    // keep the log sorted by stamp so a reader can stop at the first old entry
+    let at = log
+        .iter()
+        .rposition(|(s, _)| *s <= stamp)
+        .map_or(0, |i| i + 1);
+    log.insert(at, (stamp, what));
 }
 
 fn push_event(st: &mut NodeState, ts_ms: u64, e: Event) {
@@ -667,5 +803,58 @@ mod tests {
         // the host no longer lists it: the join goes away
         f.apply(env("h1", 2, Body::Guests(vec![g("bb-2")])), 2);
         assert_eq!(f.summary(f.get("vm1").unwrap()).host, None);
+    }
+
+    #[test]
+    fn the_change_log_names_what_changed_and_not_mere_reports() {
+        let mut f = Fleet::new();
+        let view = |uuid: &str, vcpus| GuestView {
+            uuid: uuid.into(),
+            name: "vm".into(),
+            vcpus,
+            mem_kib: 1,
+            disk_kib: 1,
+            running: true,
+        };
+        f.apply(env("h1", 1, Body::Guests(vec![view("AA-1", 2)])), 1);
+        f.apply(env("h2", 0, Body::Status(Status::Online)), 1);
+        f.apply(env("h2", 1, report(10)), 1);
+        let since = current_stamp();
+        // reports alone, and a guest list sent again unchanged: nothing changed
+        f.apply(env("h2", 2, report(20)), 2);
+        f.apply(env("h1", 2, Body::Guests(vec![view("AA-1", 2)])), 2);
+        assert!(f.nodes_changed_since(since).unwrap().is_empty());
+        assert!(f.vms_changed_since(since).unwrap().is_empty());
+        // the VM resized on its host: the host and the VM's UUID changed
+        f.apply(env("h1", 3, Body::Guests(vec![view("AA-1", 4)])), 3);
+        // h2 goes silent
+        f.sweep_silence(1_000_000);
+        let nodes: Vec<&str> = f
+            .nodes_changed_since(since)
+            .unwrap()
+            .iter()
+            .map(|st| st.node.as_str())
+            .collect();
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes.contains(&"h1") && nodes.contains(&"h2"));
+        let vms: Vec<&str> = f
+            .vms_changed_since(since)
+            .unwrap()
+            .iter()
+            .map(|(u, _)| *u)
+            .collect();
+        assert_eq!(vms, ["aa-1"]);
+    }
+
+    #[test]
+    fn a_change_log_that_no_longer_reaches_back_says_so() {
+        let mut f = Fleet::new();
+        f.apply(env("h0", 1, report(1)), 1);
+        let since = current_stamp();
+        for i in 0..CHANGES_KEPT + 10 {
+            f.apply(env(&format!("n{i}"), 1, report(1)), 1);
+        }
+        assert!(f.nodes_changed_since(since).is_none(), "must scan instead");
+        assert!(f.nodes_changed_since(current_stamp()).is_some());
     }
 }

@@ -169,6 +169,47 @@ impl Incremental {
     }
 }
 
+/// The nodes a node-scoped incremental rule looks at: every node on a full evaluation
+/// (`since` is `None`); otherwise those whose state changed after `since` (from the fleet's
+/// change log, or a scan of the stamps when the log does not reach back) plus `watch`, the
+/// nodes whose finding may change with time alone. Each node once, in no particular order.
+pub fn nodes_to_check<'a>(
+    ctx: &Context<'a>,
+    since: Option<u64>,
+    watch: &HashSet<String>,
+) -> Vec<&'a crate::fleet::NodeState> {
+    let fleet = ctx.fleet;
+    let Some(since) = since else {
+        return fleet.nodes().collect();
+    };
+    let mut nodes = match fleet.nodes_changed_since(since) {
+        Some(changed) => changed,
+        None => fleet
+            .nodes()
+            .filter(|st| st.stamps.state.max(st.stamps.observed) > since)
+            .collect(),
+    };
+    let mut named: HashSet<&str> = nodes.iter().map(|st| st.node.as_str()).collect();
+    for w in watch {
+        if let Some(st) = fleet.get(w).filter(|_| !named.contains(w.as_str())) {
+            named.insert(&st.node);
+            nodes.push(st);
+        }
+    }
+    nodes
+}
+
+/// The VM UUIDs (lower case) whose claims changed after `since`, with their claims: from the
+/// fleet's change log, or a scan when the log does not reach back.
+pub fn vms_to_check<'a>(ctx: &Context<'a>, since: u64) -> Vec<(&'a str, &'a crate::fleet::Claims)> {
+    ctx.fleet.vms_changed_since(since).unwrap_or_else(|| {
+        ctx.fleet
+            .claims()
+            .filter(|(_, c)| c.stamp > since)
+            .collect()
+    })
+}
+
 /// The rules and the alarm book.
 #[derive(Debug)]
 pub struct Engine {

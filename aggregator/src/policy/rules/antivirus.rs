@@ -8,7 +8,7 @@ use crate::alarms::{AlarmKey, Finding, Level};
 use crate::antivirus::{assess_node, AvState, FIRST_REPORT_GRACE_MS};
 use crate::fleet::NodeState;
 use crate::policy::{Context, Findings, Incremental, Profile, Rule};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub const NAME: &str = "antivirus";
 /// The clause of a removal.
@@ -24,6 +24,8 @@ pub struct Antivirus {
     /// Register: lower-case UUID → unit, rebuilt on full evaluations (the register does not
     /// change between them).
     units: HashMap<String, String>,
+    /// Nodes still within the wait for a first antivirus report: looked at every time.
+    waiting: HashSet<String>,
 }
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
@@ -49,14 +51,16 @@ impl Rule for Antivirus {
                 .map(|(u, v)| (u, v.unit.clone()))
                 .collect();
         }
-        for st in ctx.fleet.nodes() {
-            // unchanged, and past the wait for a first report (which ends with time alone)
-            if since.is_some_and(|s| {
-                st.stamps.state.max(st.stamps.observed) <= s
-                    && ctx.now_ms.saturating_sub(st.liveness_since_ms)
-                        > FIRST_REPORT_GRACE_MS + crate::policy::TIME_SLACK_MS
-            }) {
-                continue;
+        if since.is_none() {
+            self.waiting.clear();
+        }
+        for st in crate::policy::nodes_to_check(ctx, since, &self.waiting) {
+            if ctx.now_ms.saturating_sub(st.liveness_since_ms)
+                <= FIRST_REPORT_GRACE_MS + crate::policy::TIME_SLACK_MS
+            {
+                self.waiting.insert(st.node.clone());
+            } else {
+                self.waiting.remove(&st.node);
             }
             out.scope(&st.node);
             self.node(ctx, st, out);

@@ -7,7 +7,7 @@
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::{Liveness, NodeState};
 use crate::policy::{Context, Findings, Incremental, Profile, Rule, TIME_SLACK_MS};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "node_down";
@@ -22,6 +22,8 @@ pub struct NodeDown {
     inc: Incremental,
     /// Register: lower-case UUID → unit, rebuilt on full evaluations.
     units: HashMap<String, String>,
+    /// Nodes down but within their grace: looked at every time.
+    waiting: HashSet<String>,
 }
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
@@ -47,14 +49,16 @@ impl Rule for NodeDown {
                 .map(|(u, v)| (u, v.unit.clone()))
                 .collect();
         }
-        for st in ctx.fleet.nodes() {
+        if since.is_none() {
+            self.waiting.clear();
+        }
+        for st in crate::policy::nodes_to_check(ctx, since, &self.waiting) {
             let grace = GRACE_INTERVALS * st.interval_ms();
             let down_for = ctx.now_ms.saturating_sub(st.liveness_since_ms);
-            if since.is_some_and(|s| {
-                st.stamps.state.max(st.stamps.observed) <= s
-                    && (st.liveness == Liveness::Online || down_for > grace + TIME_SLACK_MS)
-            }) {
-                continue;
+            if st.liveness != Liveness::Online && down_for <= grace + TIME_SLACK_MS {
+                self.waiting.insert(st.node.clone());
+            } else {
+                self.waiting.remove(&st.node);
             }
             out.scope(&st.node);
             if st.liveness == Liveness::Online || st.role.is_none() || down_for < grace {

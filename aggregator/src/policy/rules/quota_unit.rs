@@ -48,10 +48,8 @@ impl Rule for QuotaUnit {
                 }
             }
             Some(since) => {
-                let dirty: BTreeSet<&String> = ctx
-                    .fleet
-                    .claims()
-                    .filter(|(_, c)| c.stamp > since)
+                let dirty: BTreeSet<&String> = crate::policy::vms_to_check(ctx, since)
+                    .into_iter()
                     .filter_map(|(uuid, _)| self.unit_of.get(uuid))
                     .collect();
                 for unit in dirty {

@@ -51,7 +51,7 @@ impl Rule for QuotaVm {
                 }
             }
             Some(since) => {
-                for (uuid, claims) in ctx.fleet.claims().filter(|(_, c)| c.stamp > since) {
+                for (uuid, claims) in crate::policy::vms_to_check(ctx, since) {
                     out.scope(&subject(uuid));
                     let Some(vm) = self.index.get(uuid).and_then(|&i| ctx.register.vms.get(i))
                     else {

@@ -45,7 +45,7 @@ impl Rule for UnregisteredVm {
                 }
             }
             Some(since) => {
-                for (uuid, claims) in ctx.fleet.claims().filter(|(_, c)| c.stamp > since) {
+                for (uuid, claims) in crate::policy::vms_to_check(ctx, since) {
                     out.scope(&subject(uuid));
                     if let Some(f) =
                         observe(ctx.fleet, uuid, claims).and_then(|seen| self.check(uuid, &seen))
