@@ -304,7 +304,7 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
                     "antivirus.stop_command_failed",
                     "antivirus.stop_request",
                 ])
-                .then_some(())
+            .then_some(())
         },
     )
     .await;

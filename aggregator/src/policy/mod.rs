@@ -51,9 +51,10 @@ pub trait Rule: Send + Sync + std::fmt::Debug {
 pub const AGGREGATE_INTERVAL_MS: u64 = 10_000;
 
 /// How often a rule that evaluates incrementally looks at everything again anyway: it catches
-/// what changes with time alone (signatures ageing past their limit) and heals anything an
-/// incremental pass could miss. Rules also go full when the register changes.
-pub const FULL_REFRESH_MS: u64 = 300_000;
+/// what changes with time alone over days (antivirus signatures ageing past their limit) and
+/// heals anything an incremental pass could miss. Rules also go full when the register
+/// changes; what turns with time within minutes (grace periods) is watched on every pass.
+pub const FULL_REFRESH_MS: u64 = 900_000;
 
 /// A condition that turns true with time alone (a grace period ending) is re-checked on every
 /// evaluation until this long after it could have turned: more than any sane policy interval.

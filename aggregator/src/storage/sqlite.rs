@@ -11,7 +11,9 @@ use std::path::Path;
 /// an applied one.
 const MIGRATIONS: &[(u32, &str)] = &[
     // 1: nodes and agent events
-    (1, "CREATE TABLE nodes (
+    (
+        1,
+        "CREATE TABLE nodes (
         node TEXT PRIMARY KEY,
         role TEXT,
         last_seen_ms INTEGER NOT NULL,
@@ -33,9 +35,12 @@ const MIGRATIONS: &[(u32, &str)] = &[
         code TEXT NOT NULL,
         message TEXT NOT NULL
     );
-    CREATE INDEX events_node_ts ON events(node, ts_ms);"),
+    CREATE INDEX events_node_ts ON events(node, ts_ms);",
+    ),
     // 2: alarms (latest state of each, the alarm itself as JSON) and the audit log
-    (2, "CREATE TABLE alarms (
+    (
+        2,
+        "CREATE TABLE alarms (
         id INTEGER PRIMARY KEY,
         rule TEXT NOT NULL,
         subject TEXT NOT NULL,
@@ -54,13 +59,17 @@ const MIGRATIONS: &[(u32, &str)] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX audit_subject_ts ON audit(subject, ts_ms);
-    CREATE INDEX audit_ts ON audit(ts_ms);"),
+    CREATE INDEX audit_ts ON audit(ts_ms);",
+    ),
     // 3: the allocation register (units, VMs)
     (3, super::sqlite_register::MIGRATION),
     // 4: the mandated antivirus per node: the latest report's frame and what was seen
     // installed before (JSON), so a removal is still known after a restart
-    (4, "ALTER TABLE nodes ADD COLUMN antivirus BLOB;
-    ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;"),
+    (
+        4,
+        "ALTER TABLE nodes ADD COLUMN antivirus BLOB;
+    ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;",
+    ),
     // 10: BMC System Event Log entries, one row each
     (10, super::sqlite_hardware::MIGRATION_10),
     // 20: utilisation history (one compact row per VM and day) and the exemption register
@@ -135,7 +144,10 @@ impl Storage for SqliteStorage {
             rows.collect::<Result<_, _>>().map_err(&err)?
         };
         let known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0);
-        if let Some(&found) = applied.iter().find(|v| !MIGRATIONS.iter().any(|(k, _)| k == *v)) {
+        if let Some(&found) = applied
+            .iter()
+            .find(|v| !MIGRATIONS.iter().any(|(k, _)| k == *v))
+        {
             // A newer build applied a migration this one does not know: refuse rather than run
             // on a schema we do not understand.
             return Err(StorageError::SchemaTooNew { found, known });
@@ -261,8 +273,7 @@ impl Storage for SqliteStorage {
             }
             super::sqlite_register::write(&tx, &batch.register).map_err(&err)?;
             super::sqlite_hardware::write(&tx, &batch.sel).map_err(&err)?;
-            super::sqlite_usage::write(&tx, &batch.usage_days, &batch.exemptions)
-                .map_err(&err)?;
+            super::sqlite_usage::write(&tx, &batch.usage_days, &batch.exemptions).map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }

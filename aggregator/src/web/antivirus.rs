@@ -149,7 +149,10 @@ async fn list(State(app): State<AppState>) -> Json<AvList> {
     };
     vms.sort_by(|a, b| (a.state, &a.node).cmp(&(b.state, &b.node)));
     if let Some(r) = &app.reclaim {
-        for v in vms.iter_mut().filter(|v| v.stop.as_ref().is_some_and(|d| d.approved_ms.is_some())) {
+        for v in vms
+            .iter_mut()
+            .filter(|v| v.stop.as_ref().is_some_and(|d| d.approved_ms.is_some()))
+        {
             v.stop_commands = r
                 .commands_for(&format!("antivirus:{}", v.node))
                 .await
@@ -233,7 +236,9 @@ async fn stop_when_approved(app: &AppState, node: &str, by: &str, d: &StopDecisi
     }
     if let Some(r) = &app.reclaim {
         match r.stop_for_antivirus(node, by, now_ms()).await {
-            Ok(cmd) => tracing::info!(%node, command = %cmd.id, host = %cmd.node, "antivirus stop command sent"),
+            Ok(cmd) => {
+                tracing::info!(%node, command = %cmd.id, host = %cmd.node, "antivirus stop command sent")
+            }
             Err(e) => tracing::warn!(%node, "antivirus stop command not sent: {e}"),
         }
     }

@@ -217,21 +217,19 @@ impl Hasher for RegisterHasher {
     }
 }
 
-/// Register VMs by SMBIOS UUID, built once per evaluation (the register's own lookup scans,
-/// and its `uuid_index` allocates a string per VM). UUIDs are keyed by their 128-bit value, so
-/// case and hyphens do not matter and lookups do not allocate; ids that are not UUIDs fall
-/// back to a lower-cased string key.
-#[derive(Debug)]
-pub struct VmIndex<'a> {
-    vms: &'a [VmAllocation],
+/// Register VMs by SMBIOS UUID: positions in `register.vms`. UUIDs are keyed by their 128-bit
+/// value, so case and hyphens do not matter and lookups do not allocate; ids that are not
+/// UUIDs fall back to a lower-cased string key. Owned, so a rule can keep it between
+/// evaluations ([`KeysCache`]).
+#[derive(Debug, Clone, Default)]
+pub struct UuidKeys {
     by_uuid: HashMap<u128, usize, RegisterHash>,
     other: HashMap<String, usize>,
 }
 
-impl<'a> VmIndex<'a> {
-    pub fn new(register: &'a Register) -> Self {
-        let mut ix = VmIndex {
-            vms: &register.vms,
+impl UuidKeys {
+    pub fn of(register: &Register) -> Self {
+        let mut ix = UuidKeys {
             by_uuid: HashMap::with_capacity_and_hasher(register.vms.len(), Default::default()),
             other: HashMap::new(),
         };
@@ -257,6 +255,55 @@ impl<'a> VmIndex<'a> {
             None if self.other.is_empty() => None,
             None => self.other.get(&uuid.to_ascii_lowercase()).copied(),
         }
+    }
+}
+
+/// [`UuidKeys`] kept by a rule between evaluations, rebuilt when the register changed
+/// ([`crate::register::revision`], or its VM count for registers edited in place).
+#[derive(Debug, Default)]
+pub struct KeysCache {
+    made_for: Option<(u64, usize)>,
+    keys: UuidKeys,
+}
+
+impl KeysCache {
+    pub fn get(&mut self, register: &Register) -> &UuidKeys {
+        let now = (crate::register::revision(), register.vms.len());
+        if self.made_for != Some(now) {
+            self.keys = UuidKeys::of(register);
+            self.made_for = Some(now);
+        }
+        &self.keys
+    }
+}
+
+/// Register VMs by SMBIOS UUID over the register's list.
+#[derive(Debug)]
+pub struct VmIndex<'a> {
+    vms: &'a [VmAllocation],
+    keys: std::borrow::Cow<'a, UuidKeys>,
+}
+
+impl<'a> VmIndex<'a> {
+    /// Built now, for one use.
+    pub fn new(register: &'a Register) -> Self {
+        VmIndex {
+            vms: &register.vms,
+            keys: std::borrow::Cow::Owned(UuidKeys::of(register)),
+        }
+    }
+
+    /// Over keys kept from an earlier evaluation (they must be of this register).
+    pub fn with_keys(register: &'a Register, keys: &'a UuidKeys) -> Self {
+        VmIndex {
+            vms: &register.vms,
+            keys: std::borrow::Cow::Borrowed(keys),
+        }
+    }
+
+    /// Position of the VM in the register's list.
+    pub fn position(&self, uuid: &str) -> Option<usize> {
+        self.keys.position(uuid)
     }
 
     pub fn get(&self, uuid: &str) -> Option<&'a VmAllocation> {
@@ -372,6 +419,11 @@ pub fn measure(fleet: &Fleet, register: &Register) -> Vec<Scope> {
     measure_with(fleet, register, Some(&index))
 }
 
+/// [`measure`] over an index kept between evaluations.
+pub fn measure_indexed(fleet: &Fleet, register: &Register, index: &VmIndex<'_>) -> Vec<Scope> {
+    measure_with(fleet, register, Some(index))
+}
+
 /// [`measure`] without the allocations (`allocated` is `None`, `unregistered_vms` 0): what the
 /// used ratios need.
 pub fn measure_use(fleet: &Fleet, register: &Register) -> Vec<Scope> {
@@ -461,6 +513,7 @@ impl Watch {
 #[derive(Debug, Default)]
 pub struct Capacity {
     watches: HashMap<String, [[Watch; 2]; 4]>,
+    keys: KeysCache,
 }
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
@@ -502,7 +555,12 @@ impl Rule for Capacity {
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
         let t = &ctx.profile.capacity.thresholds;
-        let scopes = measure(ctx.fleet, ctx.register);
+        let keys = self.keys.get(ctx.register);
+        let scopes = measure_indexed(
+            ctx.fleet,
+            ctx.register,
+            &VmIndex::with_keys(ctx.register, keys),
+        );
         // scopes whose pool left the register forget their state
         self.watches
             .retain(|id, _| scopes.iter().any(|s| &s.id == id));

@@ -9,11 +9,12 @@
 //! use would sit at the *target*: the recovery level minus the gap between the warning and the
 //! recovery level (60% for 80/70), the middle of the reasonable range.
 
-use super::capacity::{RegisterHash, VmIndex, Watch};
+use super::capacity::{KeysCache, RegisterHash, VmIndex, Watch};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::Liveness;
 use crate::policy::hysteresis::Thresholds;
 use crate::policy::{Context, Findings, Profile, Rule};
+use crate::register::Register;
 use std::collections::HashMap;
 use yunjian_protocol::Role;
 
@@ -79,6 +80,44 @@ struct SystemState {
 pub struct Peak {
     systems: HashMap<String, HashMap<String, SystemState, RegisterHash>, RegisterHash>,
     generation: u64,
+    /// The register's UUID index and each VM's (unit, system) group, kept between
+    /// evaluations and rebuilt when the register changed.
+    keys: KeysCache,
+    groups: Groups,
+}
+
+/// Each register VM's (unit, system) group, assigned in register order.
+#[derive(Debug, Default)]
+struct Groups {
+    made_for: Option<(u64, usize)>,
+    names: Vec<(String, String)>,
+    of_vm: Vec<usize>,
+}
+
+impl Groups {
+    fn update(&mut self, register: &Register) {
+        let now = (crate::register::revision(), register.vms.len());
+        if self.made_for == Some(now) {
+            return;
+        }
+        self.made_for = Some(now);
+        self.names.clear();
+        self.of_vm.clear();
+        let mut known: HashMap<(&str, &str), usize, RegisterHash> = HashMap::default();
+        for v in &register.vms {
+            let key = (v.unit.as_str(), v.system.as_str());
+            let names = &mut self.names;
+            // a unit's VMs are usually listed together: most VMs join the previous group
+            let g = match names.last() {
+                Some((u, s)) if (u.as_str(), s.as_str()) == key => names.len() - 1,
+                _ => *known.entry(key).or_insert_with(|| {
+                    names.push((key.0.to_string(), key.1.to_string()));
+                    names.len() - 1
+                }),
+            };
+            self.of_vm.push(g);
+        }
+    }
 }
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
@@ -113,25 +152,15 @@ impl Rule for Peak {
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
         let t = &ctx.profile.peak.thresholds;
-        let index = VmIndex::new(ctx.register);
-        // Each register VM's (unit, system) group, assigned in register order: the register is
-        // read sequentially once, and a VM's report then lands on its group by position.
-        let vms = &ctx.register.vms;
-        let mut groups: Vec<((&str, &str), Usage)> = Vec::new();
-        let mut group_of: Vec<usize> = Vec::with_capacity(vms.len());
-        let mut known: HashMap<(&str, &str), usize, RegisterHash> = HashMap::default();
-        for v in vms {
-            let key = (v.unit.as_str(), v.system.as_str());
-            // a unit's VMs are usually listed together: most VMs join the previous group
-            let g = match groups.last() {
-                Some((last, _)) if *last == key => groups.len() - 1,
-                _ => *known.entry(key).or_insert_with(|| {
-                    groups.push((key, Usage::default()));
-                    groups.len() - 1
-                }),
-            };
-            group_of.push(g);
-        }
+        self.groups.update(ctx.register);
+        let index = VmIndex::with_keys(ctx.register, self.keys.get(ctx.register));
+        let group_of = &self.groups.of_vm;
+        let mut groups: Vec<((&str, &str), Usage)> = self
+            .groups
+            .names
+            .iter()
+            .map(|(u, s)| ((u.as_str(), s.as_str()), Usage::default()))
+            .collect();
         for st in ctx.fleet.nodes() {
             if st.role != Some(Role::Guest) || st.liveness == Liveness::Offline {
                 continue;
