@@ -182,7 +182,7 @@ fn build(hosts: usize, vms: usize) -> (Fleet, Register) {
                     report(cpu, 16, 50.0, 4, &["eth0"]),
                 ];
                 // one VM in ten runs its antivirus; the others have none (open alarms)
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     b.push(antivirus());
                 }
                 b
@@ -315,10 +315,10 @@ impl Feed {
             }
             bodies.push(r);
             match (role, st) {
-                (Role::Host, Some(st)) if self.seq[i] % 60 == 0 => {
+                (Role::Host, Some(st)) if self.seq[i].is_multiple_of(60) => {
                     bodies.push(Body::Guests(st.guests.clone()));
                 }
-                (Role::Guest, Some(st)) if self.seq[i] % 30 == 0 => {
+                (Role::Guest, Some(st)) if self.seq[i].is_multiple_of(30) => {
                     if let Some((_, a)) = &st.antivirus.latest {
                         bodies.push(Body::Antivirus(a.clone()));
                     }
