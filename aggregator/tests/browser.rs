@@ -266,6 +266,14 @@ impl Browser {
 
     /// Send one DevTools command and return its result.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params) {
+            Ok(result) => result,
+            Err(reply) => panic!("{method}: {reply}"),
+        }
+    }
+
+    /// Send one DevTools command: its result, or the whole reply when it is an error.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({ "id": id, "method": method, "params": params });
@@ -273,8 +281,10 @@ impl Browser {
         loop {
             let mut reply: Value = serde_json::from_str(&ws_recv(&mut self.ws).unwrap()).unwrap();
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].take();
+                if reply.get("error").is_some() {
+                    return Err(reply);
+                }
+                return Ok(reply["result"].take());
             }
         }
     }
@@ -292,7 +302,15 @@ impl Browser {
     /// Poll until the expression is `true`; on timeout, fail with the page as it is.
     fn wait_for(&mut self, what: &str, expression: &str) {
         let deadline = Instant::now() + WAIT;
-        while self.eval(expression) != Value::Bool(true) {
+        loop {
+            let params = json!({ "expression": expression, "returnByValue": true });
+            match self.try_call("Runtime.evaluate", params) {
+                Ok(r) if r["result"]["value"] == Value::Bool(true) => break,
+                Ok(_) => {}
+                // the page is navigating (a click on a link): its next document answers
+                Err(reply) if reply.to_string().contains("navigated or closed") => {}
+                Err(reply) => panic!("Runtime.evaluate: {reply}"),
+            }
             if Instant::now() > deadline {
                 panic!(
                     "the page never showed {what} ({expression}):\n{}",
