@@ -259,3 +259,37 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The `yunjian-agent` binary of this test build's profile, built with `features` into the
+/// same target directory (a test crate cannot depend on another package's binary). Panics with
+/// the cause when the build fails.
+pub fn agent_binary(features: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("a test binary under target/<profile>/deps")
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = std::process::Command::new(cargo);
+    build
+        .args(["build", "-p", "yunjian-agent", "--bin", "yunjian-agent"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(profile_dir.parent().expect("the target directory"));
+    if !features.is_empty() {
+        build.arg("--features").arg(features.join(","));
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(
+        status.success(),
+        "building yunjian-agent with features {features:?} failed (for `libvirt`: is libvirt-dev installed?)"
+    );
+    profile_dir.join("yunjian-agent")
+}

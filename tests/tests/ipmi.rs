@@ -12,7 +12,7 @@
 //!   going on while the BMC is dead.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use yunjian_agent::ipmi::session::{Credentials, Target};
@@ -368,24 +368,6 @@ fn a_dead_bmc_is_named_within_the_deadline_and_the_session_comes_back() {
     );
 }
 
-/// The agent binary of this build profile, built if needed (the tests crate cannot depend on
-/// a binary target).
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "-p", "yunjian-agent", "--bin", "yunjian-agent"])
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap());
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cargo.arg("--release");
-    }
-    let status = cargo.status().expect("cargo runs");
-    assert!(status.success(), "building yunjian-agent");
-    profile_dir.join("yunjian-agent")
-}
-
 struct Agent(Child);
 
 impl Drop for Agent {
@@ -440,7 +422,9 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
         ),
     )
     .unwrap();
-    let bin = tokio::task::spawn_blocking(agent_binary).await.unwrap();
+    let bin = tokio::task::spawn_blocking(|| yunjian_tests::agent_binary(&[]))
+        .await
+        .unwrap();
     let mut agent = Agent(
         Command::new(bin)
             .arg("--config")

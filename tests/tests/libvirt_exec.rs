@@ -79,31 +79,6 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// The `yunjian-agent` binary with the libvirt backend, built next to this test binary.
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/libvirt_exec-<hash>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut build = Process::new(cargo);
-    build
-        .args(["build", "-p", "yunjian-agent", "--bin", "yunjian-agent"])
-        .args(["--features", "libvirt", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap());
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(
-        status.success(),
-        "building yunjian-agent with --features libvirt failed (libvirt-dev installed?)"
-    );
-    profile_dir.join("yunjian-agent")
-}
-
 /// The agent process, killed on drop; its log is printed when the test fails.
 struct Agent {
     child: Child,
@@ -311,7 +286,9 @@ async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_co
     if require_tool(&["virsh"], "libvirt-clients libvirt-dev").is_none() {
         return;
     }
-    let bin = tokio::task::spawn_blocking(agent_binary).await.unwrap();
+    let bin = tokio::task::spawn_blocking(|| yunjian_tests::agent_binary(&["libvirt"]))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let domains = dir.path().join("domains.xml");
     std::fs::write(&domains, domains_xml(dir.path())).unwrap();

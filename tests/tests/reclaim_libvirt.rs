@@ -52,29 +52,6 @@ fn domains_xml() -> String {
     )
 }
 
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut build = Process::new(cargo);
-    build
-        .args(["build", "-p", "yunjian-agent", "--bin", "yunjian-agent"])
-        .args(["--features", "libvirt", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap());
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(
-        status.success(),
-        "building yunjian-agent with --features libvirt failed (libvirt-dev installed?)"
-    );
-    profile_dir.join("yunjian-agent")
-}
-
 /// The agent process, killed on drop (its log printed when the test fails).
 struct Agent {
     child: Child,
@@ -242,7 +219,9 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     if require_tool(&["virsh"], "libvirt-clients libvirt-dev").is_none() {
         return;
     }
-    let bin = tokio::task::spawn_blocking(agent_binary).await.unwrap();
+    let bin = tokio::task::spawn_blocking(|| yunjian_tests::agent_binary(&["libvirt"]))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let domains = dir.path().join("domains.xml");
     std::fs::write(&domains, domains_xml()).unwrap();

@@ -200,6 +200,51 @@ pub fn nodes_to_check<'a>(
     nodes
 }
 
+/// What a node-scoped incremental rule keeps between passes: when to look at everything, the
+/// register's unit of each VM UUID (rebuilt on full passes, when the register may have
+/// changed) and the nodes watched on every pass because their finding can turn with time.
+#[derive(Debug, Default)]
+pub struct NodeScan {
+    inc: Incremental,
+    units: HashMap<String, String>,
+    watched: HashSet<String>,
+}
+
+impl NodeScan {
+    /// Start an evaluation: the nodes to look at now (see [`nodes_to_check`]).
+    pub fn begin<'a>(
+        &mut self,
+        ctx: &Context<'a>,
+        out: &mut Findings,
+    ) -> Vec<&'a crate::fleet::NodeState> {
+        let since = self.inc.begin(ctx, out);
+        if since.is_none() {
+            self.units = ctx
+                .register
+                .uuid_index()
+                .into_iter()
+                .map(|(u, v)| (u, v.unit.clone()))
+                .collect();
+            self.watched.clear();
+        }
+        nodes_to_check(ctx, since, &self.watched)
+    }
+
+    /// Look at `node` on every pass while `on`.
+    pub fn watch(&mut self, node: &str, on: bool) {
+        if on {
+            self.watched.insert(node.to_string());
+        } else {
+            self.watched.remove(node);
+        }
+    }
+
+    /// The unit of the registered VM with this SMBIOS UUID (any case).
+    pub fn unit_of(&self, uuid: &str) -> Option<String> {
+        self.units.get(&uuid.to_ascii_lowercase()).cloned()
+    }
+}
+
 /// The VM UUIDs (lower case) whose claims changed after `since`, with their claims: from the
 /// fleet's change log, or a scan when the log does not reach back.
 pub fn vms_to_check<'a>(ctx: &Context<'a>, since: u64) -> Vec<(&'a str, &'a crate::fleet::Claims)> {

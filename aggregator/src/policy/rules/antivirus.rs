@@ -7,8 +7,7 @@
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::antivirus::{assess_node, AvState, FIRST_REPORT_GRACE_MS};
 use crate::fleet::NodeState;
-use crate::policy::{Context, Findings, Incremental, Profile, Rule};
-use std::collections::{HashMap, HashSet};
+use crate::policy::{Context, Findings, NodeScan, Profile, Rule};
 
 pub const NAME: &str = "antivirus";
 /// The clause of a removal.
@@ -20,12 +19,8 @@ pub const CLAUSE_INSTALL: &str = "001 第九条(四)";
 /// changed; everything every [`crate::policy::FULL_REFRESH_MS`] (signatures age with time).
 #[derive(Debug, Default)]
 pub struct Antivirus {
-    inc: Incremental,
-    /// Register: lower-case UUID → unit, rebuilt on full evaluations (the register does not
-    /// change between them).
-    units: HashMap<String, String>,
-    /// Nodes still within the wait for a first antivirus report: looked at every time.
-    waiting: HashSet<String>,
+    /// Nodes within the wait for a first antivirus report are watched on every pass.
+    scan: NodeScan,
 }
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
@@ -42,26 +37,10 @@ impl Rule for Antivirus {
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
-        let since = self.inc.begin(ctx, out);
-        if since.is_none() {
-            self.units = ctx
-                .register
-                .uuid_index()
-                .into_iter()
-                .map(|(u, v)| (u, v.unit.clone()))
-                .collect();
-        }
-        if since.is_none() {
-            self.waiting.clear();
-        }
-        for st in crate::policy::nodes_to_check(ctx, since, &self.waiting) {
-            if ctx.now_ms.saturating_sub(st.liveness_since_ms)
-                <= FIRST_REPORT_GRACE_MS + crate::policy::TIME_SLACK_MS
-            {
-                self.waiting.insert(st.node.clone());
-            } else {
-                self.waiting.remove(&st.node);
-            }
+        for st in self.scan.begin(ctx, out) {
+            let waiting = ctx.now_ms.saturating_sub(st.liveness_since_ms)
+                <= FIRST_REPORT_GRACE_MS + crate::policy::TIME_SLACK_MS;
+            self.scan.watch(&st.node, waiting);
             out.scope(&st.node);
             self.node(ctx, st, out);
         }
@@ -81,9 +60,7 @@ impl Antivirus {
             AvState::Unknown | AvState::Compliant => return,
         };
         let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.as_deref());
-        let unit = uuid
-            .and_then(|u| self.units.get(&u.to_ascii_lowercase()))
-            .cloned();
+        let unit = uuid.and_then(|u| self.scan.unit_of(u));
         let products: Vec<&str> = a.removals.iter().map(|r| r.profile.as_str()).collect();
         let title = match a.state {
             AvState::Removed => format!(

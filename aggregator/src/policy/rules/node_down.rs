@@ -6,8 +6,7 @@
 
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::{Liveness, NodeState};
-use crate::policy::{Context, Findings, Incremental, Profile, Rule, TIME_SLACK_MS};
-use std::collections::{HashMap, HashSet};
+use crate::policy::{Context, Findings, NodeScan, Profile, Rule, TIME_SLACK_MS};
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "node_down";
@@ -19,11 +18,8 @@ pub const GRACE_INTERVALS: u64 = 3;
 /// changed, and on every evaluation while it is down within its grace.
 #[derive(Debug, Default)]
 pub struct NodeDown {
-    inc: Incremental,
-    /// Register: lower-case UUID → unit, rebuilt on full evaluations.
-    units: HashMap<String, String>,
-    /// Nodes down but within their grace: looked at every time.
-    waiting: HashSet<String>,
+    /// Nodes down but within their grace are watched on every pass.
+    scan: NodeScan,
 }
 
 pub fn build(_: &Profile) -> Box<dyn Rule> {
@@ -40,26 +36,13 @@ impl Rule for NodeDown {
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
-        let since = self.inc.begin(ctx, out);
-        if since.is_none() {
-            self.units = ctx
-                .register
-                .uuid_index()
-                .into_iter()
-                .map(|(u, v)| (u, v.unit.clone()))
-                .collect();
-        }
-        if since.is_none() {
-            self.waiting.clear();
-        }
-        for st in crate::policy::nodes_to_check(ctx, since, &self.waiting) {
+        for st in self.scan.begin(ctx, out) {
             let grace = GRACE_INTERVALS * st.interval_ms();
             let down_for = ctx.now_ms.saturating_sub(st.liveness_since_ms);
-            if st.liveness != Liveness::Online && down_for <= grace + TIME_SLACK_MS {
-                self.waiting.insert(st.node.clone());
-            } else {
-                self.waiting.remove(&st.node);
-            }
+            self.scan.watch(
+                &st.node,
+                st.liveness != Liveness::Online && down_for <= grace + TIME_SLACK_MS,
+            );
             out.scope(&st.node);
             if st.liveness == Liveness::Online || st.role.is_none() || down_for < grace {
                 continue;
@@ -72,11 +55,7 @@ impl Rule for NodeDown {
 impl NodeDown {
     fn node(&self, ctx: &Context<'_>, st: &NodeState, out: &mut Findings) {
         let s = ctx.fleet.summary(st);
-        let unit = s
-            .smbios_uuid
-            .as_deref()
-            .and_then(|u| self.units.get(&u.to_ascii_lowercase()))
-            .cloned();
+        let unit = s.smbios_uuid.as_deref().and_then(|u| self.scan.unit_of(u));
         let (level, what) = match st.role {
             Some(Role::Host) => (Level::Major, "物理服务器"),
             _ => (Level::Warning, "虚拟机"),
