@@ -51,7 +51,32 @@ if [ ! -e "$DATA/register-imported" ]; then
   touch "$DATA/register-imported"
 fi
 
-"$BIN/yunjian-aggregator" --data-dir "$DATA" --http-listen "$HTTP" --mqtt-listen "$MQTT" &
+# The people who act on reclaim cases (/reclaim/{id}, POST /api/reclaim/cases/{id}/{step}): an
+# ops token, an authority token and one per unit, made once for this data dir (docs/RECLAIM.md,
+# "Roles and authorisation"). Cases are opened from the usage findings every 20 s rather than
+# every minute, so the idle VMs of the simulator's history show soon after it is in.
+CONFIG="$DATA/aggregator.toml"
+if [ ! -e "$CONFIG" ]; then
+  token() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+  {
+    echo "# written by scripts/demo.sh: the demo's reclaim tokens (docs/RECLAIM.md)"
+    echo "[reclaim]"
+    echo "detect_every = \"20s\""
+    echo "tokens = ["
+    echo "  { token = \"$(token)\", role = \"ops\", name = \"demo-ops\" },"
+    echo "  { token = \"$(token)\", role = \"authority\", name = \"demo-authority\" },"
+    for form in "$DATA"/forms/*.csv; do
+      [ -e "$form" ] || continue
+      unit=$(basename "$form" .csv)
+      echo "  { token = \"$(token)\", role = \"unit\", name = \"demo-$unit\", unit = \"$unit\" },"
+    done
+    echo "]"
+  } > "$CONFIG.tmp"
+  chmod 600 "$CONFIG.tmp"
+  mv "$CONFIG.tmp" "$CONFIG"
+fi
+
+"$BIN/yunjian-aggregator" --config "$CONFIG" --data-dir "$DATA" --http-listen "$HTTP" --mqtt-listen "$MQTT" &
 pids+=($!)
 for _ in $(seq 1 100); do
   port_busy "$HTTP" && break
@@ -86,6 +111,10 @@ echo
 echo "  云鉴 dashboard:  http://$HTTP/"
 echo "  JSON API:        http://$HTTP/api/nodes     metrics: http://$HTTP/metrics"
 echo "  MQTT broker:     $MQTT (embedded)"
+echo "  reclaim tokens:  (the token field of /reclaim/{id}, or Authorization: Bearer; in $CONFIG)"
+sed -n 's/^  { token = "\([^"]*\)", role = "\([^"]*\)", name = "\([^"]*\)".*/    \2\t\3\t\1/p' "$CONFIG"
+echo "  The simulator first sends the scenario's history (demo.toml: 36 days; its log says"
+echo "  \"backfill: N of M reports\"); the idle VMs' cases appear on /reclaim soon after it."
 echo "  Ctrl-C stops the aggregator, the simulator and the agent."
 echo
 wait -n "${pids[@]}"

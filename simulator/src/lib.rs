@@ -15,6 +15,8 @@
 //!   hardware sweeps every few host reports (the scenario's `[hardware]` knobs).
 //! * [`exec`]: the hosts' simulated hypervisors, carrying out the aggregator's VM commands
 //!   (stop, downsize, rollback, release...) with the agent's own semantics.
+//! * [`backfill`]: weeks of past reports published right after connecting (the scenario's
+//!   `backfill`), for rules that need a long history.
 //! * [`clock`]: the accelerated event clock. [`rng`]: the deterministic generator.
 //!
 //! ```no_run
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod antivirus;
+pub mod backfill;
 pub mod bmc;
 pub mod clock;
 pub mod exec;
@@ -85,8 +88,10 @@ pub struct NodeStats {
     pub connected: bool,
     /// The publisher could not start (see the log); the node stopped.
     pub start_failed: bool,
-    /// Reports handed to the publisher.
+    /// Reports handed to the publisher (backfilled ones included).
     pub reports: u64,
+    /// Of those, past reports of the backfill.
+    pub backfilled: u64,
     /// Messages the publisher refused.
     pub send_errors: u64,
     /// Publisher figures: messages published, acknowledged by the broker, waiting in the
@@ -106,6 +111,7 @@ pub struct SimStats {
     pub connected: usize,
     pub start_failures: usize,
     pub reports: u64,
+    pub backfilled: u64,
     pub send_errors: u64,
     pub sent: u64,
     pub acked: u64,
@@ -121,6 +127,7 @@ impl SimStats {
         self.connected += usize::from(n.connected);
         self.start_failures += usize::from(n.start_failed);
         self.reports += n.reports;
+        self.backfilled += n.backfilled;
         self.send_errors += n.send_errors;
         self.sent += n.sent;
         self.acked += n.acked;
@@ -155,6 +162,9 @@ pub async fn start(scenario: Scenario, cfg: SimConfig) -> Result<Simulation, Sim
     let start_ms = scenario.start_ms.unwrap_or_else(unix_now_ms);
     let accel = scenario.accel;
     let interval = scenario.interval;
+    let backfill = scenario
+        .backfill
+        .and_then(|span| backfill::Backfill::plan(start_ms, span, scenario.backfill_interval));
     let fleet = Fleet::build(scenario)?;
     let wall_start = tokio::time::Instant::now();
     let clock = AccelClock::new(start_ms, wall_start.into_std(), accel);
@@ -171,6 +181,7 @@ pub async fn start(scenario: Scenario, cfg: SimConfig) -> Result<Simulation, Sim
         master: cfg.master_key,
         counters: (0..n).map(|_| Counters::starting()).collect(),
         hypervisors: exec::SimHypervisors::new(&fleet),
+        backfill,
         fleet,
     });
     tracing::info!(
@@ -178,6 +189,7 @@ pub async fn start(scenario: Scenario, cfg: SimConfig) -> Result<Simulation, Sim
         hosts = shared.fleet.hosts().len(),
         accel,
         wall_interval_ms = shared.wall_interval.as_millis() as u64,
+        backfill_reports_per_node = shared.backfill.map_or(0, |b| b.count),
         "simulation starting"
     );
     let handles = (0..n)
@@ -224,6 +236,12 @@ impl Simulation {
     /// The expanded scenario (node specs, VM UUIDs...).
     pub fn fleet(&self) -> &Fleet {
         &self.shared.fleet
+    }
+
+    /// The backfill every node publishes before its real-time loop, if the scenario asks for
+    /// one.
+    pub fn backfill(&self) -> Option<backfill::Backfill> {
+        self.shared.backfill
     }
 
     /// Abruptly disconnect `node` (the broker publishes its last will, `Offline`) and stop it.

@@ -10,6 +10,10 @@ use yunjian_simulator::{parse_duration, Scenario, SimConfig, SimStats};
 
 /// How often progress is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often the backfill's end is looked for, and how many of those looks between two
+/// progress lines.
+const BACKFILL_POLL: Duration = Duration::from_millis(100);
+const BACKFILL_PROGRESS_POLLS: u32 = 20;
 /// Bare-metal servers per rack with `--hosts`.
 const HOSTS_PER_RACK: u32 = 40;
 
@@ -162,6 +166,17 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let started = Instant::now();
+    // The history every node publishes first, in reports over all nodes; `None` once out.
+    let mut backfill_total = sim.backfill().map(|b| b.count * nodes);
+    if let (Some(total), Some(b)) = (backfill_total, sim.backfill()) {
+        tracing::info!(
+            "backfill: {total} reports ({} per node, {} s apart in event time), then real time",
+            b.count,
+            b.interval_ms / 1000
+        );
+    }
+    let mut backfill_poll = tokio::time::interval(BACKFILL_POLL);
+    let mut backfill_polls = 0u32;
     // Report once how long the whole fleet took to connect (the connection-storm figure).
     let mut all_connected = false;
     let mut connect_poll = tokio::time::interval(Duration::from_millis(50));
@@ -184,6 +199,28 @@ async fn main() -> anyhow::Result<()> {
                         nodes,
                         seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                         "all nodes connected"
+                    );
+                }
+            }
+            _ = backfill_poll.tick(), if backfill_total.is_some() => {
+                let s = sim.stats();
+                let per_node = sim.backfill().map_or(0, |b| b.count);
+                // nodes whose publisher could not start send nothing
+                let total = backfill_total.unwrap_or_default() - per_node * s.start_failures as u64;
+                backfill_polls += 1;
+                if s.backfilled >= total {
+                    tracing::info!(
+                        "backfill: {} of {total} reports, done in {:.1} s ({:.0} reports/s)",
+                        s.backfilled,
+                        started.elapsed().as_secs_f64(),
+                        s.backfilled as f64 / started.elapsed().as_secs_f64().max(0.001)
+                    );
+                    backfill_total = None;
+                } else if backfill_polls.is_multiple_of(BACKFILL_PROGRESS_POLLS) {
+                    tracing::info!(
+                        "backfill: {} of {total} reports ({:.0} s)",
+                        s.backfilled,
+                        started.elapsed().as_secs_f64()
                     );
                 }
             }

@@ -1,11 +1,13 @@
 //! One simulated node: a tokio task with its own publisher, identity and key.
 //!
-//! The task waits for its connection slot, starts the agent's [`Publisher`], sends a report
-//! at once and then every wall interval (phase-shifted per node so 10,000 nodes do not report
+//! The task waits for its connection slot, starts the agent's [`Publisher`], publishes the
+//! scenario's history if it asks for one ([`crate::backfill`]), sends a report at once and
+//! then every wall interval (phase-shifted per node so 10,000 nodes do not report
 //! in the same millisecond), answers commands, and mirrors the publisher's statistics into
 //! [`Counters`] for [`crate::Simulation::stats`].
 
 use crate::antivirus::AvSim;
+use crate::backfill::{self, Backfill};
 use crate::bmc::BmcSim;
 use crate::clock::AccelClock;
 use crate::exec::SimHypervisors;
@@ -55,6 +57,8 @@ pub(crate) struct Shared {
     pub counters: Box<[Counters]>,
     /// The hosts' VMs as their hypervisors hold them; changed by VM commands.
     pub hypervisors: SimHypervisors,
+    /// The past reports each node publishes before its real-time loop.
+    pub backfill: Option<Backfill>,
 }
 
 /// One node's live figures, written by its task, read by `Simulation::stats`.
@@ -66,6 +70,7 @@ pub(crate) struct Counters {
     pub start_failed: AtomicBool,
     pub connected: AtomicBool,
     pub reports: AtomicU64,
+    pub backfilled: AtomicU64,
     pub send_errors: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
@@ -98,6 +103,7 @@ impl Counters {
             connected: self.connected.load(Relaxed),
             start_failed: self.start_failed.load(Relaxed),
             reports: self.reports.load(Relaxed),
+            backfilled: self.backfilled.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
             sent: self.sent.load(Relaxed),
             acked: self.acked.load(Relaxed),
@@ -150,6 +156,10 @@ pub(crate) async fn run(
     counters.mirror(&publisher.stats());
 
     let mut sim = NodeSim::new(fleet, idx, shared.clock.start_ms(), shared.interval_ms);
+    let stopped = match &shared.backfill {
+        Some(plan) => publish_history(&shared, idx, plan, &publisher, &mut sim, &mut stop).await,
+        None => None,
+    };
     let mut antivirus = AvSim::new(fleet, idx, shared.clock.start_ms(), shared.wall_interval);
     let mut bmc = BmcSim::new(fleet, idx, shared.clock.start_ms());
     let mut guests = GuestTracker::default();
@@ -165,74 +175,78 @@ pub(crate) async fn run(
     let phase = wall.mul_f64(0.5 + unit_f64(hash_u64s(&[spec.seed, 0x9a5e])));
     let mut next_report = Instant::now();
     let mut next_refresh = next_report + STATS_REFRESH;
-    let stop_kind = loop {
-        // A powered-off VM reports nothing and takes no commands (they wait in the
-        // publisher's queue) until it runs again; its connection stays up, so the aggregator
-        // sees it silent.
-        let powered = !is_vm || hypervisors.powered(idx);
-        tokio::select! {
-            biased;
-            kind = &mut stop => break kind.unwrap_or(Stop::Shutdown),
-            cmd = commands.recv(), if commands_open && powered => match cmd {
-                Some(cmd) => {
-                    publisher.send_result(answer(hypervisors, idx, killed, cmd)).await;
-                    // like the agent: the guest list follows every command at once
-                    if let Some(list) = hypervisors.guests(idx, killed) {
-                        guests.sent(&list);
-                        if let Err(e) = publisher.send(shared.clock.now_ms(), Body::Guests(list)).await {
-                            if counters.send_errors.fetch_add(1, Relaxed) == 0 {
-                                tracing::warn!(error = %e, "send failed (further failures of this node are only counted)");
-                            }
-                        }
-                    }
-                }
-                None => commands_open = false,
-            },
-            () = sleep_until(next_report.min(next_refresh)) => {
-                // Mirrored before this tick's report, so `buffered` shows a real backlog
-                // rather than the report just handed over.
-                counters.mirror(&publisher.stats());
-                let now = Instant::now();
-                if now >= next_report {
-                    let ts = shared.clock.now_ms();
-                    let mut bodies = Vec::with_capacity(3);
-                    if !is_vm || hypervisors.powered(idx) {
-                        if let Some(list) = guests.due(hypervisors, idx, killed) {
-                            bodies.push(Body::Guests(list));
-                        }
-                        let report = sim.report(fleet, ts, up);
-                        let busy = f64::from(report.cpu_busy) / 10_000.0;
-                        bodies.push(Body::Report(report));
-                        if let Some(hw) = bmc.as_mut().and_then(|b| b.due(ts, busy)) {
-                            bodies.push(Body::Hardware(hw));
-                        }
-                        if let Some(av) = antivirus.as_mut().and_then(|a| a.due(ts, now.into_std())) {
-                            bodies.push(Body::Antivirus(av));
-                        }
-                    }
-                    for body in bodies {
-                        let is_report = matches!(body, Body::Report(_));
-                        match publisher.send(ts, body).await {
-                            Ok(_) if is_report => {
-                                counters.reports.fetch_add(1, Relaxed);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
+    let history = sim.reports();
+    let stop_kind = match stopped {
+        Some(kind) => kind,
+        None => loop {
+            // A powered-off VM reports nothing and takes no commands (they wait in the
+            // publisher's queue) until it runs again; its connection stays up, so the aggregator
+            // sees it silent.
+            let powered = !is_vm || hypervisors.powered(idx);
+            tokio::select! {
+                biased;
+                kind = &mut stop => break kind.unwrap_or(Stop::Shutdown),
+                cmd = commands.recv(), if commands_open && powered => match cmd {
+                    Some(cmd) => {
+                        publisher.send_result(answer(hypervisors, idx, killed, cmd)).await;
+                        // like the agent: the guest list follows every command at once
+                        if let Some(list) = hypervisors.guests(idx, killed) {
+                            guests.sent(&list);
+                            if let Err(e) = publisher.send(shared.clock.now_ms(), Body::Guests(list)).await {
                                 if counters.send_errors.fetch_add(1, Relaxed) == 0 {
                                     tracing::warn!(error = %e, "send failed (further failures of this node are only counted)");
                                 }
                             }
                         }
                     }
-                    next_report = if sim.reports() == 1 {
-                        now + phase
-                    } else {
-                        (next_report + wall).max(now)
-                    };
+                    None => commands_open = false,
+                },
+                () = sleep_until(next_report.min(next_refresh)) => {
+                    // Mirrored before this tick's report, so `buffered` shows a real backlog
+                    // rather than the report just handed over.
+                    counters.mirror(&publisher.stats());
+                    let now = Instant::now();
+                    if now >= next_report {
+                        let ts = shared.clock.now_ms();
+                        let mut bodies = Vec::with_capacity(3);
+                        if !is_vm || hypervisors.powered(idx) {
+                            if let Some(list) = guests.due(hypervisors, idx, killed) {
+                                bodies.push(Body::Guests(list));
+                            }
+                            let report = sim.report(fleet, ts, up);
+                            let busy = f64::from(report.cpu_busy) / 10_000.0;
+                            bodies.push(Body::Report(report));
+                            if let Some(hw) = bmc.as_mut().and_then(|b| b.due(ts, busy)) {
+                                bodies.push(Body::Hardware(hw));
+                            }
+                            if let Some(av) = antivirus.as_mut().and_then(|a| a.due(ts, now.into_std())) {
+                                bodies.push(Body::Antivirus(av));
+                            }
+                        }
+                        for body in bodies {
+                            let is_report = matches!(body, Body::Report(_));
+                            match publisher.send(ts, body).await {
+                                Ok(_) if is_report => {
+                                    counters.reports.fetch_add(1, Relaxed);
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    if counters.send_errors.fetch_add(1, Relaxed) == 0 {
+                                        tracing::warn!(error = %e, "send failed (further failures of this node are only counted)");
+                                    }
+                                }
+                            }
+                        }
+                        next_report = if sim.reports() == history + 1 {
+                            now + phase
+                        } else {
+                            (next_report + wall).max(now)
+                        };
+                    }
+                    next_refresh = now + STATS_REFRESH;
                 }
-                next_refresh = now + STATS_REFRESH;
             }
-        }
+        },
     };
     counters.mirror(&publisher.stats());
     match stop_kind {
@@ -241,6 +255,50 @@ pub(crate) async fn run(
     }
     counters.connected.store(false, Relaxed);
     counters.running.store(false, Relaxed);
+}
+
+/// Publish node `idx`'s past reports (`plan`) through its publisher, never letting more than
+/// [`backfill::WINDOW`] frames wait for acknowledgement. Returns how the node was told to stop
+/// if that happened meanwhile; `None` once the history is out.
+async fn publish_history(
+    shared: &Shared,
+    idx: usize,
+    plan: &Backfill,
+    publisher: &Publisher,
+    sim: &mut NodeSim,
+    stop: &mut oneshot::Receiver<Stop>,
+) -> Option<Stop> {
+    let counters = &shared.counters[idx];
+    for ts in plan.times() {
+        loop {
+            match stop.try_recv() {
+                Ok(kind) => return Some(kind),
+                Err(oneshot::error::TryRecvError::Closed) => return Some(Stop::Shutdown),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let stats = publisher.stats();
+            counters.mirror(&stats);
+            if stats.buffered < backfill::WINDOW {
+                break;
+            }
+            tokio::time::sleep(backfill::POLL).await;
+        }
+        // The past as the scenario describes it: every VM was running.
+        let report = sim.report(&shared.fleet, ts, |_| true);
+        match publisher.send(ts, Body::Report(report)).await {
+            Ok(_) => {
+                counters.reports.fetch_add(1, Relaxed);
+                counters.backfilled.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                if counters.send_errors.fetch_add(1, Relaxed) == 0 {
+                    tracing::warn!(error = %e, "send failed (further failures of this node are only counted)");
+                }
+            }
+        }
+    }
+    counters.mirror(&publisher.stats());
+    None
 }
 
 /// The answer to a command, with the agent's semantics: a host carries out VM actions on its

@@ -78,7 +78,24 @@ pub struct Scenario {
     /// The servers' emulated BMCs (`[hardware]`): sweep spacing, fault rates, forced
     /// over-temperatures. See [`crate::bmc`].
     pub hardware: HardwareKnobs,
+    /// History published before the real-time run, e.g. `"35d"`: right after connecting, every
+    /// node sends its reports for the event times `[start − backfill, start)`, one every
+    /// `backfill_interval`, as fast as its publisher takes them (same seqs, same workloads),
+    /// so rules that need weeks of history have it at once. Absent: none. See
+    /// [`crate::backfill`].
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub backfill: Option<Duration>,
+    /// Event-time spacing of the backfilled reports. Default `"15m"`: the aggregator counts a
+    /// report as covering at most `[usage] max_sample_gap` (15 minutes by default) of its day,
+    /// so a wider spacing would leave the history's days partly uncovered.
+    #[serde(deserialize_with = "de_duration")]
+    pub backfill_interval: Duration,
 }
+
+/// Default spacing of backfilled reports: the aggregator's default `[usage] max_sample_gap`.
+pub const DEFAULT_BACKFILL_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// The longest backfill accepted (ten years).
+pub const MAX_BACKFILL: Duration = Duration::from_secs(3_650 * 86_400);
 
 impl Default for Scenario {
     fn default() -> Self {
@@ -90,6 +107,8 @@ impl Default for Scenario {
             racks: Vec::new(),
             antivirus: AntivirusKnobs::default(),
             hardware: HardwareKnobs::default(),
+            backfill: None,
+            backfill_interval: DEFAULT_BACKFILL_INTERVAL,
         }
     }
 }
@@ -295,6 +314,23 @@ impl Scenario {
         if self.interval.is_zero() {
             return Err("interval must be longer than zero".into());
         }
+        if self.backfill_interval.is_zero() {
+            return Err("backfill_interval must be longer than zero".into());
+        }
+        if let Some(b) = self.backfill {
+            if b > MAX_BACKFILL {
+                return Err(format!(
+                    "backfill ({} days) is longer than ten years",
+                    b.as_secs() / 86_400
+                ));
+            }
+            if !b.is_zero() && b < self.backfill_interval {
+                return Err(format!(
+                    "backfill ({b:?}) is shorter than backfill_interval ({:?}): not one report",
+                    self.backfill_interval
+                ));
+            }
+        }
         if self.racks.is_empty() {
             return Err("no [[rack]]: a scenario needs at least one rack".into());
         }
@@ -413,6 +449,10 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 fn de_start<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let dt = toml::value::Datetime::deserialize(d)?;
     datetime_to_unix_ms(&dt)
@@ -472,6 +512,30 @@ mod tests {
             .unwrap_err()
             .contains("unknown unit"));
         assert!(parse_duration("s").unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn backfill_is_off_by_default_and_checked() {
+        let rack = "[[rack]]\nname = \"r\"\nhosts = 1\n";
+        let s = Scenario::from_toml_str(rack).unwrap();
+        assert_eq!(
+            (s.backfill, s.backfill_interval),
+            (None, DEFAULT_BACKFILL_INTERVAL)
+        );
+        let s = Scenario::from_toml_str(&format!(
+            "backfill = \"36d\"\nbackfill_interval = \"10m\"\n{rack}"
+        ))
+        .unwrap();
+        assert_eq!(s.backfill, Some(Duration::from_secs(36 * 86_400)));
+        assert_eq!(s.backfill_interval, Duration::from_secs(600));
+        for (text, says) in [
+            ("backfill_interval = \"0s\"", "longer than zero"),
+            ("backfill = \"10m\"", "shorter than backfill_interval"),
+            ("backfill = \"4000d\"", "longer than ten years"),
+        ] {
+            let e = Scenario::from_toml_str(&format!("{text}\n{rack}")).unwrap_err();
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

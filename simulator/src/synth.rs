@@ -314,7 +314,8 @@ impl NodeSim {
             swap_used_kib: (swap_total_kib as f64 * 0.004 * fact(spec, 0x5a5a, 0)) as u64,
         };
 
-        let days = ts_ms.saturating_sub(self.start_ms) as f64 / DAY_MS;
+        // negative before the start (a backfilled history)
+        let days = (ts_ms as f64 - self.start_ms as f64) / DAY_MS;
         let n_disks = hw.disks.len();
         let disks = hw
             .disks
@@ -381,7 +382,7 @@ impl NodeSim {
             mem,
             disks,
             nets,
-            uptime_s: (uptime_at_start_ms(spec) + ts_ms.saturating_sub(self.start_ms)) / 1000,
+            uptime_s: uptime_ms(spec, self.start_ms, ts_ms) / 1000,
             failed: Vec::new(),
         }
     }
@@ -392,12 +393,24 @@ fn uptime_at_start_ms(spec: &NodeSpec) -> u64 {
     ((1.0 + 179.0 * fact(spec, 0xb007, 0)) * DAY_MS) as u64
 }
 
-/// Used share of disk `i` after `days` of event time: 15–60 % at the start, growing by
-/// 0.1–1.3 % of the capacity per day, capped at 97 %.
+/// Uptime at event time `ts_ms`. Before the start (a backfilled history) it counts back to
+/// the boot, and before that the node had run up to 180 days since an earlier boot.
+fn uptime_ms(spec: &NodeSpec, start_ms: u64, ts_ms: u64) -> u64 {
+    let up = i128::from(uptime_at_start_ms(spec)) + i128::from(ts_ms) - i128::from(start_ms);
+    if up >= 0 {
+        up as u64
+    } else {
+        up.rem_euclid(180 * DAY_MS as i128) as u64
+    }
+}
+
+/// Used share of disk `i` after `days` of event time (negative before the start): 15–60 % at
+/// the start, growing by 0.1–1.3 % of the capacity per day, at least 5 % (the system itself)
+/// and at most 97 %.
 fn disk_fill(spec: &NodeSpec, i: usize, days: f64) -> f64 {
     let start = 0.15 + 0.45 * fact(spec, 0xd15c, i as u64);
     let per_day = 0.001 + 0.012 * fact(spec, 0x960e, i as u64);
-    (start + per_day * days).min(0.97)
+    (start + per_day * days).clamp(0.05, 0.97)
 }
 
 #[cfg(test)]
@@ -490,6 +503,28 @@ mod tests {
             let grown = (b.used_kib - a.used_kib) as f64 / a.total_kib as f64;
             assert!((0.03..=0.39).contains(&grown), "{} grew {grown}", a.mount);
         }
+    }
+
+    #[test]
+    fn before_the_start_disks_were_emptier_and_the_node_had_booted_earlier() {
+        let f = fleet();
+        let mut sim = NodeSim::new(&f, 0, T0, 10_000);
+        let past = sim.report(&f, T0 - 200 * 86_400_000, ALL_UP);
+        let now = sim.report(&f, T0, ALL_UP);
+        for (a, b) in past.disks.iter().zip(&now.disks) {
+            assert!(a.used_kib < b.used_kib, "{}", a.mount);
+            assert!(a.used_kib as f64 >= 0.05 * a.total_kib as f64 - 1.0);
+        }
+        // 200 days back is before the boot of at most 180 days ago: an earlier run
+        assert!(now.uptime_s < 180 * 86_400);
+        assert!(past.uptime_s < 180 * 86_400);
+        assert_ne!(now.uptime_s - past.uptime_s, 200 * 86_400);
+        // a day back is a day less, unless that was before the boot
+        let mut sim = NodeSim::new(&f, 0, T0, 10_000);
+        let day_before = sim.report(&f, T0 - 86_400_000, ALL_UP);
+        let now = sim.report(&f, T0, ALL_UP);
+        assert!(now.uptime_s >= 86_400);
+        assert_eq!(now.uptime_s - day_before.uptime_s, 86_400);
     }
 
     #[test]

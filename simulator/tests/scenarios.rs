@@ -46,6 +46,11 @@ fn shipped_scenarios_have_the_documented_shapes() {
     assert_eq!(demo.interval, Duration::from_secs(60));
     // 2025-03-03T07:00:00+08:00
     assert_eq!(demo.start_ms, Some(1_740_956_400_000));
+    // the history the idle rule's 35-day look-back needs, at its 15-minute sample gap
+    assert_eq!(demo.backfill, Some(Duration::from_secs(36 * 86_400)));
+    assert_eq!(demo.backfill_interval, Duration::from_secs(15 * 60));
+    let ci = Scenario::load(&shipped("ci-50.toml")).unwrap();
+    assert_eq!(ci.backfill, None, "off unless asked for");
     assert_eq!(demo.racks[0].vms[1].profiles[&Profile::Steady], 3);
     let fleet = Fleet::build(demo).unwrap();
     let profiles: std::collections::HashSet<Profile> =
