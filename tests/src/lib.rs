@@ -293,3 +293,47 @@ pub fn agent_binary(features: &[&str]) -> PathBuf {
     );
     profile_dir.join("yunjian-agent")
 }
+
+/// Write `dir/agent.toml` for a host agent `node` on the broker at `127.0.0.1:broker_port` with
+/// its libvirt connection to `uri` (key `dir/agent.key`, buffer `dir/buffer`, quick reconnects,
+/// antivirus off, guest lists every second). Returns the file's path.
+pub fn write_hypervisor_agent_config(
+    dir: &std::path::Path,
+    node: &str,
+    broker_port: u16,
+    uri: &str,
+) -> PathBuf {
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"{node}\"
+role = \"host\"
+interval = \"1s\"
+key_file = \"{key}\"
+
+[mqtt]
+host = \"127.0.0.1\"
+port = {broker_port}
+backoff_min_ms = 50
+backoff_max_ms = 500
+
+[buffer]
+dir = \"{buffer}\"
+
+[antivirus]
+enabled = false
+
+[hypervisor]
+enabled = true
+uri = \"{uri}\"
+shutdown_timeout = \"2s\"
+guests_interval = \"1s\"
+",
+            key = dir.join("agent.key").display(),
+            buffer = dir.join("buffer").display(),
+        ),
+    )
+    .expect("write the agent config");
+    config
+}

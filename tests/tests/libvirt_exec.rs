@@ -245,42 +245,6 @@ fn guest<'a>(list: &'a [GuestView], uuid: &str) -> Option<&'a GuestView> {
     list.iter().find(|g| g.uuid == uuid)
 }
 
-fn write_agent_config(dir: &Path, broker_port: u16, uri: &str) -> PathBuf {
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_id = \"{NODE}\"
-role = \"host\"
-interval = \"1s\"
-key_file = \"{key}\"
-
-[mqtt]
-host = \"127.0.0.1\"
-port = {broker_port}
-backoff_min_ms = 50
-backoff_max_ms = 500
-
-[buffer]
-dir = \"{buffer}\"
-
-[antivirus]
-enabled = false
-
-[hypervisor]
-enabled = true
-uri = \"{uri}\"
-shutdown_timeout = \"2s\"
-guests_interval = \"1s\"
-",
-            key = dir.join("agent.key").display(),
-            buffer = dir.join("buffer").display(),
-        ),
-    )
-    .unwrap();
-    config
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_connection() {
     if require_tool(&["virsh"], "libvirt-clients libvirt-dev").is_none() {
@@ -305,7 +269,12 @@ async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_co
     let port = cfg.broker.listen.port();
     let key = agg.master.node_key(NODE);
     key.write_file(&dir.path().join("agent.key")).unwrap();
-    let config = write_agent_config(dir.path(), port, &format!("test://{}", domains.display()));
+    let config = yunjian_tests::write_hypervisor_agent_config(
+        dir.path(),
+        NODE,
+        port,
+        &format!("test://{}", domains.display()),
+    );
     let op = Operator::start(port, key).await;
     let log = dir.path().join("agent.log");
     let mut agent = Agent::start(&bin, &config, &log);

@@ -70,38 +70,7 @@ impl Drop for Agent {
 }
 
 fn start_agent(bin: &Path, dir: &Path, broker_port: u16, uri: &str) -> Agent {
-    let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_id = \"{NODE}\"
-role = \"host\"
-interval = \"1s\"
-key_file = \"{key}\"
-
-[mqtt]
-host = \"127.0.0.1\"
-port = {broker_port}
-backoff_min_ms = 50
-backoff_max_ms = 500
-
-[buffer]
-dir = \"{buffer}\"
-
-[antivirus]
-enabled = false
-
-[hypervisor]
-enabled = true
-uri = \"{uri}\"
-shutdown_timeout = \"2s\"
-guests_interval = \"1s\"
-",
-            key = dir.join("agent.key").display(),
-            buffer = dir.join("buffer").display(),
-        ),
-    )
-    .unwrap();
+    let config = yunjian_tests::write_hypervisor_agent_config(dir, NODE, broker_port, uri);
     let log = dir.join("agent.log");
     let child = Process::new(bin)
         .arg("--config")

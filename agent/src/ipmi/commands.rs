@@ -166,15 +166,11 @@ impl IpmiCommand for GetSdrRepositoryInfo {
     completion_as_reply_error!();
 
     fn parse_success_response(data: &[u8]) -> Result<SdrRepositoryStamp, ReplyError> {
-        if data.len() < 13 {
-            return Err(ReplyError::Short);
-        }
-        let u32_at =
-            |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        let (record_count, last_addition, last_erase) = repository_info(data)?;
         Ok(SdrRepositoryStamp {
-            record_count: u16::from_le_bytes([data[1], data[2]]),
-            last_addition: u32_at(5),
-            last_erase: u32_at(9),
+            record_count,
+            last_addition,
+            last_erase,
         })
     }
 }
@@ -335,17 +331,24 @@ impl IpmiCommand for GetSelInfo {
     completion_as_reply_error!();
 
     fn parse_success_response(data: &[u8]) -> Result<SelInfo, ReplyError> {
-        if data.len() < 13 {
-            return Err(ReplyError::Short);
-        }
-        let u32_at =
-            |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        let (entries, last_addition, last_erase) = repository_info(data)?;
         Ok(SelInfo {
-            entries: u16::from_le_bytes([data[1], data[2]]),
-            last_addition: u32_at(5),
-            last_erase: u32_at(9),
+            entries,
+            last_addition,
+            last_erase,
         })
     }
+}
+
+/// The layout Get SDR Repository Info and Get SEL Info share (IPMI 2.0 §33.9, §31.2): version,
+/// entry count, free space, most recent addition and erase timestamps. Returns the count and
+/// the two timestamps.
+fn repository_info(data: &[u8]) -> Result<(u16, u32, u32), ReplyError> {
+    if data.len() < 13 {
+        return Err(ReplyError::Short);
+    }
+    let u32_at = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+    Ok((u16::from_le_bytes([data[1], data[2]]), u32_at(5), u32_at(9)))
 }
 
 /// Get SEL Entry (Storage 0x43), the whole 16-byte record, unreserved.
