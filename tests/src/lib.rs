@@ -112,15 +112,39 @@ pub fn wait_port(port: u16, timeout: Duration) {
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     exchange(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").into_bytes(),
     )
     .await
 }
 
+/// One request with an optional bearer token and any body; returns the status and the body
+/// parsed as JSON (a JSON string holding the text when it is not JSON).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let (status, body) = exchange(addr, req).await;
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
+}
+
 /// Send one `Connection: close` request; return the status and the (de-chunked) body.
-async fn exchange(addr: SocketAddr, request: String) -> (u16, String) {
+async fn exchange(addr: SocketAddr, request: Vec<u8>) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(request.as_bytes()).await.expect("send");
+    s.write_all(&request).await.expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.expect("read");
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -161,15 +185,15 @@ pub async fn post_json(
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
     let payload = body.to_string();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    );
-    let (status, body) = exchange(addr, req).await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    http_request(
+        addr,
+        "POST",
+        path,
+        None,
+        "application/json",
+        payload.as_bytes(),
     )
+    .await
 }
 
 /// A tiny HTTP server that records every POST body it receives (a webhook receiver).

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use yunjian_agent::publish::config::{BufferConfig, MqttConfig};
 use yunjian_agent::publish::{Identity, Publisher};
@@ -26,7 +25,7 @@ use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
 use yunjian_aggregator::reclaim::{Role as CaseRole, TokenEntry};
 use yunjian_protocol::{Action, Body, CommandResult, GuestView, Role};
-use yunjian_tests::{eventually, free_port, get_json};
+use yunjian_tests::{eventually, free_port, get_json, http_request};
 
 const OPS: &str = "ops-token-0123456789abcdef";
 const CHIEF: &str = "authority-token-0123456789";
@@ -91,37 +90,8 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
-/// One HTTP request with an optional bearer token; returns the status and the JSON body.
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: &[u8],
-) -> (u16, Value) {
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(&req).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
-    )
-}
-
 async fn step(addr: SocketAddr, case: u64, step: &str, token: &str, body: Value) -> (u16, Value) {
-    call(
+    http_request(
         addr,
         "POST",
         &format!("/api/reclaim/cases/{case}/{step}"),
@@ -147,7 +117,7 @@ async fn import(addr: SocketAddr, extra: usize) -> (u16, Value) {
     for i in 0..extra {
         csv.push_str(&format!("{},政务外网区,浪潮,预算一体化,,APP,王五,wangwu@gov.cn,13700000000,8,16,60,300,openEuler 22.03,否,,,\n", i + 2));
     }
-    call(
+    http_request(
         addr,
         "POST",
         &format!(
@@ -290,7 +260,7 @@ async fn wait_state(addr: SocketAddr, id: u64, state: &str) -> Value {
 /// count as late), send its guest list and wait until the aggregator shows it.
 async fn wait_host_listed(addr: SocketAddr, host: &FakeHost) {
     eventually("the host online at the aggregator", WAIT, || async move {
-        let (status, v) = call(
+        let (status, v) = http_request(
             addr,
             "GET",
             &format!("/api/nodes/{HOST}"),
@@ -323,7 +293,7 @@ async fn wait_host_listed(addr: SocketAddr, host: &FakeHost) {
 
 /// Open a case for the VM and walk it to `scheduled` (due now); returns its id.
 async fn open_and_schedule(addr: SocketAddr) -> u64 {
-    let (status, v) = call(
+    let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
@@ -342,7 +312,7 @@ async fn open_and_schedule(addr: SocketAddr) -> u64 {
     ok_step(addr, id, "file", OPS, json!({})).await;
     ok_step(addr, id, "approve", CHIEF, json!({})).await;
     // the re-check needs a fresh finding: the usage module feeds one every evaluation
-    let (status, _) = call(
+    let (status, _) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
@@ -464,7 +434,7 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     // detection by hand needs an ops token
     let body = json!([{"uuid": UUID, "kind": {"kind": "idle"}, "evidence": {"cpu_p95_pct": 0.8}}])
         .to_string();
-    let (status, v) = call(
+    let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
@@ -474,7 +444,7 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     )
     .await;
     assert_eq!(status, 401, "{v}");
-    let (status, v) = call(
+    let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
@@ -485,7 +455,7 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     .await;
     assert_eq!(status, 403, "{v}");
     assert!(v["error"].as_str().unwrap().contains("unit"), "{v}");
-    let (status, v) = call(
+    let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
@@ -497,7 +467,7 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     assert_eq!(status, 200, "{v}");
     let id = v["opened"][0].as_u64().unwrap();
     // a second detection of the same VM does not open a second case
-    let (_, v) = call(
+    let (_, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
@@ -573,7 +543,7 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     ok_step(addr, id, "approve", CHIEF, json!({"reason": "同意"})).await;
     let (status, _) = step(addr, id, "schedule", OPS, json!({})).await;
     assert_eq!(status, 400, "schedule needs a time");
-    let (_, _) = call(
+    let (_, _) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
@@ -679,9 +649,9 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     let (status, v) = import(addr, 1).await;
     assert_eq!(status, 200, "{v}");
     // the pages are served
-    let (status, _) = call(addr, "GET", "/reclaim", None, "text/plain", b"").await;
+    let (status, _) = http_request(addr, "GET", "/reclaim", None, "text/plain", b"").await;
     assert_eq!(status, 200);
-    let (status, _) = call(
+    let (status, _) = http_request(
         addr,
         "GET",
         &format!("/reclaim/{id}"),

@@ -13,11 +13,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
 use yunjian_aggregator::reclaim::{Role, TokenEntry};
-use yunjian_tests::{eventually, free_port, get_json, require_tool};
+use yunjian_tests::{eventually, free_port, get_json, http_request, require_tool};
 
 const NODE: &str = "hv-reclaim-1";
 const VM_A: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
@@ -95,36 +94,10 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
-async fn call(
-    addr: SocketAddr,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: &[u8],
-) -> (u16, Value) {
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(&req).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
-    )
-}
-
 async fn ok_step(addr: SocketAddr, case: u64, step: &str, token: &str, body: Value) {
-    let (status, v) = call(
+    let (status, v) = http_request(
         addr,
+        "POST",
         &format!("/api/reclaim/cases/{case}/{step}"),
         Some(token),
         "application/json",
@@ -135,8 +108,9 @@ async fn ok_step(addr: SocketAddr, case: u64, step: &str, token: &str, body: Val
 }
 
 async fn detect(addr: SocketAddr, kind: Value) -> Option<u64> {
-    let (status, v) = call(
+    let (status, v) = http_request(
         addr,
+        "POST",
         "/api/reclaim/detections",
         Some(OPS),
         "application/json",
@@ -232,8 +206,9 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     let csv = format!(
         "\u{feff}序号,网络分区,开发商,系统名称,子系统名称,服务器类型,\"堡垒机账  号\n负责人\",堡垒机账号负责人邮箱,堡垒机账号负责人手机号码,vCPU核,内存GB,系统盘GB,数据盘GB,操作系统,集群部署,集群组号,备注,虚拟机UUID\n1,政务外网区,浪潮,预算一体化,,APP,王五,wangwu@gov.cn,13700000000,4,4,60,300,openEuler 22.03,否,,,{VM_A}\n"
     );
-    let (status, v) = call(
+    let (status, v) = http_request(
         addr,
+        "POST",
         &format!(
             "/api/register/import?unit={}&by=ops-zhang&format=csv",
             pct("财政局")

@@ -1037,6 +1037,31 @@ mod tests {
     use crate::storage::sqlite::SqliteStorage;
     use yunjian_protocol::{Body, CommandResult, Envelope, GuestView, Inventory, MasterKey};
 
+    /// The people acting in these tests.
+    fn ops() -> Actor {
+        Actor {
+            name: "ops-zhang".into(),
+            role: Role::Ops,
+            unit: None,
+        }
+    }
+
+    fn unit() -> Actor {
+        Actor {
+            name: "li".into(),
+            role: Role::Unit,
+            unit: Some("财政局".into()),
+        }
+    }
+
+    fn chief() -> Actor {
+        Actor {
+            name: "wang".into(),
+            role: Role::Authority,
+            unit: None,
+        }
+    }
+
     const UUID: &str = "4c4c4544-0001-0002-0003-000000000004";
     const T0: u64 = 1_790_000_000_000;
 
@@ -1172,21 +1197,9 @@ mod tests {
     }
 
     async fn to_executing(r: &Reclaim) -> u64 {
-        let ops = Actor {
-            name: "ops-zhang".into(),
-            role: Role::Ops,
-            unit: None,
-        };
-        let unit = Actor {
-            name: "li".into(),
-            role: Role::Unit,
-            unit: Some("财政局".into()),
-        };
-        let chief = Actor {
-            name: "wang".into(),
-            role: Role::Authority,
-            unit: None,
-        };
+        let ops = ops();
+        let unit = unit();
+        let chief = chief();
         let d = Detection {
             uuid: UUID.to_uppercase(),
             kind: Kind::Idle,
@@ -1244,22 +1257,14 @@ mod tests {
         assert_eq!(log.last().unwrap().step, "late_result");
         assert_eq!(cmds[0].status, CommandStatus::Succeeded);
         // the unit may not retry
-        let unit = Actor {
-            name: "li".into(),
-            role: Role::Unit,
-            unit: Some("财政局".into()),
-        };
+        let unit = unit();
         let e = r
             .act(id, "retry", &unit, "", None, later + 2)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("unit"), "{e}");
         // ops retries: a new step, a new id, same snapshot name
-        let ops = Actor {
-            name: "ops-zhang".into(),
-            role: Role::Ops,
-            unit: None,
-        };
+        let ops = ops();
         let v = r.act(id, "retry", &ops, "", None, later + 2).await.unwrap();
         let second = v.command.unwrap();
         assert_ne!(second.id, first.id);
@@ -1274,11 +1279,7 @@ mod tests {
         let day = |d: &str| super::super::calendar::Day::parse(d).unwrap();
         // notified Tuesday 29 Sep 2026 10:00 Beijing: 5 working days → 30 Sep, 8, 9, 10 (调休), 12 Oct
         let t = cal.start_of(day("2026-09-29")) + 10 * 3_600_000;
-        let ops = Actor {
-            name: "ops-zhang".into(),
-            role: Role::Ops,
-            unit: None,
-        };
+        let ops = ops();
         let d = Detection {
             uuid: UUID.into(),
             kind: Kind::Idle,
@@ -1326,21 +1327,9 @@ mod tests {
     async fn the_recheck_withdraws_a_case_whose_vm_is_no_longer_idle() {
         let s = setup();
         let r = &s.reclaim;
-        let ops = Actor {
-            name: "ops-zhang".into(),
-            role: Role::Ops,
-            unit: None,
-        };
-        let unit = Actor {
-            name: "li".into(),
-            role: Role::Unit,
-            unit: Some("财政局".into()),
-        };
-        let chief = Actor {
-            name: "wang".into(),
-            role: Role::Authority,
-            unit: None,
-        };
+        let ops = ops();
+        let unit = unit();
+        let chief = chief();
         let d = Detection {
             uuid: UUID.into(),
             kind: Kind::Idle,
