@@ -18,18 +18,14 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use yunjian_aggregator::alarms::Alarm;
 use yunjian_aggregator::broker::{Broker, BrokerConfig};
-use yunjian_aggregator::fleet::Fleet;
 use yunjian_aggregator::inbound::Inbound;
 use yunjian_aggregator::ingest::{self, Ingester};
 use yunjian_aggregator::metrics::Metrics;
-use yunjian_aggregator::register::Register;
-use yunjian_aggregator::storage::sqlite::SqliteStorage;
-use yunjian_aggregator::storage::{
-    AuditEntry, EventRow, NodeRow, Storage, StorageError, WriteBatch,
-};
+use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::store::{Schema, StorageError, WriteBatch};
 use yunjian_protocol::*;
+use yunjian_store_sqlite::SqliteStorage;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -176,30 +172,15 @@ async fn publisher(
 #[derive(Debug)]
 struct NoStorage;
 
-impl Storage for NoStorage {
+impl Schema for NoStorage {
+    fn backend(&self) -> &'static str {
+        "none"
+    }
     fn migrate(&mut self) -> Result<u32, StorageError> {
         Ok(0)
     }
     fn write(&mut self, _: &WriteBatch) -> Result<(), StorageError> {
         Ok(())
-    }
-    fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError> {
-        Ok(Vec::new())
-    }
-    fn events(&mut self, _: Option<&str>, _: usize) -> Result<Vec<EventRow>, StorageError> {
-        Ok(Vec::new())
-    }
-    fn open_alarms(&mut self) -> Result<Vec<Alarm>, StorageError> {
-        Ok(Vec::new())
-    }
-    fn audit(&mut self, _: Option<&str>, _: usize) -> Result<Vec<AuditEntry>, StorageError> {
-        Ok(Vec::new())
-    }
-    fn expire_audit(&mut self, _: u64) -> Result<usize, StorageError> {
-        Ok(0)
-    }
-    fn load_register(&mut self) -> Result<Register, StorageError> {
-        Ok(Register::default())
     }
 }
 
@@ -282,7 +263,7 @@ async fn through_broker(
         Consumer::IngestNoStorage | Consumer::IngestSqlite
     );
     let consumer = if with_ingest {
-        let st: Box<dyn Storage> = if consumer_kind == Consumer::IngestSqlite {
+        let st: Box<dyn Schema + Send> = if consumer_kind == Consumer::IngestSqlite {
             let mut st = SqliteStorage::open(&dir.path().join("bench.db")).unwrap();
             st.migrate().unwrap();
             Box::new(st)
@@ -291,7 +272,10 @@ async fn through_broker(
         };
         let (store_tx, store_rx) = mpsc::channel(64);
         let m = metrics.clone();
-        std::thread::spawn(move || ingest::storage_loop(st, store_rx, m));
+        std::thread::spawn(move || {
+            let mut st = st;
+            ingest::storage_loop(st.as_mut(), store_rx, m)
+        });
         let (changes, _) = watch::channel(0);
         let ing = Ingester::new(fleet.clone(), metrics.clone(), master.clone());
         tokio::spawn(ingest::run(ing, in_rx, store_tx, changes))

@@ -21,10 +21,10 @@
 //! `YJ_BENCH_RUNS` (default 5), `YJ_BENCH_ONLY` (one rule's steady state alone, e.g. `capacity`).
 
 use std::time::Instant;
-use yunjian_aggregator::alarms::AlarmBook;
-use yunjian_aggregator::fleet::Fleet;
-use yunjian_aggregator::policy::{rules, Context, Engine, Profile};
-use yunjian_aggregator::register::{Pool, Register, Resources, ServerType, VmAllocation};
+use yunjian_aggregator_core::alarms::AlarmBook;
+use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
+use yunjian_aggregator_core::register::{Pool, Register, Resources, ServerType, VmAllocation};
 use yunjian_protocol::*;
 
 const GIB: u64 = 1024 * 1024;
@@ -355,7 +355,7 @@ impl Feed {
 /// Fifteen minutes of steady state: nanoseconds of engine time per report, and the longest
 /// single evaluation (the fleet read lock is held that long).
 fn steady(
-    rules: Vec<Box<dyn yunjian_aggregator::policy::Rule>>,
+    rules: Vec<Box<dyn yunjian_aggregator_core::policy::Rule>>,
     hosts: usize,
     vms: usize,
 ) -> (f64, f64, usize) {

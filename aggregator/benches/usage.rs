@@ -14,14 +14,15 @@
 //!   storage backend, one transaction per day; file growth per VM per day.
 
 use std::time::Instant;
-use yunjian_aggregator::policy::Profile;
-use yunjian_aggregator::storage::sqlite::SqliteStorage;
-use yunjian_aggregator::storage::{Storage, WriteBatch};
-use yunjian_aggregator::usage::history::day_start_ms;
-use yunjian_aggregator::usage::{
+use yunjian_aggregator_core::policy::Profile;
+use yunjian_aggregator_core::store::prelude::*;
+use yunjian_aggregator_core::store::WriteBatch;
+use yunjian_aggregator_core::usage::history::day_start_ms;
+use yunjian_aggregator_core::usage::{
     DailySummary, ExemptReason, Exemptions, FindingKind, NewExemption, Sample, UsageDayRow,
     UsageHistory,
 };
+use yunjian_store_sqlite::SqliteStorage;
 
 const RUNS: usize = 7;
 /// 2026-03-02, a Monday, as a day number.

@@ -1,6 +1,6 @@
 //! Wiring: storage → fleet → ingest → broker or external client → web, and a clean shutdown.
 
-use crate::alarms::{AlarmBook, AlarmEvent};
+use crate::alarms::AlarmBook;
 use crate::broker::{Broker, BrokerError};
 use crate::config::AggregatorConfig;
 use crate::external::BrokerUrl;
@@ -8,12 +8,13 @@ use crate::fleet::{Fleet, SharedFleet};
 use crate::ingest::StoreHandle;
 use crate::ingest::{self, Ingester, Pending};
 use crate::metrics::Metrics;
+use crate::policy::SharedPolicy;
 use crate::policy::{rules, Context, Engine, Profile, ProfileError};
 use crate::ratelimit::now_ms;
-use crate::storage::sqlite::SqliteStorage;
-use crate::storage::{AuditEntry, WriteBatch};
-use crate::storage::{Storage, StorageError};
-use crate::web::{self, AppState, SharedPolicy, SharedRegister};
+use crate::register::SharedRegister;
+use crate::service::AlarmSink;
+use crate::store::StorageError;
+use crate::web::{self, AppState};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -36,6 +37,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error("register: {0}")]
@@ -84,7 +87,8 @@ impl Aggregator {
             source,
         })?;
         let master = MasterKey::load_or_create(&cfg.master_key_path())?;
-        let mut storage: Box<dyn Storage> = Box::new(SqliteStorage::open(&cfg.database_path())?);
+        let url = cfg.storage_url()?;
+        let mut storage = url.open()?;
         let version = storage.migrate()?;
         let fleet = Fleet::shared();
         let restored = {
@@ -101,7 +105,7 @@ impl Aggregator {
             }
             n
         };
-        tracing::info!(db = %cfg.database_path().display(), schema = version, restored, "storage ready");
+        tracing::info!(storage = %url, schema = version, restored, "storage ready");
 
         let profile = Arc::new(Profile::load(&cfg.policy_profile)?);
         let mut book = AlarmBook::new();
@@ -118,7 +122,7 @@ impl Aggregator {
             storage.as_mut(),
             cfg.pools_file.as_deref(),
         )?));
-        let mut reader: Box<dyn Storage> = Box::new(SqliteStorage::open(&cfg.database_path())?);
+        let mut reader = url.open()?;
         tracing::info!(profile = %profile.name, title = %profile.title, "policy profile");
         // Utilisation history (by event time) and the exemption register; days older than the
         // retention before the latest stored day are dropped.
@@ -152,7 +156,10 @@ impl Aggregator {
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name("yj-storage".into())
-                .spawn(move || ingest::storage_loop(storage, store_rx, metrics))
+                .spawn(move || {
+                    let mut storage = storage;
+                    ingest::storage_loop(storage.as_mut(), store_rx, metrics)
+                })
                 .map_err(|source| StartError::DataDir {
                     path: "storage thread".into(),
                     source,
@@ -214,6 +221,11 @@ impl Aggregator {
         drop(in_tx);
 
         let (notice_tx, notice_rx) = mpsc::channel(4096);
+        let alarm_sink = AlarmSink {
+            notices: notice_tx,
+            store: store.clone(),
+            changes: changes_tx.clone(),
+        };
         let reclaim = {
             let outlet = match (&broker, &cfg.broker_url) {
                 (Some(b), _) => crate::reclaim::Outlet::Embedded(b.clone()),
@@ -229,7 +241,7 @@ impl Aggregator {
                 (None, None) => crate::reclaim::Outlet::Detached,
             };
             let r = crate::reclaim::Reclaim::start(
-                Box::new(SqliteStorage::open(&cfg.database_path())?),
+                url.open()?,
                 cfg.reclaim.clone(),
                 profile.reclaim.clone(),
                 crate::reclaim::calendar::Calendar::load(&cfg.reclaim.calendars)?,
@@ -243,8 +255,7 @@ impl Aggregator {
                 results_rx,
                 crate::reclaim::drive::Parts {
                     policy: policy.clone(),
-                    store: store.clone(),
-                    notices: notice_tx.clone(),
+                    alarms: alarm_sink.clone(),
                     changes: changes_tx.clone(),
                     usage: Some(usage.clone()),
                     profile: profile.clone(),
@@ -261,13 +272,11 @@ impl Aggregator {
         )));
         tasks.push(tokio::spawn(policy_task(
             PolicyParts {
-                notices: notice_tx,
+                alarms: alarm_sink,
                 fleet: fleet.clone(),
                 register: register.clone(),
                 profile: profile.clone(),
                 policy: policy.clone(),
-                store: store.clone(),
-                changes: changes_tx.clone(),
                 interval: cfg.policy_interval,
             },
             shutdown_rx.clone(),
@@ -322,6 +331,7 @@ impl Aggregator {
             reader: Some(Arc::new(Mutex::new(reader))),
             reclaim: Some(reclaim),
             usage: usage.clone(),
+            register_turn: Arc::default(),
         };
         {
             let mut stop = shutdown_rx.clone();
@@ -367,13 +377,11 @@ impl Aggregator {
 }
 
 struct PolicyParts {
-    notices: mpsc::Sender<AlarmEvent>,
+    alarms: AlarmSink,
     fleet: SharedFleet,
     register: SharedRegister,
     profile: Arc<Profile>,
     policy: SharedPolicy,
-    store: StoreHandle,
-    changes: watch::Sender<u64>,
     interval: Duration,
 }
 
@@ -398,57 +406,8 @@ async fn policy_task(p: PolicyParts, mut stop: watch::Receiver<bool>) {
                 now_ms: now,
             })
         };
-        if events.is_empty() {
-            continue;
-        }
-        let audit = events.iter().map(|e| audit_of(e, now)).collect();
-        for e in &events {
-            // a full notice queue drops the notice, never the alarm (it is stored below)
-            let _ = p.notices.try_send(e.clone());
-        }
-        for e in &events {
-            let a = e.alarm();
-            tracing::info!(id = a.id, rule = %a.key.rule, subject = %a.key.subject, level = ?a.level, clause = %a.clause, "alarm {}", change_name(e));
-        }
-        if p.store
-            .write(WriteBatch {
-                alarms: events,
-                audit,
-                ..WriteBatch::default()
-            })
-            .await
-            .is_err()
-        {
+        if p.alarms.publish(events, now).await.is_err() {
             return; // storage closed: shutting down
         }
-        p.changes.send_modify(|v| *v += 1);
-    }
-}
-
-fn change_name(e: &AlarmEvent) -> &'static str {
-    match e {
-        AlarmEvent::Raised(_) => "raised",
-        AlarmEvent::Escalated(_) => "escalated",
-        AlarmEvent::Acknowledged(_) => "acknowledged",
-        AlarmEvent::Cleared(_) => "cleared",
-    }
-}
-
-/// The automatic alarm changes are operations of the system: audited like any other.
-fn audit_of(e: &AlarmEvent, now: u64) -> AuditEntry {
-    let a = e.alarm();
-    AuditEntry {
-        ts_ms: now,
-        actor: "system".into(),
-        action: format!("alarm.{}", change_name(e)),
-        subject: format!("alarm:{}", a.id),
-        detail: serde_json::json!({
-            "rule": a.key.rule,
-            "subject": a.key.subject,
-            "level": a.level,
-            "clause": a.clause,
-            "unit": a.unit,
-            "title": a.title,
-        }),
     }
 }

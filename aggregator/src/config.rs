@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregatorConfig {
-    /// Directory for the SQLite database (`yunjian.db`) and the master key (`master.key`).
+    /// Directory for the master key (`master.key`) and the embedded SQLite database
+    /// (`yunjian.db`, unless `storage` says otherwise).
     pub data_dir: PathBuf,
+    /// Where the data is kept: `sqlite:PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    /// Unset: SQLite in `data_dir` (the embedded default).
+    pub storage: Option<String>,
     /// Address of the dashboard, JSON API and `/metrics`.
     pub http_listen: SocketAddr,
     /// External broker (`mqtt://host:port`). Unset: run the embedded broker (`[broker]`).
@@ -19,7 +23,7 @@ pub struct AggregatorConfig {
     pub client_id: String,
     /// Messages waiting between the broker and ingest; beyond it publishers are slowed down.
     pub ingest_queue: usize,
-    /// Policy profile: a built-in one (`000`…`004`, see `aggregator/profiles/`) or a path to a
+    /// Policy profile: a built-in one (`000`…`004`, see `aggregator-core/profiles/`) or a path to a
     /// profile file. Default `003` (徽州区, the 70% capacity warning of 第十九条).
     pub policy_profile: String,
     /// How often every rule is evaluated.
@@ -29,7 +33,7 @@ pub struct AggregatorConfig {
     pub disabled_rules: Vec<String>,
     /// Resource pools: a TOML file of `[[pool]]` tables (name, hosts by node id, `nic_mbps`
     /// per host, `reserved` and `overcommit` per resource), read at start; see
-    /// `aggregator/src/register/pools.rs`. Unset: no pools.
+    /// `aggregator-core/src/register/pools.rs`. Unset: no pools.
     pub pools_file: Option<PathBuf>,
     /// The embedded broker.
     pub broker: BrokerConfig,
@@ -43,6 +47,7 @@ impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
             data_dir: PathBuf::from("yunjian-data"),
+            storage: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             broker_url: None,
             client_id: "yunjian-aggregator-1".into(),
@@ -92,6 +97,10 @@ impl AggregatorConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(s) = &self.storage {
+            s.parse::<crate::storage::StorageUrl>()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if let Some(u) = &self.broker_url {
             u.parse::<crate::external::BrokerUrl>()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -136,6 +145,17 @@ impl AggregatorConfig {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("yunjian.db")
+    }
+
+    /// The storage in use: `storage` if set (checked by [`Self::validate`]), else SQLite at
+    /// [`Self::database_path`].
+    pub fn storage_url(&self) -> Result<crate::storage::StorageUrl, ConfigError> {
+        match &self.storage {
+            Some(s) => s
+                .parse()
+                .map_err(|e: crate::storage::StorageUrlError| ConfigError::Invalid(e.to_string())),
+            None => Ok(crate::storage::StorageUrl::Sqlite(self.database_path())),
+        }
     }
 
     pub fn default_toml() -> String {

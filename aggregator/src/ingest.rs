@@ -9,13 +9,13 @@ use crate::fleet::{Applied, SharedFleet};
 use crate::inbound::{AckToken, Inbound};
 use crate::metrics::Metrics;
 use crate::ratelimit::{now_ms, LogLimiter};
-use crate::storage::{EventRow, NodeRow, SelRow, Storage, WriteBatch};
+use crate::store::{EventRow, NodeRow, Schema, SelRow, WriteBatch};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, NodeKey};
 
 /// Messages handled per batch.
@@ -30,6 +30,8 @@ static STORAGE_LOG: LogLimiter = LogLimiter::new(10_000);
 pub struct Pending {
     pub batch: WriteBatch,
     pub acks: Vec<AckToken>,
+    /// Told once the batch is committed (a person's action waits for it).
+    pub committed: Option<oneshot::Sender<()>>,
 }
 
 /// A handle for other parts (policy engine, web actions) to write through the storage thread,
@@ -61,10 +63,29 @@ impl StoreHandle {
         let tx = self.tx.as_ref().ok_or(StoreClosed)?;
         tx.send(Pending {
             batch,
-            acks: Vec::new(),
+            ..Pending::default()
         })
         .await
         .map_err(|_| StoreClosed)
+    }
+
+    /// Queue a batch and wait until it is committed, in order with everything else. A
+    /// storage that fails keeps retrying (and logging), so this waits rather than pretend;
+    /// `Err` only when storage is shutting down, and then nothing of the batch was written.
+    pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreClosed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.tx.as_ref().ok_or(StoreClosed)?;
+        let (done, committed) = oneshot::channel();
+        tx.send(Pending {
+            batch,
+            acks: Vec::new(),
+            committed: Some(done),
+        })
+        .await
+        .map_err(|_| StoreClosed)?;
+        committed.await.map_err(|_| StoreClosed)
     }
 }
 
@@ -179,7 +200,11 @@ impl Ingester {
         }
         let mut batch = WriteBatch::default();
         if self.decoded.is_empty() {
-            return Pending { batch, acks };
+            return Pending {
+                batch,
+                acks,
+                committed: None,
+            };
         }
         let now = now_ms();
         let m = &self.metrics;
@@ -259,7 +284,11 @@ impl Ingester {
             batch.usage_days = u.history.take_dirty();
         }
         batch.nodes = rows.into_values().collect();
-        Pending { batch, acks }
+        Pending {
+            batch,
+            acks,
+            committed: None,
+        }
     }
 }
 
@@ -288,7 +317,7 @@ pub async fn run(
         let _ = storage
             .send(Pending {
                 batch,
-                acks: Vec::new(),
+                ..Pending::default()
             })
             .await;
     }
@@ -296,8 +325,8 @@ pub async fn run(
 
 /// The storage thread: merge what is queued, commit, then release the acks. On error it keeps
 /// the acks and retries, so back-pressure reaches the publishers instead of losing data.
-pub fn storage_loop(
-    mut storage: Box<dyn Storage>,
+pub fn storage_loop<S: Schema + ?Sized>(
+    storage: &mut S,
     mut rx: mpsc::Receiver<Pending>,
     metrics: Arc<Metrics>,
 ) {
@@ -311,6 +340,7 @@ pub fn storage_loop(
         let mut usage_days = Vec::new();
         let mut exemptions = Vec::new();
         let mut acks = Vec::new();
+        let mut committed = Vec::new();
         let mut add = |p: Pending| {
             for n in p.batch.nodes {
                 match nodes.get_mut(&n.node) {
@@ -328,6 +358,7 @@ pub fn storage_loop(
             usage_days.extend(p.batch.usage_days);
             exemptions.extend(p.batch.exemptions);
             acks.extend(p.acks);
+            committed.extend(p.committed);
         };
         add(first);
         for _ in 0..256 {
@@ -374,5 +405,8 @@ pub fn storage_loop(
             }
         }
         drop(acks);
+        for done in committed {
+            let _ = done.send(());
+        }
     }
 }

@@ -1,25 +1,26 @@
-//! yunjian-aggregator: embedded MQTT broker (or a client of an external one), ingest, fleet
-//! state, storage and the web dashboard.
+//! yunjian-aggregator: the running aggregator around the domain of
+//! `yunjian-aggregator-core`: the embedded MQTT broker (or a client of an external one),
+//! ingest, the storage thread, the reclaim service, notifications and the web dashboard.
 //!
-//! Data flow: MQTT → [`ingest`] (decode, verify, de-duplicate) → [`fleet`] state → [`storage`];
-//! [`web`] reads the fleet state and [`metrics`].
+//! Data flow: MQTT → [`ingest`] (decode, verify, de-duplicate) → the core's fleet state →
+//! storage (a backend crate behind the core's `store` ports); [`web`] reads the fleet state
+//! and [`metrics`].
 
-pub mod alarms;
-pub mod antivirus;
 pub mod app;
 pub mod broker;
 pub mod config;
 pub mod external;
-pub mod fleet;
-pub mod hardware;
 pub mod inbound;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
-pub mod policy;
-pub mod ratelimit;
+pub mod offline;
 pub mod reclaim;
-pub mod register;
+pub mod service;
 pub mod storage;
-pub mod usage;
 pub mod web;
+
+// The core's modules under their own names, so paths read the same in this crate.
+pub(crate) use yunjian_aggregator_core::{
+    alarms, antivirus, fleet, hardware, policy, ratelimit, register, store, usage,
+};

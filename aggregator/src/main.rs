@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
-use yunjian_aggregator::register;
-use yunjian_aggregator::storage::{sqlite::SqliteStorage, Storage};
+use yunjian_aggregator::offline;
+use yunjian_aggregator::storage::StorageUrl;
 use yunjian_protocol::{topics, MasterKey};
 
 /// Yunjian (云鉴) aggregator: MQTT ingest, fleet state, storage and the dashboard.
@@ -29,6 +29,10 @@ struct Cli {
     /// Use an external broker instead of the embedded one: mqtt://HOST:PORT.
     #[arg(long)]
     broker: Option<String>,
+    /// Where the data is kept: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (default: SQLite in the data directory).
+    #[arg(long, global = true, env = "YUNJIAN_STORAGE")]
+    storage: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -48,6 +52,17 @@ enum Command {
     },
     /// Print the default configuration as TOML.
     PrintDefaultConfig,
+    /// Copy a site's data from one storage to another (stop the aggregator first), e.g.
+    /// `migrate-storage --from sqlite:yunjian-data/yunjian.db --to postgres://yj@db/yunjian`.
+    /// The target must be empty; it is read back and counted afterwards.
+    MigrateStorage {
+        /// The storage copied from.
+        #[arg(long)]
+        from: String,
+        /// The (empty) storage copied to.
+        #[arg(long)]
+        to: String,
+    },
     /// Import a filled-in 云资源使用需求表 (附件3, .xlsx or .csv) for a unit into the database
     /// in the data directory, with the API's checks. Run it with the aggregator stopped; while
     /// it runs, use `POST /api/register/import`.
@@ -81,6 +96,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<AggregatorConfig> {
     }
     if let Some(b) = &cli.broker {
         cfg.broker_url = Some(b.clone());
+    }
+    if let Some(s) = &cli.storage {
+        cfg.storage = Some(s.clone());
     }
     cfg.validate()?;
     Ok(cfg)
@@ -120,10 +138,25 @@ fn main() -> anyhow::Result<()> {
             file,
         }) => {
             let cfg = load_config(&cli)?;
-            let mut db = SqliteStorage::open(&cfg.database_path())?;
+            let mut db = cfg.storage_url()?.open()?;
             db.migrate()?;
-            let done = register::import_file(&mut db, unit, by, file, format.as_deref())?;
+            let done = offline::import_file(db.as_mut(), unit, by, file, format.as_deref())?;
             eprintln!("{done}");
+            Ok(())
+        }
+        Some(Command::MigrateStorage { from, to }) => {
+            let from: StorageUrl = from.parse()?;
+            let to: StorageUrl = to.parse()?;
+            if from == to {
+                bail!("--from and --to are the same storage ({from})");
+            }
+            let mut source = from.open().with_context(|| format!("opening {from}"))?;
+            let mut target = to.open().with_context(|| format!("opening {to}"))?;
+            eprintln!("copying {from} → {to}");
+            let copied = offline::migrate_storage(source.as_mut(), target.as_mut(), |what, n| {
+                eprintln!("  {what}: {n} copied");
+            })?;
+            eprintln!("done, read back and counted: {copied}");
             Ok(())
         }
         Some(Command::Run) | None => {

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
-use yunjian_aggregator::fleet::Liveness;
-use yunjian_aggregator::storage::{sqlite::SqliteStorage, Storage};
+use yunjian_aggregator_core::fleet::Liveness;
+use yunjian_aggregator_core::store::prelude::*;
 use yunjian_protocol::*;
+use yunjian_store_sqlite::SqliteStorage;
 
 fn config(dir: &std::path::Path) -> AggregatorConfig {
     let mut c = AggregatorConfig {

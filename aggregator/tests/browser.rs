@@ -25,9 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
-use yunjian_aggregator::fleet::{Fleet, SharedFleet};
 use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator::web::{serve, AppState};
+use yunjian_aggregator_core::fleet::{Fleet, SharedFleet};
 use yunjian_protocol::{
     Body, DiskSample, Envelope, GuestView, Hello, Inventory, Memory, NetSample, Report, Role,
     Status,
@@ -832,13 +832,13 @@ const CAP_VM: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 /// unit system at its CPU peak; writes (acknowledgements) are collected.
 struct CapacityServed {
     url: String,
-    policy: yunjian_aggregator::web::SharedPolicy,
-    stored: Arc<std::sync::Mutex<Vec<yunjian_aggregator::storage::WriteBatch>>>,
+    policy: yunjian_aggregator_core::policy::SharedPolicy,
+    stored: Arc<std::sync::Mutex<Vec<yunjian_aggregator_core::store::WriteBatch>>>,
     _rt: Runtime,
 }
 
 fn serve_capacity() -> CapacityServed {
-    use yunjian_aggregator::register::{Pool, Register, Resources, ServerType, VmAllocation};
+    use yunjian_aggregator_core::register::{Pool, Register, Resources, ServerType, VmAllocation};
     let mut fleet = Fleet::new();
     for id in ["cap-h1", "cap-h2"] {
         let guests = if id == "cap-h1" {
@@ -903,14 +903,14 @@ fn serve_capacity() -> CapacityServed {
         ..Register::default()
     };
     // no hold time: the alarms are raised on the first evaluation
-    let mut profile = yunjian_aggregator::policy::Profile::default();
+    let mut profile = yunjian_aggregator_core::policy::Profile::default();
     profile.capacity.thresholds.hold = Duration::ZERO;
     profile.peak.thresholds.hold = Duration::ZERO;
-    let mut engine = yunjian_aggregator::policy::Engine::new(
-        yunjian_aggregator::policy::rules::build(&profile, &[]),
-        yunjian_aggregator::alarms::AlarmBook::new(),
+    let mut engine = yunjian_aggregator_core::policy::Engine::new(
+        yunjian_aggregator_core::policy::rules::build(&profile, &[]),
+        yunjian_aggregator_core::alarms::AlarmBook::new(),
     );
-    engine.evaluate(&yunjian_aggregator::policy::Context {
+    engine.evaluate(&yunjian_aggregator_core::policy::Context {
         fleet: &fleet,
         register: &register,
         profile: &profile,
@@ -940,6 +940,9 @@ fn serve_capacity() -> CapacityServed {
     rt.spawn(async move {
         while let Some(p) = rx.recv().await {
             sink.lock().unwrap().push(p.batch);
+            if let Some(committed) = p.committed {
+                let _ = committed.send(());
+            }
         }
     });
     let policy = state.policy.clone();
@@ -958,7 +961,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
     let served = serve_capacity();
     let id = {
         let engine = served.policy.lock().unwrap();
-        let key = yunjian_aggregator::alarms::AlarmKey {
+        let key = yunjian_aggregator_core::alarms::AlarmKey {
             rule: "capacity".into(),
             subject: "pool:甲/memory/used".into(),
         };
@@ -1105,7 +1108,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
         .iter()
         .flat_map(|b| &b.alarms)
         .filter_map(|e| match e {
-            yunjian_aggregator::alarms::AlarmEvent::Acknowledged(a) if a.id == id => {
+            yunjian_aggregator_core::alarms::AlarmEvent::Acknowledged(a) if a.id == id => {
                 a.acked_by.clone()
             }
             _ => None,
@@ -1121,7 +1124,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
             .find(|a| a.id == id)
             .unwrap()
             .state,
-        yunjian_aggregator::alarms::AlarmState::Acknowledged
+        yunjian_aggregator_core::alarms::AlarmState::Acknowledged
     );
 }
 
@@ -1193,14 +1196,14 @@ fn serve_racks() -> (String, Runtime) {
             fleet.apply(Envelope::new(id, 100 + i as u64, ts, sweep(t, sel)), now);
         }
     }
-    let profile = yunjian_aggregator::policy::Profile::default();
-    let mut engine = yunjian_aggregator::policy::Engine::new(
-        yunjian_aggregator::policy::rules::build(&profile, &[]),
-        yunjian_aggregator::alarms::AlarmBook::new(),
+    let profile = yunjian_aggregator_core::policy::Profile::default();
+    let mut engine = yunjian_aggregator_core::policy::Engine::new(
+        yunjian_aggregator_core::policy::rules::build(&profile, &[]),
+        yunjian_aggregator_core::alarms::AlarmBook::new(),
     );
-    engine.evaluate(&yunjian_aggregator::policy::Context {
+    engine.evaluate(&yunjian_aggregator_core::policy::Context {
         fleet: &fleet,
-        register: &yunjian_aggregator::register::Register::default(),
+        register: &yunjian_aggregator_core::register::Register::default(),
         profile: &profile,
         now_ms: now,
     });

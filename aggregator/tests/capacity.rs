@@ -4,10 +4,10 @@
 //! dip to 69% and back raises no second alarm; below the recovery level it clears.
 
 use std::time::Duration;
-use yunjian_aggregator::alarms::{AlarmBook, AlarmEvent, AlarmState, Level};
-use yunjian_aggregator::fleet::Fleet;
-use yunjian_aggregator::policy::{rules, Context, Engine, Profile};
-use yunjian_aggregator::register::{Pool, Register, Resources};
+use yunjian_aggregator_core::alarms::{AlarmBook, AlarmEvent, AlarmState, Level};
+use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
+use yunjian_aggregator_core::register::{Pool, Register, Resources};
 use yunjian_protocol::{
     Body, DiskInfo, DiskSample, Envelope, Hello, Inventory, Memory, Report, Role, Status,
 };

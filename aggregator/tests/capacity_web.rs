@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
-use yunjian_aggregator::alarms::{Alarm, AlarmBook, AlarmKey, AlarmState, Level};
-use yunjian_aggregator::fleet::Fleet;
 use yunjian_aggregator::ingest::{Pending, StoreHandle};
 use yunjian_aggregator::metrics::Metrics;
-use yunjian_aggregator::policy::{rules, Context, Engine, Profile};
-use yunjian_aggregator::register::{Pool, Register, Resources, ServerType, VmAllocation};
 use yunjian_aggregator::web::{router, AppState};
+use yunjian_aggregator_core::alarms::{Alarm, AlarmBook, AlarmKey, AlarmState, Level};
+use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
+use yunjian_aggregator_core::register::{Pool, Register, Resources, ServerType, VmAllocation};
 use yunjian_protocol::{
     Body, DiskInfo, DiskSample, Envelope, GuestView, Hello, Inventory, Memory, NetSample, Report,
     Role, Status,
@@ -293,7 +293,13 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
     let (tx, mut rx) = mpsc::channel::<Pending>(4);
     let mut state = s.state.clone();
     state.store = StoreHandle::new(tx);
-    let stored = tokio::spawn(async move { rx.recv().await.map(|p| p.batch.audit.len()) });
+    let stored = tokio::spawn(async move {
+        let p = rx.recv().await?;
+        if let Some(committed) = p.committed {
+            let _ = committed.send(());
+        }
+        Some(p.batch.audit.len())
+    });
     let (status, _, answer) = send(
         router(state),
         Request::builder()

@@ -9,17 +9,18 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tower::ServiceExt;
-use yunjian_aggregator::fleet::Fleet;
-use yunjian_aggregator::hardware::SelRecord;
 use yunjian_aggregator::metrics::Metrics;
-use yunjian_aggregator::policy::Context;
-use yunjian_aggregator::storage::sqlite::SqliteStorage;
-use yunjian_aggregator::storage::{SelRow, Storage, WriteBatch};
 use yunjian_aggregator::web::{router, AppState};
+use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::hardware::SelRecord;
+use yunjian_aggregator_core::policy::Context;
+use yunjian_aggregator_core::store::prelude::*;
+use yunjian_aggregator_core::store::{SelRow, WriteBatch};
 use yunjian_protocol::hardware::{
     BmcState, ChassisState, HardwareReport, SelEntry, SensorReading, SensorStatus, Thresholds,
 };
 use yunjian_protocol::{Body, Envelope, Hello, Inventory, Role, Status};
+use yunjian_store_sqlite::SqliteStorage;
 
 const NOW: u64 = 1_700_000_000_000;
 

@@ -18,17 +18,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
-use yunjian_aggregator::alarms::{AlarmEvent, Level};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
-use yunjian_aggregator::fleet::Fleet;
 use yunjian_aggregator::ingest::{self, StoreHandle};
 use yunjian_aggregator::metrics::Metrics;
-use yunjian_aggregator::policy::Context;
-use yunjian_aggregator::register::import_file;
-use yunjian_aggregator::storage::{sqlite::SqliteStorage, Storage};
+use yunjian_aggregator::offline::import_file;
 use yunjian_aggregator::web::{router, AppState};
+use yunjian_aggregator_core::alarms::{AlarmEvent, Level};
+use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::policy::Context;
+use yunjian_aggregator_core::store::prelude::*;
 use yunjian_protocol::{Body, Envelope, GuestView, Hello, Role};
+use yunjian_store_sqlite::SqliteStorage;
 
 const GIB: u64 = 1024 * 1024;
 const UNIT: &str = "市财政局";
@@ -137,7 +138,10 @@ fn harness() -> Harness {
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = mpsc::channel(64);
     let m = metrics.clone();
-    std::thread::spawn(move || ingest::storage_loop(Box::new(writer), rx, m));
+    std::thread::spawn(move || {
+        let mut writer = writer;
+        ingest::storage_loop(&mut writer, rx, m)
+    });
     let (_, changes) = watch::channel(0);
     let mut state = AppState::new(Fleet::shared(), metrics, changes);
     state.store = StoreHandle::new(tx);
@@ -768,4 +772,86 @@ async fn the_register_page_is_self_contained() {
     ] {
         assert!(!html.contains(banned), "page has {banned}");
     }
+}
+
+#[test]
+fn migrate_storage_copies_a_site_into_an_empty_database_and_refuses_a_full_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut from = SqliteStorage::open(&dir.path().join("old.db")).unwrap();
+    from.migrate().unwrap();
+    let form = dir.path().join("oa.csv");
+    std::fs::write(&form, oa_csv(&[&oa_row(1, "APP", "8", UUID)])).unwrap();
+    yunjian_aggregator::offline::import_file(&mut from, UNIT, "ops-zhao", &form, None).unwrap();
+
+    let mut to = SqliteStorage::open(&dir.path().join("new.db")).unwrap();
+    let mut seen = Vec::new();
+    let copied = yunjian_aggregator::offline::migrate_storage(&mut from, &mut to, |what, n| {
+        seen.push((what.to_string(), n))
+    })
+    .unwrap();
+    assert_eq!((copied.units, copied.audit), (1, 1));
+    assert!(
+        seen.contains(&("register units".to_string(), 1)),
+        "{seen:?}"
+    );
+    // what the aggregator would load after the switch is what it had
+    assert_eq!(to.load_register().unwrap(), from.load_register().unwrap());
+    assert_eq!(to.audit(None, 10).unwrap(), from.audit(None, 10).unwrap());
+
+    // a second copy into the now-full target is refused before anything is written
+    let e =
+        yunjian_aggregator::offline::migrate_storage(&mut from, &mut to, |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("already holds data"), "{e}");
+    assert_eq!(to.audit(None, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn the_command_line_import_is_held_like_the_api_while_the_unit_has_an_open_low_use_case() {
+    use yunjian_aggregator_core::policy::Profile;
+    use yunjian_aggregator_core::reclaim::calendar::Calendar;
+    use yunjian_aggregator_core::reclaim::case::Rules;
+    use yunjian_aggregator_core::reclaim::{Case, Kind, ReclaimWrite, State};
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SqliteStorage::open(&dir.path().join("yunjian.db")).unwrap();
+    db.migrate().unwrap();
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, oa_csv(&[&oa_row(1, "APP", "8", UUID)])).unwrap();
+    import_file(&mut db, UNIT, "ops-zhao", &one, None).unwrap();
+
+    // the unit was told about a low-use case of its VM (003 第三十条)
+    let profile = Profile::default();
+    let calendar = Calendar::builtin();
+    let rules = Rules {
+        policy: &profile.reclaim,
+        calendar: &calendar,
+    };
+    let (mut case, log) = Case::open(
+        1,
+        UUID,
+        "oa-app-01",
+        UNIT,
+        "OA",
+        Kind::Idle,
+        serde_json::json!({}),
+        &rules,
+        1_790_000_000_000,
+    );
+    case.state = State::Notified;
+    db.reclaim_write(&ReclaimWrite {
+        cases: vec![case],
+        log: vec![log],
+        ..ReclaimWrite::default()
+    })
+    .unwrap();
+
+    // asking for more through the command line is held, as through the API
+    let two = dir.path().join("two.csv");
+    std::fs::write(
+        &two,
+        oa_csv(&[&oa_row(1, "APP", "8", UUID), &oa_row(2, "WEB", "8", "")]),
+    )
+    .unwrap();
+    let e = import_file(&mut db, UNIT, "ops-zhao", &two, None).unwrap_err();
+    assert!(e.to_string().contains("003 第三十条"), "{e}");
+    assert_eq!(db.load_register().unwrap().vms.len(), 1, "nothing imported");
 }

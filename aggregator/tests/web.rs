@@ -13,9 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{timeout, Instant};
 use tower::ServiceExt;
-use yunjian_aggregator::fleet::{Fleet, SharedFleet};
 use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator::web::{router, serve, AppState, MIN_GAP};
+use yunjian_aggregator_core::fleet::{Fleet, SharedFleet};
 use yunjian_protocol::{
     Body, DiskSample, Envelope, GuestView, Hello, Inventory, Memory, NetSample, Report, Role,
     Status,

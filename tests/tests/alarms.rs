@@ -27,7 +27,7 @@ async fn a_dead_host_raises_one_alarm_notifies_is_acknowledged_and_persists() {
         url: format!("http://{}/hook?key=s3cret", sink.addr),
         format: Format::Generic,
         units: vec![],
-        min_level: yunjian_aggregator::alarms::Level::Warning,
+        min_level: yunjian_aggregator_core::alarms::Level::Warning,
     }];
     let agg = Aggregator::start(&cfg).await.unwrap();
     let mut scenario = Scenario::uniform(1, 3, 0, 5);

@@ -8,11 +8,11 @@
 //! crossing must raise one storage alarm, after the hold time, that stays raised.
 
 use std::time::Duration;
-use yunjian_aggregator::alarms::{AlarmBook, AlarmEvent, AlarmKey};
-use yunjian_aggregator::fleet::Fleet as AggFleet;
-use yunjian_aggregator::policy::forecast::{beijing_date, DAY_MS, HOUR_MS};
-use yunjian_aggregator::policy::{rules, Context, Engine, Profile};
-use yunjian_aggregator::register::{Pool, Register, Resources, ServerType, VmAllocation};
+use yunjian_aggregator_core::alarms::{AlarmBook, AlarmEvent, AlarmKey};
+use yunjian_aggregator_core::fleet::Fleet as AggFleet;
+use yunjian_aggregator_core::policy::forecast::{beijing_date, DAY_MS, HOUR_MS};
+use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
+use yunjian_aggregator_core::register::{Pool, Register, Resources, ServerType, VmAllocation};
 use yunjian_protocol::{Body, Envelope, Hello, Status};
 use yunjian_simulator::fleet::{Fleet as SimFleet, NodeKind};
 use yunjian_simulator::synth::{self, NodeSim};

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
-use yunjian_aggregator::policy::profile::BUILTIN;
+use yunjian_aggregator_core::policy::profile::BUILTIN;
 use yunjian_simulator::fleet::{Fleet as SimFleet, NodeKind};
 use yunjian_simulator::profile::Profile as Workload;
 use yunjian_simulator::{Scenario, SimConfig};

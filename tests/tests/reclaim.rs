@@ -44,7 +44,7 @@ fn now_ms() -> u64 {
 
 fn config(dir: &Path) -> AggregatorConfig {
     // the hold period is the profile's; 0 days here so the release can be walked through
-    let profile = yunjian_aggregator::policy::profile::BUILTIN
+    let profile = yunjian_aggregator_core::policy::profile::BUILTIN
         .iter()
         .find(|(n, _)| *n == "003")
         .unwrap()

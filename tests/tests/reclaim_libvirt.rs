@@ -169,7 +169,7 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     let domains = dir.path().join("domains.xml");
     std::fs::write(&domains, domains_xml()).unwrap();
     std::fs::create_dir(dir.path().join("buffer")).unwrap();
-    let profile = yunjian_aggregator::policy::profile::BUILTIN
+    let profile = yunjian_aggregator_core::policy::profile::BUILTIN
         .iter()
         .find(|(n, _)| *n == "003")
         .unwrap()

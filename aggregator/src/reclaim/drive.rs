@@ -5,11 +5,9 @@
 
 use super::service::{Reclaim, NOTICE_RULE, OVERDUE_RULE};
 use super::{CommandReply, Detection};
-use crate::alarms::AlarmEvent;
-use crate::ingest::StoreHandle;
+use crate::policy::SharedPolicy;
 use crate::ratelimit::now_ms;
-use crate::storage::{AuditEntry, WriteBatch};
-use crate::web::SharedPolicy;
+use crate::service::AlarmSink;
 use std::collections::HashSet;
 use tokio::sync::{mpsc, watch};
 
@@ -17,8 +15,8 @@ use tokio::sync::{mpsc, watch};
 #[derive(Debug)]
 pub struct Parts {
     pub policy: SharedPolicy,
-    pub store: StoreHandle,
-    pub notices: mpsc::Sender<AlarmEvent>,
+    /// Where the notice and overdue alarms go (stored, audited, notified).
+    pub alarms: AlarmSink,
     pub changes: watch::Sender<u64>,
     /// The utilisation history whose idle / over-provisioned findings open cases.
     pub usage: Option<crate::usage::SharedUsage>,
@@ -76,47 +74,8 @@ pub async fn run(
             let rules: HashSet<&str> = [OVERDUE_RULE, NOTICE_RULE].into_iter().collect();
             engine.book_mut().reconcile(&rules, findings, now)
         };
-        if events.is_empty() {
-            continue;
-        }
-        let audit = events
-            .iter()
-            .map(|e| {
-                let a = e.alarm();
-                AuditEntry {
-                    ts_ms: now,
-                    actor: "system".into(),
-                    action: format!(
-                        "alarm.{}",
-                        match e {
-                            AlarmEvent::Raised(_) => "raised",
-                            AlarmEvent::Escalated(_) => "escalated",
-                            AlarmEvent::Acknowledged(_) => "acknowledged",
-                            AlarmEvent::Cleared(_) => "cleared",
-                        }
-                    ),
-                    subject: format!("alarm:{}", a.id),
-                    detail: serde_json::json!({
-                        "rule": a.key.rule, "subject": a.key.subject, "level": a.level,
-                        "clause": a.clause, "unit": a.unit, "title": a.title,
-                    }),
-                }
-            })
-            .collect();
-        for e in &events {
-            let _ = p.notices.try_send(e.clone());
-        }
-        if p.store
-            .write(WriteBatch {
-                alarms: events,
-                audit,
-                ..WriteBatch::default()
-            })
-            .await
-            .is_err()
-        {
+        if p.alarms.publish(events, now).await.is_err() {
             return;
         }
-        p.changes.send_modify(|v| *v += 1);
     }
 }

@@ -3,73 +3,32 @@
 //! scheduling → re-check → execution through the host agent (snapshot first) → verification →
 //! hold → release, or withdrawal, rejection, rollback. See `docs/RECLAIM.md`.
 //!
-//! * [`calendar`]: working days from a holiday calendar file;
-//! * [`case`]: the state machine (pure);
+//! * [`calendar`], [`case`], [`command`]: the core's (working days, the pure state machine,
+//!   commands as stored);
 //! * [`dispatch`]: commands to agents (stored before published, same id on every resend);
 //! * [`service`]: the cases in memory and storage, the periodic drive, results from ingest.
 
-pub mod calendar;
-pub mod case;
 pub mod dispatch;
 pub mod drive;
 pub mod service;
 
-pub use case::{Actor, Case, CaseError, Kind, LogEntry, Role, State, Step};
-pub use dispatch::{CommandRecord, CommandReply, CommandStatus, Outlet};
+// The domain part (state machine, calendar, stored commands) is the core's.
+pub use dispatch::{CommandReply, Outlet};
 pub use service::{Reclaim, ReclaimError};
+pub use yunjian_aggregator_core::reclaim::{
+    calendar, case, command, held_units, Actor, Case, CaseError, CommandRecord, CommandStatus,
+    Detection, Kind, LogEntry, ReclaimWrite, Role, State, Step,
+};
 
-use crate::storage::AuditEntry;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// What the usage module found about one VM (fed to [`Reclaim::detect`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Detection {
-    /// The VM's SMBIOS / domain UUID.
-    pub uuid: String,
-    pub kind: Kind,
-    /// The figures behind it (window, daily CPU p95 / mean, memory…), shown on the case page.
-    pub evidence: serde_json::Value,
-}
-
-impl Detection {
-    /// A finding of the usage module ([`crate::usage`]): idle → stop and reclaim;
-    /// over-provisioned → downsize to its recommended size.
-    pub fn from_usage(f: &crate::usage::UsageFinding) -> Detection {
-        let kind = match &f.kind {
-            crate::usage::FindingKind::Idle => Kind::Idle,
-            crate::usage::FindingKind::OverProvisioned { recommended, .. } => {
-                Kind::OverProvisioned {
-                    recommended: yunjian_protocol::VmSize {
-                        vcpus: recommended.vcpus,
-                        mem_kib: u64::from(recommended.mem_gib) * 1024 * 1024,
-                    },
-                }
-            }
-        };
-        Detection {
-            uuid: f.vm.clone(),
-            kind,
-            evidence: serde_json::to_value(&f.evidence).unwrap_or(serde_json::Value::Null),
-        }
-    }
-}
-
-/// What one storage transaction of the reclaim service writes.
-#[derive(Debug, Default, Clone)]
-pub struct ReclaimWrite {
-    pub cases: Vec<Case>,
-    pub log: Vec<LogEntry>,
-    pub commands: Vec<CommandRecord>,
-    pub audit: Vec<AuditEntry>,
-}
 
 /// `[reclaim]` section of the aggregator config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReclaimConfig {
-    /// Holiday calendar files (see `aggregator/calendars/cn-2026.toml` for the format), merged.
+    /// Holiday calendar files (see `aggregator-core/calendars/cn-2026.toml` for the format), merged.
     /// Empty: the built-in 2026 calendar. Years no file covers count weekends only.
     pub calendars: Vec<PathBuf>,
     /// How often cases are driven (re-check and execution of due ones, results, resends,

@@ -3,14 +3,15 @@
 
 use super::calendar::Calendar;
 use super::case::{Actor, Case, CaseError, Kind, LogEntry, Role, Rules, State, Step};
-use super::dispatch::{CommandRecord, CommandReply, CommandStatus, Outlet};
+use super::dispatch::{CommandReply, Outlet};
+use super::{CommandRecord, CommandStatus};
 use super::{Detection, ReclaimConfig, ReclaimWrite};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::SharedFleet;
 use crate::policy::profile::ReclaimPolicy;
 use crate::register::changes::beijing_time;
-use crate::storage::{AuditEntry, Storage, StorageError};
-use crate::web::SharedRegister;
+use crate::register::SharedRegister;
+use crate::store::{AuditEntry, Storage, StorageError};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -199,7 +200,7 @@ impl Reclaim {
     /// are held), with the case ids and since when.
     pub async fn held_units(&self) -> BTreeMap<String, (Vec<u64>, u64)> {
         let inner = self.inner.lock().await;
-        held_units(inner.cases.values())
+        super::held_units(inner.cases.values())
     }
 
     /// Feed the usage module's findings: remembered for the re-check, and a case opened for
@@ -476,7 +477,7 @@ impl Reclaim {
     /// A result from an agent (routed by ingest). Stored, then its PUBACK released.
     pub async fn on_reply(&self, reply: CommandReply, now_ms: u64) {
         let CommandReply { node, result, ack } = reply;
-        let id = super::dispatch::hex(&result.id);
+        let id = super::command::hex(&result.id);
         let mut inner = self.inner.lock().await;
         let known = match inner.commands.get(&id) {
             Some(c) => Some(c.clone()),
@@ -1006,17 +1007,6 @@ fn audit_of(c: &Case, l: &LogEntry) -> AuditEntry {
     }
 }
 
-/// Units with open cases they were notified of: not yet terminal, past `detected`.
-pub fn held_units<'a>(cases: impl Iterator<Item = &'a Case>) -> BTreeMap<String, (Vec<u64>, u64)> {
-    let mut out: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
-    for c in cases.filter(|c| !c.state.is_terminal() && c.state != State::Detected) {
-        let e = out.entry(c.unit.clone()).or_insert((Vec::new(), u64::MAX));
-        e.0.push(c.id);
-        e.1 = e.1.min(c.opened_ms);
-    }
-    out
-}
-
 /// Only people with these roles may feed detections by hand (the usage module feeds directly).
 pub fn may_feed(role: Role) -> Result<(), ReclaimError> {
     match role {
@@ -1034,8 +1024,9 @@ mod tests {
     use crate::fleet::Fleet;
     use crate::register::test_support::vm;
     use crate::register::{Register, Unit, UnitRecord};
-    use crate::storage::sqlite::SqliteStorage;
+    use crate::store::prelude::*;
     use yunjian_protocol::{Body, CommandResult, Envelope, GuestView, Inventory, MasterKey};
+    use yunjian_store_sqlite::SqliteStorage;
 
     /// The people acting in these tests.
     fn ops() -> Actor {
@@ -1134,7 +1125,7 @@ mod tests {
         CommandReply {
             node: node.into(),
             result: CommandResult {
-                id: super::super::dispatch::unhex(id).unwrap(),
+                id: super::super::command::unhex(id).unwrap(),
                 ok,
                 message: if ok {
                     "done".into()

@@ -1,9 +1,10 @@
 //! Alarms and the audit log over HTTP.
 
 use super::{AppState, WebError};
-use crate::alarms::{AckError, Alarm, AlarmEvent};
+use crate::alarms::{AckError, Alarm};
 use crate::ratelimit::now_ms;
-use crate::storage::{AuditEntry, WriteBatch};
+use crate::service::alarms::AckFailure;
+use crate::store::AuditEntry;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -56,41 +57,25 @@ async fn acknowledge(
             "`by` must name who acknowledges".into(),
         ));
     }
-    let now = now_ms();
-    let event = {
-        let mut engine = app.policy.lock().unwrap_or_else(|p| p.into_inner());
-        engine
-            .book_mut()
-            .acknowledge(id, by, now)
-            .map_err(|e| match e {
-                AckError::NotFound(_) => WebError::NotFound {
-                    what: "open alarm",
-                    id: id.to_string(),
-                },
-                AckError::AlreadyAcknowledged(_) => WebError::Conflict(e.to_string()),
-            })?
-    };
-    let alarm = event.alarm().clone();
-    let audit = AuditEntry {
-        ts_ms: now,
-        actor: by.to_string(),
-        action: "alarm.acknowledge".into(),
-        subject: format!("alarm:{id}"),
-        detail: serde_json::json!({
-            "rule": alarm.key.rule,
-            "subject": alarm.key.subject,
-            "clause": alarm.clause,
-            "note": req.note,
-        }),
-    };
-    app.store
-        .write(WriteBatch {
-            alarms: vec![AlarmEvent::Acknowledged(alarm.clone())],
-            audit: vec![audit],
-            ..WriteBatch::default()
-        })
-        .await
-        .map_err(|e| WebError::Unavailable(e.to_string()))?;
+    let alarm = crate::service::alarms::acknowledge(
+        &app.policy,
+        &app.store,
+        by,
+        id,
+        req.note.as_deref(),
+        now_ms(),
+    )
+    .await
+    .map_err(|e| match e {
+        AckFailure::Alarm(AckError::NotFound(_)) => WebError::NotFound {
+            what: "open alarm",
+            id: id.to_string(),
+        },
+        AckFailure::Alarm(e @ AckError::AlreadyAcknowledged(_)) => {
+            WebError::Conflict(e.to_string())
+        }
+        AckFailure::Store(e) => WebError::Unavailable(e.to_string()),
+    })?;
     Ok(Json(alarm))
 }
 

@@ -16,7 +16,7 @@ use super::{read_fleet, AppState, WebError, DASHBOARD, DASHBOARD_CSP};
 use crate::antivirus::{assess_node, AntivirusTrack, AvState, Removal, StopDecision, StopError};
 use crate::fleet::Liveness;
 use crate::ratelimit::now_ms;
-use crate::storage::{AuditEntry, NodeRow, WriteBatch};
+use crate::store::{AuditEntry, NodeRow, WriteBatch};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};

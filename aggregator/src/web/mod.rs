@@ -38,8 +38,7 @@ use crate::fleet::{Fleet, SharedFleet};
 use crate::ingest::StoreHandle;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, Profile};
-use crate::register::Register;
-use crate::storage::Storage;
+use crate::store::Storage;
 use axum::extract::FromRef;
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
 use axum::response::{Html, IntoResponse};
@@ -58,8 +57,8 @@ pub struct AppState {
     /// Bumped by ingest after each applied batch; the SSE stream wakes on it.
     pub changes: watch::Receiver<u64>,
     /// The rules and the alarm book.
-    pub policy: SharedPolicy,
-    pub register: SharedRegister,
+    pub policy: crate::policy::SharedPolicy,
+    pub register: crate::register::SharedRegister,
     pub profile: Arc<Profile>,
     /// Writes (alarm acknowledgements, audit entries) go through the storage thread.
     pub store: StoreHandle,
@@ -69,12 +68,10 @@ pub struct AppState {
     pub reclaim: Option<crate::reclaim::Reclaim>,
     /// Utilisation history and exemptions (`/api/usage`, `/api/exemptions`).
     pub usage: crate::usage::SharedUsage,
+    /// Register changes take turns (see [`crate::service::RegisterService`]).
+    pub register_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The policy engine, shared by the policy task and the web actions.
-pub type SharedPolicy = Arc<std::sync::Mutex<Engine>>;
-/// The allocation register.
-pub type SharedRegister = Arc<std::sync::RwLock<Register>>;
 /// A storage connection for reads.
 pub type SharedReader = Arc<std::sync::Mutex<Box<dyn Storage>>>;
 
@@ -95,6 +92,7 @@ impl AppState {
             store: StoreHandle::detached(),
             reader: None,
             reclaim: None,
+            register_turn: Arc::default(),
         }
     }
 }

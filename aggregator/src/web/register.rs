@@ -23,12 +23,13 @@ use crate::policy::{Context, Findings, Rule};
 use crate::ratelimit::now_ms;
 use crate::register::capacity::{pool_allocated, pool_capacity, pool_used};
 use crate::register::changes::{
-    self, beijing_time, ChangeError, ChangeRequest, Import, QuotaInput, SanctionRequest, Update,
+    beijing_time, ChangeError, ChangeRequest, Import, QuotaInput, SanctionRequest, Update,
 };
 use crate::register::form::Format;
 use crate::register::observe::{excess, Excess, GuestView, HypervisorView, Sightings};
 use crate::register::{export, Pool, QuotaSource, Register, Resources, Unit, VmAllocation};
-use crate::storage::{AuditEntry, WriteBatch};
+use crate::service::{Holds, RegisterError, RegisterService};
+use crate::store::AuditEntry;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
@@ -47,10 +48,6 @@ use std::sync::{PoisonError, RwLockReadGuard};
 /// Largest import accepted (a filled-in form is a few dozen KiB).
 const IMPORT_LIMIT: usize = 16 * 1024 * 1024;
 const XLSX_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
-
-/// Register changes, one at a time: each is computed from the register, queued to storage,
-/// then applied in memory, so storage receives them in the order memory sees them.
-static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The routes, for any router state the [`AppState`] can be taken from.
 pub fn routes<S>() -> Router<S>
@@ -245,37 +242,21 @@ fn vm_view(v: &VmAllocation, seen: &Sightings) -> VmView {
     }
 }
 
-/// Compute a change from the register as it is, store it, then apply it.
-async fn commit(
-    app: &AppState,
-    make: impl FnOnce(&Register) -> Result<Update, ChangeError>,
-) -> Result<Update, WebError> {
-    let _turn = WRITES.lock().await;
-    let update = make(&read_register(app)).map_err(change_error)?;
-    if let Some(reclaim) = &app.reclaim {
-        // 003 第三十条: open low-use cases hold the unit's requests for more
-        let holds = reclaim.held_units().await;
-        changes::check_low_use_hold(&read_register(app), &update, &holds).map_err(change_error)?;
+/// The register's use cases as this request's app sees them.
+fn service(app: &AppState) -> RegisterService<'_> {
+    RegisterService {
+        register: &app.register,
+        store: &app.store,
+        holds: app.reclaim.as_ref().map_or(Holds::None, Holds::Live),
+        turn: &app.register_turn,
     }
-    app.store
-        .write(WriteBatch {
-            register: vec![update.record.clone()],
-            audit: vec![update.audit.clone()],
-            ..WriteBatch::default()
-        })
-        .await
-        .map_err(|e| WebError::Unavailable(e.to_string()))?;
-    app.register
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .apply(update.record.clone());
-    tracing::info!(
-        unit = %update.record.unit.name,
-        action = %update.audit.action,
-        by = %update.audit.actor,
-        "register changed"
-    );
-    Ok(update)
+}
+
+fn register_error(e: RegisterError) -> WebError {
+    match e {
+        RegisterError::Change(c) => change_error(c),
+        RegisterError::Store(s) => WebError::Unavailable(s.to_string()),
+    }
 }
 
 fn change_error(e: ChangeError) -> WebError {
@@ -363,7 +344,10 @@ async fn import(
         format,
         bytes: &body,
     };
-    let update = commit(&app, |reg| changes::import(reg, &req, now_ms())).await?;
+    let update = service(&app)
+        .import(&req, now_ms())
+        .await
+        .map_err(register_error)?;
     Ok(Json(Imported {
         imported: update.audit.detail["imported"].as_u64().unwrap_or(0) as usize,
         unit: update.record.unit.name.clone(),
@@ -469,7 +453,10 @@ async fn change(
     body: Result<Json<ChangeRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let update = commit(&app, |reg| changes::change(reg, &uuid, &req, now_ms())).await?;
+    let update = service(&app)
+        .change(&uuid, &req, now_ms())
+        .await
+        .map_err(register_error)?;
     Ok(changed(update, Some(&uuid)))
 }
 
@@ -479,7 +466,10 @@ async fn sanction(
     body: Result<Json<SanctionRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let update = commit(&app, |reg| changes::sanction(reg, &name, &req, now_ms())).await?;
+    let update = service(&app)
+        .sanction(&name, &req, now_ms())
+        .await
+        .map_err(register_error)?;
     Ok(changed(update, None))
 }
 
@@ -496,10 +486,10 @@ async fn lift(
     body: Result<Json<LiftRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let update = commit(&app, |reg| {
-        changes::lift(reg, &name, &req.by, req.note.as_deref(), now_ms())
-    })
-    .await?;
+    let update = service(&app)
+        .lift(&name, &req.by, req.note.as_deref(), now_ms())
+        .await
+        .map_err(register_error)?;
     Ok(changed(update, None))
 }
 
@@ -517,10 +507,10 @@ async fn quota(
     body: Result<Json<QuotaRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let update = commit(&app, |reg| {
-        changes::set_quota(reg, &name, &req.by, req.quota, now_ms())
-    })
-    .await?;
+    let update = service(&app)
+        .set_quota(&name, &req.by, req.quota, now_ms())
+        .await
+        .map_err(register_error)?;
     Ok(changed(update, None))
 }
 

@@ -14,7 +14,7 @@
 
 use super::{AppState, WebError};
 use crate::ratelimit::now_ms;
-use crate::storage::{AuditEntry, WriteBatch};
+use crate::store::{AuditEntry, WriteBatch};
 use crate::usage::history::{date_string, day_start_ms, parse_date};
 use crate::usage::{
     DailySummary, Day, ExemptError, ExemptReason, Exemption, ExemptionState, NewExemption, Usage,

@@ -1,9 +1,24 @@
-//! SQLite backend: the embedded default, one file, WAL mode.
+//! The SQLite storage backend: the embedded default, one file, WAL mode. Implements every
+//! port of [`yunjian_aggregator_core::store`]; the SQL of each domain is in its own module.
 
-use super::*;
-use crate::alarms::AlarmState;
+mod hardware;
+mod reclaim;
+mod register;
+mod usage;
+
+use bytes::Bytes;
 use rusqlite::{params, Connection};
 use std::path::Path;
+use yunjian_aggregator_core::alarms::{Alarm, AlarmState};
+use yunjian_aggregator_core::ratelimit::now_ms;
+use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
+use yunjian_aggregator_core::register::Register;
+use yunjian_aggregator_core::store::{
+    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore, EventRow,
+    NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
+    WriteBatch,
+};
+use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
 
 /// Versioned migrations, applied in ascending version order, each once. Versions are explicit
 /// so independent features can each claim a block without colliding (1–9 core and register,
@@ -62,7 +77,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     CREATE INDEX audit_ts ON audit(ts_ms);",
     ),
     // 3: the allocation register (units, VMs)
-    (3, super::sqlite_register::MIGRATION),
+    (3, register::MIGRATION),
     // 4: the mandated antivirus per node: the latest report's frame and what was seen
     // installed before (JSON), so a removal is still known after a restart
     (
@@ -71,11 +86,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;",
     ),
     // 10: BMC System Event Log entries, one row each
-    (10, super::sqlite_hardware::MIGRATION_10),
+    (10, hardware::MIGRATION_10),
     // 20: utilisation history (one compact row per VM and day) and the exemption register
-    (20, super::sqlite_usage::MIGRATION_20),
+    (20, usage::MIGRATION_20),
     // 30: reclaim cases, their append-only timeline, commands to agents
-    (30, super::sqlite_reclaim::MIGRATION_30),
+    (30, reclaim::MIGRATION_30),
 ];
 
 fn state_str(s: AlarmState) -> &'static str {
@@ -92,14 +107,20 @@ pub struct SqliteStorage {
     path: String,
 }
 
+/// A SQLite failure on the database at `path`.
+fn backend_error(path: &str, source: rusqlite::Error) -> StorageError {
+    StorageError::Backend {
+        backend: "sqlite",
+        target: path.to_string(),
+        source: Box::new(source),
+    }
+}
+
 impl SqliteStorage {
     /// Open (creating if needed) the database file. `:memory:` gives a private in-memory db.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let p = path.display().to_string();
-        let err = |source| StorageError::Sqlite {
-            path: p.clone(),
-            source,
-        };
+        let err = |source| backend_error(&p, source);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             // Creating the directory is best effort; opening reports the real problem.
             let _ = std::fs::create_dir_all(dir);
@@ -115,20 +136,18 @@ impl SqliteStorage {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
-        move |source| StorageError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        move |source| backend_error(&self.path, source)
     }
 }
 
-impl Storage for SqliteStorage {
+impl Schema for SqliteStorage {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn migrate(&mut self) -> Result<u32, StorageError> {
         let path = self.path.clone();
-        let err = move |source| StorageError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = move |source| backend_error(&path, source);
         self.conn
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -162,7 +181,7 @@ impl Storage for SqliteStorage {
             tx.execute_batch(sql).map_err(&err)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
-                params![version, crate::ratelimit::now_ms() as i64],
+                params![version, now_ms() as i64],
             )
             .map_err(&err)?;
             tx.commit().map_err(&err)?;
@@ -173,10 +192,7 @@ impl Storage for SqliteStorage {
 
     fn write(&mut self, batch: &WriteBatch) -> Result<(), StorageError> {
         let path = self.path.clone();
-        let err = move |source| StorageError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = move |source| backend_error(&path, source);
         let tx = self.conn.transaction().map_err(&err)?;
         {
             let mut up = tx
@@ -271,13 +287,15 @@ impl Storage for SqliteStorage {
                 ])
                 .map_err(&err)?;
             }
-            super::sqlite_register::write(&tx, &batch.register).map_err(&err)?;
-            super::sqlite_hardware::write(&tx, &batch.sel).map_err(&err)?;
-            super::sqlite_usage::write(&tx, &batch.usage_days, &batch.exemptions).map_err(&err)?;
+            register::write(&tx, &batch.register).map_err(&err)?;
+            hardware::write(&tx, &batch.sel).map_err(&err)?;
+            usage::write(&tx, &batch.usage_days, &batch.exemptions).map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }
+}
 
+impl NodeStore for SqliteStorage {
     fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError> {
         let e = self.err();
         let mut st = self
@@ -334,6 +352,12 @@ impl Storage for SqliteStorage {
         rows.collect::<Result<Vec<_>, _>>().map_err(&e)
     }
 
+    fn load_sel(&mut self, per_node: usize) -> Result<Vec<SelRow>, StorageError> {
+        hardware::load(&self.conn, per_node).map_err(self.err())
+    }
+}
+
+impl AlarmStore for SqliteStorage {
     fn open_alarms(&mut self) -> Result<Vec<Alarm>, StorageError> {
         let e = self.err();
         let mut st = self
@@ -348,14 +372,16 @@ impl Storage for SqliteStorage {
             let (id, body) = row.map_err(&e)?;
             out.push(
                 serde_json::from_str(&body).map_err(|err| StorageError::Corrupt {
-                    node: format!("alarm {id}"),
+                    what: format!("alarm {id}"),
                     reason: err.to_string(),
                 })?,
             );
         }
         Ok(out)
     }
+}
 
+impl AuditStore for SqliteStorage {
     fn audit(
         &mut self,
         subject: Option<&str>,
@@ -393,48 +419,43 @@ impl Storage for SqliteStorage {
             )
             .map_err(&e)
     }
+}
 
+impl RegisterStore for SqliteStorage {
     fn load_register(&mut self) -> Result<Register, StorageError> {
-        super::sqlite_register::load(&self.conn, &self.err())
+        register::load(&self.conn, &self.err())
     }
+}
 
-    fn load_usage(
-        &mut self,
-        since_day: i32,
-    ) -> Result<Vec<crate::usage::UsageDayRow>, StorageError> {
-        super::sqlite_usage::load_days(&self.conn, &self.err(), since_day)
+impl UsageStore for SqliteStorage {
+    fn load_usage(&mut self, since_day: i32) -> Result<Vec<UsageDayRow>, StorageError> {
+        usage::load_days(&self.conn, &self.err(), since_day)
     }
 
     fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
-        super::sqlite_usage::expire(&self.conn, before_day).map_err(self.err())
+        usage::expire(&self.conn, before_day).map_err(self.err())
     }
 
-    fn load_exemptions(&mut self) -> Result<Vec<crate::usage::Exemption>, StorageError> {
-        super::sqlite_usage::load_exemptions(&self.conn, &self.err())
+    fn load_exemptions(&mut self) -> Result<Vec<Exemption>, StorageError> {
+        usage::load_exemptions(&self.conn, &self.err())
     }
+}
 
-    fn load_sel(&mut self, per_node: usize) -> Result<Vec<SelRow>, StorageError> {
-        super::sqlite_hardware::load(&self.conn, per_node).map_err(self.err())
-    }
-
-    fn reclaim_write(&mut self, w: &crate::reclaim::ReclaimWrite) -> Result<(), StorageError> {
+impl ReclaimStore for SqliteStorage {
+    fn reclaim_write(&mut self, w: &ReclaimWrite) -> Result<(), StorageError> {
         let path = self.path.clone();
-        super::sqlite_reclaim::write(&mut self.conn, w)
-            .map_err(|source| StorageError::Sqlite { path, source })
+        reclaim::write(&mut self.conn, w).map_err(|source| backend_error(&path, source))
     }
 
-    fn reclaim_cases(&mut self) -> Result<Vec<crate::reclaim::Case>, StorageError> {
-        super::sqlite_reclaim::cases(&self.conn, &self.err())
+    fn reclaim_cases(&mut self) -> Result<Vec<Case>, StorageError> {
+        reclaim::cases(&self.conn, &self.err())
     }
 
-    fn reclaim_log(&mut self, case_id: u64) -> Result<Vec<crate::reclaim::LogEntry>, StorageError> {
-        super::sqlite_reclaim::log(&self.conn, &self.err(), case_id)
+    fn reclaim_log(&mut self, case_id: u64) -> Result<Vec<LogEntry>, StorageError> {
+        reclaim::log(&self.conn, &self.err(), case_id)
     }
 
-    fn commands(
-        &mut self,
-        outstanding_only: bool,
-    ) -> Result<Vec<crate::reclaim::CommandRecord>, StorageError> {
-        super::sqlite_reclaim::commands(&self.conn, &self.err(), outstanding_only)
+    fn commands(&mut self, outstanding_only: bool) -> Result<Vec<CommandRecord>, StorageError> {
+        reclaim::commands(&self.conn, &self.err(), outstanding_only)
     }
 }

@@ -268,7 +268,7 @@ pub struct KeysCache {
 
 impl KeysCache {
     pub fn get(&mut self, register: &Register) -> &UuidKeys {
-        let now = (crate::register::revision(), register.vms.len());
+        let now = (register.revision(), register.vms.len());
         if self.made_for != Some(now) {
             self.keys = UuidKeys::of(register);
             self.made_for = Some(now);

@@ -2,11 +2,11 @@
 //! 30–39). The timeline (`reclaim_log`) is append-only: triggers refuse updates and deletes.
 //! A case and a command are stored whole as JSON, with the columns queries need beside.
 
-use super::StorageError;
-use crate::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use rusqlite::{params, Connection};
+use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
+use yunjian_aggregator_core::store::StorageError;
 
-pub(super) const MIGRATION_30: &str = "CREATE TABLE reclaim_cases (
+pub(crate) const MIGRATION_30: &str = "CREATE TABLE reclaim_cases (
         id INTEGER PRIMARY KEY,
         uuid TEXT NOT NULL,
         unit TEXT NOT NULL,
@@ -42,7 +42,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-pub(super) fn write(conn: &mut Connection, w: &ReclaimWrite) -> rusqlite::Result<()> {
+pub(crate) fn write(conn: &mut Connection, w: &ReclaimWrite) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut case = tx.prepare_cached(
@@ -105,12 +105,12 @@ fn decode<T: serde::de::DeserializeOwned>(
     body: &str,
 ) -> Result<T, StorageError> {
     serde_json::from_str(body).map_err(|e| StorageError::Corrupt {
-        node: format!("{what} {id}"),
+        what: format!("{what} {id}"),
         reason: e.to_string(),
     })
 }
 
-pub(super) fn cases(
+pub(crate) fn cases(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
 ) -> Result<Vec<Case>, StorageError> {
@@ -128,7 +128,7 @@ pub(super) fn cases(
     Ok(out)
 }
 
-pub(super) fn log(
+pub(crate) fn log(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
     case_id: u64,
@@ -149,7 +149,7 @@ pub(super) fn log(
     Ok(out)
 }
 
-pub(super) fn commands(
+pub(crate) fn commands(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
     outstanding_only: bool,

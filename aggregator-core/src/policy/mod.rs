@@ -152,8 +152,8 @@ impl Incremental {
     /// the nodes with a relevant stamp above `since`.
     pub fn begin(&mut self, ctx: &Context<'_>, out: &mut Findings) -> Option<u64> {
         let since = self.since;
-        self.since = crate::fleet::current_stamp();
-        let rev = crate::register::revision();
+        self.since = ctx.fleet.current_stamp();
+        let rev = ctx.register.revision();
         let stale = match self.full_at_ms {
             None => true,
             // a clock that went back counts as due too
@@ -262,6 +262,9 @@ pub struct Engine {
     rules: Vec<RuleSlot>,
     book: AlarmBook,
 }
+
+/// The policy engine, shared by the policy task, the reclaim task and the services.
+pub type SharedPolicy = std::sync::Arc<std::sync::Mutex<Engine>>;
 
 #[derive(Debug)]
 struct RuleSlot {

@@ -1,5 +1,5 @@
 //! Policy profiles: the same engine, different numbers. One file per regulation in
-//! `aggregator/profiles/` (embedded in the binary); a deployment picks one with
+//! `aggregator-core/profiles/` (embedded in the binary); a deployment picks one with
 //! `policy_profile = "003"` or a path to its own file. Defaults come from 003 (the 70% rule).
 
 use super::hysteresis::Thresholds;

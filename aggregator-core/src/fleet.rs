@@ -91,8 +91,8 @@ pub struct NodeState {
 
 /// Change stamps: values of one process-wide counter that only grows, taken when a part of a
 /// node's state changed. A rule that remembers the counter's value at its last evaluation
-/// ([`current_stamp`]) knows a node changed since when one of its stamps is above it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// ([`Fleet::current_stamp`]) knows a node changed since when one of its stamps is above it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamps {
     /// A new periodic report (usage figures).
     pub report: u64,
@@ -104,21 +104,31 @@ pub struct Stamps {
     pub state: u64,
 }
 
-static STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// The fleet's change counter: it only grows; every stamp is a value it handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampClock(u64);
 
-/// The change counter now: every stamp taken so far is at most this.
-pub fn current_stamp() -> u64 {
-    STAMP.load(std::sync::atomic::Ordering::Relaxed)
+impl Default for StampClock {
+    fn default() -> Self {
+        StampClock(1)
+    }
 }
 
-fn next_stamp() -> u64 {
-    STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+impl StampClock {
+    /// The counter now: every stamp taken so far is at most this.
+    pub fn current(&self) -> u64 {
+        self.0
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
 }
 
 impl Stamps {
-    /// A node new to this process: everything changed.
-    pub fn fresh() -> Self {
-        let s = next_stamp();
+    /// A node new to this process: everything changed at stamp `s`.
+    pub fn at(s: u64) -> Self {
         Stamps {
             report: s,
             observed: s,
@@ -133,7 +143,7 @@ impl Stamps {
 }
 
 impl NodeState {
-    fn new(node: &str) -> Self {
+    fn new(node: &str, stamp: u64) -> Self {
         NodeState {
             node: node.to_string(),
             role: None,
@@ -154,7 +164,7 @@ impl NodeState {
             events: VecDeque::new(),
             antivirus: AntivirusTrack::default(),
             hardware: HardwareTrack::default(),
-            stamps: Stamps::fresh(),
+            stamps: Stamps::at(stamp),
         }
     }
 
@@ -220,6 +230,8 @@ pub struct Fleet {
     changes: VecDeque<(u64, Changed)>,
     /// Changes stamped at or below this may have been dropped from `changes`.
     changes_floor: u64,
+    /// Where this fleet's change stamps come from.
+    clock: StampClock,
 }
 
 /// What one entry of the change log names.
@@ -258,6 +270,12 @@ impl Fleet {
         self.nodes.get(node)
     }
 
+    /// The change counter now: a rule that remembers it at its evaluation asks
+    /// [`Fleet::nodes_changed_since`] next time.
+    pub fn current_stamp(&self) -> u64 {
+        self.clock.current()
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -269,7 +287,7 @@ impl Fleet {
     /// A node's antivirus track, for the stop decision recorded by the web layer (counts as
     /// a change of the node's state).
     pub fn antivirus_mut(&mut self, node: &str) -> Option<&mut AntivirusTrack> {
-        let stamp = next_stamp();
+        let stamp = self.clock.next();
         let st = self.nodes.get_mut(node)?;
         st.stamps.state = stamp;
         log_change(
@@ -283,7 +301,7 @@ impl Fleet {
 
     /// A node's BMC track, for the SEL restored from storage at start-up.
     pub fn hardware_mut(&mut self, node: &str) -> Option<&mut HardwareTrack> {
-        let stamp = next_stamp();
+        let stamp = self.clock.next();
         let st = self.nodes.get_mut(node)?;
         st.stamps.state = stamp;
         log_change(
@@ -367,7 +385,7 @@ impl Fleet {
         } else {
             set.remove(node);
         }
-        c.stamp = next_stamp();
+        c.stamp = self.clock.next();
         let uuid = uuid.to_ascii_lowercase();
         log_change(
             &mut self.changes,
@@ -387,6 +405,7 @@ impl Fleet {
         state.liveness = Liveness::Offline;
         state.liveness_since_ms = now_ms;
         state.status = Status::Offline;
+        state.stamps = Stamps::at(self.clock.next());
         for g in &state.guests {
             self.guest_host
                 .insert(g.uuid.to_ascii_lowercase(), state.node.clone());
@@ -427,8 +446,9 @@ impl Fleet {
 
     fn apply_inner(&mut self, env: Envelope, now_ms: u64) -> Applied {
         if !self.nodes.contains_key(&env.node) {
+            let stamp = self.clock.next();
             self.nodes
-                .insert(env.node.clone(), NodeState::new(&env.node));
+                .insert(env.node.clone(), NodeState::new(&env.node, stamp));
         }
         let Some(st) = self.nodes.get_mut(&env.node) else {
             return Applied::Duplicate;
@@ -439,6 +459,7 @@ impl Fleet {
             st.status = s;
             set_liveness(
                 st,
+                &mut self.clock,
                 match s {
                     Status::Online => Liveness::Online,
                     Status::Offline => Liveness::Offline,
@@ -449,7 +470,7 @@ impl Fleet {
         }
         // Any upstream message proves the node is connected.
         if st.status == Status::Online {
-            set_liveness(st, Liveness::Online, now_ms);
+            set_liveness(st, &mut self.clock, Liveness::Online, now_ms);
         }
         let applied = if env.seq <= st.last_seq {
             if !st.gaps.remove(&env.seq) {
@@ -464,11 +485,11 @@ impl Fleet {
                 Body::Event(e) => push_event(st, env.ts_ms, e),
                 Body::Antivirus(a) => {
                     st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq);
-                    st.stamps.state = next_stamp();
+                    st.stamps.state = self.clock.next();
                 }
                 Body::Hardware(h) => {
                     st.hardware.observe_late(h, now_ms);
-                    st.stamps.state = next_stamp();
+                    st.stamps.state = self.clock.next();
                 }
                 _ => {}
             }
@@ -496,12 +517,12 @@ impl Fleet {
             Body::Hello(h) => {
                 st.role = Some(h.role);
                 st.hello = Some(h);
-                st.stamps.state = next_stamp();
+                st.stamps.state = self.clock.next();
             }
             Body::Inventory(inv) => {
                 st.role = Some(inv.role);
                 if st.inventory.as_ref() != Some(&inv) {
-                    st.stamps.observed = next_stamp();
+                    st.stamps.observed = self.clock.next();
                     let node = st.node.clone();
                     let old = Self::own_uuid(st);
                     let new = inv.smbios_uuid.clone();
@@ -520,12 +541,12 @@ impl Fleet {
             Body::Report(r) => {
                 st.last_report_ts_ms = env.ts_ms;
                 st.report = Some(r);
-                st.stamps.report = next_stamp();
+                st.stamps.report = self.clock.next();
             }
             Body::Event(e) => push_event(st, env.ts_ms, e),
             Body::Guests(g) if g == st.guests => {}
             Body::Guests(g) => {
-                st.stamps.observed = next_stamp();
+                st.stamps.observed = self.clock.next();
                 let node = st.node.clone();
                 let old: Vec<GuestView> = st.guests.drain(..).collect();
                 for o in &old {
@@ -553,11 +574,11 @@ impl Fleet {
             }
             Body::Antivirus(a) => {
                 st.antivirus.observe(env.ts_ms, env.seq, a, st.last_seq);
-                st.stamps.state = next_stamp();
+                st.stamps.state = self.clock.next();
             }
             Body::Hardware(h) => {
                 st.hardware.observe(env.ts_ms, h, now_ms);
-                st.stamps.state = next_stamp();
+                st.stamps.state = self.clock.next();
             }
             // Commands flow the other way; results are recorded by the command path.
             Body::Command(_) | Body::CommandResult(_) | Body::Status(_) => {}
@@ -573,7 +594,7 @@ impl Fleet {
             if st.liveness == Liveness::Online
                 && now_ms.saturating_sub(st.last_seen_ms) > SILENCE_FACTOR * st.interval_ms()
             {
-                set_liveness(st, Liveness::Silent, now_ms);
+                set_liveness(st, &mut self.clock, Liveness::Silent, now_ms);
                 log_change(
                     &mut self.changes,
                     &mut self.changes_floor,
@@ -654,11 +675,11 @@ impl Fleet {
     }
 }
 
-fn set_liveness(st: &mut NodeState, l: Liveness, now_ms: u64) {
+fn set_liveness(st: &mut NodeState, clock: &mut StampClock, l: Liveness, now_ms: u64) {
     if st.liveness != l {
         st.liveness = l;
         st.liveness_since_ms = now_ms;
-        st.stamps.state = next_stamp();
+        st.stamps.state = clock.next();
     }
 }
 
@@ -819,7 +840,7 @@ mod tests {
         f.apply(env("h1", 1, Body::Guests(vec![view("AA-1", 2)])), 1);
         f.apply(env("h2", 0, Body::Status(Status::Online)), 1);
         f.apply(env("h2", 1, report(10)), 1);
-        let since = current_stamp();
+        let since = f.current_stamp();
         // reports alone, and a guest list sent again unchanged: nothing changed
         f.apply(env("h2", 2, report(20)), 2);
         f.apply(env("h1", 2, Body::Guests(vec![view("AA-1", 2)])), 2);
@@ -850,11 +871,11 @@ mod tests {
     fn a_change_log_that_no_longer_reaches_back_says_so() {
         let mut f = Fleet::new();
         f.apply(env("h0", 1, report(1)), 1);
-        let since = current_stamp();
+        let since = f.current_stamp();
         for i in 0..CHANGES_KEPT + 10 {
             f.apply(env(&format!("n{i}"), 1, report(1)), 1);
         }
         assert!(f.nodes_changed_since(since).is_none(), "must scan instead");
-        assert!(f.nodes_changed_since(current_stamp()).is_some());
+        assert!(f.nodes_changed_since(f.current_stamp()).is_some());
     }
 }

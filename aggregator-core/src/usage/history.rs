@@ -13,7 +13,7 @@
 //! p99 and max): a merged day never looks quieter than it was.
 //!
 //! Retention: days older than `retention_days` before a VM's latest report are dropped; the
-//! store drops them too ([`crate::storage::Storage::expire_usage`]).
+//! store drops them too ([`crate::store::UsageStore::expire_usage`]).
 
 use super::UsagePolicy;
 use serde::Serialize;

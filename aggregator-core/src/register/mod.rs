@@ -24,10 +24,10 @@ pub mod export;
 pub mod form;
 pub mod observe;
 pub mod pools;
-#[cfg(test)]
-pub(crate) mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
-use crate::storage::{Storage, StorageError, WriteBatch};
+use crate::store::{RegisterStore, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -211,28 +211,62 @@ pub struct Pool {
     pub nic_mbps: f64,
 }
 
-static REVISION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A counter that moves whenever a register is changed through [`Register::apply`] or
-/// [`touch`]: rules that evaluate incrementally look at everything again when it moved.
-pub fn revision() -> u64 {
-    REVISION.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Note a change made to a register's fields directly (not through [`Register::apply`]).
-pub fn touch() {
-    REVISION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-}
+/// The allocation register, shared by the rules, the services and the pages.
+pub type SharedRegister = std::sync::Arc<std::sync::RwLock<Register>>;
 
 /// Everything registered.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Register {
     pub units: BTreeMap<String, Unit>,
     pub vms: Vec<VmAllocation>,
     pub pools: Vec<Pool>,
+    /// Moves whenever the register is changed through [`Register::apply`] or
+    /// [`Register::touch`]: rules that evaluate incrementally look at everything again when it
+    /// moved. Not stored, not compared.
+    #[serde(skip)]
+    pub revision: Revision,
+}
+
+/// The change counter of a [`Register`]: only [`Register::apply`], [`Register::touch`] and
+/// [`Register::replace`] move it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Revision(u64);
+
+impl PartialEq for Register {
+    fn eq(&self, other: &Self) -> bool {
+        self.units == other.units && self.vms == other.vms && self.pools == other.pools
+    }
 }
 
 impl Register {
+    /// A register of these units, VMs and pools.
+    pub fn new(units: BTreeMap<String, Unit>, vms: Vec<VmAllocation>, pools: Vec<Pool>) -> Self {
+        Register {
+            units,
+            vms,
+            pools,
+            revision: Revision::default(),
+        }
+    }
+
+    /// The change counter (see the field).
+    pub fn revision(&self) -> u64 {
+        self.revision.0
+    }
+
+    /// Note a change made to the register's fields directly (not through [`Register::apply`]).
+    pub fn touch(&mut self) {
+        self.revision.0 += 1;
+    }
+
+    /// Take `newer`'s content, keeping the change counter moving (a rule that cached the old
+    /// revision must see a change, never the same number again).
+    pub fn replace(&mut self, newer: Register) {
+        let revision = self.revision.0.max(newer.revision.0) + 1;
+        *self = newer;
+        self.revision = Revision(revision);
+    }
+
     /// The allocation whose SMBIOS UUID is `uuid` (case-insensitive).
     pub fn vm_by_uuid(&self, uuid: &str) -> Option<&VmAllocation> {
         self.vms.iter().find(|v| v.has_uuid(uuid))
@@ -296,7 +330,7 @@ impl Register {
     /// Replace the unit's row and VMs by `record` (the in-memory side of a stored change).
     /// The unit's VMs keep their place in the list; new ones go at the end.
     pub fn apply(&mut self, record: UnitRecord) {
-        touch();
+        self.touch();
         let name = record.unit.name.clone();
         let at = self
             .vms
@@ -327,11 +361,14 @@ pub enum LoadError {
 }
 
 /// The register as stored (units and VMs), with the pools of `pools_file` (none when unset).
-pub fn load(storage: &mut dyn Storage, pools_file: Option<&Path>) -> Result<Register, LoadError> {
+pub fn load(
+    storage: &mut dyn RegisterStore,
+    pools_file: Option<&Path>,
+) -> Result<Register, LoadError> {
     let mut register = storage.load_register()?;
     if let Some(path) = pools_file {
         register.pools = pools::load(path)?;
-        touch();
+        register.touch();
     }
     tracing::info!(
         units = register.units.len(),
@@ -340,78 +377,4 @@ pub fn load(storage: &mut dyn Storage, pools_file: Option<&Path>) -> Result<Regi
         "register loaded"
     );
     Ok(register)
-}
-
-/// The command line's import (`yunjian-aggregator import`) failed; nothing was changed.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportFileError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}: cannot tell the format from the name; give --format xlsx or --format csv")]
-    Format(String),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("{}", change_message(.0))]
-    Change(changes::ChangeError),
-}
-
-/// A change error, with every bad row on its own line.
-fn change_message(e: &changes::ChangeError) -> String {
-    match e {
-        changes::ChangeError::Rows(rows) => std::iter::once(e.to_string())
-            .chain(rows.iter().map(|r| format!("  {r}")))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => e.to_string(),
-    }
-}
-
-/// Import a form file straight into a database (the aggregator stopped: a running one keeps
-/// its own copy of the register and would not see it). Same checks as the API; returns a line
-/// for the operator.
-pub fn import_file(
-    storage: &mut dyn Storage,
-    unit: &str,
-    by: &str,
-    path: &Path,
-    format: Option<&str>,
-) -> Result<String, ImportFileError> {
-    let shown = path.display().to_string();
-    let format = match format {
-        Some(f) => form::Format::parse(f),
-        None => form::Format::of_file(&shown),
-    }
-    .ok_or_else(|| ImportFileError::Format(shown.clone()))?;
-    let bytes = std::fs::read(path).map_err(|source| ImportFileError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let file = path
-        .file_name()
-        .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
-    let register = storage.load_register()?;
-    let req = changes::Import {
-        unit,
-        by,
-        file: &file,
-        format,
-        bytes: &bytes,
-    };
-    let update = changes::import(&register, &req, crate::ratelimit::now_ms())
-        .map_err(ImportFileError::Change)?;
-    let imported = update.audit.detail["imported"].as_u64().unwrap_or(0);
-    storage.write(&WriteBatch {
-        register: vec![update.record.clone()],
-        audit: vec![update.audit],
-        ..WriteBatch::default()
-    })?;
-    Ok(format!(
-        "imported {imported} VM(s) of {} from {file}; the unit now has {} VM(s)",
-        update.record.unit.name,
-        update.record.vms.len()
-    ))
 }

@@ -96,7 +96,7 @@ struct Groups {
 
 impl Groups {
     fn update(&mut self, register: &Register) {
-        let now = (crate::register::revision(), register.vms.len());
+        let now = (register.revision(), register.vms.len());
         if self.made_for == Some(now) {
             return;
         }

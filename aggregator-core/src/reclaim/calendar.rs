@@ -1,5 +1,5 @@
 //! Working days (工作日): Monday to Friday, minus statutory holidays, plus make-up working days
-//! (调休). The holidays are configuration (`aggregator/calendars/*.toml`), never code.
+//! (调休). The holidays are configuration (`aggregator-core/calendars/*.toml`), never code.
 //!
 //! A deadline of *n* working days counts from the working day after the start (the start day
 //! itself does not count) and ends at midnight (local time) at the end of the *n*-th one.

@@ -2,9 +2,9 @@
 //! restart. An entry is identified by node, record id and BMC timestamp (a BMC reuses record
 //! ids after its SEL is cleared): a replayed sweep inserts nothing twice.
 
-use super::SelRow;
-use crate::hardware::SelRecord;
 use rusqlite::{params, Connection, Transaction};
+use yunjian_aggregator_core::hardware::SelRecord;
+use yunjian_aggregator_core::store::SelRow;
 use yunjian_protocol::hardware::SelEntry;
 
 /// Migration 10.

@@ -1,15 +1,17 @@
-//! Storage behind one trait; one module per backend. SQL stays in the backend modules.
+//! The storage ports: what the aggregator keeps across a restart, one trait per domain, and
+//! the one error every backend speaks. SQL stays in the backend crates (`yunjian-store-sqlite`,
+//! `yunjian-store-postgres`), which implement every trait here; the storage scenario test
+//! (`tests/tests/storage.rs`) runs the same story against each.
 //!
 //! What is stored: the latest state of every node (so a restarted aggregator shows the fleet
-//! as it last saw it, and resumes sequence checking where it stopped) and the agents' events.
+//! as it last saw it, and resumes sequence checking where it stopped) and the agents' events;
+//! alarms, the append-only audit log, the allocation register, utilisation history and
+//! exemptions, BMC event logs, reclaim cases with their timelines and the commands to agents.
 //! Bodies are stored as the verified wire frames they arrived in: ingest does no encoding on its
 //! hot path, and loading decodes them with the protocol's own decoder.
-
-pub mod sqlite;
-mod sqlite_hardware;
-mod sqlite_reclaim;
-mod sqlite_register;
-mod sqlite_usage;
+//!
+//! Backends are synchronous: each handle is one connection, used from one thread (the storage
+//! thread, a reader behind a lock, or a blocking task), never on the async runtime itself.
 
 use crate::alarms::{Alarm, AlarmEvent};
 use crate::antivirus::AntivirusTrack;
@@ -19,23 +21,41 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use yunjian_protocol::{decode_unverified, Body, Role, Severity, Status};
 
+/// What went wrong with storage, whatever the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("SQLite database {path}: {source}")]
-    Sqlite {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The thing asked for is not stored.
+    #[error("not stored: {what}")]
+    NotFound { what: String },
+    /// The write contradicts what is stored (a key taken, an append-only row changed).
+    #[error("conflicts with what is stored: {what}")]
+    Conflict { what: String },
+    /// A stored row cannot be read back.
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
     #[error("database schema version {found} is newer than this build knows ({known}); upgrade the aggregator")]
     SchemaTooNew { found: u32, known: u32 },
-    #[error("stored row for node {node} is corrupt: {reason}")]
-    Corrupt { node: String, reason: String },
-    #[error("the {backend} storage backend does not keep {what}")]
-    Unsupported {
+    /// The database itself failed (I/O, connection, SQL); `target` names the file or server.
+    #[error("{backend} database {target}: {source}")]
+    Backend {
         backend: &'static str,
-        what: &'static str,
+        target: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl StorageError {
+    /// A stable name for counters and API error codes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorageError::NotFound { .. } => "not_found",
+            StorageError::Conflict { .. } => "conflict",
+            StorageError::Corrupt { .. } => "corrupt",
+            StorageError::SchemaTooNew { .. } => "schema_too_new",
+            StorageError::Backend { .. } => "backend",
+        }
+    }
 }
 
 /// The persisted part of a node's state. A `None` frame means "unchanged": the stored one is kept.
@@ -121,18 +141,37 @@ impl WriteBatch {
     }
 }
 
-/// A storage backend. Synchronous: it runs on its own thread, fed by ingest in batches.
-pub trait Storage: Send + std::fmt::Debug {
-    /// Bring the schema to the current version; returns it.
+/// The schema and the one write path. A [`WriteBatch`] spans domains (ingest's node rows with
+/// the utilisation days and alarms they caused; a register change with its audit entry) and
+/// is written in one transaction: all of it or none.
+pub trait Schema {
+    /// Which backend, for logs and errors (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+    /// Bring the schema to the current version; returns it. A database whose schema is newer
+    /// than this build knows is refused with [`StorageError::SchemaTooNew`].
     fn migrate(&mut self) -> Result<u32, StorageError>;
     /// Write one batch in one transaction.
     fn write(&mut self, batch: &WriteBatch) -> Result<(), StorageError>;
+}
+
+/// Nodes, their agents' events and their BMC event logs.
+pub trait NodeStore {
     /// Every stored node.
     fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError>;
     /// The most recent events, newest first, optionally of one node.
     fn events(&mut self, node: Option<&str>, limit: usize) -> Result<Vec<EventRow>, StorageError>;
+    /// The newest `per_node` SEL entries of every node, per node oldest first.
+    fn load_sel(&mut self, per_node: usize) -> Result<Vec<SelRow>, StorageError>;
+}
+
+/// Alarms, the latest state of each.
+pub trait AlarmStore {
     /// Alarms still open (active or acknowledged), to resume after a restart.
     fn open_alarms(&mut self) -> Result<Vec<Alarm>, StorageError>;
+}
+
+/// The append-only audit log.
+pub trait AuditStore {
     /// The most recent audit entries, newest first, optionally about one subject.
     fn audit(
         &mut self,
@@ -141,77 +180,75 @@ pub trait Storage: Send + std::fmt::Debug {
     ) -> Result<Vec<AuditEntry>, StorageError>;
     /// Delete audit entries older than `before_ms` (retention from the policy profile).
     fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError>;
-    /// The allocation register's units and VMs (pools come from configuration).
+}
+
+/// The allocation register.
+pub trait RegisterStore {
+    /// The register's units and VMs (pools come from configuration).
     fn load_register(&mut self) -> Result<Register, StorageError>;
+}
+
+/// Utilisation history and the exemption register.
+pub trait UsageStore {
     /// Stored utilisation days from `since_day` on (day numbers of [`crate::usage::history`]).
     fn load_usage(
         &mut self,
         since_day: i32,
-    ) -> Result<Vec<crate::usage::UsageDayRow>, StorageError> {
-        let _ = since_day;
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "utilisation history",
-        })
-    }
+    ) -> Result<Vec<crate::usage::UsageDayRow>, StorageError>;
     /// Delete utilisation days before `before_day` (retention from the policy profile).
-    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
-        let _ = before_day;
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "utilisation history",
-        })
-    }
+    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError>;
     /// Every exemption ever registered, by id.
-    fn load_exemptions(&mut self) -> Result<Vec<crate::usage::Exemption>, StorageError> {
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "exemptions",
-        })
-    }
-    /// The newest `per_node` SEL entries of every node, per node oldest first.
-    fn load_sel(&mut self, per_node: usize) -> Result<Vec<SelRow>, StorageError> {
-        let _ = per_node;
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "SEL entries",
-        })
-    }
-    /// Reclaim cases, their timeline, commands and audit entries, in one transaction: durable
-    /// when this returns (a command is stored before it is published).
-    fn reclaim_write(&mut self, w: &crate::reclaim::ReclaimWrite) -> Result<(), StorageError> {
-        let _ = w;
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "reclaim cases",
-        })
-    }
+    fn load_exemptions(&mut self) -> Result<Vec<crate::usage::Exemption>, StorageError>;
+}
+
+/// Reclaim cases, their append-only timelines and the commands to agents.
+pub trait ReclaimStore {
+    /// Cases, timeline entries, commands and audit entries, in one transaction: durable when
+    /// this returns (a command is stored before it is published).
+    fn reclaim_write(&mut self, w: &crate::reclaim::ReclaimWrite) -> Result<(), StorageError>;
     /// Every reclaim case, by id.
-    fn reclaim_cases(&mut self) -> Result<Vec<crate::reclaim::Case>, StorageError> {
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "reclaim cases",
-        })
-    }
+    fn reclaim_cases(&mut self) -> Result<Vec<crate::reclaim::Case>, StorageError>;
     /// One case's timeline, oldest first.
-    fn reclaim_log(&mut self, case_id: u64) -> Result<Vec<crate::reclaim::LogEntry>, StorageError> {
-        let _ = case_id;
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "reclaim cases",
-        })
-    }
+    fn reclaim_log(&mut self, case_id: u64) -> Result<Vec<crate::reclaim::LogEntry>, StorageError>;
     /// Commands to agents, oldest first; only those still waiting for a result if asked.
     fn commands(
         &mut self,
         outstanding_only: bool,
-    ) -> Result<Vec<crate::reclaim::CommandRecord>, StorageError> {
-        let _ = outstanding_only;
-        Err(StorageError::Unsupported {
-            backend: "this",
-            what: "commands",
-        })
-    }
+    ) -> Result<Vec<crate::reclaim::CommandRecord>, StorageError>;
+}
+
+/// Every port trait, for code that calls a whole backend (`use ...::store::prelude::*`).
+pub mod prelude {
+    pub use super::{
+        AlarmStore, AuditStore, NodeStore, ReclaimStore, RegisterStore, Schema, Storage, UsageStore,
+    };
+}
+
+/// A whole backend: every port. Implemented for anything that implements them all.
+pub trait Storage:
+    Schema
+    + NodeStore
+    + AlarmStore
+    + AuditStore
+    + RegisterStore
+    + UsageStore
+    + ReclaimStore
+    + Send
+    + std::fmt::Debug
+{
+}
+
+impl<T> Storage for T where
+    T: Schema
+        + NodeStore
+        + AlarmStore
+        + AuditStore
+        + RegisterStore
+        + UsageStore
+        + ReclaimStore
+        + Send
+        + std::fmt::Debug
+{
 }
 
 impl NodeRow {
@@ -269,7 +306,7 @@ impl NodeRow {
                     decode_unverified(b)
                         .map(|e| e.body)
                         .map_err(|e| StorageError::Corrupt {
-                            node: node.clone(),
+                            what: format!("node {node}"),
                             reason: format!("{what}: {e}"),
                         })
                 })
@@ -316,16 +353,16 @@ impl NodeRow {
             events: VecDeque::new(),
             antivirus,
             hardware: Default::default(),
-            stamps: crate::fleet::Stamps::fresh(),
+            stamps: crate::fleet::Stamps::default(),
         })
     }
 }
 
-pub(crate) fn role_str(r: Option<Role>) -> Option<&'static str> {
+pub fn role_str(r: Option<Role>) -> Option<&'static str> {
     r.map(Role::as_str)
 }
 
-pub(crate) fn role_from(s: Option<String>) -> Option<Role> {
+pub fn role_from(s: Option<String>) -> Option<Role> {
     match s.as_deref() {
         Some("host") => Some(Role::Host),
         Some("guest") => Some(Role::Guest),
@@ -333,7 +370,7 @@ pub(crate) fn role_from(s: Option<String>) -> Option<Role> {
     }
 }
 
-pub(crate) fn severity_str(s: Severity) -> &'static str {
+pub fn severity_str(s: Severity) -> &'static str {
     match s {
         Severity::Info => "info",
         Severity::Warning => "warning",
@@ -341,7 +378,7 @@ pub(crate) fn severity_str(s: Severity) -> &'static str {
     }
 }
 
-pub(crate) fn severity_from(s: &str) -> Severity {
+pub fn severity_from(s: &str) -> Severity {
     match s {
         "critical" => Severity::Critical,
         "warning" => Severity::Warning,

@@ -2,11 +2,11 @@
 //! as JSON) and one row per VM with the 附件3 columns. A change stores the whole unit: its row
 //! is upserted and its VMs replaced, in the order they are kept in memory.
 
-use super::StorageError;
-use crate::register::{Register, ServerType, Unit, UnitRecord, VmAllocation};
 use rusqlite::{params, Connection, Transaction};
+use yunjian_aggregator_core::register::{Register, ServerType, Unit, UnitRecord, VmAllocation};
+use yunjian_aggregator_core::store::StorageError;
 
-pub(super) const MIGRATION: &str = "CREATE TABLE register_units (
+pub(crate) const MIGRATION: &str = "CREATE TABLE register_units (
         name TEXT PRIMARY KEY,
         quota TEXT,
         sanction TEXT
@@ -35,7 +35,7 @@ pub(super) const MIGRATION: &str = "CREATE TABLE register_units (
     );";
 
 /// Store each unit as it now is, in order (a later record of the same unit wins).
-pub(super) fn write(tx: &Transaction<'_>, records: &[UnitRecord]) -> rusqlite::Result<()> {
+pub(crate) fn write(tx: &Transaction<'_>, records: &[UnitRecord]) -> rusqlite::Result<()> {
     let mut unit = tx.prepare_cached(
         "INSERT INTO register_units (name, quota, sanction) VALUES (?1, ?2, ?3)
          ON CONFLICT(name) DO UPDATE SET quota = excluded.quota, sanction = excluded.sanction",
@@ -86,11 +86,11 @@ pub(super) fn write(tx: &Transaction<'_>, records: &[UnitRecord]) -> rusqlite::R
 }
 
 /// The stored units and VMs (pools are configuration, not stored).
-pub(super) fn load(
+pub(crate) fn load(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
 ) -> Result<Register, StorageError> {
-    let corrupt = |what: String, reason: String| StorageError::Corrupt { node: what, reason };
+    let corrupt = |what: String, reason: String| StorageError::Corrupt { what, reason };
     let mut reg = Register::default();
     let mut st = conn
         .prepare("SELECT name, quota, sanction FROM register_units ORDER BY name")

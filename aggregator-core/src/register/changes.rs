@@ -16,7 +16,7 @@
 
 use super::form::{self, Column, Format, RowError};
 use super::{Register, Resources, Sanction, Unit, UnitRecord, VmAllocation};
-use crate::storage::AuditEntry;
+use crate::store::AuditEntry;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeSet;

@@ -29,7 +29,7 @@
 //! so); both are recorded here and in the audit log. The command that stops a VM comes later.
 
 use crate::fleet::{Liveness, NodeState};
-use crate::storage::StorageError;
+use crate::store::StorageError;
 use serde::{Deserialize, Serialize};
 use yunjian_protocol::{
     decode_unverified, AntivirusProduct, AntivirusReport, Body, Envelope, PackageState, Role,
@@ -204,7 +204,7 @@ impl AntivirusTrack {
         history: Option<&str>,
     ) -> Result<Self, StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt {
-            node: node.to_string(),
+            what: format!("node {node}"),
             reason,
         };
         let latest = match frame.map(decode_unverified).transpose() {

@@ -20,12 +20,12 @@
 //! days is measured in `benches/usage.rs`):
 //!
 //! ```
-//! use yunjian_aggregator::policy::Profile;
-//! use yunjian_aggregator::usage::Usage;
+//! use yunjian_aggregator_core::policy::Profile;
+//! use yunjian_aggregator_core::usage::Usage;
 //! let profile = Profile::default();
 //! let mut usage = Usage::new(&profile.usage);
 //! // ingest calls `record(uuid, ts_ms, &report)`; the extracted figures work the same way
-//! let sample = yunjian_aggregator::usage::Sample { cpu: 150, vcpus: 4, ..Default::default() };
+//! let sample = yunjian_aggregator_core::usage::Sample { cpu: 150, vcpus: 4, ..Default::default() };
 //! usage.history.record_sample("4c4c4544-0042-3510-8052-b4c04f4d3332", 1_772_380_800_000, &sample);
 //! let now = usage.history.now_ms();
 //! let findings = usage.history.evaluate(now, &profile, &usage.exemptions);

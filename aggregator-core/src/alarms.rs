@@ -282,6 +282,21 @@ impl AlarmBook {
         Ok(AlarmEvent::Acknowledged(a.clone()))
     }
 
+    /// Undo an acknowledgement storage could not take: the alarm is active again, as it was.
+    /// Returns whether there was such an acknowledgement to undo.
+    pub fn undo_acknowledge(&mut self, id: u64, by: &str) -> bool {
+        let Some(a) = self.open.values_mut().find(|a| a.id == id) else {
+            return false;
+        };
+        if a.state != AlarmState::Acknowledged || a.acked_by.as_deref() != Some(by) {
+            return false;
+        }
+        a.state = AlarmState::Active;
+        a.acked_by = None;
+        a.acked_ms = None;
+        true
+    }
+
     /// Open alarms, worst first, then oldest first.
     pub fn open(&self) -> Vec<&Alarm> {
         let mut v: Vec<&Alarm> = self.open.values().collect();

@@ -4,11 +4,11 @@
 //! `usage_days` keyed by (VM number, day) without a rowid, the summary a fixed 49-byte blob
 //! ([`DailySummary::encode`]). Exemptions are one JSON row each, never deleted.
 
-use super::StorageError;
-use crate::usage::{DailySummary, Exemption, UsageDayRow};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use yunjian_aggregator_core::store::StorageError;
+use yunjian_aggregator_core::usage::{DailySummary, Exemption, UsageDayRow};
 
-pub(super) const MIGRATION_20: &str = "CREATE TABLE usage_vms (
+pub(crate) const MIGRATION_20: &str = "CREATE TABLE usage_vms (
         id INTEGER PRIMARY KEY,
         vm TEXT NOT NULL UNIQUE
     );
@@ -26,7 +26,7 @@ pub(super) const MIGRATION_20: &str = "CREATE TABLE usage_vms (
     );";
 
 /// Upsert closed days and exemptions (within the caller's transaction).
-pub(super) fn write(
+pub(crate) fn write(
     tx: &Transaction<'_>,
     days: &[UsageDayRow],
     exemptions: &[Exemption],
@@ -71,7 +71,7 @@ pub(super) fn write(
 }
 
 /// Every stored day from `since_day` on, by VM then day.
-pub(super) fn load_days(
+pub(crate) fn load_days(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
     since_day: i32,
@@ -95,7 +95,7 @@ pub(super) fn load_days(
     for row in rows {
         let (vm, day, blob) = row.map_err(err)?;
         let summary = DailySummary::decode(day, &blob).ok_or_else(|| StorageError::Corrupt {
-            node: vm.clone(),
+            what: format!("usage of {vm}"),
             reason: format!("usage day {day}: summary blob of {} bytes", blob.len()),
         })?;
         out.push(UsageDayRow { vm, summary });
@@ -103,7 +103,7 @@ pub(super) fn load_days(
     Ok(out)
 }
 
-pub(super) fn load_exemptions(
+pub(crate) fn load_exemptions(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
 ) -> Result<Vec<Exemption>, StorageError> {
@@ -118,7 +118,7 @@ pub(super) fn load_exemptions(
         let (id, body) = row.map_err(err)?;
         out.push(
             serde_json::from_str(&body).map_err(|e| StorageError::Corrupt {
-                node: format!("exemption {id}"),
+                what: format!("exemption {id}"),
                 reason: e.to_string(),
             })?,
         );
@@ -127,15 +127,15 @@ pub(super) fn load_exemptions(
 }
 
 /// Delete days before `before_day`.
-pub(super) fn expire(conn: &Connection, before_day: i32) -> rusqlite::Result<usize> {
+pub(crate) fn expire(conn: &Connection, before_day: i32) -> rusqlite::Result<usize> {
     conn.execute("DELETE FROM usage_days WHERE day < ?1", params![before_day])
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::storage::sqlite::SqliteStorage;
-    use crate::storage::{Storage, WriteBatch};
-    use crate::usage::{
+    use crate::SqliteStorage;
+    use yunjian_aggregator_core::store::{Schema, UsageStore, WriteBatch};
+    use yunjian_aggregator_core::usage::{
         DailySummary, ExemptReason, Exemption, Sample, UsageDayRow, UsageHistory, UsagePolicy,
     };
 

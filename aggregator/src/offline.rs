@@ -1,0 +1,374 @@
+//! Commands run against the database with the aggregator stopped (a running one keeps its own
+//! copy of the register and would not see the change): the register import. They go through
+//! the same services as the API, with the storage thread and the holds read from storage.
+
+use crate::ingest::{self, StoreHandle};
+use crate::metrics::Metrics;
+use crate::ratelimit::now_ms;
+use crate::register::changes::{ChangeError, Import};
+use crate::register::form::Format;
+use crate::service::{Holds, RegisterError, RegisterService};
+use crate::store::{Storage, StorageError};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+
+/// The command line's import (`yunjian-aggregator import`) failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: cannot tell the format from the name; give --format xlsx or --format csv")]
+    Format(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{}", change_message(.0))]
+    Change(ChangeError),
+    #[error("storage stopped before the import was written")]
+    Closed,
+    #[error("cannot start the import's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A change error, with every bad row on its own line.
+fn change_message(e: &ChangeError) -> String {
+    match e {
+        ChangeError::Rows(rows) => std::iter::once(e.to_string())
+            .chain(rows.iter().map(|r| format!("  {r}")))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => e.to_string(),
+    }
+}
+
+/// Import a form file into the database behind `storage`, through the register service (the
+/// same checks as `POST /api/register/import`, including the 003 第三十条 hold of units with
+/// open low-use cases); returns a line for the operator.
+pub fn import_file(
+    storage: &mut dyn Storage,
+    unit: &str,
+    by: &str,
+    path: &Path,
+    format: Option<&str>,
+) -> Result<String, ImportFileError> {
+    let shown = path.display().to_string();
+    let format = match format {
+        Some(f) => Format::parse(f),
+        None => Format::of_file(&shown),
+    }
+    .ok_or_else(|| ImportFileError::Format(shown.clone()))?;
+    let bytes = std::fs::read(path).map_err(|source| ImportFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let file = path
+        .file_name()
+        .map_or(shown.clone(), |n| n.to_string_lossy().into_owned());
+    let register = Arc::new(RwLock::new(storage.load_register()?));
+    let holds = crate::reclaim::held_units(storage.reclaim_cases()?.iter());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(ImportFileError::Runtime)?;
+    let req = Import {
+        unit,
+        by,
+        file: &file,
+        format,
+        bytes: &bytes,
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let update = std::thread::scope(|s| {
+        s.spawn(move || ingest::storage_loop(storage, rx, Arc::new(Metrics::default())));
+        let store = StoreHandle::new(tx);
+        let turn = tokio::sync::Mutex::new(());
+        let service = RegisterService {
+            register: &register,
+            store: &store,
+            holds: Holds::Stored(holds),
+            turn: &turn,
+        };
+        // the storage thread ends when the last handle is gone
+        rt.block_on(service.import(&req, now_ms()))
+    })
+    .map_err(|e| match e {
+        RegisterError::Change(c) => ImportFileError::Change(c),
+        RegisterError::Store(_) => ImportFileError::Closed,
+    })?;
+    let imported = update.audit.detail["imported"].as_u64().unwrap_or(0);
+    Ok(format!(
+        "imported {imported} VM(s) of {} from {file}; the unit now has {} VM(s)",
+        update.record.unit.name,
+        update.record.vms.len()
+    ))
+}
+
+/// Everything is read in one go, so "no limit" is the largest limit both backends accept.
+const ALL: usize = i64::MAX as usize;
+/// Rows per transaction while copying.
+const CHUNK: usize = 2_000;
+
+/// What `migrate-storage` copied, per kind of row.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub nodes: usize,
+    pub events: usize,
+    pub open_alarms: usize,
+    pub audit: usize,
+    pub units: usize,
+    pub usage_days: usize,
+    pub exemptions: usize,
+    pub sel: usize,
+    pub cases: usize,
+    pub case_log: usize,
+    pub commands: usize,
+}
+
+impl std::fmt::Display for Copied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} nodes, {} events, {} open alarms, {} audit entries, {} units, {} usage days, \
+             {} exemptions, {} SEL entries, {} reclaim cases ({} timeline entries), {} commands",
+            self.nodes,
+            self.events,
+            self.open_alarms,
+            self.audit,
+            self.units,
+            self.usage_days,
+            self.exemptions,
+            self.sel,
+            self.cases,
+            self.case_log,
+            self.commands
+        )
+    }
+}
+
+/// `migrate-storage` did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("source: {0}")]
+    Source(StorageError),
+    #[error("target: {0}")]
+    Target(StorageError),
+    #[error("the target already holds data ({0}); copy into an empty database")]
+    TargetNotEmpty(&'static str),
+    #[error("after copying, the target reads back {what} {found}, the source {expected}")]
+    Verify {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+}
+
+/// Copy a site's data from one backend to another (e.g. SQLite to PostgreSQL), with the
+/// aggregator stopped. The target is migrated to the current schema and must be empty; the
+/// source is read through the same ports the aggregator uses, and the target is read back
+/// and counted afterwards. `progress` is told each kind as it is done.
+///
+/// Cleared alarms are not copied as rows (no port reads them back; nothing shows them after a
+/// restart); their whole history is in the audit log, which is.
+pub fn migrate_storage(
+    from: &mut dyn Storage,
+    to: &mut dyn Storage,
+    mut progress: impl FnMut(&str, usize),
+) -> Result<Copied, MigrateError> {
+    use crate::alarms::AlarmEvent;
+    use crate::reclaim::ReclaimWrite;
+    use crate::store::WriteBatch;
+    let src = MigrateError::Source;
+    let dst = MigrateError::Target;
+    from.migrate().map_err(src)?;
+    to.migrate().map_err(dst)?;
+    if !to.load_nodes().map_err(dst)?.is_empty() {
+        return Err(MigrateError::TargetNotEmpty("nodes"));
+    }
+    if !to.audit(None, 1).map_err(dst)?.is_empty() {
+        return Err(MigrateError::TargetNotEmpty("audit log"));
+    }
+    if !to.load_register().map_err(dst)?.units.is_empty() {
+        return Err(MigrateError::TargetNotEmpty("register"));
+    }
+    if !to.reclaim_cases().map_err(dst)?.is_empty() {
+        return Err(MigrateError::TargetNotEmpty("reclaim cases"));
+    }
+    let mut copied = Copied::default();
+    let write = |to: &mut dyn Storage, batch: WriteBatch| to.write(&batch).map_err(dst);
+
+    let nodes = from.load_nodes().map_err(src)?;
+    copied.nodes = nodes.len();
+    let mut nodes = nodes.into_iter().peekable();
+    while nodes.peek().is_some() {
+        let chunk = nodes.by_ref().take(CHUNK).collect();
+        write(
+            to,
+            WriteBatch {
+                nodes: chunk,
+                ..WriteBatch::default()
+            },
+        )?;
+    }
+    progress("nodes", copied.nodes);
+
+    let mut events = from.events(None, ALL).map_err(src)?;
+    events.reverse(); // oldest first, so the target's order is the source's
+    copied.events = events.len();
+    for chunk in events.chunks(CHUNK) {
+        write(
+            to,
+            WriteBatch {
+                events: chunk.to_vec(),
+                ..WriteBatch::default()
+            },
+        )?;
+    }
+    progress("events", copied.events);
+
+    let alarms: Vec<AlarmEvent> = from
+        .open_alarms()
+        .map_err(src)?
+        .into_iter()
+        .map(AlarmEvent::Raised)
+        .collect();
+    copied.open_alarms = alarms.len();
+    write(
+        to,
+        WriteBatch {
+            alarms,
+            ..WriteBatch::default()
+        },
+    )?;
+    progress("open alarms", copied.open_alarms);
+
+    let mut audit = from.audit(None, ALL).map_err(src)?;
+    audit.reverse();
+    copied.audit = audit.len();
+    for chunk in audit.chunks(CHUNK) {
+        write(
+            to,
+            WriteBatch {
+                audit: chunk.to_vec(),
+                ..WriteBatch::default()
+            },
+        )?;
+    }
+    progress("audit entries", copied.audit);
+
+    let register = from.load_register().map_err(src)?;
+    let units: Vec<_> = register.units.keys().map(|u| register.record(u)).collect();
+    copied.units = units.len();
+    write(
+        to,
+        WriteBatch {
+            register: units,
+            ..WriteBatch::default()
+        },
+    )?;
+    progress("register units", copied.units);
+
+    let days = from.load_usage(i32::MIN).map_err(src)?;
+    copied.usage_days = days.len();
+    for chunk in days.chunks(CHUNK) {
+        write(
+            to,
+            WriteBatch {
+                usage_days: chunk.to_vec(),
+                ..WriteBatch::default()
+            },
+        )?;
+    }
+    let exemptions = from.load_exemptions().map_err(src)?;
+    copied.exemptions = exemptions.len();
+    write(
+        to,
+        WriteBatch {
+            exemptions,
+            ..WriteBatch::default()
+        },
+    )?;
+    progress("usage days", copied.usage_days);
+
+    let sel = from.load_sel(ALL).map_err(src)?;
+    copied.sel = sel.len();
+    for chunk in sel.chunks(CHUNK) {
+        write(
+            to,
+            WriteBatch {
+                sel: chunk.to_vec(),
+                ..WriteBatch::default()
+            },
+        )?;
+    }
+    progress("SEL entries", copied.sel);
+
+    let cases = from.reclaim_cases().map_err(src)?;
+    let mut log = Vec::new();
+    for c in &cases {
+        log.extend(from.reclaim_log(c.id).map_err(src)?);
+    }
+    let commands = from.commands(false).map_err(src)?;
+    copied.cases = cases.len();
+    copied.case_log = log.len();
+    copied.commands = commands.len();
+    to.reclaim_write(&ReclaimWrite {
+        cases,
+        log,
+        commands,
+        audit: Vec::new(),
+    })
+    .map_err(dst)?;
+    progress("reclaim cases", copied.cases);
+
+    verify(to, &copied)?;
+    Ok(copied)
+}
+
+/// Read the target back and compare the counts.
+fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
+    let dst = MigrateError::Target;
+    let cases = to.reclaim_cases().map_err(dst)?;
+    let mut case_log = 0;
+    for c in &cases {
+        case_log += to.reclaim_log(c.id).map_err(dst)?.len();
+    }
+    let found = Copied {
+        nodes: to.load_nodes().map_err(dst)?.len(),
+        events: to.events(None, ALL).map_err(dst)?.len(),
+        open_alarms: to.open_alarms().map_err(dst)?.len(),
+        audit: to.audit(None, ALL).map_err(dst)?.len(),
+        units: to.load_register().map_err(dst)?.units.len(),
+        usage_days: to.load_usage(i32::MIN).map_err(dst)?.len(),
+        exemptions: to.load_exemptions().map_err(dst)?.len(),
+        sel: to.load_sel(ALL).map_err(dst)?.len(),
+        cases: cases.len(),
+        case_log,
+        commands: to.commands(false).map_err(dst)?.len(),
+    };
+    let pairs = [
+        ("nodes", copied.nodes, found.nodes),
+        ("events", copied.events, found.events),
+        ("open alarms", copied.open_alarms, found.open_alarms),
+        ("audit entries", copied.audit, found.audit),
+        ("units", copied.units, found.units),
+        ("usage days", copied.usage_days, found.usage_days),
+        ("exemptions", copied.exemptions, found.exemptions),
+        ("SEL entries", copied.sel, found.sel),
+        ("reclaim cases", copied.cases, found.cases),
+        ("timeline entries", copied.case_log, found.case_log),
+        ("commands", copied.commands, found.commands),
+    ];
+    for (what, expected, found) in pairs {
+        if expected != found {
+            return Err(MigrateError::Verify {
+                what,
+                expected,
+                found,
+            });
+        }
+    }
+    Ok(())
+}

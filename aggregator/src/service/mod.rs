@@ -1,0 +1,16 @@
+//! The use cases: one function per action, between the transports (web handlers, the command
+//! line, the periodic tasks) and the core. Each takes who acts, checks the change against the
+//! domain, persists it (waiting for the commit), audits it in the same transaction and only
+//! then applies it in memory and tells whoever listens. A handler parses and maps errors;
+//! it never writes by itself.
+//!
+//! * [`alarms`]: the one alarm sink (rule changes from the policy and reclaim tasks: stored,
+//!   audited, notified) and the acknowledgement of an alarm by a person;
+//! * [`register`]: the allocation register's changes (form import, approved change, sanction,
+//!   quota), the same path for the HTTP API and the `import` command.
+
+pub mod alarms;
+pub mod register;
+
+pub use alarms::AlarmSink;
+pub use register::{Holds, RegisterError, RegisterService};
