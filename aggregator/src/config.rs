@@ -12,7 +12,7 @@ pub struct AggregatorConfig {
     /// Directory for the master key (`master.key`) and the embedded SQLite database
     /// (`yunjian.db`, unless `storage` says otherwise).
     pub data_dir: PathBuf,
-    /// Where the data is kept: `sqlite:PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    /// Where the data is kept: `sqlite:PATH`.
     /// Unset: SQLite in `data_dir` (the embedded default).
     pub storage: Option<String>,
     /// Address of the dashboard, JSON API and `/metrics`.

@@ -29,8 +29,7 @@ struct Cli {
     /// Use an external broker instead of the embedded one: mqtt://HOST:PORT.
     #[arg(long)]
     broker: Option<String>,
-    /// Where the data is kept: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
-    /// (default: SQLite in the data directory).
+    /// Where the data is kept: sqlite:PATH (default: SQLite in the data directory).
     #[arg(long, global = true, env = "YUNJIAN_STORAGE")]
     storage: Option<String>,
     #[command(subcommand)]
@@ -53,7 +52,7 @@ enum Command {
     /// Print the default configuration as TOML.
     PrintDefaultConfig,
     /// Copy a site's data from one storage to another (stop the aggregator first), e.g.
-    /// `migrate-storage --from sqlite:yunjian-data/yunjian.db --to postgres://yj@db/yunjian`.
+    /// `migrate-storage --from sqlite:yunjian-data/yunjian.db --to sqlite:/srv/yunjian.db`.
     /// The target must be empty; it is read back and counted afterwards.
     MigrateStorage {
         /// The storage copied from.
