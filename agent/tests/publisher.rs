@@ -940,6 +940,10 @@ async fn an_outage_is_logged_once_with_the_broker_and_the_cause() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads without a subscriber; a callsite they
+    // hit first while this one's subscriber registered can keep a stale "never" interest and
+    // drop our debug lines. Re-evaluate every callsite now that this subscriber exists.
+    tracing::callsite::rebuild_interest_cache();
 
     let node = "log-1";
     let mut config = mqtt(broker.port);
