@@ -38,8 +38,6 @@ pub enum StartError {
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error("register: {0}")]
     Register(#[from] crate::register::LoadError),
@@ -87,8 +85,8 @@ impl Aggregator {
             source,
         })?;
         let master = MasterKey::load_or_create(&cfg.master_key_path())?;
-        let url = cfg.storage_url()?;
-        let mut storage = url.open()?;
+        let url = cfg.storage_url();
+        let mut storage = url.open_off_runtime()?;
         let version = storage.migrate()?;
         let fleet = Fleet::shared();
         let restored = {
@@ -122,7 +120,7 @@ impl Aggregator {
             storage.as_mut(),
             cfg.pools_file.as_deref(),
         )?));
-        let mut reader = url.open()?;
+        let mut reader = url.open_off_runtime()?;
         tracing::info!(profile = %profile.name, title = %profile.title, "policy profile");
         // Utilisation history (by event time) and the exemption register; days older than the
         // retention before the latest stored day are dropped.
@@ -241,7 +239,7 @@ impl Aggregator {
                 (None, None) => crate::reclaim::Outlet::Detached,
             };
             let r = crate::reclaim::Reclaim::start(
-                url.open()?,
+                url.open_off_runtime()?,
                 cfg.reclaim.clone(),
                 profile.reclaim.clone(),
                 crate::reclaim::calendar::Calendar::load(&cfg.reclaim.calendars)?,

@@ -12,9 +12,9 @@ pub struct AggregatorConfig {
     /// Directory for the master key (`master.key`) and the embedded SQLite database
     /// (`yunjian.db`, unless `storage` says otherwise).
     pub data_dir: PathBuf,
-    /// Where the data is kept: `sqlite:PATH`.
+    /// Where the data is kept: `sqlite:PATH` or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
     /// Unset: SQLite in `data_dir` (the embedded default).
-    pub storage: Option<String>,
+    pub storage: Option<crate::storage::StorageUrl>,
     /// Address of the dashboard, JSON API and `/metrics`.
     pub http_listen: SocketAddr,
     /// External broker (`mqtt://host:port`). Unset: run the embedded broker (`[broker]`).
@@ -97,10 +97,6 @@ impl AggregatorConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(s) = &self.storage {
-            s.parse::<crate::storage::StorageUrl>()
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        }
         if let Some(u) = &self.broker_url {
             u.parse::<crate::external::BrokerUrl>()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -147,15 +143,11 @@ impl AggregatorConfig {
         self.data_dir.join("yunjian.db")
     }
 
-    /// The storage in use: `storage` if set (checked by [`Self::validate`]), else SQLite at
-    /// [`Self::database_path`].
-    pub fn storage_url(&self) -> Result<crate::storage::StorageUrl, ConfigError> {
-        match &self.storage {
-            Some(s) => s
-                .parse()
-                .map_err(|e: crate::storage::StorageUrlError| ConfigError::Invalid(e.to_string())),
-            None => Ok(crate::storage::StorageUrl::Sqlite(self.database_path())),
-        }
+    /// The storage in use: `storage` if set, else SQLite at [`Self::database_path`].
+    pub fn storage_url(&self) -> crate::storage::StorageUrl {
+        self.storage
+            .clone()
+            .unwrap_or_else(|| crate::storage::StorageUrl::Sqlite(self.database_path()))
     }
 
     pub fn default_toml() -> String {
@@ -185,5 +177,16 @@ mod tests {
         assert!(e.to_string().contains("mqtt://"), "{e}");
         let e = AggregatorConfig::parse("[broker]\nlisten = \"nope\"", "c.toml").unwrap_err();
         assert!(e.to_string().contains("c.toml"), "{e}");
+        let e = AggregatorConfig::parse("storage = \"mysql://x\"", "d.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("d.toml") && e.to_string().contains("sqlite:PATH"),
+            "{e}"
+        );
+        let c = AggregatorConfig::parse("storage = \"postgres://yj:s3cret@db/yunjian\"", "e.toml")
+            .unwrap();
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password stays out of logs"
+        );
     }
 }

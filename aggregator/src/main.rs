@@ -29,7 +29,8 @@ struct Cli {
     /// Use an external broker instead of the embedded one: mqtt://HOST:PORT.
     #[arg(long)]
     broker: Option<String>,
-    /// Where the data is kept: sqlite:PATH (default: SQLite in the data directory).
+    /// Where the data is kept: sqlite:PATH or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// (default: SQLite in the data directory).
     #[arg(long, global = true, env = "YUNJIAN_STORAGE")]
     storage: Option<String>,
     #[command(subcommand)]
@@ -52,7 +53,7 @@ enum Command {
     /// Print the default configuration as TOML.
     PrintDefaultConfig,
     /// Copy a site's data from one storage to another (stop the aggregator first), e.g.
-    /// `migrate-storage --from sqlite:yunjian-data/yunjian.db --to sqlite:/srv/yunjian.db`.
+    /// `migrate-storage --from sqlite:yunjian-data/yunjian.db --to postgres://yj@db/yunjian`.
     /// The target must be empty; it is read back and counted afterwards.
     MigrateStorage {
         /// The storage copied from.
@@ -97,7 +98,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<AggregatorConfig> {
         cfg.broker_url = Some(b.clone());
     }
     if let Some(s) = &cli.storage {
-        cfg.storage = Some(s.clone());
+        cfg.storage = Some(s.parse()?);
     }
     cfg.validate()?;
     Ok(cfg)
@@ -137,7 +138,7 @@ fn main() -> anyhow::Result<()> {
             file,
         }) => {
             let cfg = load_config(&cli)?;
-            let mut db = cfg.storage_url()?.open()?;
+            let mut db = cfg.storage_url().open()?;
             db.migrate()?;
             let done = offline::import_file(db.as_mut(), unit, by, file, format.as_deref())?;
             eprintln!("{done}");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod ipmi_sim;
+pub mod postgres;
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {

@@ -135,24 +135,63 @@ async fn broker_restart_mid_run_loses_no_report() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = aggregator_config(dir.path(), port);
-    let agg = Aggregator::start(&cfg).await.unwrap();
     let mut scenario = Scenario::uniform(2, 5, 0, 7);
     scenario.interval = Duration::from_millis(200);
+    restart_loses_no_report(&cfg, scenario, 10, 20).await;
+}
+
+/// The same on PostgreSQL, with the 50 hosts: the restarted aggregator shows the fleet it
+/// stored before the agents are back, and nothing is lost across the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_hosts_on_postgresql_restart_and_lose_no_report() {
+    let Some(pg) = yunjian_tests::postgres::TempPostgres::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = aggregator_config(dir.path(), port);
+    cfg.storage = Some(pg.create_database("fleet").parse().unwrap());
+    let mut scenario = fifty_hosts();
+    scenario.interval = Duration::from_millis(500);
+    restart_loses_no_report(&cfg, scenario, 50, 10).await;
+    assert!(
+        !dir.path().join("yunjian.db").exists(),
+        "nothing went to the embedded SQLite file"
+    );
+}
+
+/// Run `scenario` (`hosts` hosts), restart the aggregator mid-run, and check every node sent
+/// more than `min_last` reports with none lost.
+async fn restart_loses_no_report(
+    cfg: &AggregatorConfig,
+    scenario: Scenario,
+    hosts: usize,
+    min_last: u64,
+) {
+    let port = cfg.broker.listen.port();
+    let agg = Aggregator::start(cfg).await.unwrap();
     let sim = start_sim(scenario, &agg, port).await;
-    assert!(sim.wait_connected(10, Duration::from_secs(20)).await);
+    assert!(sim.wait_connected(hosts, Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     agg.shutdown().await; // broker gone: reports pile up in the agents' buffers
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let agg = Aggregator::start(&cfg).await.unwrap();
+    let agg = Aggregator::start(cfg).await.unwrap();
+    // what storage kept: every host, before any agent is back
+    let restored = get_json(agg.http_addr, "/api/nodes?role=host").await;
+    assert_eq!(
+        restored["nodes"].as_array().unwrap().len(),
+        hosts,
+        "restored from storage"
+    );
     assert!(
-        sim.wait_connected(10, Duration::from_secs(30)).await,
+        sim.wait_connected(hosts, Duration::from_secs(30)).await,
         "agents reconnect"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sim_stats = sim.stats();
     assert!(
-        sim_stats.reconnects >= 10,
+        sim_stats.reconnects >= hosts as u64,
         "every agent reconnected: {sim_stats:?}"
     );
     sim.stop().await; // clean stop: flushes what is buffered
@@ -168,13 +207,16 @@ async fn broker_restart_mid_run_loses_no_report() {
                 .unwrap()
                 .iter()
                 .all(|n| n["last_seq"].as_u64() == n["received"].as_u64());
-            (v["nodes"].as_array().unwrap().len() == 10 && all_caught_up).then_some(v)
+            (v["nodes"].as_array().unwrap().len() == hosts && all_caught_up).then_some(v)
         },
     )
     .await;
     for (id, n) in nodes_by_id(&v) {
         let last = n["last_seq"].as_u64().unwrap();
-        assert!(last > 20, "{id} sent across the outage: last_seq {last}");
+        assert!(
+            last > min_last,
+            "{id} sent across the outage: last_seq {last}"
+        );
         assert_eq!(
             n["missing"].as_u64(),
             Some(0),

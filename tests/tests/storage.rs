@@ -1,5 +1,5 @@
 //! The storage scenario, written once against the ports of `yunjian_aggregator_core::store` and
-//! run on every backend: what one handle writes, a reopened handle reads back the same; two
+//! run on every backend (SQLite, and PostgreSQL on a server the test starts): what one handle writes, a reopened handle reads back the same; two
 //! handles writing at once lose nothing; a database from a newer build is refused.
 
 use std::collections::BTreeMap;
@@ -164,4 +164,44 @@ fn the_storage_story_on_sqlite() {
     let e = s.migrate().unwrap_err();
     assert_eq!(e.kind(), "schema_too_new", "{e}");
     assert!(e.to_string().contains("upgrade the aggregator"), "{e}");
+}
+
+#[test]
+fn the_storage_story_on_postgresql() {
+    let Some(pg) = yunjian_tests::postgres::TempPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("story");
+    story(&|| -> Box<dyn Storage> {
+        Box::new(yunjian_store_postgres::PostgresStorage::connect(&url).unwrap())
+    });
+
+    // the timeline is append-only in the database itself
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let e = c.execute("DELETE FROM reclaim_log", &[]).unwrap_err();
+    assert!(
+        e.to_string().contains("append-only") || format!("{e:?}").contains("append-only"),
+        "{e:?}"
+    );
+
+    // two aggregators starting together on a new database: both migrate, one schema
+    let fresh = pg.create_database("race");
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let mut s = yunjian_store_postgres::PostgresStorage::connect(&fresh).unwrap();
+                s.migrate().unwrap();
+            });
+        }
+    });
+
+    // a database a newer build migrated is refused, not run on
+    c.execute(
+        "INSERT INTO schema_migrations (version, applied_ms) VALUES (9999, 0)",
+        &[],
+    )
+    .unwrap();
+    let mut s = yunjian_store_postgres::PostgresStorage::connect(&url).unwrap();
+    let e = s.migrate().unwrap_err();
+    assert_eq!(e.kind(), "schema_too_new", "{e}");
 }
