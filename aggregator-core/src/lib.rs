@@ -5,7 +5,8 @@
 //! engine evaluates its rules against the fleet and the allocation [`register`] and keeps the
 //! [`alarms`]; [`usage`] keeps the utilisation history that finds idle VMs, which become
 //! [`reclaim`] cases. Everything that must outlive a restart goes through the ports of
-//! [`store`], implemented by the storage backend crates (`yunjian-store-sqlite`).
+//! [`store`], implemented by the storage backend crates (`yunjian-store-sqlite`,
+//! `yunjian-store-postgres`).
 
 pub mod alarms;
 pub mod antivirus;

@@ -1,6 +1,6 @@
 //! The storage ports: what the aggregator keeps across a restart, one trait per domain, and
-//! the one error every backend speaks. SQL stays in the backend crates (today
-//! `yunjian-store-sqlite`), which implement every trait here; the storage scenario test
+//! the one error every backend speaks. SQL stays in the backend crates (`yunjian-store-sqlite`,
+//! `yunjian-store-postgres`), which implement every trait here; the storage scenario test
 //! (`tests/tests/storage.rs`) runs the same story against each.
 //!
 //! What is stored: the latest state of every node (so a restarted aggregator shows the fleet
@@ -145,7 +145,7 @@ impl WriteBatch {
 /// the utilisation days and alarms they caused; a register change with its audit entry) and
 /// is written in one transaction: all of it or none.
 pub trait Schema {
-    /// Which backend, for logs and errors (`sqlite`).
+    /// Which backend, for logs and errors (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
     /// Bring the schema to the current version; returns it. A database whose schema is newer
     /// than this build knows is refused with [`StorageError::SchemaTooNew`].

@@ -25,6 +25,7 @@ use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator_core::fleet::Fleet;
 use yunjian_aggregator_core::store::{Schema, StorageError, WriteBatch};
 use yunjian_protocol::*;
+use yunjian_store_postgres::PostgresStorage;
 use yunjian_store_sqlite::SqliteStorage;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -194,6 +195,9 @@ enum Consumer {
     IngestNoStorage,
     /// Ingest with SQLite; PUBACK after commit.
     IngestSqlite,
+    /// Ingest with PostgreSQL (a server the bench starts, a new database per run); PUBACK
+    /// after commit.
+    IngestPostgres,
 }
 
 async fn subscriber(addr: std::net::SocketAddr, expect: usize) {
@@ -235,6 +239,7 @@ async fn through_broker(
     total: usize,
     conns: usize,
     consumer_kind: Consumer,
+    postgres_url: Option<String>,
 ) -> f64 {
     let metrics = Arc::new(Metrics::default());
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(16 * 1024);
@@ -260,20 +265,23 @@ async fn through_broker(
     let fleet = Fleet::shared();
     let with_ingest = matches!(
         consumer_kind,
-        Consumer::IngestNoStorage | Consumer::IngestSqlite
+        Consumer::IngestNoStorage | Consumer::IngestSqlite | Consumer::IngestPostgres
     );
     let consumer = if with_ingest {
-        let st: Box<dyn Schema + Send> = if consumer_kind == Consumer::IngestSqlite {
-            let mut st = SqliteStorage::open(&dir.path().join("bench.db")).unwrap();
-            st.migrate().unwrap();
-            Box::new(st)
-        } else {
-            Box::new(NoStorage)
-        };
+        let sqlite = dir.path().join("bench.db");
         let (store_tx, store_rx) = mpsc::channel(64);
         let m = metrics.clone();
+        // opened on the storage thread: the PostgreSQL client must not run on the runtime
         std::thread::spawn(move || {
-            let mut st = st;
+            let mut st: Box<dyn Schema + Send> = match consumer_kind {
+                Consumer::IngestSqlite => Box::new(SqliteStorage::open(&sqlite).unwrap()),
+                Consumer::IngestPostgres => Box::new(
+                    PostgresStorage::connect(&postgres_url.expect("a PostgreSQL database"))
+                        .unwrap(),
+                ),
+                _ => Box::new(NoStorage),
+            };
+            st.migrate().unwrap();
             ingest::storage_loop(st.as_mut(), store_rx, m)
         });
         let (changes, _) = watch::channel(0);
@@ -368,11 +376,19 @@ fn main() {
             Consumer::IngestSqlite,
             "embedded broker -> ingest -> SQLite commit -> PUBACK",
         ),
+        (
+            Consumer::IngestPostgres,
+            "embedded broker -> ingest -> PostgreSQL commit -> PUBACK",
+        ),
     ];
+    // a private server, as the tests start one (initdb + postgres on a free port)
+    let pg = yunjian_tests::postgres::TempPostgres::start().expect("PostgreSQL for the bench");
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
-    for _ in 0..3 {
+    for run in 0..3 {
         for (i, (k, _)) in kinds.iter().enumerate() {
-            runs[i].push(rt.block_on(through_broker(&master, total, conns, *k)));
+            let url = (*k == Consumer::IngestPostgres)
+                .then(|| pg.create_database(&format!("bench{run}")));
+            runs[i].push(rt.block_on(through_broker(&master, total, conns, *k, url)));
         }
     }
     let mut med = Vec::new();
@@ -393,5 +409,13 @@ fn main() {
     println!(
         "ratio ingest (no storage) / raw MQTT subscriber: {:.2}",
         med[2] / med[1]
+    );
+    println!(
+        "ratio ingest+PostgreSQL / ingest+SQLite: {:.2}",
+        med[4] / med[3]
+    );
+    println!(
+        "ratio ingest+PostgreSQL / ingest (no storage): {:.2}",
+        med[4] / med[2]
     );
 }

@@ -116,6 +116,13 @@ fn backend_error(path: &str, source: rusqlite::Error) -> StorageError {
     }
 }
 
+/// Whether SQLite answered "busy" (another connection holds the lock).
+fn is_busy(e: &StorageError) -> bool {
+    matches!(e, StorageError::Backend { source, .. }
+        if source.downcast_ref::<rusqlite::Error>().and_then(rusqlite::Error::sqlite_error_code)
+            == Some(rusqlite::ErrorCode::DatabaseBusy))
+}
+
 impl SqliteStorage {
     /// Open (creating if needed) the database file. `:memory:` gives a private in-memory db.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
@@ -126,37 +133,44 @@ impl SqliteStorage {
             let _ = std::fs::create_dir_all(dir);
         }
         let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
+        // first, so that opening while another connection migrates waits instead of failing
         conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        // switching a new file to WAL can answer "busy" without waiting (see `migrate`)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                done => break done.map_err(err)?,
+            }
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         Ok(SqliteStorage { conn, path: p })
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
-        move |source| backend_error(&self.path, source)
-    }
-}
-
-impl Schema for SqliteStorage {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn migrate(&mut self) -> Result<u32, StorageError> {
+    /// One attempt at [`Schema::migrate`].
+    fn migrate_once(&mut self) -> Result<u32, StorageError> {
         let path = self.path.clone();
         let err = move |source| backend_error(&path, source);
-        self.conn
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
-            )
+        // One immediate transaction: a second process migrating the same file waits for this
+        // one (busy timeout) and then finds everything applied.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(&err)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+        )
+        .map_err(&err)?;
         let applied: std::collections::BTreeSet<u32> = {
-            let mut st = self
-                .conn
+            let mut st = tx
                 .prepare("SELECT version FROM schema_migrations")
                 .map_err(&err)?;
             let rows = st.query_map([], |r| r.get::<_, u32>(0)).map_err(&err)?;
@@ -177,17 +191,40 @@ impl Schema for SqliteStorage {
             .collect();
         pending.sort_by_key(|(v, _)| *v);
         for (version, sql) in pending {
-            let tx = self.conn.transaction().map_err(&err)?;
             tx.execute_batch(sql).map_err(&err)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
                 params![version, now_ms() as i64],
             )
             .map_err(&err)?;
-            tx.commit().map_err(&err)?;
             tracing::info!(version, "storage schema migrated");
         }
+        tx.commit().map_err(&err)?;
         Ok(known)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
+        move |source| backend_error(&self.path, source)
+    }
+}
+
+impl Schema for SqliteStorage {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn migrate(&mut self) -> Result<u32, StorageError> {
+        // A new file that another connection is switching to WAL can answer "busy" without
+        // waiting (SQLite does not call the busy handler there): try again for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.migrate_once() {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                done => return done,
+            }
+        }
     }
 
     fn write(&mut self, batch: &WriteBatch) -> Result<(), StorageError> {

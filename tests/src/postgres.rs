@@ -87,7 +87,9 @@ impl TempPostgres {
         let out = command(&bin.join("initdb"), user, dir.path())
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale", "C"])
+            .args([
+                "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale", "C",
+            ])
             .arg("--no-sync")
             .output()
             .expect("initdb runs");
@@ -123,19 +125,29 @@ impl TempPostgres {
     fn wait_ready(&mut self, timeout: Duration) {
         let start = Instant::now();
         loop {
-            let answered = postgres::Client::connect(&self.url(), postgres::NoTls)
-                .and_then(|mut c| c.simple_query("SELECT 1"));
+            let url = self.url();
+            let answered = off_runtime(move || {
+                postgres::Client::connect(&url, postgres::NoTls)
+                    .and_then(|mut c| c.simple_query("SELECT 1"))
+                    .map(drop)
+            });
             let failure = match (answered, self.child.try_wait()) {
                 (Ok(_), _) => return,
                 (Err(_), Ok(Some(status))) => format!("exited ({status})"),
-                (Err(e), _) if start.elapsed() > timeout => format!("not ready after {timeout:?}: {e}"),
+                (Err(e), _) if start.elapsed() > timeout => {
+                    format!("not ready after {timeout:?}: {e}")
+                }
                 _ => {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
             };
-            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-            panic!("PostgreSQL on 127.0.0.1:{} {failure}; its log:\n{log}", self.port);
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            panic!(
+                "PostgreSQL on 127.0.0.1:{} {failure}; its log:\n{log}",
+                self.port
+            );
         }
     }
 
@@ -150,12 +162,23 @@ impl TempPostgres {
 
     /// Create an empty database and return its URL (one per test, on a shared server).
     pub fn create_database(&self, name: &str) -> String {
-        let mut c = postgres::Client::connect(&self.url(), postgres::NoTls)
-            .expect("connect to the test server");
-        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .expect("create the test database");
+        let admin = self.url();
+        let sql = format!("CREATE DATABASE \"{name}\"");
+        off_runtime(move || {
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls)
+                .expect("connect to the test server");
+            c.batch_execute(&sql).expect("create the test database");
+        });
         self.database_url(name)
     }
+}
+
+/// The synchronous client blocks on a runtime of its own, which panics on a thread that drives
+/// one (async tests): its work runs on a thread of its own.
+fn off_runtime<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::spawn(f)
+        .join()
+        .expect("postgres client thread")
 }
 
 impl Drop for TempPostgres {
