@@ -17,4 +17,5 @@ pub mod ratelimit;
 pub mod reclaim;
 pub mod register;
 pub mod store;
+pub mod time;
 pub mod usage;

@@ -11,8 +11,6 @@ use std::collections::VecDeque;
 
 pub const HOUR_MS: u64 = 3_600_000;
 pub const DAY_MS: u64 = 86_400_000;
-/// Days and dates are Beijing time (UTC+8).
-const BEIJING_OFFSET_MS: u64 = 8 * HOUR_MS;
 /// Complete days of history needed before a line is fitted.
 pub const MIN_DAYS: usize = 3;
 /// Slopes below this (percentage points a day) are flat: no crossing.
@@ -232,28 +230,12 @@ pub fn crossing(l: Line, level: f64) -> Option<f64> {
 
 /// Days since the epoch in Beijing time.
 fn beijing_day(ms: u64) -> u64 {
-    (ms + BEIJING_OFFSET_MS) / DAY_MS
+    crate::time::beijing_day(ms) as u64
 }
 
 /// The Beijing calendar date of `ms`, as `2026-12-03`.
 pub fn beijing_date(ms: u64) -> String {
-    let (y, m, d) = civil_from_days(beijing_day(ms) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (H. Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    crate::time::beijing_date(ms)
 }
 
 #[cfg(test)]
@@ -279,8 +261,8 @@ mod tests {
         assert_eq!(beijing_date(T0 - 1), "2026-03-01");
         assert_eq!(beijing_date(0), "1970-01-01");
         // 2024 is a leap year
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(crate::time::civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(crate::time::civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]
@@ -341,7 +323,7 @@ mod tests {
     fn the_daily_cycle_does_not_tilt_the_line() {
         // flat at 55 % with a ±15 point business-hours swing, ending mid-morning
         let swing = |ts: u64| {
-            let h = ((ts + BEIJING_OFFSET_MS) % DAY_MS) as f64 / HOUR_MS as f64;
+            let h = ((ts + crate::time::BEIJING_OFFSET_MS as u64) % DAY_MS) as f64 / HOUR_MS as f64;
             55.0 + 15.0 * (std::f64::consts::TAU * (h - 8.0) / 24.0).sin()
         };
         let t = trend_of(5, 900_000, |ts| swing(ts + 10 * HOUR_MS));

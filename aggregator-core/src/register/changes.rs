@@ -17,6 +17,7 @@
 use super::form::{self, Column, Format, RowError};
 use super::{Register, Resources, Sanction, Unit, UnitRecord, VmAllocation};
 use crate::store::AuditEntry;
+pub use crate::time::beijing_time;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -496,32 +497,6 @@ pub fn check_low_use_hold(
 /// A sanction's lowered quota, else the unit's own.
 fn explicit_quota(unit: &Unit) -> Option<Resources> {
     unit.sanction.as_ref().and_then(|s| s.quota).or(unit.quota)
-}
-
-/// `2023-11-15 06:13 (UTC+8)`: Beijing time, for messages.
-pub fn beijing_time(ms: u64) -> String {
-    let secs = ms / 1000 + 8 * 3600;
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} (UTC+8)",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

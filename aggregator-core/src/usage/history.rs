@@ -41,7 +41,7 @@ pub fn day_start_ms(day: Day, offset_ms: i64) -> u64 {
 
 /// `YYYY-MM-DD` of a day number (Howard Hinnant's civil-from-days).
 pub fn date_string(day: Day) -> String {
-    let (y, m, d) = civil_from_days(i64::from(day));
+    let (y, m, d) = crate::time::civil_from_days(i64::from(day));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
@@ -70,32 +70,9 @@ pub fn parse_date(text: &str) -> Option<Day> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    let day = days_from_civil(y, m, d);
+    let day = crate::time::days_from_civil(y, m as u32, d as u32);
     // reject 2026-02-31 and the like: it must come back as written
-    (civil_from_days(day) == (y, m as u32, d as u32)).then_some(day as Day)
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    (crate::time::civil_from_days(day) == (y, m as u32, d as u32)).then_some(day as Day)
 }
 
 /// The histogram bucket of a CPU value in hundredths of a percent (0..=10000).
