@@ -41,6 +41,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (30, include_str!("../migrations/0030_reclaim.sql")),
 ];
 
+/// How long the check of a suspect connection may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The advisory lock migrations take (any constant the site does not use otherwise).
 const MIGRATION_LOCK: i64 = 0x7975_6e6a_6961_6e01; // "yunjian" 1
 
@@ -48,6 +51,10 @@ const MIGRATION_LOCK: i64 = 0x7975_6e6a_6961_6e01; // "yunjian" 1
 pub struct PostgresStorage {
     /// Always present; taken only by `Drop`.
     client: Option<Client>,
+    /// To connect again after the server closed the connection (never printed).
+    url: String,
+    /// The last call failed in the database's client: check the connection before the next.
+    suspect: bool,
     /// The URL without its password, for errors and logs.
     target: String,
 }
@@ -131,14 +138,39 @@ impl PostgresStorage {
         let client = Client::connect(url, NoTls).map_err(|e| backend(&target, e))?;
         Ok(PostgresStorage {
             client: Some(client),
+            url: url.to_string(),
+            suspect: false,
             target,
         })
     }
 
-    fn client(&mut self) -> &mut Client {
-        self.client
+    /// Remember a failure of the database's client, so the next call checks the connection.
+    fn note<T>(&mut self, r: &Result<T, StorageError>) {
+        if matches!(r, Err(StorageError::Backend { .. })) {
+            self.suspect = true;
+        }
+    }
+
+    /// The connection, opened again first if the server closed it (a restart, a failover, an
+    /// administrator's `pg_terminate_backend`): the call that found it broken failed, the next
+    /// one reconnects (the storage thread retries a failed write).
+    fn client(&mut self) -> Result<&mut Client, StorageError> {
+        let suspect = std::mem::take(&mut self.suspect);
+        let broken = match self.client.as_mut() {
+            None => true,
+            Some(c) => c.is_closed() || suspect && c.is_valid(CHECK_TIMEOUT).is_err(),
+        };
+        if broken {
+            let fresh = Client::connect(&self.url, NoTls).map_err(|e| backend(&self.target, e))?;
+            tracing::info!(target = %self.target, "reconnected to PostgreSQL");
+            if let Some(old) = self.client.replace(fresh) {
+                close_elsewhere(old, &self.target);
+            }
+        }
+        Ok(self
+            .client
             .as_mut()
-            .expect("the connection is open until the handle is dropped")
+            .expect("the connection was just opened"))
     }
 
     fn query(
@@ -146,10 +178,14 @@ impl PostgresStorage {
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Row>, StorageError> {
-        let target = self.target.clone();
-        self.client()
-            .query(sql, params)
-            .map_err(|e| backend(&target, e))
+        let r = (|| -> Result<Vec<Row>, StorageError> {
+            let target = self.target.clone();
+            self.client()?
+                .query(sql, params)
+                .map_err(|e| backend(&target, e))
+        })();
+        self.note(&r);
+        r
     }
 }
 
@@ -159,13 +195,18 @@ impl PostgresStorage {
 impl Drop for PostgresStorage {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            let closing = std::thread::Builder::new()
-                .name("yj-pg-close".into())
-                .spawn(move || drop(client));
-            if let Err(e) = closing {
-                tracing::warn!(target = %self.target, "cannot close the connection: {e}");
-            }
+            close_elsewhere(client, &self.target);
         }
+    }
+}
+
+/// Close a connection on a thread of its own (see the `Drop` impl).
+fn close_elsewhere(client: Client, target: &str) {
+    let closing = std::thread::Builder::new()
+        .name("yj-pg-close".into())
+        .spawn(move || drop(client));
+    if let Err(e) = closing {
+        tracing::warn!(target = %target, "cannot close the connection: {e}");
     }
 }
 
@@ -175,57 +216,65 @@ impl Schema for PostgresStorage {
     }
 
     fn migrate(&mut self) -> Result<u32, StorageError> {
-        let target = self.target.clone();
-        let err = |e| backend(&target, e);
-        let mut tx = self.client().transaction().map_err(err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .map_err(err)?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+        let r = (|| -> Result<u32, StorageError> {
+            let target = self.target.clone();
+            let err = |e| backend(&target, e);
+            let mut tx = self.client()?.transaction().map_err(err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(err)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
                 version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-        )
-        .map_err(err)?;
-        let applied: std::collections::BTreeSet<i32> = tx
-            .query("SELECT version FROM schema_migrations", &[])
-            .map_err(err)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0) as u32;
-        if let Some(&found) = applied
-            .iter()
-            .find(|v| !MIGRATIONS.iter().any(|(k, _)| k == *v))
-        {
-            return Err(StorageError::SchemaTooNew {
-                found: found as u32,
-                known,
-            });
-        }
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
-            tx.batch_execute(sql).map_err(err)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
-                &[version, &(now_ms() as i64)],
             )
             .map_err(err)?;
-            tracing::info!(version, "storage schema migrated");
-        }
-        tx.commit().map_err(err)?;
-        Ok(known)
+            let applied: std::collections::BTreeSet<i32> = tx
+                .query("SELECT version FROM schema_migrations", &[])
+                .map_err(err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let known = MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0) as u32;
+            if let Some(&found) = applied
+                .iter()
+                .find(|v| !MIGRATIONS.iter().any(|(k, _)| k == *v))
+            {
+                return Err(StorageError::SchemaTooNew {
+                    found: found as u32,
+                    known,
+                });
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
+                tx.batch_execute(sql).map_err(err)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
+                    &[version, &(now_ms() as i64)],
+                )
+                .map_err(err)?;
+                tracing::info!(version, "storage schema migrated");
+            }
+            tx.commit().map_err(err)?;
+            Ok(known)
+        })();
+        self.note(&r);
+        r
     }
 
     fn write(&mut self, batch: &WriteBatch) -> Result<(), StorageError> {
-        let target = self.target.clone();
-        let err = |e| backend(&target, e);
-        let mut tx = self.client().transaction().map_err(err)?;
-        write_nodes(&mut tx, &batch.nodes).map_err(err)?;
-        write_events(&mut tx, &batch.events).map_err(err)?;
-        write_alarms(&mut tx, &batch.alarms).map_err(err)?;
-        write_audit(&mut tx, &batch.audit).map_err(err)?;
-        write_register(&mut tx, &batch.register).map_err(err)?;
-        write_sel(&mut tx, &batch.sel).map_err(err)?;
-        write_usage(&mut tx, &batch.usage_days, &batch.exemptions).map_err(err)?;
-        tx.commit().map_err(err)
+        let r = (|| -> Result<(), StorageError> {
+            let target = self.target.clone();
+            let err = |e| backend(&target, e);
+            let mut tx = self.client()?.transaction().map_err(err)?;
+            write_nodes(&mut tx, &batch.nodes).map_err(err)?;
+            write_events(&mut tx, &batch.events).map_err(err)?;
+            write_alarms(&mut tx, &batch.alarms).map_err(err)?;
+            write_audit(&mut tx, &batch.audit).map_err(err)?;
+            write_register(&mut tx, &batch.register).map_err(err)?;
+            write_sel(&mut tx, &batch.sel).map_err(err)?;
+            write_usage(&mut tx, &batch.usage_days, &batch.exemptions).map_err(err)?;
+            tx.commit().map_err(err)
+        })();
+        self.note(&r);
+        r
     }
 }
 
@@ -617,11 +666,15 @@ impl AuditStore for PostgresStorage {
     }
 
     fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError> {
-        let target = self.target.clone();
-        self.client()
-            .execute("DELETE FROM audit WHERE ts_ms < $1", &[&(before_ms as i64)])
-            .map(|n| n as usize)
-            .map_err(|e| backend(&target, e))
+        let r = (|| -> Result<usize, StorageError> {
+            let target = self.target.clone();
+            self.client()?
+                .execute("DELETE FROM audit WHERE ts_ms < $1", &[&(before_ms as i64)])
+                .map(|n| n as usize)
+                .map_err(|e| backend(&target, e))
+        })();
+        self.note(&r);
+        r
     }
 }
 
@@ -715,11 +768,15 @@ impl UsageStore for PostgresStorage {
     }
 
     fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
-        let target = self.target.clone();
-        self.client()
-            .execute("DELETE FROM usage_days WHERE day < $1", &[&before_day])
-            .map(|n| n as usize)
-            .map_err(|e| backend(&target, e))
+        let r = (|| -> Result<usize, StorageError> {
+            let target = self.target.clone();
+            self.client()?
+                .execute("DELETE FROM usage_days WHERE day < $1", &[&before_day])
+                .map(|n| n as usize)
+                .map_err(|e| backend(&target, e))
+        })();
+        self.note(&r);
+        r
     }
 
     fn load_exemptions(&mut self) -> Result<Vec<Exemption>, StorageError> {
@@ -732,11 +789,12 @@ impl UsageStore for PostgresStorage {
 
 impl ReclaimStore for PostgresStorage {
     fn reclaim_write(&mut self, w: &ReclaimWrite) -> Result<(), StorageError> {
-        let target = self.target.clone();
-        let err = |e| backend(&target, e);
-        let mut tx = self.client().transaction().map_err(err)?;
-        if !w.cases.is_empty() {
-            let st = tx
+        let r = (|| -> Result<(), StorageError> {
+            let target = self.target.clone();
+            let err = |e| backend(&target, e);
+            let mut tx = self.client()?.transaction().map_err(err)?;
+            if !w.cases.is_empty() {
+                let st = tx
                 .prepare(
                     "INSERT INTO reclaim_cases (id, uuid, unit, state, opened_ms, updated_ms, body)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -744,56 +802,59 @@ impl ReclaimStore for PostgresStorage {
                         updated_ms = EXCLUDED.updated_ms, body = EXCLUDED.body",
                 )
                 .map_err(err)?;
-            for c in &w.cases {
-                tx.execute(
-                    &st,
-                    &[
-                        &(c.id as i64),
-                        &c.uuid,
-                        &c.unit,
-                        &c.state.as_str(),
-                        &(c.opened_ms as i64),
-                        &(c.updated_ms as i64),
-                        &json(c),
-                    ],
-                )
-                .map_err(err)?;
-            }
-        }
-        if !w.log.is_empty() {
-            let st = tx
-                .prepare("INSERT INTO reclaim_log (case_id, ts_ms, body) VALUES ($1, $2, $3)")
-                .map_err(err)?;
-            for l in &w.log {
-                tx.execute(&st, &[&(l.case_id as i64), &(l.ts_ms as i64), &json(l)])
+                for c in &w.cases {
+                    tx.execute(
+                        &st,
+                        &[
+                            &(c.id as i64),
+                            &c.uuid,
+                            &c.unit,
+                            &c.state.as_str(),
+                            &(c.opened_ms as i64),
+                            &(c.updated_ms as i64),
+                            &json(c),
+                        ],
+                    )
                     .map_err(err)?;
+                }
             }
-        }
-        if !w.commands.is_empty() {
-            let st = tx
-                .prepare(
-                    "INSERT INTO commands (id, node, case_id, status, created_ms, body)
+            if !w.log.is_empty() {
+                let st = tx
+                    .prepare("INSERT INTO reclaim_log (case_id, ts_ms, body) VALUES ($1, $2, $3)")
+                    .map_err(err)?;
+                for l in &w.log {
+                    tx.execute(&st, &[&(l.case_id as i64), &(l.ts_ms as i64), &json(l)])
+                        .map_err(err)?;
+                }
+            }
+            if !w.commands.is_empty() {
+                let st = tx
+                    .prepare(
+                        "INSERT INTO commands (id, node, case_id, status, created_ms, body)
                      VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, body = EXCLUDED.body",
-                )
-                .map_err(err)?;
-            for c in &w.commands {
-                tx.execute(
-                    &st,
-                    &[
-                        &c.id,
-                        &c.node,
-                        &c.case_id.map(|i| i as i64),
-                        &c.status.as_str(),
-                        &(c.created_ms as i64),
-                        &json(c),
-                    ],
-                )
-                .map_err(err)?;
+                    )
+                    .map_err(err)?;
+                for c in &w.commands {
+                    tx.execute(
+                        &st,
+                        &[
+                            &c.id,
+                            &c.node,
+                            &c.case_id.map(|i| i as i64),
+                            &c.status.as_str(),
+                            &(c.created_ms as i64),
+                            &json(c),
+                        ],
+                    )
+                    .map_err(err)?;
+                }
             }
-        }
-        write_audit(&mut tx, &w.audit).map_err(err)?;
-        tx.commit().map_err(err)
+            write_audit(&mut tx, &w.audit).map_err(err)?;
+            tx.commit().map_err(err)
+        })();
+        self.note(&r);
+        r
     }
 
     fn reclaim_cases(&mut self) -> Result<Vec<Case>, StorageError> {

@@ -734,6 +734,34 @@ fn the_storage_story_on_postgresql() {
         },
     );
 
+    // The server drops the connection (a restart, a failover, an administrator): the handle
+    // connects again, at the latest on the call after the one that found it broken (the
+    // storage thread retries a failed write), and nothing of that write is lost.
+    let mut s = yunjian_store_postgres::PostgresStorage::connect(&url).unwrap();
+    s.migrate().unwrap();
+    let mut admin = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'story'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended.len(), 1, "the handle's one connection was ended");
+    let batch = WriteBatch {
+        audit: vec![audit(
+            T0 + 5_000,
+            "reconnect",
+            "test.reconnect",
+            "reconnect",
+        )],
+        ..WriteBatch::default()
+    };
+    let attempts = (1..=3)
+        .find(|_| s.write(&batch).is_ok())
+        .expect("written after reconnecting");
+    assert!(attempts <= 2, "{attempts} attempts");
+    assert_eq!(s.audit(Some("reconnect"), 10).unwrap().len(), 1);
+
     // Two aggregators starting together on a new database: both migrate, to one schema.
     for round in 0..5 {
         let fresh = pg.create_database(&format!("race{round}"));
