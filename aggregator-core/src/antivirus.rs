@@ -28,8 +28,7 @@
 //! requests it, the authority approves it (when the profile's `stop_requires_approval` says
 //! so); both are recorded here and in the audit log. The command that stops a VM comes later.
 
-use crate::fleet::{Liveness, NodeState};
-use crate::store::StorageError;
+use crate::liveness::Liveness;
 use serde::{Deserialize, Serialize};
 use yunjian_protocol::{
     decode_unverified, AntivirusProduct, AntivirusReport, Body, Envelope, PackageState, Role,
@@ -197,16 +196,9 @@ fn not_reported(profile: &str) -> AntivirusProduct {
 }
 
 impl AntivirusTrack {
-    /// The track of a stored node: its latest antivirus frame and its history (JSON).
-    pub fn from_stored(
-        node: &str,
-        frame: Option<&[u8]>,
-        history: Option<&str>,
-    ) -> Result<Self, StorageError> {
-        let corrupt = |reason: String| StorageError::Corrupt {
-            what: format!("node {node}"),
-            reason,
-        };
+    /// The track of a stored node: its latest antivirus frame and its history (JSON). `Err`
+    /// says what of it cannot be read.
+    pub fn from_stored(frame: Option<&[u8]>, history: Option<&str>) -> Result<Self, String> {
         let latest = match frame.map(decode_unverified).transpose() {
             Ok(Some(Envelope {
                 ts_ms,
@@ -214,12 +206,12 @@ impl AntivirusTrack {
                 ..
             })) => Some((ts_ms, report)),
             Ok(_) => None,
-            Err(e) => return Err(corrupt(format!("antivirus: {e}"))),
+            Err(e) => return Err(format!("antivirus: {e}")),
         };
         let history = history
             .map(serde_json::from_str)
             .transpose()
-            .map_err(|e| corrupt(format!("antivirus history: {e}")))?
+            .map_err(|e| format!("antivirus history: {e}"))?
             .unwrap_or_default();
         Ok(AntivirusTrack {
             latest,
@@ -502,13 +494,20 @@ fn gone(was: &AntivirusProduct, now: &AntivirusProduct) -> Vec<Gone> {
 /// unknown role). A VM online for less than [`FIRST_REPORT_GRACE_MS`] without any antivirus
 /// report yet is `unknown`, not `missing`: its agent probes at start, but the report may come
 /// a moment after the connection (no alarm flaps while a fleet connects).
-pub fn assess_node(st: &NodeState, max_age_days: u32, now_ms: u64) -> Option<Assessment> {
-    if st.role != Some(Role::Guest) {
+pub fn assess_node(
+    role: Option<Role>,
+    track: &AntivirusTrack,
+    liveness: Liveness,
+    liveness_since_ms: u64,
+    max_age_days: u32,
+    now_ms: u64,
+) -> Option<Assessment> {
+    if role != Some(Role::Guest) {
         return None;
     }
-    let waiting = st.antivirus.latest.is_none()
-        && st.liveness == Liveness::Online
-        && now_ms.saturating_sub(st.liveness_since_ms) < FIRST_REPORT_GRACE_MS;
+    let waiting = track.latest.is_none()
+        && liveness == Liveness::Online
+        && now_ms.saturating_sub(liveness_since_ms) < FIRST_REPORT_GRACE_MS;
     if waiting {
         return Some(Assessment {
             state: AvState::Unknown,
@@ -516,7 +515,7 @@ pub fn assess_node(st: &NodeState, max_age_days: u32, now_ms: u64) -> Option<Ass
             removals: Vec::new(),
         });
     }
-    Some(st.antivirus.assess(st.liveness, max_age_days))
+    Some(track.assess(liveness, max_age_days))
 }
 
 #[cfg(test)]

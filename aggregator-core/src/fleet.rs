@@ -23,17 +23,7 @@ pub const GAP_MEMORY: usize = 4096;
 
 pub type SharedFleet = Arc<RwLock<Fleet>>;
 
-/// Connection state of a node as the aggregator sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Liveness {
-    /// Status online and messages arriving.
-    Online,
-    /// Status online but no message for too long.
-    Silent,
-    /// Offline status (clean shutdown or last will).
-    Offline,
-}
+pub use crate::liveness::Liveness;
 
 /// What applying one envelope did (for counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +156,28 @@ impl NodeState {
             hardware: HardwareTrack::default(),
             stamps: Stamps::at(stamp),
         }
+    }
+
+    /// The antivirus assessment of this node (a VM) at wall time `now_ms`; see
+    /// [`crate::antivirus::assess_node`].
+    pub fn antivirus_assessment(
+        &self,
+        max_age_days: u32,
+        now_ms: u64,
+    ) -> Option<crate::antivirus::Assessment> {
+        crate::antivirus::assess_node(
+            self.role,
+            &self.antivirus,
+            self.liveness,
+            self.liveness_since_ms,
+            max_age_days,
+            now_ms,
+        )
+    }
+
+    /// Everything wrong with this node's hardware now; see [`crate::hardware::assess`].
+    pub fn hardware_problems(&self, now_ms: u64) -> Vec<crate::hardware::Problem> {
+        crate::hardware::assess(&self.hardware, self.interval_ms(), self.liveness, now_ms)
     }
 
     pub fn interval_ms(&self) -> u64 {

@@ -28,7 +28,7 @@
 //! | `bmc`                   | the BMC did not answer the latest sweep, or no sweep for [`SILENT_SWEEPS`] sweep intervals while the host itself reports | major |
 
 use crate::alarms::Level;
-use crate::fleet::{Liveness, NodeState};
+use crate::liveness::Liveness;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use yunjian_protocol::hardware::{
@@ -404,9 +404,14 @@ fn sel_problems(t: &HardwareTrack, now_ms: u64, out: &mut Vec<Problem>) {
     }
 }
 
-/// Everything wrong with this node's hardware now (nothing when it never sent a sweep).
-pub fn assess(st: &NodeState, now_ms: u64) -> Vec<Problem> {
-    let t = &st.hardware;
+/// Everything wrong with a node's hardware now (nothing when it never sent a sweep), given
+/// its report interval and liveness.
+pub fn assess(
+    t: &HardwareTrack,
+    interval_ms: u64,
+    liveness: Liveness,
+    now_ms: u64,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     let Some(bmc) = &t.bmc else {
         return out;
@@ -416,14 +421,14 @@ pub fn assess(st: &NodeState, now_ms: u64) -> Vec<Problem> {
         chassis_problems(c, &mut out);
     }
     sel_problems(t, now_ms, &mut out);
-    let interval = t.sweep_interval_ms(st.interval_ms());
+    let interval = t.sweep_interval_ms(interval_ms);
     let silent_for = now_ms.saturating_sub(t.last_sweep_ms);
     let bmc_problem = match bmc {
         BmcState::Unreachable(cause) => Some(format!("BMC 无响应：{cause}")),
         // the host reports but its sweeps stopped: the BMC (or the agent's IPMI reader)
         // is stuck; a host that is itself down is node_down's alarm
         BmcState::Ok(_)
-            if st.liveness == Liveness::Online && silent_for > SILENT_SWEEPS * interval =>
+            if liveness == Liveness::Online && silent_for > SILENT_SWEEPS * interval =>
         {
             Some(format!(
                 "BMC 已 {} 秒无传感器数据（主机仍在上报）",
@@ -442,7 +447,7 @@ pub fn assess(st: &NodeState, now_ms: u64) -> Vec<Problem> {
                 "bmc": bmc,
                 "last_sweep_ms": t.last_sweep_ms,
                 "sweep_interval_ms": interval,
-                "host_liveness": st.liveness,
+                "host_liveness": liveness,
             }),
         });
     }

@@ -10,8 +10,10 @@
 
 pub mod alarms;
 pub mod antivirus;
+pub mod audit;
 pub mod fleet;
 pub mod hardware;
+pub mod liveness;
 pub mod policy;
 pub mod ratelimit;
 pub mod reclaim;

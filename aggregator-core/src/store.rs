@@ -15,6 +15,7 @@
 
 use crate::alarms::{Alarm, AlarmEvent};
 use crate::antivirus::AntivirusTrack;
+pub use crate::audit::AuditEntry;
 use crate::fleet::{Liveness, NodeState};
 use crate::register::{Register, UnitRecord};
 use bytes::Bytes;
@@ -94,20 +95,6 @@ pub struct EventRow {
     pub severity: Severity,
     pub code: String,
     pub message: String,
-}
-
-/// One entry of the append-only audit log: who did what, when, to what (001 第十九条: every
-/// operation logged and kept; 004 第二十四条: no unauthorised operations).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEntry {
-    pub ts_ms: u64,
-    /// A person (`ops:zhang`), or `system` for automatic actions.
-    pub actor: String,
-    /// e.g. `alarm.acknowledge`, `register.import`.
-    pub action: String,
-    /// What it was done to, e.g. `alarm:12`.
-    pub subject: String,
-    pub detail: serde_json::Value,
 }
 
 /// Everything one transaction writes.
@@ -329,10 +316,13 @@ impl NodeRow {
             _ => Vec::new(),
         };
         let antivirus = AntivirusTrack::from_stored(
-            &node,
             self.antivirus.as_deref(),
             self.antivirus_history.as_deref(),
-        )?;
+        )
+        .map_err(|reason| StorageError::Corrupt {
+            what: format!("node {node}"),
+            reason,
+        })?;
         Ok(NodeState {
             node: self.node,
             role: self.role,

@@ -39,8 +39,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Profile(#[from] ProfileError),
-    #[error("register: {0}")]
-    Register(#[from] crate::register::LoadError),
+    #[error("register pools: {0}")]
+    Pools(#[from] crate::register::pools::PoolsError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -116,10 +116,9 @@ impl Aggregator {
             rules::build(&profile, &cfg.disabled_rules),
             book,
         )));
-        let register: SharedRegister = Arc::new(std::sync::RwLock::new(crate::register::load(
-            storage.as_mut(),
-            cfg.pools_file.as_deref(),
-        )?));
+        let register: SharedRegister = Arc::new(std::sync::RwLock::new(
+            crate::register::with_pools(storage.load_register()?, cfg.pools_file.as_deref())?,
+        ));
         let mut reader = url.open_off_runtime()?;
         tracing::info!(profile = %profile.name, title = %profile.title, "policy profile");
         // Utilisation history (by event time) and the exemption register; days older than the

@@ -27,7 +27,7 @@ pub struct AggregatorConfig {
     /// profile file. Default `003` (徽州区, the 70% capacity warning of 第十九条).
     pub policy_profile: String,
     /// How often every rule is evaluated.
-    #[serde(with = "crate::policy::profile::duration")]
+    #[serde(with = "crate::time::duration")]
     pub policy_interval: std::time::Duration,
     /// Rules switched off by name (see `yunjian-aggregator rules`).
     pub disabled_rules: Vec<String>,

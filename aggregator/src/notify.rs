@@ -30,7 +30,7 @@ pub const OPERATORS: &str = "运维";
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// How long alarm changes are collected per unit before one message goes out.
-    #[serde(with = "crate::policy::profile::duration")]
+    #[serde(with = "crate::time::duration")]
     pub group_window: Duration,
     pub webhooks: Vec<Webhook>,
 }

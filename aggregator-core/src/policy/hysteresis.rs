@@ -14,7 +14,7 @@ pub struct Thresholds {
     /// Clear only below this percentage (lower than `warn_pct`).
     pub recovery_pct: f64,
     /// How long the value must stay at or above `warn_pct` before the alarm fires.
-    #[serde(with = "crate::policy::profile::duration")]
+    #[serde(with = "crate::time::duration")]
     pub hold: Duration,
     /// Escalation: at or above `pct`, the alarm takes `level` (checked while firing).
     #[serde(default)]

@@ -13,7 +13,7 @@ pub mod command;
 pub use case::{Actor, Case, CaseError, Kind, LogEntry, Role, State, Step};
 pub use command::{CommandRecord, CommandStatus};
 
-use crate::store::AuditEntry;
+use crate::audit::AuditEntry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

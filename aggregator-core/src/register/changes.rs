@@ -16,7 +16,7 @@
 
 use super::form::{self, Column, Format, RowError};
 use super::{Register, Resources, Sanction, Unit, UnitRecord, VmAllocation};
-use crate::store::AuditEntry;
+use crate::audit::AuditEntry;
 pub use crate::time::beijing_time;
 use serde::Deserialize;
 use serde_json::json;

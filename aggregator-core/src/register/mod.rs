@@ -27,7 +27,6 @@ pub mod pools;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 
-use crate::store::{RegisterStore, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -351,21 +350,11 @@ impl Register {
     }
 }
 
-/// Loading the register at start.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error(transparent)]
-    Pools(#[from] pools::PoolsError),
-}
-
-/// The register as stored (units and VMs), with the pools of `pools_file` (none when unset).
-pub fn load(
-    storage: &mut dyn RegisterStore,
+/// The register as stored (units and VMs) with the pools of `pools_file` (none when unset).
+pub fn with_pools(
+    mut register: Register,
     pools_file: Option<&Path>,
-) -> Result<Register, LoadError> {
-    let mut register = storage.load_register()?;
+) -> Result<Register, pools::PoolsError> {
     if let Some(path) = pools_file {
         register.pools = pools::load(path)?;
         register.touch();

@@ -46,7 +46,7 @@ pub use detect::{
 pub use exempt::{ExemptError, ExemptReason, Exemption, ExemptionState, Exemptions, NewExemption};
 pub use history::{DailySummary, Date, Day, Sample, UsageDayRow, UsageHistory};
 
-use crate::policy::profile::duration;
+use crate::time::duration;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

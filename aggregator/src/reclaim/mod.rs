@@ -33,16 +33,16 @@ pub struct ReclaimConfig {
     pub calendars: Vec<PathBuf>,
     /// How often cases are driven (re-check and execution of due ones, results, resends,
     /// verification, overdue escalation).
-    #[serde(with = "crate::policy::profile::duration")]
+    #[serde(with = "crate::time::duration")]
     pub tick: Duration,
     /// How often the usage module's findings are read (opening cases, feeding the re-check).
-    #[serde(with = "crate::policy::profile::duration")]
+    #[serde(with = "crate::time::duration")]
     pub detect_every: Duration,
     /// A command not answered within this is refused by the agent and shown as expired.
-    #[serde(with = "crate::policy::profile::duration")]
+    #[serde(with = "crate::time::duration")]
     pub command_ttl: Duration,
     /// An outstanding command is published again (same id) this often until answered.
-    #[serde(with = "crate::policy::profile::duration")]
+    #[serde(with = "crate::time::duration")]
     pub resend_every: Duration,
     /// Who may act on cases from the page and the API: `Authorization: Bearer <token>`.
     pub tokens: Vec<TokenEntry>,

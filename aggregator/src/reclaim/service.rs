@@ -731,7 +731,7 @@ impl Reclaim {
         let Some((ts, d)) = fresh.cloned() else {
             let reason = format!(
                 "re-check before acting: the VM was not found low-use within the last {}; not acted on",
-                crate::policy::profile::duration::format(&self.policy.recheck_within)
+                crate::time::duration::format(&self.policy.recheck_within)
             );
             self.transition(
                 inner,

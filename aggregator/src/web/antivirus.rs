@@ -13,7 +13,7 @@
 //! command path: here the decision is recorded and shown.
 
 use super::{read_fleet, AppState, WebError, DASHBOARD, DASHBOARD_CSP};
-use crate::antivirus::{assess_node, AntivirusTrack, AvState, Removal, StopDecision, StopError};
+use crate::antivirus::{AntivirusTrack, AvState, Removal, StopDecision, StopError};
 use crate::fleet::Liveness;
 use crate::ratelimit::now_ms;
 use crate::store::{AuditEntry, NodeRow, WriteBatch};
@@ -118,7 +118,7 @@ async fn list(State(app): State<AppState>) -> Json<AvList> {
         fleet
             .nodes()
             .filter_map(|st| {
-                let a = assess_node(st, policy.signature_max_age_days, now)?;
+                let a = st.antivirus_assessment(policy.signature_max_age_days, now)?;
                 let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.clone());
                 let reg = uuid.as_deref().and_then(|u| register.vm_by_uuid(u));
                 let stop = st.antivirus.history.stop.clone();

@@ -5,7 +5,7 @@
 //! install and update antivirus on their cloud hosts. See [`crate::antivirus`] for the states.
 
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::antivirus::{assess_node, AvState, FIRST_REPORT_GRACE_MS};
+use crate::antivirus::{AvState, FIRST_REPORT_GRACE_MS};
 use crate::fleet::NodeState;
 use crate::policy::{Context, Findings, NodeScan, Profile, Rule};
 
@@ -50,7 +50,7 @@ impl Rule for Antivirus {
 impl Antivirus {
     fn node(&self, ctx: &Context<'_>, st: &NodeState, out: &mut Findings) {
         let max_age = ctx.profile.antivirus.signature_max_age_days;
-        let Some(a) = assess_node(st, max_age, ctx.now_ms) else {
+        let Some(a) = st.antivirus_assessment(max_age, ctx.now_ms) else {
             return;
         };
         let (level, clause, what) = match a.state {

@@ -2,13 +2,12 @@
 //! and telling the units whose systems they affect): sensors beyond the BMC's own thresholds,
 //! discrete fault states (power supply, intrusion, drive, processor, memory), chassis faults,
 //! fault entries of the System Event Log, and a BMC that stopped answering. What counts and at
-//! which level is [`crate::hardware::assess`]; the thresholds are the BMC's, not the profile's.
+//! which level is [`crate::fleet::NodeState::hardware_problems`]; the thresholds are the BMC's, not the profile's.
 //!
 //! A BMC that stops answering is its own alarm (`…/bmc`), distinct from the host going down
 //! (`node_down`): the host still runs and reports, only its hardware is no longer watched.
 
 use crate::alarms::{AlarmKey, Finding};
-use crate::hardware::assess;
 use crate::policy::{Context, Findings, Profile, Rule};
 use std::collections::BTreeSet;
 use yunjian_protocol::Role;
@@ -40,7 +39,7 @@ impl Rule for Hardware {
             if st.role == Some(Role::Guest) || st.hardware.bmc.is_none() {
                 continue;
             }
-            let problems = assess(st, ctx.now_ms);
+            let problems = st.hardware_problems(ctx.now_ms);
             if problems.is_empty() {
                 continue;
             }
