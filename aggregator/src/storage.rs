@@ -137,8 +137,8 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A storage handle whose every call runs through [`blocking`], for the parts that call
-/// storage from async code (start-up, the reclaim service). The storage thread takes the bare
-/// handle: it is not on the runtime.
+/// storage from async code (start-up, the reclaim service). On a thread outside the runtime
+/// (the storage thread gets the start-up handle) a call goes straight through.
 #[derive(Debug)]
 pub struct OffRuntime(pub Box<dyn Storage>);
 
