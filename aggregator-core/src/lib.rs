@@ -13,6 +13,7 @@ pub mod antivirus;
 pub mod audit;
 pub mod fleet;
 pub mod hardware;
+pub mod identity;
 pub mod liveness;
 pub mod policy;
 pub mod ratelimit;

@@ -329,6 +329,7 @@ impl Aggregator {
             reclaim: Some(reclaim),
             usage: usage.clone(),
             register_turn: Arc::default(),
+            exemption_turn: Arc::default(),
         };
         {
             let mut stop = shutdown_rx.clone();

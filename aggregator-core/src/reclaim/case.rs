@@ -19,58 +19,7 @@ use crate::policy::profile::ReclaimPolicy;
 use serde::{Deserialize, Serialize};
 use yunjian_protocol::VmSize;
 
-/// Who acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// 运维单位 / 云管理机构: proposes, files, schedules, executes.
-    Ops,
-    /// 主管部门: approves or rejects the filed plan.
-    Authority,
-    /// 使用单位: agrees or disputes; only on its own cases.
-    Unit,
-    /// The aggregator itself (detection, re-check, command results, verification).
-    System,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Ops => "ops",
-            Role::Authority => "authority",
-            Role::Unit => "unit",
-            Role::System => "system",
-        }
-    }
-
-    pub fn zh(self) -> &'static str {
-        match self {
-            Role::Ops => "运维单位",
-            Role::Authority => "主管部门",
-            Role::Unit => "使用单位",
-            Role::System => "系统",
-        }
-    }
-}
-
-/// Someone taking a step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    pub name: String,
-    pub role: Role,
-    /// For a unit's people: which unit.
-    pub unit: Option<String>,
-}
-
-impl Actor {
-    pub fn system() -> Actor {
-        Actor {
-            name: "system".into(),
-            role: Role::System,
-            unit: None,
-        }
-    }
-}
+pub use crate::identity::{Actor, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -16,7 +16,7 @@
 
 use super::form::{self, Column, Format, RowError};
 use super::{Register, Resources, Sanction, Unit, UnitRecord, VmAllocation};
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, AuditEvent, UnitChange};
 pub use crate::time::beijing_time;
 use serde::Deserialize;
 use serde_json::json;
@@ -152,20 +152,19 @@ pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, C
         vms,
     };
     check_growth(&old, &record)?;
-    let audit = AuditEntry {
-        ts_ms: now_ms,
-        actor: by.to_string(),
-        action: "register.import".into(),
-        subject: format!("unit:{unit}"),
-        detail: json!({
-            "file": file,
-            "format": req.format,
-            "systems": systems.iter().map(|(s, sub)| [s, sub]).collect::<Vec<_>>(),
-            "imported": to.len(),
-            "from": from,
-            "to": to,
-        }),
-    };
+    let audit = AuditEvent::RegisterImported {
+        unit: unit.to_string(),
+        file: file.to_string(),
+        format: json!(req.format),
+        systems: systems
+            .iter()
+            .map(|(s, sub)| [s.to_string(), sub.to_string()])
+            .collect(),
+        imported: to.len(),
+        from: json!(from),
+        to: json!(to),
+    }
+    .entry_by(now_ms, by);
     Ok(Update { record, audit })
 }
 
@@ -231,21 +230,17 @@ pub fn change(
             "sys_disk_gb": v.sys_disk_gb, "data_disk_gb": v.data_disk_gb,
         })
     };
-    let audit = AuditEntry {
-        ts_ms: now_ms,
-        actor: by.to_string(),
-        action: "register.change".into(),
-        subject: format!("vm:{}", uuid.to_ascii_lowercase()),
-        detail: json!({
-            "unit": vm.unit,
-            "system": vm.system,
-            "subsystem": vm.subsystem,
-            "approved_by": approved_by,
-            "reason": reason,
-            "from": sizes(vm),
-            "to": sizes(&new),
-        }),
-    };
+    let audit = AuditEvent::RegisterChanged {
+        uuid: uuid.to_string(),
+        unit: vm.unit.clone(),
+        system: vm.system.clone(),
+        subsystem: vm.subsystem.clone(),
+        approved_by: approved_by.to_string(),
+        reason: reason.to_string(),
+        from: sizes(vm),
+        to: sizes(&new),
+    }
+    .entry_by(now_ms, by);
     Ok(Update { record, audit })
 }
 
@@ -313,7 +308,7 @@ pub fn sanction(
     record.unit.sanction = Some(to.clone());
     let audit = unit_audit(
         by,
-        "register.sanction",
+        UnitChange::Sanction,
         unit,
         now_ms,
         json!(from),
@@ -337,15 +332,14 @@ pub fn lift(
         .sanction
         .take()
         .ok_or_else(|| ChangeError::NotSanctioned(unit.to_string()))?;
-    let mut audit = unit_audit(
-        by,
-        "register.lift_sanction",
-        unit,
-        now_ms,
-        json!(from),
-        json!(null),
-    );
-    audit.detail["note"] = json!(note);
+    let audit = AuditEvent::UnitChanged {
+        change: UnitChange::LiftSanction,
+        unit: unit.to_string(),
+        from: json!(from),
+        to: json!(null),
+        note: note.map(str::to_string),
+    }
+    .entry_by(now_ms, by);
     Ok(Update { record, audit })
 }
 
@@ -363,7 +357,7 @@ pub fn set_quota(
     record.unit.quota = quota.map(QuotaInput::resources).transpose()?;
     let audit = unit_audit(
         by,
-        "register.quota",
+        UnitChange::Quota,
         unit,
         now_ms,
         json!(from),
@@ -374,19 +368,20 @@ pub fn set_quota(
 
 fn unit_audit(
     by: &str,
-    action: &str,
+    change: UnitChange,
     unit: &str,
     now_ms: u64,
     from: serde_json::Value,
     to: serde_json::Value,
 ) -> AuditEntry {
-    AuditEntry {
-        ts_ms: now_ms,
-        actor: by.to_string(),
-        action: action.to_string(),
-        subject: format!("unit:{unit}"),
-        detail: json!({ "from": from, "to": to }),
+    AuditEvent::UnitChanged {
+        change,
+        unit: unit.to_string(),
+        from,
+        to,
+        note: None,
     }
+    .entry_by(now_ms, by)
 }
 
 fn known_unit(reg: &Register, unit: &str) -> Result<UnitRecord, ChangeError> {

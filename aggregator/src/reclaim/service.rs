@@ -16,6 +16,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Mutex;
+use yunjian_aggregator_core::audit::AuditEvent;
 use yunjian_protocol::{Action, VmRef};
 
 /// The alarm rule name of overdue cases (not a policy rule: the service raises them).
@@ -578,16 +579,12 @@ impl Reclaim {
                 inner.storage.reclaim_write(&ReclaimWrite {
                     log: log.into_iter().collect(),
                     commands: vec![cmd.clone()],
-                    audit: vec![AuditEntry {
-                        ts_ms: now_ms,
-                        actor: "system".into(),
-                        action: format!(
-                            "command.{}",
-                            if result.ok { "succeeded" } else { "failed" }
-                        ),
-                        subject: cmd.purpose.clone(),
+                    audit: vec![AuditEvent::CommandResult {
+                        purpose: cmd.purpose.clone(),
+                        ok: result.ok,
                         detail,
-                    }],
+                    }
+                    .entry(now_ms, &Actor::system())],
                     ..ReclaimWrite::default()
                 })
             }
@@ -696,13 +693,14 @@ impl Reclaim {
                 Err(e) => tracing::error!("expiry not applicable: {e}"),
             }
         } else {
-            w.audit.push(AuditEntry {
-                ts_ms: now_ms,
-                actor: "system".into(),
-                action: "command.expired".into(),
-                subject: cmd.purpose.clone(),
-                detail: json!({"command": cmd.id, "node": cmd.node}),
-            });
+            w.audit.push(
+                AuditEvent::CommandExpired {
+                    purpose: cmd.purpose.clone(),
+                    command: cmd.id.clone(),
+                    node: cmd.node.clone(),
+                }
+                .entry(now_ms, &Actor::system()),
+            );
         }
         match inner.storage.reclaim_write(&w) {
             Ok(()) => {
@@ -882,13 +880,12 @@ impl Reclaim {
             Err(e) => {
                 // visible in the audit log: the approval stands, the stop could not be sent
                 inner.storage.reclaim_write(&ReclaimWrite {
-                    audit: vec![AuditEntry {
-                        ts_ms: now_ms,
-                        actor: "system".into(),
-                        action: "antivirus.stop_command_failed".into(),
-                        subject: purpose,
-                        detail: json!({"error": e.to_string(), "approved_by": by}),
-                    }],
+                    audit: vec![AuditEvent::AntivirusStopCommandFailed {
+                        purpose,
+                        error: e.to_string(),
+                        approved_by: by.to_string(),
+                    }
+                    .entry(now_ms, &Actor::system())],
                     ..ReclaimWrite::default()
                 })?;
                 return Err(e);
@@ -896,13 +893,13 @@ impl Reclaim {
         };
         inner.storage.reclaim_write(&ReclaimWrite {
             commands: vec![rec.clone()],
-            audit: vec![AuditEntry {
-                ts_ms: now_ms,
-                actor: by.into(),
-                action: "antivirus.stop_command".into(),
-                subject: purpose,
-                detail: json!({"command": rec.id, "host": host, "action": "stop", "snapshot": snapshot_of(&rec.action)}),
-            }],
+            audit: vec![AuditEvent::AntivirusStopCommand {
+                purpose,
+                command: rec.id.clone(),
+                host: host.clone(),
+                snapshot: snapshot_of(&rec.action),
+            }
+            .entry_by(now_ms, by)],
             ..ReclaimWrite::default()
         })?;
         inner.commands.insert(rec.id.clone(), rec.clone());
@@ -990,11 +987,9 @@ fn snapshot_of(a: &Action) -> Option<String> {
 
 /// Every case change is an operation: audited with who, role, when and why.
 fn audit_of(c: &Case, l: &LogEntry) -> AuditEntry {
-    AuditEntry {
-        ts_ms: l.ts_ms,
-        actor: l.actor.clone(),
-        action: format!("reclaim.{}", l.step),
-        subject: format!("reclaim:{}", c.id),
+    AuditEvent::ReclaimStep {
+        case: c.id,
+        step: l.step.clone(),
         detail: json!({
             "role": l.role,
             "from": l.from,
@@ -1005,6 +1000,7 @@ fn audit_of(c: &Case, l: &LogEntry) -> AuditEntry {
             "detail": l.detail,
         }),
     }
+    .entry_by(l.ts_ms, &l.actor)
 }
 
 /// Only people with these roles may feed detections by hand (the usage module feeds directly).

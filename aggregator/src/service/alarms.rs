@@ -3,8 +3,10 @@
 use crate::alarms::{AckError, Alarm, AlarmEvent};
 use crate::ingest::{StoreClosed, StoreHandle};
 use crate::policy::SharedPolicy;
-use crate::store::{AuditEntry, WriteBatch};
+use crate::store::WriteBatch;
 use tokio::sync::{mpsc, watch};
+use yunjian_aggregator_core::audit::AuditEvent;
+use yunjian_aggregator_core::identity::Actor;
 
 /// Where alarm changes go: the log, the notification queue, storage (with one audit entry per
 /// change, actor `system`) and the dashboards' change counter. The policy task and the
@@ -55,22 +57,12 @@ pub fn change_name(e: &AlarmEvent) -> &'static str {
 }
 
 /// The automatic alarm changes are operations of the system: audited like any other.
-fn audit_of(e: &AlarmEvent, now: u64) -> AuditEntry {
-    let a = e.alarm();
-    AuditEntry {
-        ts_ms: now,
-        actor: "system".into(),
-        action: format!("alarm.{}", change_name(e)),
-        subject: format!("alarm:{}", a.id),
-        detail: serde_json::json!({
-            "rule": a.key.rule,
-            "subject": a.key.subject,
-            "level": a.level,
-            "clause": a.clause,
-            "unit": a.unit,
-            "title": a.title,
-        }),
+fn audit_of(e: &AlarmEvent, now: u64) -> crate::store::AuditEntry {
+    AuditEvent::AlarmChanged {
+        change: change_name(e),
+        alarm: e.alarm().clone(),
     }
+    .entry(now, &Actor::system())
 }
 
 /// Why an acknowledgement did not happen.
@@ -100,18 +92,11 @@ pub async fn acknowledge(
         .book_mut()
         .acknowledge(id, by, now_ms)?;
     let alarm = event.alarm().clone();
-    let audit = AuditEntry {
-        ts_ms: now_ms,
-        actor: by.to_string(),
-        action: "alarm.acknowledge".into(),
-        subject: format!("alarm:{id}"),
-        detail: serde_json::json!({
-            "rule": alarm.key.rule,
-            "subject": alarm.key.subject,
-            "clause": alarm.clause,
-            "note": note,
-        }),
-    };
+    let audit = AuditEvent::AlarmAcknowledged {
+        alarm: alarm.clone(),
+        note: note.map(str::to_string),
+    }
+    .entry_by(now_ms, by);
     let stored = store
         .commit(WriteBatch {
             alarms: vec![event],

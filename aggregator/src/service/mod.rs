@@ -7,9 +7,14 @@
 //! * [`alarms`]: the one alarm sink (rule changes from the policy and reclaim tasks: stored,
 //!   audited, notified) and the acknowledgement of an alarm by a person;
 //! * [`register`]: the allocation register's changes (form import, approved change, sanction,
-//!   quota), the same path for the HTTP API and the `import` command.
+//!   quota), the same path for the HTTP API and the `import` command;
+//! * [`antivirus`]: the stop of a VM whose antivirus was removed, requested, approved by
+//!   another person and carried out as a signed command;
+//! * [`exemptions`]: exemptions from the idle rule, created and revoked.
 
 pub mod alarms;
+pub mod antivirus;
+pub mod exemptions;
 pub mod register;
 
 pub use alarms::AlarmSink;

@@ -8,15 +8,15 @@
 //! | `POST /api/antivirus/{node}/stop-request`         | `{"by", "reason"}`: request the stop  |
 //! | `POST /api/antivirus/{node}/stop-request/approve` | `{"by"}`: the authority approves      |
 //!
-//! Both POSTs are audited (subject `antivirus:{node}`) and stored with the node, in one
-//! transaction; a decision storage cannot take is undone. Stopping the VM itself is a later
-//! command path: here the decision is recorded and shown.
+//! Both POSTs go through [`AntivirusService`]: audited (subject `antivirus:{node}`) and stored
+//! with the node in one transaction, undone if storage cannot take it; an approved stop goes
+//! out as a signed command to the VM's host.
 
 use super::{read_fleet, AppState, WebError, DASHBOARD, DASHBOARD_CSP};
-use crate::antivirus::{AntivirusTrack, AvState, Removal, StopDecision, StopError};
+use crate::antivirus::{AvState, Removal, StopDecision};
 use crate::fleet::Liveness;
 use crate::ratelimit::now_ms;
-use crate::store::{AuditEntry, NodeRow, WriteBatch};
+use crate::service::antivirus::{AntivirusService, StopFailure};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
@@ -202,6 +202,23 @@ fn required<'a>(value: &'a str, what: &str) -> Result<&'a str, WebError> {
     Ok(v)
 }
 
+fn service(app: &AppState) -> AntivirusService<'_> {
+    AntivirusService {
+        fleet: &app.fleet,
+        store: &app.store,
+        reclaim: app.reclaim.as_ref(),
+        approval_required: app.profile.antivirus.stop_requires_approval,
+    }
+}
+
+fn refused(e: StopFailure) -> WebError {
+    match e {
+        StopFailure::UnknownNode(node) => WebError::NodeNotFound(node),
+        StopFailure::Refused(e) => WebError::Conflict(e.to_string()),
+        StopFailure::Store(e) => WebError::Unavailable(e.to_string()),
+    }
+}
+
 async fn request_stop(
     State(app): State<AppState>,
     Path(node): Path<String>,
@@ -210,38 +227,11 @@ async fn request_stop(
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let by = required(&req.by, "by")?;
     let reason = required(&req.reason, "reason")?;
-    let approval = app.profile.antivirus.stop_requires_approval;
-    let decided = record(&app, &node, "antivirus.stop_request", |track, now| {
-        let d = track
-            .request_stop(&node, by, reason, now, approval)?
-            .clone();
-        let detail = serde_json::json!({
-            "reason": reason,
-            "approval_required": approval,
-            "clause": crate::policy::rules::antivirus::CLAUSE_REMOVED,
-            "removals": track.removals(),
-        });
-        Ok((by.to_string(), d, detail))
-    })
-    .await?;
-    stop_when_approved(&app, &node, by, &decided.0).await;
-    Ok(decided)
-}
-
-/// Once the stop is approved (or needs no approval), the VM is stopped through the command path,
-/// snapshot first (`docs/RECLAIM.md`); the command and its result are audited and listed.
-async fn stop_when_approved(app: &AppState, node: &str, by: &str, d: &StopDecision) {
-    if d.approved_ms.is_none() {
-        return;
-    }
-    if let Some(r) = &app.reclaim {
-        match r.stop_for_antivirus(node, by, now_ms()).await {
-            Ok(cmd) => {
-                tracing::info!(%node, command = %cmd.id, host = %cmd.node, "antivirus stop command sent")
-            }
-            Err(e) => tracing::warn!(%node, "antivirus stop command not sent: {e}"),
-        }
-    }
+    service(&app)
+        .request_stop(&node, by, reason, now_ms())
+        .await
+        .map(Json)
+        .map_err(refused)
 }
 
 async fn approve_stop(
@@ -251,70 +241,11 @@ async fn approve_stop(
 ) -> Result<Json<StopDecision>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let by = required(&req.by, "by")?;
-    let decided = record(&app, &node, "antivirus.stop_approve", |track, now| {
-        let d = track.approve_stop(&node, by, now)?.clone();
-        let detail = serde_json::json!({
-            "requested_by": d.requested_by,
-            "reason": d.reason,
-            "note": req.note,
-        });
-        Ok((by.to_string(), d, detail))
-    })
-    .await?;
-    stop_when_approved(&app, &node, by, &decided.0).await;
-    Ok(decided)
-}
-
-/// What a decision records: who, the decision, the audit detail.
-type Decided = (String, StopDecision, serde_json::Value);
-
-/// Apply `decide` to the node's antivirus track, then store the node's history with an audit
-/// entry; if storage refuses, the decision is undone.
-async fn record(
-    app: &AppState,
-    node: &str,
-    action: &str,
-    decide: impl FnOnce(&mut AntivirusTrack, u64) -> Result<Decided, StopError>,
-) -> Result<Json<StopDecision>, WebError> {
-    let now = now_ms();
-    let (before, actor, decision, detail, row) = {
-        let mut fleet = app.fleet.write().unwrap_or_else(|p| p.into_inner());
-        let track = fleet
-            .antivirus_mut(node)
-            .ok_or_else(|| WebError::NodeNotFound(node.to_string()))?;
-        let before = track.history.stop.clone();
-        let (actor, decision, detail) =
-            decide(track, now).map_err(|e| WebError::Conflict(e.to_string()))?;
-        let row = fleet.get(node).map(|st| {
-            let mut row = NodeRow::counters(st);
-            row.antivirus_history = st.antivirus.history_json();
-            row
-        });
-        (before, actor, decision, detail, row)
-    };
-    let audit = AuditEntry {
-        ts_ms: now,
-        actor,
-        action: action.into(),
-        subject: format!("antivirus:{node}"),
-        detail,
-    };
-    let written = app
-        .store
-        .write(WriteBatch {
-            nodes: row.into_iter().collect(),
-            audit: vec![audit],
-            ..WriteBatch::default()
-        })
-        .await;
-    if let Err(e) = written {
-        let mut fleet = app.fleet.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(track) = fleet.antivirus_mut(node) {
-            track.history.stop = before;
-        }
-        return Err(WebError::Unavailable(e.to_string()));
-    }
-    Ok(Json(decision))
+    service(&app)
+        .approve_stop(&node, by, req.note.as_deref(), now_ms())
+        .await
+        .map(Json)
+        .map_err(refused)
 }
 
 #[cfg(test)]

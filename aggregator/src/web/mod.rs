@@ -70,6 +70,8 @@ pub struct AppState {
     pub usage: crate::usage::SharedUsage,
     /// Register changes take turns (see [`crate::service::RegisterService`]).
     pub register_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Exemption changes take turns (see [`crate::service::exemptions`]).
+    pub exemption_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A storage connection for reads.
@@ -93,6 +95,7 @@ impl AppState {
             reader: None,
             reclaim: None,
             register_turn: Arc::default(),
+            exemption_turn: Arc::default(),
         }
     }
 }

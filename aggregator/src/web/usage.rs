@@ -14,7 +14,7 @@
 
 use super::{AppState, WebError};
 use crate::ratelimit::now_ms;
-use crate::store::{AuditEntry, WriteBatch};
+use crate::service::exemptions::{ExemptionFailure, ExemptionService};
 use crate::usage::history::{date_string, day_start_ms, parse_date};
 use crate::usage::{
     DailySummary, Day, ExemptError, ExemptReason, Exemption, ExemptionState, NewExemption, Usage,
@@ -26,7 +26,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+use std::sync::RwLockReadGuard;
 
 /// Longest range `/api/usage/{vm}/days` answers, days.
 const MAX_RANGE_DAYS: i32 = 400;
@@ -45,10 +45,6 @@ where
 
 fn read(app: &AppState) -> RwLockReadGuard<'_, Usage> {
     app.usage.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write(app: &AppState) -> RwLockWriteGuard<'_, Usage> {
-    app.usage.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The evaluation clock: the latest report's event time, or the wall clock before any.
@@ -278,15 +274,25 @@ fn exempt_error(e: ExemptError) -> WebError {
     }
 }
 
-async fn store(app: &AppState, e: &Exemption, audit: AuditEntry) -> Result<(), WebError> {
-    app.store
-        .write(WriteBatch {
-            exemptions: vec![e.clone()],
-            audit: vec![audit],
-            ..WriteBatch::default()
-        })
-        .await
-        .map_err(|e| WebError::Unavailable(e.to_string()))
+fn service(app: &AppState) -> ExemptionService<'_> {
+    ExemptionService {
+        usage: &app.usage,
+        register: &app.register,
+        store: &app.store,
+        max_days: app.profile.idle.max_exemption_days,
+        turn: &app.exemption_turn,
+    }
+}
+
+fn refused(e: ExemptionFailure) -> WebError {
+    match e {
+        ExemptionFailure::UnknownVm(vm) => WebError::NotFound {
+            what: "VM (neither in the register nor reporting)",
+            id: vm,
+        },
+        ExemptionFailure::Refused(e) => exempt_error(e),
+        ExemptionFailure::Store(e) => WebError::Unavailable(e.to_string()),
+    }
 }
 
 async fn create(
@@ -294,71 +300,36 @@ async fn create(
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ExemptionView>), WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let vm = req.vm.trim().to_ascii_lowercase();
-    let registered = app
-        .register
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .vms
-        .iter()
-        .any(|v| {
-            v.uuid
-                .as_deref()
-                .is_some_and(|u| u.eq_ignore_ascii_case(&vm))
-        });
-    let (exemption, now, offset) = {
-        let mut u = write(&app);
-        if !vm.is_empty() && !registered && u.history.get(&vm).is_none() {
-            return Err(WebError::NotFound {
-                what: "VM (neither in the register nor reporting)",
-                id: vm,
-            });
+    let (now, offset) = {
+        let u = read(&app);
+        (event_now(&u), u.history.offset_ms())
+    };
+    let expires_ms = match (req.expires_ms, req.expires.as_deref()) {
+        (Some(ms), None) => ms,
+        (None, Some(date)) => {
+            let day = parse_date(date).ok_or_else(|| {
+                WebError::BadRequest(format!("expires {date:?} is not a date YYYY-MM-DD"))
+            })?;
+            day_start_ms(day + 1, offset)
         }
-        let offset = u.history.offset_ms();
-        let expires_ms = match (req.expires_ms, req.expires.as_deref()) {
-            (Some(ms), None) => ms,
-            (None, Some(date)) => {
-                let day = parse_date(date).ok_or_else(|| {
-                    WebError::BadRequest(format!("expires {date:?} is not a date YYYY-MM-DD"))
-                })?;
-                day_start_ms(day + 1, offset)
-            }
-            _ => {
-                return Err(WebError::BadRequest(
-                    "give exactly one of `expires_ms` and `expires` (YYYY-MM-DD)".into(),
-                ))
-            }
-        };
-        let now = event_now(&u);
-        let new = NewExemption {
-            vm,
-            reason: req.reason,
-            note: req.note,
-            approver: req.approver,
-            created_by: req.created_by,
-            expires_ms,
-        };
-        let e = u
-            .exemptions
-            .create(new, now, now_ms(), app.profile.idle.max_exemption_days)
-            .map_err(exempt_error)?;
-        (e, now, offset)
+        _ => {
+            return Err(WebError::BadRequest(
+                "give exactly one of `expires_ms` and `expires` (YYYY-MM-DD)".into(),
+            ))
+        }
     };
-    let audit = AuditEntry {
-        ts_ms: exemption.created_ms,
-        actor: exemption.created_by.clone(),
-        action: "exemption.create".into(),
-        subject: format!("exemption:{}", exemption.id),
-        detail: serde_json::json!({
-            "vm": exemption.vm,
-            "reason": exemption.reason,
-            "approver": exemption.approver,
-            "expires_ms": exemption.expires_ms,
-            "note": exemption.note,
-        }),
+    let new = NewExemption {
+        vm: req.vm,
+        reason: req.reason,
+        note: req.note,
+        approver: req.approver,
+        created_by: req.created_by,
+        expires_ms,
     };
-    store(&app, &exemption, audit).await?;
-    write(&app).exemptions.insert(exemption.clone());
+    let exemption = service(&app)
+        .create(new, now, now_ms())
+        .await
+        .map_err(refused)?;
     Ok((StatusCode::CREATED, Json(view(&exemption, now, offset))))
 }
 
@@ -376,28 +347,14 @@ async fn revoke(
     body: Result<Json<RevokeRequest>, JsonRejection>,
 ) -> Result<Json<ExemptionView>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let (revoked, now, offset) = {
+    let revoked = service(&app)
+        .revoke(id, &req.by, &req.reason, now_ms())
+        .await
+        .map_err(refused)?;
+    let (now, offset) = {
         let u = read(&app);
-        let e = u
-            .exemptions
-            .revoked(id, &req.by, &req.reason, now_ms())
-            .map_err(exempt_error)?;
-        (e, event_now(&u), u.history.offset_ms())
+        (event_now(&u), u.history.offset_ms())
     };
-    let Some(r) = revoked.revoked.clone() else {
-        return Err(WebError::Conflict(format!(
-            "exemption {id} was not revoked"
-        )));
-    };
-    let audit = AuditEntry {
-        ts_ms: r.at_ms,
-        actor: r.by,
-        action: "exemption.revoke".into(),
-        subject: format!("exemption:{id}"),
-        detail: serde_json::json!({ "vm": revoked.vm, "reason": r.reason }),
-    };
-    store(&app, &revoked, audit).await?;
-    write(&app).exemptions.insert(revoked.clone());
     Ok(Json(view(&revoked, now, offset)))
 }
 
