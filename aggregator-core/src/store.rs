@@ -113,6 +113,10 @@ pub struct WriteBatch {
     pub usage_days: Vec<crate::usage::UsageDayRow>,
     /// Exemptions as they now are (new or revoked), upserted.
     pub exemptions: Vec<crate::usage::Exemption>,
+    /// Users as they now are (new, password changed, disabled), upserted.
+    pub users: Vec<crate::identity::User>,
+    /// API tokens as they now are (issued or revoked), upserted.
+    pub tokens: Vec<crate::identity::ApiToken>,
 }
 
 impl WriteBatch {
@@ -125,6 +129,8 @@ impl WriteBatch {
             && self.sel.is_empty()
             && self.usage_days.is_empty()
             && self.exemptions.is_empty()
+            && self.users.is_empty()
+            && self.tokens.is_empty()
     }
 }
 
@@ -204,10 +210,19 @@ pub trait ReclaimStore {
     ) -> Result<Vec<crate::reclaim::CommandRecord>, StorageError>;
 }
 
+/// The people who sign in and their API tokens.
+pub trait UserStore {
+    /// Every user, by name.
+    fn load_users(&mut self) -> Result<Vec<crate::identity::User>, StorageError>;
+    /// Every API token ever issued (revoked and expired ones included), by id.
+    fn load_tokens(&mut self) -> Result<Vec<crate::identity::ApiToken>, StorageError>;
+}
+
 /// Every port trait, for code that calls a whole backend (`use ...::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AlarmStore, AuditStore, NodeStore, ReclaimStore, RegisterStore, Schema, Storage, UsageStore,
+        AlarmStore, AuditStore, NodeStore, ReclaimStore, RegisterStore, Schema, Storage,
+        UsageStore, UserStore,
     };
 }
 
@@ -220,6 +235,7 @@ pub trait Storage:
     + RegisterStore
     + UsageStore
     + ReclaimStore
+    + UserStore
     + Send
     + std::fmt::Debug
 {
@@ -233,6 +249,7 @@ impl<T> Storage for T where
         + RegisterStore
         + UsageStore
         + ReclaimStore
+        + UserStore
         + Send
         + std::fmt::Debug
 {

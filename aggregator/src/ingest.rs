@@ -339,6 +339,8 @@ pub fn storage_loop<S: Schema + ?Sized>(
         let mut sel = Vec::new();
         let mut usage_days = Vec::new();
         let mut exemptions = Vec::new();
+        let mut users = Vec::new();
+        let mut tokens = Vec::new();
         let mut acks = Vec::new();
         let mut committed = Vec::new();
         let mut add = |p: Pending| {
@@ -357,6 +359,8 @@ pub fn storage_loop<S: Schema + ?Sized>(
             sel.extend(p.batch.sel);
             usage_days.extend(p.batch.usage_days);
             exemptions.extend(p.batch.exemptions);
+            users.extend(p.batch.users);
+            tokens.extend(p.batch.tokens);
             acks.extend(p.acks);
             committed.extend(p.committed);
         };
@@ -376,6 +380,8 @@ pub fn storage_loop<S: Schema + ?Sized>(
             sel,
             usage_days,
             exemptions,
+            users,
+            tokens,
         };
         let rows = (batch.nodes.len()
             + batch.events.len()
@@ -384,7 +390,9 @@ pub fn storage_loop<S: Schema + ?Sized>(
             + batch.register.len()
             + batch.sel.len()
             + batch.usage_days.len()
-            + batch.exemptions.len()) as u64;
+            + batch.exemptions.len()
+            + batch.users.len()
+            + batch.tokens.len()) as u64;
         loop {
             match storage.write(&batch) {
                 Ok(()) => {

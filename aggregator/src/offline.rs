@@ -125,6 +125,8 @@ pub struct Copied {
     pub cases: usize,
     pub case_log: usize,
     pub commands: usize,
+    pub users: usize,
+    pub tokens: usize,
 }
 
 impl std::fmt::Display for Copied {
@@ -132,7 +134,8 @@ impl std::fmt::Display for Copied {
         write!(
             f,
             "{} nodes, {} events, {} open alarms, {} audit entries, {} units, {} usage days, \
-             {} exemptions, {} SEL entries, {} reclaim cases ({} timeline entries), {} commands",
+             {} exemptions, {} SEL entries, {} reclaim cases ({} timeline entries), {} commands, \
+             {} users, {} API tokens",
             self.nodes,
             self.events,
             self.open_alarms,
@@ -143,7 +146,9 @@ impl std::fmt::Display for Copied {
             self.sel,
             self.cases,
             self.case_log,
-            self.commands
+            self.commands,
+            self.users,
+            self.tokens
         )
     }
 }
@@ -195,6 +200,9 @@ pub fn migrate_storage(
     }
     if !to.reclaim_cases().map_err(dst)?.is_empty() {
         return Err(MigrateError::TargetNotEmpty("reclaim cases"));
+    }
+    if !to.load_users().map_err(dst)?.is_empty() {
+        return Err(MigrateError::TargetNotEmpty("users"));
     }
     let mut copied = Copied::default();
     let write = |to: &mut dyn Storage, batch: WriteBatch| to.write(&batch).map_err(dst);
@@ -323,6 +331,20 @@ pub fn migrate_storage(
     .map_err(dst)?;
     progress("reclaim cases", copied.cases);
 
+    let users = from.load_users().map_err(src)?;
+    let tokens = from.load_tokens().map_err(src)?;
+    copied.users = users.len();
+    copied.tokens = tokens.len();
+    write(
+        to,
+        WriteBatch {
+            users,
+            tokens,
+            ..WriteBatch::default()
+        },
+    )?;
+    progress("users", copied.users);
+
     verify(to, &copied)?;
     Ok(copied)
 }
@@ -347,6 +369,8 @@ fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
         cases: cases.len(),
         case_log,
         commands: to.commands(false).map_err(dst)?.len(),
+        users: to.load_users().map_err(dst)?.len(),
+        tokens: to.load_tokens().map_err(dst)?.len(),
     };
     let pairs = [
         ("nodes", copied.nodes, found.nodes),
@@ -360,6 +384,8 @@ fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
         ("reclaim cases", copied.cases, found.cases),
         ("timeline entries", copied.case_log, found.case_log),
         ("commands", copied.commands, found.commands),
+        ("users", copied.users, found.users),
+        ("API tokens", copied.tokens, found.tokens),
     ];
     for (what, expected, found) in pairs {
         if expected != found {

@@ -154,9 +154,10 @@ use crate::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use crate::register::Register;
 use crate::store::{
     AlarmStore, AuditEntry, AuditStore, EventRow, NodeRow, NodeStore, ReclaimStore, RegisterStore,
-    Schema, SelRow, UsageStore, WriteBatch,
+    Schema, SelRow, UsageStore, UserStore, WriteBatch,
 };
 use crate::usage::{Exemption, UsageDayRow};
+use yunjian_aggregator_core::identity::{ApiToken, User};
 
 impl Schema for OffRuntime {
     fn backend(&self) -> &'static str {
@@ -216,6 +217,15 @@ impl UsageStore for OffRuntime {
     }
     fn load_exemptions(&mut self) -> Result<Vec<Exemption>, StorageError> {
         blocking(|| self.0.load_exemptions())
+    }
+}
+
+impl UserStore for OffRuntime {
+    fn load_users(&mut self) -> Result<Vec<User>, StorageError> {
+        blocking(|| self.0.load_users())
+    }
+    fn load_tokens(&mut self) -> Result<Vec<ApiToken>, StorageError> {
+        blocking(|| self.0.load_tokens())
     }
 }
 

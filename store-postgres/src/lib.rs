@@ -19,13 +19,14 @@ use bytes::Bytes;
 use postgres::{Client, NoTls, Row, Transaction};
 use yunjian_aggregator_core::alarms::{Alarm, AlarmEvent, AlarmState};
 use yunjian_aggregator_core::hardware::SelRecord;
+use yunjian_aggregator_core::identity::{ApiToken, Role, User};
 use yunjian_aggregator_core::ratelimit::now_ms;
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::{Register, ServerType, Unit, UnitRecord, VmAllocation};
 use yunjian_aggregator_core::store::{
     role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore, EventRow,
     NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
-    WriteBatch,
+    UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::usage::{DailySummary, Exemption, UsageDayRow};
 use yunjian_protocol::hardware::SelEntry;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("../migrations/0010_hardware_sel.sql")),
     (20, include_str!("../migrations/0020_usage.sql")),
     (30, include_str!("../migrations/0030_reclaim.sql")),
+    (40, include_str!("../migrations/0040_users.sql")),
 ];
 
 /// How long the check of a suspect connection may take.
@@ -271,6 +273,7 @@ impl Schema for PostgresStorage {
             write_register(&mut tx, &batch.register).map_err(err)?;
             write_sel(&mut tx, &batch.sel).map_err(err)?;
             write_usage(&mut tx, &batch.usage_days, &batch.exemptions).map_err(err)?;
+            write_users(&mut tx, &batch.users, &batch.tokens).map_err(err)?;
             tx.commit().map_err(err)
         })();
         self.note(&r);
@@ -544,6 +547,64 @@ fn write_usage(
     Ok(())
 }
 
+/// Upsert users and tokens (a token's secret and owner never change; only its revocation).
+fn write_users(
+    tx: &mut Transaction<'_>,
+    users: &[User],
+    tokens: &[ApiToken],
+) -> Result<(), postgres::Error> {
+    if !users.is_empty() {
+        let st = tx.prepare(
+            "INSERT INTO users (name, display_name, role, unit, password_hash, created_ms,
+                password_changed_ms, disabled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (name) DO UPDATE SET display_name = EXCLUDED.display_name,
+                role = EXCLUDED.role, unit = EXCLUDED.unit,
+                password_hash = EXCLUDED.password_hash,
+                password_changed_ms = EXCLUDED.password_changed_ms,
+                disabled = EXCLUDED.disabled",
+        )?;
+        for u in users {
+            tx.execute(
+                &st,
+                &[
+                    &u.name,
+                    &u.display_name,
+                    &u.role.as_str(),
+                    &u.unit,
+                    &u.password_hash,
+                    &(u.created_ms as i64),
+                    &(u.password_changed_ms as i64),
+                    &u.disabled,
+                ],
+            )?;
+        }
+    }
+    if !tokens.is_empty() {
+        let st = tx.prepare(
+            "INSERT INTO api_tokens (id, user_name, label, secret_hash, created_ms, expires_ms,
+                revoked_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET revoked_ms = EXCLUDED.revoked_ms",
+        )?;
+        for t in tokens {
+            tx.execute(
+                &st,
+                &[
+                    &t.id,
+                    &t.user,
+                    &t.label,
+                    &t.secret_hash,
+                    &(t.created_ms as i64),
+                    &(t.expires_ms as i64),
+                    &t.revoked_ms.map(|v| v as i64),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 impl NodeStore for PostgresStorage {
     fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError> {
         let rows = self.query(
@@ -784,6 +845,55 @@ impl UsageStore for PostgresStorage {
         rows.iter()
             .map(|r| decode(format!("exemption {}", r.get::<_, i64>(0)), r.get(1)))
             .collect()
+    }
+}
+
+impl UserStore for PostgresStorage {
+    fn load_users(&mut self) -> Result<Vec<User>, StorageError> {
+        let rows = self.query(
+            "SELECT name, display_name, role, unit, password_hash, created_ms,
+                password_changed_ms, disabled FROM users ORDER BY name",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.get(0);
+                let role: String = r.get(2);
+                let role = Role::of_person(&role).ok_or_else(|| {
+                    corrupt(format!("user {name}"), format!("unknown role {role:?}"))
+                })?;
+                Ok(User {
+                    name,
+                    display_name: r.get(1),
+                    role,
+                    unit: r.get(3),
+                    password_hash: r.get(4),
+                    created_ms: r.get::<_, i64>(5) as u64,
+                    password_changed_ms: r.get::<_, i64>(6) as u64,
+                    disabled: r.get(7),
+                })
+            })
+            .collect()
+    }
+
+    fn load_tokens(&mut self) -> Result<Vec<ApiToken>, StorageError> {
+        let rows = self.query(
+            "SELECT id, user_name, label, secret_hash, created_ms, expires_ms, revoked_ms
+             FROM api_tokens ORDER BY id",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| ApiToken {
+                id: r.get(0),
+                user: r.get(1),
+                label: r.get(2),
+                secret_hash: r.get(3),
+                created_ms: r.get::<_, i64>(4) as u64,
+                expires_ms: r.get::<_, i64>(5) as u64,
+                revoked_ms: r.get::<_, Option<i64>>(6).map(|v| v as u64),
+            })
+            .collect())
     }
 }
 

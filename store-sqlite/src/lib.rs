@@ -5,24 +5,26 @@ mod hardware;
 mod reclaim;
 mod register;
 mod usage;
+mod users;
 
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 use std::path::Path;
 use yunjian_aggregator_core::alarms::{Alarm, AlarmState};
+use yunjian_aggregator_core::identity::{ApiToken, User};
 use yunjian_aggregator_core::ratelimit::now_ms;
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::Register;
 use yunjian_aggregator_core::store::{
     role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore, EventRow,
     NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
-    WriteBatch,
+    UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
 
 /// Versioned migrations, applied in ascending version order, each once. Versions are explicit
 /// so independent features can each claim a block without colliding (1–9 core and register,
-/// 10–19 hardware, 20–29 utilisation history, 30–39 reclaim cases). Only append; never edit
+/// 10–19 hardware, 20–29 utilisation history, 30–39 reclaim cases, 40–49 users). Only append; never edit
 /// an applied one.
 const MIGRATIONS: &[(u32, &str)] = &[
     // 1: nodes and agent events
@@ -91,6 +93,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (20, usage::MIGRATION_20),
     // 30: reclaim cases, their append-only timeline, commands to agents
     (30, reclaim::MIGRATION_30),
+    // 40: users and API tokens
+    (40, users::MIGRATION_40),
 ];
 
 fn state_str(s: AlarmState) -> &'static str {
@@ -327,6 +331,7 @@ impl Schema for SqliteStorage {
             register::write(&tx, &batch.register).map_err(&err)?;
             hardware::write(&tx, &batch.sel).map_err(&err)?;
             usage::write(&tx, &batch.usage_days, &batch.exemptions).map_err(&err)?;
+            users::write(&tx, &batch.users, &batch.tokens).map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }
@@ -475,6 +480,16 @@ impl UsageStore for SqliteStorage {
 
     fn load_exemptions(&mut self) -> Result<Vec<Exemption>, StorageError> {
         usage::load_exemptions(&self.conn, &self.err())
+    }
+}
+
+impl UserStore for SqliteStorage {
+    fn load_users(&mut self) -> Result<Vec<User>, StorageError> {
+        users::load_users(&self.conn, &self.err())
+    }
+
+    fn load_tokens(&mut self) -> Result<Vec<ApiToken>, StorageError> {
+        users::load_tokens(&self.conn, &self.err())
     }
 }
 

@@ -12,6 +12,7 @@ use yunjian_aggregator_core::alarms::{
     Alarm, AlarmBook, AlarmEvent, AlarmKey, AlarmState, Finding, Level,
 };
 use yunjian_aggregator_core::hardware::SelRecord;
+use yunjian_aggregator_core::identity::{ApiToken, Role as UserRole, User};
 use yunjian_aggregator_core::policy::Profile;
 use yunjian_aggregator_core::reclaim::calendar::Calendar;
 use yunjian_aggregator_core::reclaim::case::Rules;
@@ -61,6 +62,8 @@ struct Everything {
     timeline: Vec<LogEntry>,
     commands: Vec<CommandRecord>,
     outstanding: Vec<CommandRecord>,
+    users: Vec<User>,
+    tokens: Vec<ApiToken>,
 }
 
 fn everything(s: &mut dyn Storage, case_id: u64) -> Everything {
@@ -79,6 +82,8 @@ fn everything(s: &mut dyn Storage, case_id: u64) -> Everything {
         timeline: s.reclaim_log(case_id).unwrap(),
         commands: s.commands(false).unwrap(),
         outstanding: s.commands(true).unwrap(),
+        users: s.load_users().unwrap(),
+        tokens: s.load_tokens().unwrap(),
     }
 }
 
@@ -350,6 +355,7 @@ fn story(open: Open, sql: RawSql) {
         ],
         usage_days: days.clone(),
         exemptions: vec![batch_exempt, standby.clone()],
+        ..WriteBatch::default()
     })
     .unwrap();
     let sanction = Sanction {
@@ -382,6 +388,7 @@ fn story(open: Open, sql: RawSql) {
         sel: vec![sel("h1", 2, 200, T0 + 20), sel("h1", 1, 300, T0 + 20)],
         usage_days: vec![merged.clone()],
         exemptions: vec![revoked.clone()],
+        ..WriteBatch::default()
     })
     .unwrap();
     s.write(&WriteBatch {
@@ -631,6 +638,58 @@ fn story(open: Open, sql: RawSql) {
         "only those awaiting a result"
     );
 
+    // Users and API tokens: created, then changed (a password, a disabled user, a revoked
+    // token) by upserts; only hashes are stored.
+    let user = |name: &str, role, unit: Option<&str>| User {
+        name: name.into(),
+        display_name: format!("{name} 姓名"),
+        role,
+        unit: unit.map(str::to_string),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${name}"),
+        created_ms: T0,
+        password_changed_ms: T0,
+        disabled: false,
+    };
+    let token = ApiToken {
+        id: "a1b2c3d4".into(),
+        user: "ops-zhang".into(),
+        label: "备份脚本".into(),
+        secret_hash: "9f".repeat(32),
+        created_ms: T0,
+        expires_ms: T0 + 86_400_000,
+        revoked_ms: None,
+    };
+    s.write(&WriteBatch {
+        users: vec![
+            user("ops-zhang", UserRole::Ops, None),
+            user("cz-li", UserRole::Unit, Some("市财政局")),
+        ],
+        tokens: vec![token.clone()],
+        ..WriteBatch::default()
+    })
+    .unwrap();
+    let mut zhang = user("ops-zhang", UserRole::Ops, None);
+    zhang.password_hash.push_str("-changed");
+    zhang.password_changed_ms = T0 + 5;
+    let mut li = user("cz-li", UserRole::Unit, Some("市财政局"));
+    li.disabled = true;
+    let revoked_token = ApiToken {
+        revoked_ms: Some(T0 + 6),
+        ..token
+    };
+    s.write(&WriteBatch {
+        users: vec![zhang.clone(), li.clone()],
+        tokens: vec![revoked_token.clone()],
+        ..WriteBatch::default()
+    })
+    .unwrap();
+    assert_eq!(
+        s.load_users().unwrap(),
+        [li, zhang],
+        "by name, as last written"
+    );
+    assert_eq!(s.load_tokens().unwrap(), [revoked_token]);
+
     // The timeline cannot be rewritten, not even with SQL.
     for attempt in [
         "DELETE FROM reclaim_log",
@@ -737,9 +796,23 @@ fn the_storage_story_on_postgresql() {
     // The server drops the connection (a restart, a failover, an administrator): the handle
     // connects again, at the latest on the call after the one that found it broken (the
     // storage thread retries a failed write), and nothing of that write is lost.
+    let mut admin = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
+    // the story's handles close their connections on their own threads: let them finish
+    let others = |admin: &mut postgres::Client| -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'story'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while others(&mut admin) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut s = yunjian_store_postgres::PostgresStorage::connect(&url).unwrap();
     s.migrate().unwrap();
-    let mut admin = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
     let ended = admin
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'story'",
@@ -813,6 +886,6 @@ fn migrate_storage_moves_the_story_from_sqlite_to_postgresql() {
         copied.nodes > 0 && copied.audit > 0 && copied.cases > 0,
         "{copied}"
     );
-    assert_eq!(kinds.len(), 8, "progress for every kind: {kinds:?}");
+    assert_eq!(kinds.len(), 9, "progress for every kind: {kinds:?}");
     assert_eq!(everything(&mut *to, 3), everything(&mut *from, 3));
 }
