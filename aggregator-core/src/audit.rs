@@ -127,6 +127,46 @@ pub enum AuditEvent {
         command: String,
         node: String,
     },
+    /// A user was created (by an administrator, or on the command line).
+    UserCreated {
+        user: String,
+        role: String,
+        unit: Option<String>,
+    },
+    /// A password was changed (by its owner, or reset by an administrator).
+    PasswordChanged {
+        user: String,
+    },
+    /// A user was disabled or enabled again.
+    UserDisabled {
+        user: String,
+        disabled: bool,
+    },
+    /// Someone signed in, from `source` (an address).
+    SignedIn {
+        user: String,
+        source: String,
+    },
+    /// A sign-in was refused (等保 登录失败处理); `locked` when it locked the account.
+    SignInRefused {
+        user: String,
+        source: String,
+        locked: bool,
+    },
+    SignedOut {
+        user: String,
+    },
+    /// An API token was issued (the secret is never recorded).
+    TokenIssued {
+        id: String,
+        user: String,
+        label: String,
+        expires_ms: u64,
+    },
+    TokenRevoked {
+        id: String,
+        user: String,
+    },
     /// A reclaim case took a step (`step`: `notify`, `approve`...).
     ReclaimStep {
         case: u64,
@@ -304,6 +344,56 @@ impl AuditEvent {
                 "command.expired".into(),
                 purpose,
                 json!({ "command": command, "node": node }),
+            ),
+            AuditEvent::UserCreated { user, role, unit } => (
+                "user.create".into(),
+                format!("user:{user}"),
+                json!({ "role": role, "unit": unit }),
+            ),
+            AuditEvent::PasswordChanged { user } => {
+                ("user.password".into(), format!("user:{user}"), json!({}))
+            }
+            AuditEvent::UserDisabled { user, disabled } => (
+                if disabled {
+                    "user.disable"
+                } else {
+                    "user.enable"
+                }
+                .into(),
+                format!("user:{user}"),
+                json!({}),
+            ),
+            AuditEvent::SignedIn { user, source } => (
+                "session.sign_in".into(),
+                format!("user:{user}"),
+                json!({ "source": source }),
+            ),
+            AuditEvent::SignInRefused {
+                user,
+                source,
+                locked,
+            } => (
+                "session.sign_in_refused".into(),
+                format!("user:{user}"),
+                json!({ "source": source, "locked": locked }),
+            ),
+            AuditEvent::SignedOut { user } => {
+                ("session.sign_out".into(), format!("user:{user}"), json!({}))
+            }
+            AuditEvent::TokenIssued {
+                id,
+                user,
+                label,
+                expires_ms,
+            } => (
+                "token.issue".into(),
+                format!("token:{id}"),
+                json!({ "user": user, "label": label, "expires_ms": expires_ms }),
+            ),
+            AuditEvent::TokenRevoked { id, user } => (
+                "token.revoke".into(),
+                format!("token:{id}"),
+                json!({ "user": user }),
             ),
             AuditEvent::ReclaimStep { case, step, detail } => {
                 (format!("reclaim.{step}"), format!("reclaim:{case}"), detail)

@@ -22,5 +22,5 @@ pub mod web;
 
 // The core's modules under their own names, so paths read the same in this crate.
 pub(crate) use yunjian_aggregator_core::{
-    alarms, antivirus, fleet, hardware, policy, ratelimit, register, store, time, usage,
+    alarms, antivirus, fleet, hardware, identity, policy, ratelimit, register, store, time, usage,
 };

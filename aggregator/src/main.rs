@@ -78,6 +78,34 @@ enum Command {
         format: Option<String>,
         file: PathBuf,
     },
+    /// Users who sign in to the dashboard and the API.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user in the database (the first administrator, or users from an ops script).
+    /// Prints a generated initial password once, unless --password-stdin gives one.
+    Add {
+        /// Login name (1-64 characters of A-Z a-z 0-9 . _ -).
+        #[arg(long)]
+        name: String,
+        /// admin, ops, authority, unit or auditor.
+        #[arg(long)]
+        role: String,
+        /// The unit of a `unit` user (使用单位名称, as in the register).
+        #[arg(long)]
+        unit: Option<String>,
+        /// 姓名 (default: the login name).
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Read the initial password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users (name, role, unit, state).
+    List,
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<AggregatorConfig> {
@@ -142,6 +170,53 @@ fn main() -> anyhow::Result<()> {
             db.migrate()?;
             let done = offline::import_file(db.as_mut(), unit, by, file, format.as_deref())?;
             eprintln!("{done}");
+            Ok(())
+        }
+        Some(Command::User(UserCommand::Add {
+            name,
+            role,
+            unit,
+            display_name,
+            password_stdin,
+        })) => {
+            let role =
+                yunjian_aggregator_core::identity::Role::of_person(role).with_context(|| {
+                    format!("角色 {role:?} 不存在：可选 admin、ops、authority、unit、auditor")
+                })?;
+            let password = if *password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                None
+            };
+            let cfg = load_config(&cli)?;
+            let mut db = cfg.storage_url().open()?;
+            db.migrate()?;
+            let new = offline::NewUserArgs {
+                name: name.clone(),
+                display_name: display_name.clone(),
+                role,
+                unit: unit.clone(),
+                password,
+            };
+            eprintln!("{}", offline::add_user(db.as_mut(), new)?);
+            Ok(())
+        }
+        Some(Command::User(UserCommand::List)) => {
+            let cfg = load_config(&cli)?;
+            let mut db = cfg.storage_url().open()?;
+            db.migrate()?;
+            for u in db.load_users()? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    u.name,
+                    u.display_name,
+                    u.role,
+                    u.unit.as_deref().unwrap_or("-"),
+                    if u.disabled { "已停用" } else { "正常" }
+                );
+            }
             Ok(())
         }
         Some(Command::MigrateStorage { from, to }) => {

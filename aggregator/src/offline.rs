@@ -106,6 +106,83 @@ pub fn import_file(
     ))
 }
 
+/// A user to create on the command line.
+#[derive(Debug)]
+pub struct NewUserArgs {
+    pub name: String,
+    pub display_name: String,
+    pub role: crate::identity::Role,
+    pub unit: Option<String>,
+    /// `None`: generate one and show it once.
+    pub password: Option<String>,
+}
+
+/// Create a user in the database behind `storage` through the identity service, acting as
+/// the system (whoever runs this command holds the database); returns lines for the operator,
+/// with the generated password if one was generated.
+pub fn add_user(storage: &mut dyn Storage, args: NewUserArgs) -> Result<String, AddUserError> {
+    use crate::service::identity::{self, Directory, IdentityService, NewUser};
+    let directory = Arc::new(RwLock::new(Directory::new(
+        storage.load_users()?,
+        storage.load_tokens()?,
+    )));
+    let generated = args.password.is_none();
+    let password = match args.password {
+        Some(p) => p,
+        None => identity::generate_password()?,
+    };
+    let new = NewUser {
+        name: args.name,
+        display_name: args.display_name,
+        role: args.role,
+        unit: args.unit,
+        password: password.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(AddUserError::Runtime)?;
+    let (tx, rx) = mpsc::channel(4);
+    let user = std::thread::scope(|s| {
+        s.spawn(move || ingest::storage_loop(storage, rx, Arc::new(Metrics::default())));
+        let store = StoreHandle::new(tx);
+        let service = IdentityService {
+            directory: &directory,
+            store: &store,
+            sign_ins: &Default::default(),
+            counters: &Default::default(),
+            policy: &Default::default(),
+        };
+        rt.block_on(service.add_user(&crate::identity::Actor::system(), new, now_ms()))
+    })?;
+    let mut out = format!(
+        "已创建用户 {}（{}，{}{}）",
+        user.name,
+        user.display_name,
+        user.role.zh(),
+        user.unit
+            .as_deref()
+            .map(|u| format!("，{u}"))
+            .unwrap_or_default()
+    );
+    if generated {
+        out.push_str(&format!(
+            "\n初始密码（只显示这一次，请登录后修改）：{password}"
+        ));
+    }
+    Ok(out)
+}
+
+/// `user add` failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AddUserError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Identity(#[from] crate::service::identity::IdentityError),
+    #[error("cannot start the command's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
 /// Everything is read in one go, so "no limit" is the largest limit both backends accept.
 const ALL: usize = i64::MAX as usize;
 /// Rows per transaction while copying.

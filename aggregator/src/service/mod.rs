@@ -10,11 +10,13 @@
 //!   quota), the same path for the HTTP API and the `import` command;
 //! * [`antivirus`]: the stop of a VM whose antivirus was removed, requested, approved by
 //!   another person and carried out as a signed command;
-//! * [`exemptions`]: exemptions from the idle rule, created and revoked.
+//! * [`exemptions`]: exemptions from the idle rule, created and revoked;
+//! * [`identity`]: users, sign-in with lock-out, sessions, API tokens.
 
 pub mod alarms;
 pub mod antivirus;
 pub mod exemptions;
+pub mod identity;
 pub mod register;
 
 pub use alarms::AlarmSink;
