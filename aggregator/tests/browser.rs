@@ -2,6 +2,9 @@
 //! page, let its script take the live SSE stream, and assert on the DOM it rendered, before and
 //! after the fleet changes.
 //!
+//! Each page's script and styles load from `/assets/` under its Content Security Policy; a test
+//! fails if the page logged a violation or a failed asset load (`Log.entryAdded`).
+//!
 //! Chromium is driven over the DevTools protocol in real time rather than with
 //! `--dump-dom --virtual-time-budget`: virtual time stands still while a fetch is pending, and
 //! the event stream is a fetch that never ends, so a page with a live stream never finishes its
@@ -15,6 +18,7 @@
 //! `cargo test -p yunjian-aggregator --test browser -- --ignored readme_screenshot`
 //! writes `docs/dashboard.png`.
 
+use base64::Engine;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
+use tungstenite::{Message, WebSocket};
 use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator::web::{serve, AppState};
 use yunjian_aggregator_core::fleet::{Fleet, SharedFleet};
@@ -218,8 +223,10 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Headless Chromium on one page, driven over the DevTools protocol (a WebSocket).
 struct Browser {
     child: Child,
-    ws: TcpStream,
+    ws: WebSocket<TcpStream>,
     next_id: u64,
+    /// What the page logged (`Log.entryAdded`): CSP violations, failed loads.
+    log: Vec<Value>,
     _profile: tempfile::TempDir,
 }
 
@@ -248,12 +255,18 @@ impl Browser {
             .spawn()
             .unwrap();
         match devtools_page(&mut child, profile.path()) {
-            Ok(ws) => Browser {
-                child,
-                ws,
-                next_id: 0,
-                _profile: profile,
-            },
+            Ok(ws) => {
+                let mut browser = Browser {
+                    child,
+                    ws,
+                    next_id: 0,
+                    log: Vec::new(),
+                    _profile: profile,
+                };
+                // replays what was logged so far, then reports each new entry
+                browser.call("Log.enable", json!({}));
+                browser
+            }
             Err(why) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -277,9 +290,17 @@ impl Browser {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({ "id": id, "method": method, "params": params });
-        ws_send(&mut self.ws, &request.to_string()).unwrap();
+        self.ws.send(Message::text(request.to_string())).unwrap();
         loop {
-            let mut reply: Value = serde_json::from_str(&ws_recv(&mut self.ws).unwrap()).unwrap();
+            let mut reply = match self.ws.read().unwrap() {
+                Message::Text(text) => serde_json::from_str::<Value>(&text).unwrap(),
+                Message::Close(frame) => panic!("DevTools closed the WebSocket: {frame:?}"),
+                _ => continue,
+            };
+            if reply["method"] == "Log.entryAdded" {
+                self.log.push(reply["params"]["entry"].take());
+                continue;
+            }
             if reply["id"] == id {
                 if reply.get("error").is_some() {
                     return Err(reply);
@@ -328,7 +349,26 @@ impl Browser {
 
     fn screenshot_png(&mut self) -> Vec<u8> {
         let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
-        base64_decode(shot["data"].as_str().unwrap())
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap()
+    }
+
+    /// Fail if the page broke its Content Security Policy (an inline script or style, a
+    /// foreign source) or could not load one of its `/assets/`.
+    fn assert_no_blocked_content(&mut self) {
+        // a round trip, so entries logged until now have arrived
+        self.eval("document.readyState");
+        let blocked: Vec<&Value> = self
+            .log
+            .iter()
+            .filter(|e| {
+                let text = e["text"].as_str().unwrap_or_default();
+                let url = e["url"].as_str().unwrap_or_default();
+                text.contains("Content Security Policy") || url.contains("/assets/")
+            })
+            .collect();
+        assert!(blocked.is_empty(), "the page logged {blocked:#?}");
     }
 }
 
@@ -340,7 +380,7 @@ impl Drop for Browser {
 }
 
 /// Connect to the page target of a Chromium started with `--remote-debugging-port=0`.
-fn devtools_page(child: &mut Child, profile: &Path) -> Result<TcpStream, String> {
+fn devtools_page(child: &mut Child, profile: &Path) -> Result<WebSocket<TcpStream>, String> {
     let deadline = Instant::now() + WAIT;
     let pause = || std::thread::sleep(Duration::from_millis(100));
     // Chromium writes the port it picked to the profile directory.
@@ -357,47 +397,30 @@ fn devtools_page(child: &mut Child, profile: &Path) -> Result<TcpStream, String>
         }
         pause();
     };
-    let ws_path = loop {
+    let ws_url = loop {
         let list = http_get(port, "/json/list")?;
         let targets: Value = serde_json::from_str(&list).map_err(|e| format!("{e}: {list}"))?;
+        // ws://127.0.0.1:PORT/devtools/page/ID
         let page = targets
             .as_array()
             .into_iter()
             .flatten()
             .find(|t| t["type"] == "page")
             .and_then(|t| t["webSocketDebuggerUrl"].as_str());
-        // ws://127.0.0.1:PORT/devtools/page/ID
-        if let Some(path) = page
-            .and_then(|u| u.strip_prefix("ws://"))
-            .and_then(|u| u.find('/').map(|i| u[i..].to_string()))
-        {
-            break path;
+        if let Some(url) = page {
+            break url.to_string();
         }
         if Instant::now() > deadline {
             return Err(format!("no page target in {list}"));
         }
         pause();
     };
-    let mut ws = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    ws.set_read_timeout(Some(WAIT)).map_err(|e| e.to_string())?;
-    let key = "eXVuamlhbi1kYXNoYm9hcmQ="; // any 16 bytes, base64
-    write!(
-        ws,
-        "GET {ws_path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    // read the handshake byte by byte so no frame byte is consumed with it
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        ws.read_exact(&mut b).map_err(|e| e.to_string())?;
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    if !head.starts_with("HTTP/1.1 101") {
-        return Err(format!("WebSocket upgrade refused: {head}"));
-    }
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(WAIT))
+        .map_err(|e| e.to_string())?;
+    let (ws, _) = tungstenite::client(ws_url.as_str(), stream)
+        .map_err(|e| format!("WebSocket upgrade to {ws_url} failed: {e}"))?;
     Ok(ws)
 }
 
@@ -431,88 +454,6 @@ fn http_get(port: u16, path: &str) -> Result<String, String> {
         }
         raw.extend_from_slice(&buf[..n]);
     }
-}
-
-/// One text frame, client to server (RFC 6455 §5.2).
-fn ws_send(ws: &mut TcpStream, text: &str) -> std::io::Result<()> {
-    let payload = text.as_bytes();
-    let mut frame = vec![0x81]; // FIN, text
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend((n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend((n as u64).to_be_bytes());
-        }
-    }
-    // client frames must be masked; an all-zero key leaves the payload as it is
-    frame.extend([0u8; 4]);
-    frame.extend(payload);
-    ws.write_all(&frame)
-}
-
-/// One whole message, server to client (unmasked, possibly fragmented).
-fn ws_recv(ws: &mut TcpStream) -> std::io::Result<String> {
-    let mut message = Vec::new();
-    loop {
-        let mut head = [0u8; 2];
-        ws.read_exact(&mut head)?;
-        let len = match head[1] & 0x7f {
-            126 => {
-                let mut b = [0u8; 2];
-                ws.read_exact(&mut b)?;
-                u16::from_be_bytes(b) as usize
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                ws.read_exact(&mut b)?;
-                u64::from_be_bytes(b) as usize
-            }
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        ws.read_exact(&mut payload)?;
-        match head[0] & 0x0f {
-            0x0 | 0x1 => message.extend(payload),
-            0x8 => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "DevTools closed the WebSocket",
-                ))
-            }
-            _ => continue, // ping, pong: DevTools sends none
-        }
-        if head[0] & 0x80 != 0 {
-            return String::from_utf8(message)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
-        }
-    }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => (c - b'A') as u32,
-            b'a'..=b'z' => (c - b'a') as u32 + 26,
-            b'0'..=b'9' => (c - b'0') as u32 + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c:#x}"),
-        }
-    };
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    for chunk in text.trim_end_matches('=').as_bytes().chunks(4) {
-        let acc = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &c)| acc | value(c) << (18 - 6 * i));
-        // 4 characters carry 3 bytes, 3 carry 2, 2 carry 1
-        out.extend(&acc.to_be_bytes()[1..chunk.len()]);
-    }
-    out
 }
 
 /// The page's node rows, in order.
@@ -719,6 +660,8 @@ fn dashboard_renders_the_fleet_live_in_chromium() {
         page.eval(&only_alerts),
         "host-a,vm-a1,host-b,host-off,host-late"
     );
+    // the script and styles came from /assets/ under the page's policy, nothing was refused
+    page.assert_no_blocked_content();
 }
 
 /// A realistic fleet for the README picture: 3 racks × 6 hosts × 4 VMs; in the first rack
@@ -1115,6 +1058,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
         })
         .collect();
     assert_eq!(acked, ["值班员 张三"], "stored once, with who");
+    page.assert_no_blocked_content();
     let engine = served.policy.lock().unwrap();
     assert_eq!(
         engine
@@ -1280,4 +1224,5 @@ fn rack_and_server_pages_work_in_chromium() {
     let body = body.as_str().unwrap();
     assert!(body.contains("Upper Critical going high"), "{body}");
     assert!(body.contains("001 第十六条"), "{body}");
+    page.assert_no_blocked_content();
 }

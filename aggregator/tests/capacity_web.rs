@@ -349,9 +349,27 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
     );
 }
 
+/// A page with the scripts it loads from `/assets/` appended: what the browser runs.
+async fn with_scripts(app: &Router, html: String) -> String {
+    let mut all = html.clone();
+    for rest in html.split("<script src=\"").skip(1) {
+        let src = rest.split_once('"').unwrap().0;
+        let resp = app
+            .clone()
+            .oneshot(Request::get(src).body(HttpBody::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{src}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        all.push_str(std::str::from_utf8(&body).unwrap());
+    }
+    all
+}
+
 #[tokio::test]
 async fn capacity_and_alarm_pages_are_served_self_contained() {
     let s = setup();
+    let app = router(s.state.clone());
     for (uri, needles) in [
         ("/capacity", &["/api/capacity", "预警线", "趋势预测"][..]),
         (
@@ -360,7 +378,8 @@ async fn capacity_and_alarm_pages_are_served_self_contained() {
         ),
         ("/", &["总览"][..]),
     ] {
-        let resp = router(s.state.clone())
+        let resp = app
+            .clone()
             .oneshot(Request::get(uri).body(HttpBody::empty()).unwrap())
             .await
             .unwrap();
@@ -385,7 +404,10 @@ async fn capacity_and_alarm_pages_are_served_self_contained() {
         .unwrap();
         assert!(html.contains("<html lang=\"zh-CN\">"), "{uri}");
         // the shared look: the dashboard's stylesheet, and the same navigation on every page
-        assert!(html.contains("--brand: #1d4f91"), "{uri}");
+        assert!(
+            html.contains("<link rel=\"stylesheet\" href=\"/assets/base.css\">"),
+            "{uri}"
+        );
         for link in [
             "<a href=\"/\"",
             "<a href=\"/capacity\"",
@@ -394,6 +416,7 @@ async fn capacity_and_alarm_pages_are_served_self_contained() {
             assert!(html.contains(link), "{uri} lacks {link}");
         }
         assert_eq!(html.matches("aria-current=\"page\"").count(), 1, "{uri}");
+        let html = with_scripts(&app, html).await;
         for n in needles {
             assert!(html.contains(n), "{uri} lacks {n}");
         }

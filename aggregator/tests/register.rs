@@ -740,6 +740,23 @@ fn the_command_line_import_writes_the_database_with_the_same_checks() {
     );
 }
 
+/// A page with the scripts it loads from `/assets/` appended: what the browser runs.
+async fn with_scripts(app: &Router, html: String) -> String {
+    let mut all = html.clone();
+    for rest in html.split("<script src=\"").skip(1) {
+        let src = rest.split_once('"').unwrap().0;
+        let resp = app
+            .clone()
+            .oneshot(Request::get(src).body(HttpBody::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{src}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        all.push_str(std::str::from_utf8(&body).unwrap());
+    }
+    all
+}
+
 #[tokio::test]
 async fn the_register_page_is_self_contained() {
     let h = harness();
@@ -752,7 +769,7 @@ async fn the_register_page_is_self_contained() {
         .to_string();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let html = String::from_utf8(body.to_vec()).unwrap();
+    let html = with_scripts(&h.app, String::from_utf8(body.to_vec()).unwrap()).await;
     for needed in [
         "lang=\"zh-CN\"",
         "/api/register",

@@ -12,29 +12,18 @@
 //! with the node in one transaction, undone if storage cannot take it; an approved stop goes
 //! out as a signed command to the VM's host.
 
-use super::{read_fleet, AppState, WebError, DASHBOARD, DASHBOARD_CSP};
+use super::{read_fleet, AppState, WebError};
 use crate::antivirus::{AvState, Removal, StopDecision};
 use crate::fleet::Liveness;
 use crate::ratelimit::now_ms;
 use crate::service::antivirus::{AntivirusService, StopFailure};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
-use axum::response::{Html, IntoResponse};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::sync::LazyLock;
 use yunjian_protocol::AntivirusProduct;
-
-/// The page, with the dashboard's stylesheet in its `/*DASHBOARD_CSS*/` slot: one look.
-static PAGE: LazyLock<String> = LazyLock::new(|| {
-    let css = DASHBOARD
-        .split_once("<style>")
-        .and_then(|(_, rest)| rest.split_once("</style>"))
-        .map_or("", |(css, _)| css);
-    include_str!("antivirus.html").replace("/*DASHBOARD_CSS*/", css)
-});
 
 /// The routes, for any router state the [`AppState`] can be taken from.
 pub fn routes<S>() -> Router<S>
@@ -52,15 +41,8 @@ where
         )
 }
 
-async fn page() -> impl IntoResponse {
-    (
-        [
-            (CACHE_CONTROL, "no-cache"),
-            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
-            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Html(PAGE.as_str()),
-    )
+async fn page() -> Response {
+    super::page::page("antivirus.html", "antivirus", minijinja::Value::UNDEFINED)
 }
 
 /// One VM on the antivirus page.
@@ -246,19 +228,4 @@ async fn approve_stop(
         .await
         .map(Json)
         .map_err(refused)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_page_carries_the_dashboard_stylesheet_and_sets_text_only() {
-        assert!(!PAGE.contains("/*DASHBOARD_CSS*/"));
-        assert!(PAGE.contains(":root") && PAGE.contains("section.group"));
-        assert!(
-            !PAGE.contains("innerHTML"),
-            "agent and user text is set with textContent"
-        );
-    }
 }

@@ -11,21 +11,21 @@
 //! open alarms of the `capacity` and `capacity_forecast` rules. A ratio at or above the line
 //! that has not fired yet is `pending` (the hold time runs).
 //!
-//! The pages take the dashboard's stylesheet, so the three look alike.
+//! The pages are `templates/capacity.html` and `templates/alarms.html` on the base layout.
 
-use super::{AppState, DASHBOARD, DASHBOARD_CSP};
+use super::page::page;
+use super::AppState;
 use crate::alarms::{Alarm, AlarmKey, AlarmState, Level};
 use crate::policy::hysteresis::Escalation;
 use crate::policy::rules::capacity::{self, measure, Kind, Resource, Scope};
 use crate::policy::rules::capacity_forecast;
 use crate::ratelimit::now_ms;
 use axum::extract::{FromRef, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
-use axum::response::{Html, IntoResponse};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use minijinja::Value;
 use serde::Serialize;
-use std::sync::LazyLock;
 
 /// The routes, for any router state the [`AppState`] can be taken from.
 pub fn routes<S>() -> Router<S>
@@ -213,52 +213,10 @@ async fn api(State(app): State<AppState>) -> Json<CapacityBody> {
     })
 }
 
-/// Where a page's template takes the dashboard's stylesheet.
-const CSS_SLOT: &str = "/*DASHBOARD_CSS*/";
-
-/// The rules between the dashboard's `<style>` tags.
-pub(super) fn dashboard_css() -> &'static str {
-    DASHBOARD
-        .split_once("<style>")
-        .and_then(|(_, rest)| rest.split_once("</style>"))
-        .map_or("", |(css, _)| css)
+async fn capacity_page() -> Response {
+    page("capacity.html", "capacity", Value::UNDEFINED)
 }
 
-static CAPACITY_PAGE: LazyLock<String> =
-    LazyLock::new(|| include_str!("capacity.html").replace(CSS_SLOT, dashboard_css()));
-static ALARMS_PAGE: LazyLock<String> =
-    LazyLock::new(|| include_str!("alarms.html").replace(CSS_SLOT, dashboard_css()));
-
-fn page(html: &'static str) -> impl IntoResponse {
-    (
-        [
-            (CACHE_CONTROL, "no-cache"),
-            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
-            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Html(html),
-    )
-}
-
-async fn capacity_page() -> impl IntoResponse {
-    page(CAPACITY_PAGE.as_str())
-}
-
-async fn alarms_page() -> impl IntoResponse {
-    page(ALARMS_PAGE.as_str())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_pages_carry_the_dashboard_stylesheet() {
-        let css = dashboard_css();
-        assert!(css.contains(":root") && css.contains(".gauge"), "{css}");
-        for p in [CAPACITY_PAGE.as_str(), ALARMS_PAGE.as_str()] {
-            assert!(!p.contains(CSS_SLOT));
-            assert!(p.contains(css));
-        }
-    }
+async fn alarms_page() -> Response {
+    page("alarms.html", "alarms", Value::UNDEFINED)
 }

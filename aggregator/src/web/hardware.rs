@@ -8,18 +8,21 @@
 //! | `GET /api/racks`               | the same as JSON                                        |
 //! | `GET /api/servers/{id}/hardware` | one server's BMC track as JSON, with sensor history   |
 //!
-//! The pages are rendered here (no script: the charts are inline SVG) and reload every 15 s.
-//! Every text that comes from an agent or a BMC is escaped.
+//! The pages are rendered here from `templates/racks.html` and `templates/server.html` (no
+//! script: the charts are inline SVG) and reload every 15 s. Every text that comes from an
+//! agent or a BMC reaches the page through a template variable, escaped.
 
-use super::{AppState, WebError, DASHBOARD_CSP};
+use super::page::page;
+use super::{AppState, WebError};
 use crate::alarms::{Alarm, Level};
 use crate::fleet::{Liveness, NodeState};
 use crate::hardware::{status_zh, type_zh, Point, SelRecord};
 use axum::extract::{FromRef, Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
-use axum::response::{Html, IntoResponse};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use minijinja::value::Serde;
+use minijinja::{context, Value};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -28,7 +31,6 @@ use yunjian_protocol::Role;
 
 /// Servers whose inventory names no rack.
 const NO_RACK: &str = "未标注机柜";
-const TEMPLATE: &str = include_str!("hardware.html");
 
 /// The routes, for any router state the [`AppState`] can be taken from.
 pub fn routes<S>() -> Router<S>
@@ -214,44 +216,15 @@ async fn server_api(
 
 // ---- pages ----
 
-fn page(title: &str, subtitle: &str, racks_current: bool, body: &str) -> impl IntoResponse {
-    let html = TEMPLATE
-        .replace("/*DASHBOARD_CSS*/", super::capacity::dashboard_css())
-        .replace("/*TITLE*/", &esc(title))
-        .replace("/*SUBTITLE*/", &esc(subtitle))
-        .replace(
-            "/*RACKS_CURRENT*/",
-            if racks_current {
-                " aria-current=\"page\""
-            } else {
-                ""
-            },
-        )
-        .replace("/*BODY*/", body);
-    (
-        [
-            (CACHE_CONTROL, "no-cache"),
-            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
-            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Html(html),
-    )
-}
-
-/// HTML-escape text from agents and BMCs.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// A hardware page: `racks.html` or `server.html` with its title and subtitle.
+fn hardware_page(
+    template: &str,
+    current: &str,
+    title: &str,
+    subtitle: &str,
+    ctx: Value,
+) -> Response {
+    page(template, current, context! { title, subtitle, ..ctx })
 }
 
 /// A path segment (node ids are `A-Z a-z 0-9 . _ -`, but escape anyway).
@@ -318,73 +291,66 @@ fn fmt_time_ms(ms: u64) -> String {
     crate::time::beijing_datetime(ms)
 }
 
-fn racks_html(racks: &[RackView]) -> String {
-    let mut h = String::new();
-    h.push_str(
-        "<div class=\"toolbar\">\
-         <span class=\"legend\"><span class=\"swatch ok\"></span>正常</span>\
-         <span class=\"legend\"><span class=\"swatch info\"></span>提示</span>\
-         <span class=\"legend\"><span class=\"swatch warn\"></span>预警</span>\
-         <span class=\"legend\"><span class=\"swatch major\"></span>严重</span>\
-         <span class=\"legend\"><span class=\"swatch crit\"></span>紧急</span>\
-         <span class=\"legend\"><span class=\"swatch nodata\"></span>无 BMC 数据</span>\
-         </div>\
-         <p class=\"note\">每台物理服务器按其最严重的未关闭告警着色（硬件、离线、容量等全部规则）；\
-         点击服务器查看传感器、阈值、历史曲线与系统事件日志（SEL）。</p>",
-    );
-    if racks.is_empty() {
-        h.push_str("<div class=\"empty\">尚无物理服务器上报</div>");
-        return h;
-    }
-    h.push_str("<div class=\"racks\">");
-    for r in racks {
-        let _ = write!(
-            h,
-            "<section class=\"rack\"><h2>{}<span class=\"meta\">{} 台</span></h2><ol>",
-            esc(&r.rack),
-            r.servers.len()
-        );
-        for s in &r.servers {
-            let mut class = level_class(s.worst).to_string();
-            if s.worst.is_none() && s.bmc == "none" {
-                class = "nodata".into();
-            }
-            if s.liveness != Liveness::Online {
-                class.push_str(" offline");
-            }
-            let mut facts = vec![liveness_zh(s.liveness).to_string()];
-            if let Some(t) = s.max_temp_c {
-                facts.push(format!("{t:.0}°C"));
-            }
-            if let Some(p) = s.power_w {
-                facts.push(format!("{p:.0} W"));
-            }
-            match s.bmc {
-                "unreachable" => facts.push("BMC 无响应".into()),
-                "none" => facts.push("无 BMC 数据".into()),
-                _ => {}
-            }
-            if s.open_alarms > 0 {
-                facts.push(format!("{} 条告警（{}）", s.open_alarms, level_zh(s.worst)));
-            }
-            let _ = write!(
-                h,
-                "<li class=\"slot {class}\" data-node=\"{id}\"><a href=\"/servers/{href}\">\
-                 <span class=\"id\">{id}</span><span class=\"facts\">{facts}</span></a></li>",
-                id = esc(&s.node),
-                href = seg(&s.node),
-                facts = esc(&facts.join(" · ")),
-            );
-        }
-        h.push_str("</ol></section>");
-    }
-    h.push_str("</div>");
-    h
+/// One server in its rack on the rack page.
+#[derive(Debug, Serialize)]
+struct SlotView {
+    node: String,
+    /// The link's path segment.
+    href: String,
+    /// The worst alarm's level class, `nodata`, plus ` offline`.
+    class: String,
+    facts: String,
 }
 
-async fn racks_page(State(app): State<AppState>) -> impl IntoResponse {
-    let body = racks_html(&racks(&app));
-    page("机柜", "机柜与物理服务器硬件状态（BMC）", true, &body)
+fn slot(s: &ServerTile) -> SlotView {
+    let mut class = level_class(s.worst).to_string();
+    if s.worst.is_none() && s.bmc == "none" {
+        class = "nodata".into();
+    }
+    if s.liveness != Liveness::Online {
+        class.push_str(" offline");
+    }
+    let mut facts = vec![liveness_zh(s.liveness).to_string()];
+    if let Some(t) = s.max_temp_c {
+        facts.push(format!("{t:.0}°C"));
+    }
+    if let Some(p) = s.power_w {
+        facts.push(format!("{p:.0} W"));
+    }
+    match s.bmc {
+        "unreachable" => facts.push("BMC 无响应".into()),
+        "none" => facts.push("无 BMC 数据".into()),
+        _ => {}
+    }
+    if s.open_alarms > 0 {
+        facts.push(format!("{} 条告警（{}）", s.open_alarms, level_zh(s.worst)));
+    }
+    SlotView {
+        node: s.node.clone(),
+        href: seg(&s.node),
+        class,
+        facts: facts.join(" · "),
+    }
+}
+
+async fn racks_page(State(app): State<AppState>) -> Response {
+    let racks: Vec<Value> = racks(&app)
+        .iter()
+        .map(|r| {
+            context! {
+                name => r.rack.clone(),
+                count => r.servers.len(),
+                slots => Value::from(Serde(r.servers.iter().map(slot).collect::<Vec<_>>())),
+            }
+        })
+        .collect();
+    hardware_page(
+        "racks.html",
+        "racks",
+        "机柜",
+        "机柜与物理服务器硬件状态（BMC）",
+        context! { racks },
+    )
 }
 
 /// A small line chart of one sensor's history with its upper and lower thresholds.
@@ -480,8 +446,9 @@ fn thresholds_text(th: &Thresholds, unit: &str) -> String {
     )
 }
 
-fn server_html(s: &ServerBody) -> String {
-    let mut h = String::new();
+/// One server's page context: every text as it is (the template escapes it), the charts as
+/// markup built from numbers only.
+fn server_context(s: &ServerBody) -> Value {
     let bmc = match &s.bmc {
         Some(BmcState::Ok(t)) => format!("正常（{t}）"),
         Some(BmcState::Unreachable(c)) => format!("无响应：{c}"),
@@ -504,53 +471,23 @@ fn server_html(s: &ServerBody) -> String {
             v.join("、")
         }
     };
-    let _ = write!(
-        h,
-        "<p class=\"note\"><a href=\"/racks\">← 机柜</a></p>\
-         <section class=\"group\"><h2>{node}<span class=\"meta\">{rack}</span>\
-         <span class=\"meta\"><span class=\"level {lc}\">{lz}</span></span></h2>\
-         <dl class=\"facts-grid\"><dt>主机状态</dt><dd>{live}</dd><dt>BMC</dt><dd>{bmc}</dd>\
-         <dt>机箱</dt><dd>{chassis}</dd><dt>最近一次读取</dt><dd>{sweep}</dd></dl></section>",
-        node = esc(&s.node),
-        rack = esc(s.rack.as_deref().unwrap_or(NO_RACK)),
-        lc = level_class(s.worst),
-        lz = level_zh(s.worst),
-        live = liveness_zh(s.liveness),
-        bmc = esc(&bmc),
-        chassis = esc(&chassis),
-        sweep = fmt_time_ms(s.last_sweep_ms),
-    );
-    // open alarms
-    h.push_str("<section class=\"group\"><h2>未关闭告警</h2>");
-    if s.alarms.is_empty() {
-        h.push_str("<div class=\"empty\">无</div>");
-    } else {
-        h.push_str("<table><tr><th>级别</th><th>告警</th><th>依据</th><th>产生时间</th></tr>");
-        for a in &s.alarms {
-            let _ = write!(
-                h,
-                "<tr><td><span class=\"level {}\">{}</span></td><td class=\"desc\">{}</td>\
-                 <td>{}</td><td>{}</td></tr>",
-                level_class(Some(a.level)),
-                a.level.zh(),
-                esc(&a.title),
-                esc(&a.clause),
-                fmt_time_ms(a.raised_ms)
-            );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("</section>");
-    // sensors
-    h.push_str("<section class=\"group\"><h2>传感器<span class=\"meta\">阈值：下限 不可恢复 / 严重 / 非严重 · 上限 非严重 / 严重 / 不可恢复；曲线为近 4 小时</span></h2>");
-    if s.sensors.is_empty() {
-        h.push_str("<div class=\"empty\">无传感器数据</div>");
-    } else {
-        h.push_str(
-            "<table><tr><th>传感器</th><th>类型</th><th>读数</th><th>单位</th><th>阈值</th>\
-             <th>状态</th><th>历史</th></tr>",
-        );
-        for v in &s.sensors {
+    let alarms: Vec<Value> = s
+        .alarms
+        .iter()
+        .map(|a| {
+            context! {
+                class => level_class(Some(a.level)),
+                level => a.level.zh(),
+                title => a.title.clone(),
+                clause => a.clause.clone(),
+                raised => fmt_time_ms(a.raised_ms),
+            }
+        })
+        .collect();
+    let sensors: Vec<Value> = s
+        .sensors
+        .iter()
+        .map(|v| {
             let r = &v.reading;
             let faults = crate::hardware::discrete_faults(r.sensor_type, r.states);
             let level = faults
@@ -568,81 +505,65 @@ fn server_html(s: &ServerBody) -> String {
                 None if r.unit.is_empty() => format!("状态 0x{:04x}", r.states),
                 None => "—".into(),
             };
-            let _ = write!(
-                h,
-                "<tr data-sensor=\"{name}\"><td class=\"name\">{name}</td><td>{ty}</td>\
-                 <td class=\"num\">{value}</td><td>{unit}</td><td class=\"th\">{th}</td>\
-                 <td><span class=\"level {sc}\">{status}</span></td><td class=\"chart\">{chart}</td></tr>",
-                name = esc(&r.name),
-                ty = if r.unit == "Watts" {
-                    "功率"
-                } else {
-                    type_zh(r.sensor_type)
-                },
-                value = esc(&value),
-                unit = esc(unit_zh(&r.unit)),
-                th = if r.value.is_some() {
-                    esc(&thresholds_text(&r.thresholds, &r.unit))
+            context! {
+                name => r.name.clone(),
+                type => if r.unit == "Watts" { "功率" } else { type_zh(r.sensor_type) },
+                value,
+                unit => unit_zh(&r.unit),
+                thresholds => if r.value.is_some() {
+                    thresholds_text(&r.thresholds, &r.unit)
                 } else {
                     "—".into()
                 },
-                sc = status_class(r.status, level),
-                status = esc(&status),
-                chart = chart(&v.history, &r.thresholds),
-            );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("</section>");
-    // SEL
-    let _ = write!(
-        h,
-        "<section class=\"group\"><h2>系统事件日志（SEL）<span class=\"meta\">最近 {} 条，新的在前</span></h2>",
-        s.sel.len()
-    );
-    if s.sel.is_empty() {
-        h.push_str("<div class=\"empty\">无事件</div>");
-    } else {
-        h.push_str(
-            "<table><tr><th>记录号</th><th>BMC 时间</th><th>传感器</th><th>事件</th>\
-             <th>断言</th><th>收到时间</th></tr>",
-        );
-        for r in &s.sel {
+                class => status_class(r.status, level),
+                status,
+                chart => Value::from_safe_string(chart(&v.history, &r.thresholds)),
+            }
+        })
+        .collect();
+    let sel: Vec<Value> = s
+        .sel
+        .iter()
+        .map(|r| {
             let e = &r.entry;
-            let sensor = e
-                .sensor
-                .clone()
-                .unwrap_or_else(|| format!("#{}", e.sensor_number));
-            let _ = write!(
-                h,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td>{}（{}）</td><td class=\"desc\">{}</td>\
-                 <td>{}</td><td>{}</td></tr>",
-                e.record_id,
-                fmt_time_ms(u64::from(e.ts_s) * 1000),
-                esc(&sensor),
-                type_zh(e.sensor_type),
-                esc(&e.description),
-                if e.asserted { "发生" } else { "恢复" },
-                fmt_time_ms(r.received_ms)
-            );
-        }
-        h.push_str("</table>");
+            context! {
+                record => e.record_id,
+                bmc_time => fmt_time_ms(u64::from(e.ts_s) * 1000),
+                sensor => e.sensor.clone().unwrap_or_else(|| format!("#{}", e.sensor_number)),
+                type => type_zh(e.sensor_type),
+                description => e.description.clone(),
+                event => if e.asserted { "发生" } else { "恢复" },
+                received => fmt_time_ms(r.received_ms),
+            }
+        })
+        .collect();
+    context! {
+        node => s.node.clone(),
+        rack => s.rack.as_deref().unwrap_or(NO_RACK),
+        level_class => level_class(s.worst),
+        level => level_zh(s.worst),
+        liveness => liveness_zh(s.liveness),
+        bmc,
+        chassis,
+        sweep => fmt_time_ms(s.last_sweep_ms),
+        alarms,
+        sensors,
+        sel_count => s.sel.len(),
+        sel,
     }
-    h.push_str("</section>");
-    h
 }
 
 async fn server_page(
     State(app): State<AppState>,
     Path(id): Path<String>,
-) -> Result<impl IntoResponse, WebError> {
+) -> Result<Response, WebError> {
     let s = server(&app, &id)?;
-    let body = server_html(&s);
-    Ok(page(
+    Ok(hardware_page(
+        "server.html",
+        "server",
         &format!("服务器 {}", s.node),
         &format!("物理服务器 {} 的 BMC 传感器与系统事件日志", s.node),
-        false,
-        &body,
+        server_context(&s),
     ))
 }
 
@@ -651,11 +572,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_from_bmcs_is_escaped() {
-        assert_eq!(
-            esc("<b>\"x\" & 'y'"),
-            "&lt;b&gt;&quot;x&quot; &amp; &#39;y&#39;"
-        );
+    fn node_ids_in_links_are_path_segments() {
         assert_eq!(seg("h1 /x"), "h1%20%2Fx");
     }
 

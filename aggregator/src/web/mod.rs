@@ -2,7 +2,8 @@
 //!
 //! | route                 | what                                                        |
 //! |-----------------------|-------------------------------------------------------------|
-//! | `GET /`               | the dashboard (static HTML, live from `/api/events`)        |
+//! | `GET /`               | the dashboard (live from `/api/events`)                     |
+//! | `GET /assets/{name}`  | the pages' scripts and stylesheets: see `assets.rs`         |
 //! | `GET /api/nodes`      | totals and node summaries; `?role=`, `?liveness=`, `?rack=` |
 //! | `GET /api/nodes/{id}` | one node's full state and summary                           |
 //! | `GET /api/events`     | Server-Sent Events: `nodes` frames, at most one per second  |
@@ -15,15 +16,20 @@
 //! | `/api/usage/...`, `/api/exemptions` | utilisation history, idle / oversized findings, exemptions: see `usage.rs` |
 //! | `GET /racks`, `/servers/{id}`, `/api/racks`, `/api/servers/{id}/hardware` | server hardware (BMC): see `hardware.rs` |
 //!
+//! Pages are templates on one base layout (`page.rs`, `aggregator/templates/`); their scripts
+//! and styles are files (`assets.rs`, `aggregator/assets/`), so no page runs inline code.
+//!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
 //! runs it on a listener until the shutdown future completes.
 
 mod alarms;
 mod antivirus;
 mod api;
+mod assets;
 mod capacity;
 mod error;
 mod hardware;
+mod page;
 mod reclaim;
 mod register;
 mod sse;
@@ -40,8 +46,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Engine, Profile};
 use crate::store::Storage;
 use axum::extract::FromRef;
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
-use axum::response::{Html, IntoResponse};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use std::future::Future;
@@ -145,6 +150,7 @@ pub fn router(state: AppState) -> Router {
 fn routes(state: WebState) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/assets/{name}", get(assets::asset))
         .route("/api/nodes", get(api::nodes))
         .route("/api/nodes/{id}", get(api::node))
         .route("/api/events", get(sse::events))
@@ -183,21 +189,8 @@ pub async fn serve(
         .await
 }
 
-const DASHBOARD: &str = include_str!("dashboard.html");
-/// The page loads nothing from elsewhere; its inline script and style are its own.
-const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
-     style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
-     form-action 'none'; frame-ancestors 'none'";
-
-async fn dashboard() -> impl IntoResponse {
-    (
-        [
-            (CACHE_CONTROL, "no-cache"),
-            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
-            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Html(DASHBOARD),
-    )
+async fn dashboard() -> Response {
+    page::page("dashboard.html", "dashboard", minijinja::Value::UNDEFINED)
 }
 
 /// Read the fleet even if a writer panicked while holding the lock: the state is a cache of

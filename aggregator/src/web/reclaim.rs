@@ -13,7 +13,8 @@
 //! authority, unit) and, for a unit, its unit (`[reclaim] tokens` in the config). A unit acts
 //! only on its own cases. Every step is audited with who, role, when and why.
 
-use super::{AppState, DASHBOARD, DASHBOARD_CSP};
+use super::page::page;
+use super::AppState;
 use crate::ratelimit::now_ms;
 use crate::reclaim::case::{Role, PERSON_STEPS};
 use crate::reclaim::service::{may_feed, CaseView};
@@ -22,28 +23,15 @@ use crate::reclaim::{
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, Path, State};
-use axum::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS,
-};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use minijinja::Value;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
-
-fn page_with_css(html: &str) -> String {
-    let css = DASHBOARD
-        .split_once("<style>")
-        .and_then(|(_, rest)| rest.split_once("</style>"))
-        .map_or("", |(css, _)| css);
-    html.replace("/*DASHBOARD_CSS*/", css)
-}
-
-static QUEUE_PAGE: LazyLock<String> = LazyLock::new(|| page_with_css(include_str!("reclaim.html")));
-static CASE_PAGE: LazyLock<String> = LazyLock::new(|| page_with_css(include_str!("case.html")));
 
 pub fn routes<S>() -> Router<S>
 where
@@ -60,23 +48,12 @@ where
         .route("/api/reclaim/whoami", get(whoami))
 }
 
-fn html(page: &'static str) -> impl IntoResponse {
-    (
-        [
-            (CACHE_CONTROL, "no-cache"),
-            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
-            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Html(page),
-    )
+async fn queue_page() -> Response {
+    page("reclaim.html", "reclaim", Value::UNDEFINED)
 }
 
-async fn queue_page() -> impl IntoResponse {
-    html(QUEUE_PAGE.as_str())
-}
-
-async fn case_page() -> impl IntoResponse {
-    html(CASE_PAGE.as_str())
+async fn case_page() -> Response {
+    page("case.html", "reclaim", Value::UNDEFINED)
 }
 
 /// This page's errors: `{ "error": message }` with the matching status.
@@ -260,18 +237,4 @@ async fn detections(
 async fn whoami(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Actor>, ApiError> {
     let r = service(&app)?;
     Ok(Json(actor(r, &headers)?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_pages_carry_the_dashboard_stylesheet_and_set_text_only() {
-        for page in [QUEUE_PAGE.as_str(), CASE_PAGE.as_str()] {
-            assert!(!page.contains("/*DASHBOARD_CSS*/"));
-            assert!(page.contains(":root"));
-            assert!(!page.contains("innerHTML"), "text is set with textContent");
-        }
-    }
 }

@@ -16,7 +16,7 @@
 //! type), else the bytes (a workbook is a ZIP or OLE file). Every change is audited and goes
 //! through the storage thread before it shows in memory; changes are made one at a time.
 
-use super::{read_fleet, AppState, WebError, DASHBOARD_CSP};
+use super::{read_fleet, AppState, WebError};
 use crate::alarms::Finding;
 use crate::policy::rules::{quota_unit::QuotaUnit, quota_vm::QuotaVm};
 use crate::policy::{Context, Findings, Rule};
@@ -33,12 +33,9 @@ use crate::store::AuditEntry;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-    X_CONTENT_TYPE_OPTIONS,
-};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::HeaderMap;
-use axum::response::{Html, IntoResponse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -72,15 +69,8 @@ where
         .route("/api/quota", get(violations))
 }
 
-async fn page() -> impl IntoResponse {
-    (
-        [
-            (CACHE_CONTROL, "no-cache"),
-            (CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
-            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        Html(include_str!("register.html")),
-    )
+async fn page() -> Response {
+    super::page::page("register.html", "register", minijinja::Value::UNDEFINED)
 }
 
 fn read_register(app: &AppState) -> RwLockReadGuard<'_, Register> {

@@ -1,53 +1,8 @@
-<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>云鉴 · 资源池容量</title>
-<style>
-/*DASHBOARD_CSS*/
-.note { margin: 0 0 14px; color: var(--muted); font-size: 12px; }
-table.cap td, table.cap th { vertical-align: middle; }
-table.cap .gauge { width: 160px; height: 10px; }
-table.cap .figure { color: var(--muted); font-size: 12px; font-variant-numeric: tabular-nums; }
-.state { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; }
-.state.ok { background: #e6f4ea; color: var(--ok); }
-.state.pending { background: #fff3dc; color: #a35a00; }
-.state.firing { background: #fde8e8; color: var(--crit); font-weight: 600; }
-.state.none { background: #eceff3; color: #4b5563; }
-td.forecast.soon { color: var(--warn); font-weight: 600; }
-</style>
-</head>
-<body>
-<header>
-  <h1>云鉴 · 政务云资源监管</h1>
-  <nav><a href="/">总览</a><a href="/racks">机柜</a><a href="/capacity" aria-current="page">容量</a><a href="/alarms">告警</a><a href="/register">登记</a><a href="/antivirus">杀毒软件</a><a href="/reclaim">降配回收</a></nav>
-  <span class="sub">资源池与全平台容量（计算、内存、存储、网络）</span>
-  <span id="conn" class="down">连接中…</span>
-</header>
-<main>
-  <div class="toolbar">
-    <span class="legend"><span class="swatch mark"></span><span id="line-text">70% 预警线</span></span>
-    <span class="legend"><span class="swatch ok"></span>正常</span>
-    <span class="legend"><span class="swatch warn"></span>≥ 预警线</span>
-    <span class="legend"><span class="swatch crit"></span>≥ 严重线</span>
-  </div>
-  <p class="note" id="note">分配率 = 已分配（登记的核定配置）÷ 容量（(物理总量 − 预留) × 超分比）；使用率 = 实际使用 ÷ 物理总量。</p>
-  <div id="scopes"><div class="empty">正在加载…</div></div>
-</main>
-<script>
 'use strict';
 // Names from the register (pools) are only ever set with textContent.
 const POLL_MS = 10000;
 const COLUMNS = ['资源', '物理总量', '预留', '容量', '分配率', '已分配', '使用率', '已使用', '分配状态', '使用状态', '趋势预测'];
 const LEVEL = { info: '提示', warning: '预警', major: '严重', critical: '紧急' };
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function fmtNum(v) {
   if (v == null) return '—';
@@ -183,6 +138,3 @@ async function poll() {
 
 poll();
 setInterval(poll, POLL_MS);
-</script>
-</body>
-</html>

@@ -1,65 +1,8 @@
-<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>云鉴 · 告警</title>
-<style>
-/*DASHBOARD_CSS*/
-.toolbar input[type=text] {
-  width: 160px; padding: 5px 8px; font: inherit; font-size: 13px;
-  border: 1px solid #cbd2dc; border-radius: 4px;
-}
-#ack-result.ok { color: var(--ok); }
-#ack-result.err { color: var(--crit); }
-td.title { white-space: normal; min-width: 320px; }
-.level { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; }
-.level.info { background: #e8f0fb; color: var(--brand); }
-.level.warning { background: #fff3dc; color: #a35a00; }
-.level.major { background: #fde8e8; color: var(--crit); }
-.level.critical { background: var(--crit); color: #fff; font-weight: 600; }
-button.ack {
-  padding: 2px 12px; font: inherit; font-size: 12px; color: #fff; cursor: pointer;
-  background: var(--brand); border: 0; border-radius: 4px;
-}
-button.ack:disabled { opacity: .5; cursor: default; }
-section.group.cleared td { color: var(--muted); }
-</style>
-</head>
-<body>
-<header>
-  <h1>云鉴 · 政务云资源监管</h1>
-  <nav><a href="/">总览</a><a href="/racks">机柜</a><a href="/capacity">容量</a><a href="/alarms" aria-current="page">告警</a><a href="/register">登记</a><a href="/antivirus">杀毒软件</a><a href="/reclaim">降配回收</a></nav>
-  <span class="sub">告警与确认</span>
-  <span id="conn" class="down">连接中…</span>
-</header>
-<main>
-  <div class="toolbar">
-    <label>确认人 <input type="text" id="ack-by" placeholder="填写姓名后点击“确认”" aria-label="确认人" maxlength="64"></label>
-    <span id="ack-result" role="status"></span>
-  </div>
-  <section class="group" id="open">
-    <h2>未解除告警<span class="meta" id="open-meta"></span></h2>
-    <div class="body"><div class="empty">正在加载…</div></div>
-  </section>
-  <section class="group cleared" id="cleared">
-    <h2>已解除告警<span class="meta">最近 100 条</span></h2>
-    <div class="body"><div class="empty">正在加载…</div></div>
-  </section>
-</main>
-<script>
 'use strict';
 // Titles, units and names come from the rules and from users: only ever set with textContent.
 const POLL_MS = 5000;
 const LEVEL = { info: '提示', warning: '预警', major: '严重', critical: '紧急' };
 const STATE = { active: '未确认', acknowledged: '已确认', cleared: '已解除' };
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function fmtTime(ms) {
   return ms ? new Date(ms).toLocaleString('zh-CN', { hour12: false }) : '—';
@@ -192,6 +135,3 @@ async function poll() {
 
 poll();
 setInterval(poll, POLL_MS);
-</script>
-</body>
-</html>

@@ -1,73 +1,3 @@
-<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>云鉴 · 杀毒软件</title>
-<style>
-/*DASHBOARD_CSS*/
-.card.removed .n { color: var(--crit); }
-.card.degraded .n, .card.missing .n { color: var(--warn); }
-.card.unknown .n { color: var(--muted); }
-.card.compliant .n { color: var(--ok); }
-.toolbar input[type=text] {
-  width: 150px; padding: 5px 8px; font: inherit; font-size: 13px;
-  border: 1px solid #cbd2dc; border-radius: 4px;
-}
-.toolbar input#reason { width: 280px; }
-#result.ok { color: var(--ok); }
-#result.err { color: var(--crit); }
-.state { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; }
-.state.removed { background: var(--crit); color: #fff; font-weight: 600; }
-.state.degraded, .state.missing { background: #fff3dc; color: #a35a00; }
-.state.unknown { background: #eceff3; color: #4b5563; }
-.state.compliant { background: #e6f4ea; color: var(--ok); }
-td.wrap { white-space: normal; min-width: 220px; }
-td .line { display: block; }
-td .muted { color: var(--muted); font-size: 12px; }
-.gone { display: inline-block; margin: 1px 4px 1px 0; padding: 0 6px; border-radius: 3px;
-        background: #fde8e8; color: var(--crit); font-size: 12px; }
-section.group.removed h2 { color: var(--crit); }
-button.act {
-  margin: 2px 4px 2px 0; padding: 2px 12px; font: inherit; font-size: 12px; color: #fff;
-  cursor: pointer; background: var(--brand); border: 0; border-radius: 4px;
-}
-button.act.stop { background: var(--crit); }
-button.act:disabled { opacity: .5; cursor: default; }
-</style>
-</head>
-<body>
-<header>
-  <h1>云鉴 · 政务云资源监管</h1>
-  <nav><a href="/">总览</a><a href="/racks">机柜</a><a href="/capacity">容量</a><a href="/alarms">告警</a><a href="/register">登记</a><a href="/antivirus" aria-current="page">杀毒软件</a><a href="/reclaim">降配回收</a></nav>
-  <span class="sub">杀毒软件安装与运行（承诺书：未经允许不得卸载）</span>
-  <span id="conn" class="down">连接中…</span>
-</header>
-<main>
-  <div class="totals">
-    <div class="card removed"><div class="n" id="t-removed">–</div><div class="l">已卸载</div></div>
-    <div class="card degraded"><div class="n" id="t-degraded">–</div><div class="l">异常</div></div>
-    <div class="card missing"><div class="n" id="t-missing">–</div><div class="l">未安装</div></div>
-    <div class="card unknown"><div class="n" id="t-unknown">–</div><div class="l">未知（离线）</div></div>
-    <div class="card compliant"><div class="n" id="t-compliant">–</div><div class="l">合规</div></div>
-  </div>
-  <div class="toolbar">
-    <label>操作人 <input type="text" id="by" placeholder="申请人或审批人姓名" aria-label="操作人" maxlength="64"></label>
-    <label>停机理由 <input type="text" id="reason" value="违反承诺书：未经允许卸载杀毒软件" aria-label="停机理由" maxlength="200"></label>
-    <input type="search" id="filter" placeholder="筛选虚拟机、主机名或单位" aria-label="筛选">
-    <span id="policy"></span>
-    <span id="result" role="status"></span>
-  </div>
-  <section class="group removed" id="removed">
-    <h2>已卸载杀毒软件的虚拟机<span class="meta">依据《承诺书》（003 附件1）：发现卸载杀毒软件可停止虚拟机服务</span></h2>
-    <div class="body"><div class="empty">正在加载…</div></div>
-  </section>
-  <section class="group" id="others">
-    <h2>其他虚拟机<span class="meta" id="others-meta"></span></h2>
-    <div class="body"><div class="empty">正在加载…</div></div>
-  </section>
-</main>
-<script>
 'use strict';
 // Node ids, host names, units, product names and reasons come from agents and users: they are
 // only ever set with textContent.
@@ -77,13 +7,6 @@ const GONE = { package: '软件包', path: '安装文件', unit: '服务单元',
 const PKG_STATE = { Installed: '', Changing: '（安装/升级中）' };
 
 let latest = null;
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function fmtTime(ms) {
   return ms ? new Date(ms).toLocaleString('zh-CN', { hour12: false }) : '—';
@@ -297,6 +220,3 @@ async function poll() {
 document.getElementById('filter').addEventListener('input', render);
 poll();
 setInterval(poll, POLL_MS);
-</script>
-</body>
-</html>

@@ -1,66 +1,3 @@
-<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>云鉴 · 回收工单</title>
-<style>
-/*DASHBOARD_CSS*/
-.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; padding: 12px 16px; font-size: 13px; }
-.facts dt { color: var(--muted); }
-.state { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; background: #eceff3; color: #4b5563; }
-.overdue { color: var(--crit); font-weight: 600; }
-.toolbar input[type=text], .toolbar input[type=password], .toolbar input[type=datetime-local] {
-  padding: 5px 8px; font: inherit; font-size: 13px; border: 1px solid #cbd2dc; border-radius: 4px;
-}
-.toolbar input#reason { width: 280px; }
-button.act { margin: 2px 4px 2px 0; padding: 2px 12px; font: inherit; font-size: 12px; color: #fff;
-  cursor: pointer; background: var(--brand); border: 0; border-radius: 4px; }
-button.act.danger { background: var(--crit); }
-button.act:disabled { opacity: .5; cursor: default; }
-#result.ok { color: var(--ok); }
-#result.err { color: var(--crit); }
-svg text { font-size: 10px; fill: var(--muted); }
-td .muted { color: var(--muted); font-size: 12px; display: block; }
-</style>
-</head>
-<body>
-<header>
-  <h1>云鉴 · 政务云资源监管</h1>
-  <nav><a href="/">总览</a><a href="/racks">机柜</a><a href="/capacity">容量</a><a href="/alarms">告警</a><a href="/register">登记</a><a href="/antivirus">杀毒软件</a><a href="/reclaim" aria-current="page">降配回收</a></nav>
-  <span class="sub" id="title">回收工单</span>
-  <span id="conn" class="down">连接中…</span>
-</header>
-<main>
-  <section class="group">
-    <h2>工单<span class="meta" id="meta"></span></h2>
-    <dl class="facts" id="facts"></dl>
-  </section>
-  <section class="group">
-    <h2>操作<span class="meta">凭令牌操作：运维单位、主管部门、使用单位（仅本单位工单）；每一步均记入审计日志</span></h2>
-    <div class="toolbar">
-      <label>令牌 <input type="password" id="token" aria-label="令牌" maxlength="200" autocomplete="off"></label>
-      <span id="who"></span>
-      <label>理由 <input type="text" id="reason" aria-label="理由" maxlength="500"></label>
-      <label>执行时间 <input type="datetime-local" id="at" aria-label="执行时间"></label>
-      <span id="steps"></span>
-      <span id="result" role="status"></span>
-    </div>
-  </section>
-  <section class="group">
-    <h2>证据：观察窗口内每日 CPU<span class="meta">p95（实线）与均值（虚线），来自利用率历史</span></h2>
-    <div class="body" id="chart"><div class="empty">正在加载…</div></div>
-  </section>
-  <section class="group">
-    <h2>时间线<span class="meta">只增不改</span></h2>
-    <div class="body" id="timeline"></div>
-  </section>
-  <section class="group">
-    <h2>下发指令<span class="meta">先存储后发送；重发使用同一指令号，直至主机回执或过期</span></h2>
-    <div class="body" id="commands"></div>
-  </section>
-</main>
-<script>
 'use strict';
 // Names, reasons and messages come from users, the register and agents: textContent only.
 const POLL_MS = 5000;
@@ -82,12 +19,6 @@ const SVG = 'http://www.w3.org/2000/svg';
 let me = null;
 let chartFor = null;
 
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 function svg(tag, attrs) {
   const e = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
@@ -257,6 +188,3 @@ document.getElementById('token').value = sessionStorage.getItem('yj-token') || '
 document.getElementById('token').addEventListener('change', () => whoami().then(poll));
 whoami().then(poll);
 setInterval(poll, POLL_MS);
-</script>
-</body>
-</html>

@@ -1,41 +1,3 @@
-<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>云鉴 · 降配回收</title>
-<style>
-/*DASHBOARD_CSS*/
-.card.overdue .n { color: var(--crit); }
-.card.pending .n { color: var(--warn); }
-.card.open .n { color: var(--brand); }
-.state { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; background: #eceff3; color: #4b5563; }
-.state.executing, .state.execution_failed, .state.rolling_back, .state.releasing { background: #fff3dc; color: #a35a00; }
-.state.closed, .state.verified, .state.rolled_back { background: #e6f4ea; color: var(--ok); }
-.state.withdrawn, .state.rejected { background: #eceff3; color: var(--muted); }
-tr.overdue td { background: #fde8e8; }
-tr.overdue .deadline { color: var(--crit); font-weight: 600; }
-td .muted { color: var(--muted); font-size: 12px; display: block; }
-.held { color: var(--crit); font-size: 12px; margin-left: 8px; }
-</style>
-</head>
-<body>
-<header>
-  <h1>云鉴 · 政务云资源监管</h1>
-  <nav><a href="/">总览</a><a href="/racks">机柜</a><a href="/capacity">容量</a><a href="/alarms">告警</a><a href="/register">登记</a><a href="/antivirus">杀毒软件</a><a href="/reclaim" aria-current="page">降配回收</a></nav>
-  <span class="sub">低利用率资源降配 / 回收工单（002 第十一条：报主管部门备案、与使用单位协商一致）</span>
-  <span id="conn" class="down">连接中…</span>
-</header>
-<main>
-  <div class="totals">
-    <div class="card open"><div class="n" id="t-open">–</div><div class="l">进行中</div></div>
-    <div class="card overdue"><div class="n" id="t-overdue">–</div><div class="l">逾期</div></div>
-    <div class="card pending"><div class="n" id="t-pending">–</div><div class="l">执行待确认</div></div>
-    <div class="card"><div class="n" id="t-done">–</div><div class="l">已结束</div></div>
-  </div>
-  <div id="units"><div class="empty">正在加载…</div></div>
-</main>
-<script>
 'use strict';
 // Unit, system and VM names come from the register and users: only ever set with textContent.
 const POLL_MS = 5000;
@@ -46,13 +8,6 @@ const STATE = {
   closed: '已关闭', withdrawn: '已撤销', rejected: '已驳回', rolling_back: '回退中', rolled_back: '已回退',
 };
 const TERMINAL = ['closed', 'withdrawn', 'rejected', 'rolled_back'];
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function kindText(k) {
   if (k.kind === 'idle') return '闲置 → 停机回收';
@@ -128,6 +83,3 @@ async function poll() {
 }
 poll();
 setInterval(poll, POLL_MS);
-</script>
-</body>
-</html>

@@ -1,125 +1,3 @@
-<!DOCTYPE html>
-<html lang="zh-CN">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>云鉴 · 政务云资源监管</title>
-<style>
-:root {
-  --fg: #1f2937; --muted: #6b7280; --line: #e5e7eb; --bg: #f4f6f9; --panel: #fff;
-  --brand: #1d4f91; --ok: #2f855a; --warn: #d97706; --crit: #c53030; --track: #e5e9f0;
-}
-* { box-sizing: border-box; }
-body {
-  margin: 0; background: var(--bg); color: var(--fg);
-  font: 14px/1.5 system-ui, -apple-system, "PingFang SC", "Noto Sans CJK SC",
-        "Microsoft YaHei", sans-serif;
-}
-header {
-  display: flex; align-items: baseline; gap: 16px; padding: 12px 24px;
-  background: var(--brand); color: #fff;
-}
-header h1 { margin: 0; font-size: 20px; font-weight: 600; letter-spacing: 1px; }
-header .sub { opacity: .8; font-size: 13px; }
-header nav { display: flex; gap: 2px; }
-header nav a { padding: 1px 10px; border-radius: 4px; color: #fff; opacity: .75; text-decoration: none; }
-header nav a:hover { opacity: 1; }
-header nav a[aria-current=page] { opacity: 1; background: rgba(255, 255, 255, .18); }
-#conn { margin-left: auto; font-size: 13px; }
-#conn::before { content: "●"; margin-right: 6px; }
-#conn.live::before { color: #68d391; }
-#conn.poll::before { color: #f6ad55; }
-#conn.down::before { color: #fc8181; }
-main { padding: 16px 24px 40px; }
-.totals { display: flex; flex-wrap: wrap; gap: 12px; margin-bottom: 12px; }
-.card {
-  min-width: 120px; padding: 8px 16px; background: var(--panel);
-  border: 1px solid var(--line); border-radius: 6px;
-}
-.card .n { font-size: 26px; font-weight: 600; font-variant-numeric: tabular-nums; }
-.card .l { color: var(--muted); font-size: 12px; }
-.card.online .n { color: var(--ok); }
-.card.silent .n { color: var(--warn); }
-.card.offline .n { color: var(--muted); }
-.toolbar {
-  display: flex; flex-wrap: wrap; align-items: center; gap: 18px; margin: 4px 0 14px;
-  color: var(--muted); font-size: 12px;
-}
-.toolbar input[type=search] {
-  width: 260px; padding: 5px 8px; font: inherit; font-size: 13px;
-  border: 1px solid #cbd2dc; border-radius: 4px;
-}
-.legend { display: inline-flex; align-items: center; gap: 6px; }
-.swatch { display: inline-block; width: 12px; height: 8px; border-radius: 2px; }
-.swatch.ok { background: var(--ok); }
-.swatch.warn { background: var(--warn); }
-.swatch.crit { background: var(--crit); }
-.swatch.mark { width: 2px; height: 12px; background: #111827; }
-section.group {
-  margin-bottom: 16px; background: var(--panel);
-  border: 1px solid var(--line); border-radius: 6px; overflow: hidden;
-}
-section.group h2 {
-  margin: 0; padding: 8px 12px; font-size: 15px; font-weight: 600;
-  background: #f9fafb; border-bottom: 1px solid var(--line);
-}
-section.group h2 .meta { margin-left: 12px; color: var(--muted); font-size: 12px; font-weight: 400; }
-table { width: 100%; border-collapse: collapse; }
-th, td { padding: 4px 10px; text-align: left; white-space: nowrap; border-bottom: 1px solid #f0f2f5; }
-th { color: var(--muted); font-size: 12px; font-weight: 500; }
-tr.host td { background: #f7f9fc; border-top: 1px solid var(--line); }
-tr.host td.name { font-weight: 600; }
-tr.vm td.name { padding-left: 30px; }
-tr.vm td.name::before { content: "└ "; color: #9ca3af; }
-tr.offline td { color: #9ca3af; }
-td.name .id { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 13px; }
-td.num, td.age { font-variant-numeric: tabular-nums; }
-td.spec, td.age { color: var(--muted); font-size: 12px; }
-.badge { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px; }
-.badge.online { background: #e6f4ea; color: var(--ok); }
-.badge.silent { background: #fff3dc; color: #a35a00; }
-.badge.offline { background: #eceff3; color: #4b5563; }
-.gauge {
-  position: relative; display: inline-block; width: 92px; height: 8px;
-  vertical-align: middle; background: var(--track); border-radius: 2px;
-}
-.gauge .fill { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 2px; background: var(--ok); }
-.gauge.warn .fill { background: var(--warn); }
-.gauge.crit .fill { background: var(--crit); }
-.gauge .mark { position: absolute; left: 70%; top: -3px; bottom: -3px; width: 2px; background: #111827; }
-tr.offline .gauge .fill { opacity: .45; }
-.pct { display: inline-block; width: 54px; margin-left: 6px; text-align: right; font-variant-numeric: tabular-nums; }
-.pct.warn { color: var(--warn); font-weight: 600; }
-.pct.crit { color: var(--crit); font-weight: 600; }
-.empty { padding: 32px; color: var(--muted); text-align: center; }
-</style>
-</head>
-<body>
-<header>
-  <h1>云鉴 · 政务云资源监管</h1>
-  <nav><a href="/" aria-current="page">总览</a><a href="/racks">机柜</a><a href="/capacity">容量</a><a href="/alarms">告警</a><a href="/register">登记</a><a href="/antivirus">杀毒软件</a><a href="/reclaim">降配回收</a></nav>
-  <span class="sub">物理服务器与虚拟机实时资源监控</span>
-  <span id="conn" class="down">连接中…</span>
-</header>
-<main>
-  <div class="totals">
-    <div class="card"><div class="n" id="t-hosts">–</div><div class="l">物理服务器</div></div>
-    <div class="card"><div class="n" id="t-guests">–</div><div class="l">虚拟机</div></div>
-    <div class="card online"><div class="n" id="t-online">–</div><div class="l">在线</div></div>
-    <div class="card silent"><div class="n" id="t-silent">–</div><div class="l">静默</div></div>
-    <div class="card offline"><div class="n" id="t-offline">–</div><div class="l">离线</div></div>
-  </div>
-  <div class="toolbar">
-    <input type="search" id="filter" placeholder="筛选节点、主机名或机柜" aria-label="筛选">
-    <label><input type="checkbox" id="only-alert"> 仅显示异常（超警戒线或非在线）</label>
-    <span class="legend"><span class="swatch mark"></span>70% 警戒线（《徽州区政务云管理办法》第十九条）</span>
-    <span class="legend"><span class="swatch ok"></span>正常</span>
-    <span class="legend"><span class="swatch warn"></span>≥ 70%</span>
-    <span class="legend"><span class="swatch crit"></span>≥ 85%</span>
-  </div>
-  <div id="groups"><div class="empty">正在加载…</div></div>
-</main>
-<script>
 'use strict';
 // Agent-supplied text (node ids, hostnames, racks) is only ever set with textContent or
 // setAttribute: nothing from the API is parsed as HTML.
@@ -129,13 +7,6 @@ const LIVENESS = { online: '在线', silent: '静默', offline: '离线' };
 
 let latest = null;     // last /api/nodes body
 let skewMs = 0;        // server clock minus browser clock
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function level(v) {
   if (v == null) return '';
@@ -369,6 +240,3 @@ setInterval(() => {
   for (const td of document.querySelectorAll('td.age')) td.textContent = fmtAge(Number(td.dataset.seen));
 }, 1000);
 connect();
-</script>
-</body>
-</html>
