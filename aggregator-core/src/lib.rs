@@ -15,7 +15,6 @@ pub mod fleet;
 pub mod hardware;
 pub mod liveness;
 pub mod policy;
-pub mod ratelimit;
 pub mod reclaim;
 pub mod register;
 pub mod store;

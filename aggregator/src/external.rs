@@ -6,13 +6,13 @@
 //! subscriptions). Acks are manual: a report is acknowledged to the broker only once ingest
 //! has persisted it ([`AckToken`]).
 
-use crate::inbound::{AckToken, Inbound};
 use crate::ratelimit::LogLimiter;
 use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use yunjian_broker::{AckToken, Inbound};
 use yunjian_protocol::topics;
 
 static CONN_LOG: LogLimiter = LogLimiter::new(30_000);
@@ -126,7 +126,12 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic).into_owned();
                 let payload = p.payload.clone();
-                let ack = (p.qos != QoS::AtMostOnce).then(|| AckToken::external(client.clone(), p));
+                let ack = (p.qos != QoS::AtMostOnce).then(|| {
+                    let client = client.clone();
+                    AckToken::on_drop(move || {
+                        let _ = client.try_ack(&p);
+                    })
+                });
                 let msg = Inbound {
                     topic,
                     payload,

@@ -6,7 +6,6 @@
 //! The storage thread commits and only then drops the tokens, which sends the PUBACKs.
 
 use crate::fleet::{Applied, SharedFleet};
-use crate::inbound::{AckToken, Inbound};
 use crate::metrics::Metrics;
 use crate::ratelimit::{now_ms, LogLimiter};
 use crate::store::{EventRow, NodeRow, Schema, SelRow, WriteBatch};
@@ -16,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+use yunjian_broker::{AckToken, Inbound};
 use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, NodeKey};
 
 /// Messages handled per batch.

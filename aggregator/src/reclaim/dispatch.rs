@@ -11,13 +11,12 @@
 //! * a result is matched by id *and* node: a result for an unknown id, or from another node, is
 //!   ignored and logged.
 
-use crate::broker::Broker;
 use crate::external::BrokerUrl;
-use crate::inbound::AckToken;
 use crate::ratelimit::LogLimiter;
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::sync::watch;
+use yunjian_broker::{AckToken, Broker};
 use yunjian_protocol::{topics, CommandResult};
 
 static PUBLISH_LOG: LogLimiter = LogLimiter::new(30_000);

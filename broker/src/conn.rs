@@ -1,9 +1,9 @@
 //! One task per client connection.
 
-use super::acl::{self, Principal};
-use super::router::{min_qos, SessionRef};
-use super::{AckToken, Router};
-use crate::ratelimit::LogLimiter;
+use crate::acl::{self, Principal};
+use crate::router::Router;
+use crate::router::{min_qos, SessionRef};
+use crate::AckToken;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     self, ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
+use yunjian_ratelimit::LogLimiter;
 
 /// Read buffer growth step for a connection.
 const READ_CHUNK: usize = 32 * 1024;
@@ -28,7 +29,7 @@ static AUTH_LOG: LogLimiter = LogLimiter::new(10_000);
 static PROTO_LOG: LogLimiter = LogLimiter::new(10_000);
 static ACL_LOG: LogLimiter = LogLimiter::new(10_000);
 
-pub(super) async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     router: Arc<Router>,
     mut shutdown: watch::Receiver<bool>,
@@ -42,7 +43,7 @@ pub(super) async fn accept_loop(
                     tokio::spawn(async move {
                         router.opened();
                         if let Err(e) = serve(stream, &router, shutdown).await {
-                            router.metrics.broker_protocol_errors.fetch_add(1, Relaxed);
+                            router.metrics.protocol_errors.fetch_add(1, Relaxed);
                             if let Some(n) = PROTO_LOG.check() {
                                 tracing::warn!(%peer, suppressed = n, "MQTT connection closed: {e}");
                             }
@@ -127,10 +128,7 @@ async fn serve(
             wr.write_all(&wbuf).await?;
             return Ok(());
         }
-        client_id = format!(
-            "anon-{}",
-            router.metrics.broker_connects_total.load(Relaxed)
-        );
+        client_id = format!("anon-{}", router.metrics.connects_total.load(Relaxed));
     }
     let cfg = &router.config;
     let principal = match acl::login(
@@ -146,7 +144,7 @@ async fn serve(
     ) {
         Ok(p) => p,
         Err(e) => {
-            router.metrics.broker_auth_failures.fetch_add(1, Relaxed);
+            router.metrics.auth_failures.fetch_add(1, Relaxed);
             if let Some(n) = AUTH_LOG.check() {
                 tracing::warn!(suppressed = n, "MQTT login refused: {e}");
             }
@@ -162,7 +160,7 @@ async fn serve(
     };
     if let Some(w) = &connect.last_will {
         if !acl::may_publish(&principal, &w.topic) || !valid_topic(&w.topic) {
-            router.metrics.broker_acl_denied.fetch_add(1, Relaxed);
+            router.metrics.acl_denied.fetch_add(1, Relaxed);
             refuse(&mut wbuf, ConnectReturnCode::NotAuthorized)?;
             wr.write_all(&wbuf).await?;
             return Ok(());
@@ -300,7 +298,7 @@ impl Conn<'_> {
                 let mut codes = Vec::with_capacity(s.filters.len());
                 for f in s.filters {
                     if !valid_filter(&f.path) || !acl::may_subscribe(&self.principal, &f.path) {
-                        self.router.metrics.broker_acl_denied.fetch_add(1, Relaxed);
+                        self.router.metrics.acl_denied.fetch_add(1, Relaxed);
                         if let Some(n) = ACL_LOG.check() {
                             tracing::warn!(client = self.client_id, filter = %f.path, suppressed = n, "subscription refused");
                         }
@@ -342,7 +340,7 @@ impl Conn<'_> {
         received: Instant,
     ) -> Result<(), ConnError> {
         let m = &self.router.metrics;
-        m.broker_publishes_in.fetch_add(1, Relaxed);
+        m.publishes_in.fetch_add(1, Relaxed);
         if !valid_topic(&p.topic) {
             return Err(ConnError::BadTopic(p.topic));
         }
@@ -359,7 +357,7 @@ impl Conn<'_> {
             }
         };
         if !acl::may_publish(&self.principal, &p.topic) {
-            m.broker_acl_denied.fetch_add(1, Relaxed);
+            m.acl_denied.fetch_add(1, Relaxed);
             if let Some(n) = ACL_LOG.check() {
                 tracing::warn!(client = self.client_id, topic = %p.topic, suppressed = n, "publish refused by ACL (acknowledged and dropped)");
             }
@@ -379,10 +377,7 @@ impl Conn<'_> {
             p.pkid = pkid;
             p.retain = out.retain;
             write(p.write(wbuf))?;
-            self.router
-                .metrics
-                .broker_deliveries_out
-                .fetch_add(1, Relaxed);
+            self.router.metrics.deliveries_out.fetch_add(1, Relaxed);
         }
         Ok(())
     }
