@@ -15,8 +15,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use yunjian_broker::{AckToken, Inbound};
 use yunjian_protocol::topics;
 
-static CONN_LOG: LogLimiter = LogLimiter::new(30_000);
-
 /// Where the external broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -85,6 +83,7 @@ pub async fn run(
     let mut subscribed = 0;
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut backoff = Duration::from_millis(250);
+    let conn_log = LogLimiter::new(30_000);
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
@@ -144,7 +143,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                if let Some(n) = CONN_LOG.check() {
+                if let Some(n) = conn_log.check() {
                     tracing::warn!(broker = %format!("{}:{}", url.host, url.port), suppressed = n, "external broker connection failed: {e}; retrying");
                 }
                 tokio::select! {

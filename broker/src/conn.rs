@@ -17,17 +17,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use yunjian_ratelimit::LogLimiter;
 
 /// Read buffer growth step for a connection.
 const READ_CHUNK: usize = 32 * 1024;
 
 /// Time a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-static AUTH_LOG: LogLimiter = LogLimiter::new(10_000);
-static PROTO_LOG: LogLimiter = LogLimiter::new(10_000);
-static ACL_LOG: LogLimiter = LogLimiter::new(10_000);
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -44,7 +39,7 @@ pub(crate) async fn accept_loop(
                         router.opened();
                         if let Err(e) = serve(stream, &router, shutdown).await {
                             router.metrics.protocol_errors.fetch_add(1, Relaxed);
-                            if let Some(n) = PROTO_LOG.check() {
+                            if let Some(n) = router.proto_log.check() {
                                 tracing::warn!(%peer, suppressed = n, "MQTT connection closed: {e}");
                             }
                         }
@@ -145,7 +140,7 @@ async fn serve(
         Ok(p) => p,
         Err(e) => {
             router.metrics.auth_failures.fetch_add(1, Relaxed);
-            if let Some(n) = AUTH_LOG.check() {
+            if let Some(n) = router.auth_log.check() {
                 tracing::warn!(suppressed = n, "MQTT login refused: {e}");
             }
             let code = match e {
@@ -299,7 +294,7 @@ impl Conn<'_> {
                 for f in s.filters {
                     if !valid_filter(&f.path) || !acl::may_subscribe(&self.principal, &f.path) {
                         self.router.metrics.acl_denied.fetch_add(1, Relaxed);
-                        if let Some(n) = ACL_LOG.check() {
+                        if let Some(n) = self.router.acl_log.check() {
                             tracing::warn!(client = self.client_id, filter = %f.path, suppressed = n, "subscription refused");
                         }
                         codes.push(SubscribeReasonCode::Failure);
@@ -358,7 +353,7 @@ impl Conn<'_> {
         };
         if !acl::may_publish(&self.principal, &p.topic) {
             m.acl_denied.fetch_add(1, Relaxed);
-            if let Some(n) = ACL_LOG.check() {
+            if let Some(n) = self.router.acl_log.check() {
                 tracing::warn!(client = self.client_id, topic = %p.topic, suppressed = n, "publish refused by ACL (acknowledged and dropped)");
             }
             return Ok(()); // `ack` drops here: MQTT 3.1.1 has no negative PUBACK

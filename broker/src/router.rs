@@ -124,6 +124,12 @@ pub(crate) struct Router {
     retained: RwLock<HashMap<String, (Bytes, QoS)>>,
     conn_ids: AtomicU64,
     open: AtomicUsize,
+    /// Rate-limited warnings: refused logins, connections closed on errors, ACL refusals,
+    /// full subscriber queues.
+    pub auth_log: LogLimiter,
+    pub proto_log: LogLimiter,
+    pub acl_log: LogLimiter,
+    drop_log: LogLimiter,
 }
 
 impl Router {
@@ -143,6 +149,10 @@ impl Router {
             retained: RwLock::new(HashMap::new()),
             conn_ids: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            auth_log: LogLimiter::new(10_000),
+            proto_log: LogLimiter::new(10_000),
+            acl_log: LogLimiter::new(10_000),
+            drop_log: LogLimiter::new(10_000),
         }
     }
 
@@ -341,7 +351,7 @@ impl Router {
             if g.queue.len() >= self.config.session_queue {
                 g.queue.pop_front();
                 self.metrics.dropped.fetch_add(1, Relaxed);
-                if let Some(n) = DROP_LOG.check() {
+                if let Some(n) = self.drop_log.check() {
                     tracing::warn!(
                         %topic,
                         suppressed = n,
@@ -362,8 +372,6 @@ impl Router {
         }
     }
 }
-
-static DROP_LOG: LogLimiter = LogLimiter::new(10_000);
 
 pub(crate) fn min_qos(a: QoS, b: QoS) -> QoS {
     let n = (a as u8).min(b as u8).min(1);

@@ -1,5 +1,7 @@
 //! yunjian-ratelimit: rate-limited warnings. A flood of bad input must not flood the log. Each
-//! call site owns one [`LogLimiter`]; at most one line per period, with the number of
+//! kind of warning has one [`LogLimiter`], owned by what does the work and created with it
+//! (the broker's router, the ingester, the notifier...), never a `static`: no process-global
+//! mutable state (hence `new` is not `const`). At most one line per period, with the number of
 //! suppressed events.
 //!
 //! Its own crate, depending on nothing, so that the embedded MQTT broker (`yunjian-broker`:
@@ -19,7 +21,7 @@ pub struct LogLimiter {
 }
 
 impl LogLimiter {
-    pub const fn new(period_ms: u64) -> Self {
+    pub fn new(period_ms: u64) -> Self {
         LogLimiter {
             period_ms,
             next_ms: AtomicU64::new(0),
