@@ -16,7 +16,6 @@ pub mod hardware;
 pub mod identity;
 pub mod liveness;
 pub mod policy;
-pub mod ratelimit;
 pub mod reclaim;
 pub mod register;
 pub mod store;

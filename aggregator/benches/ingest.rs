@@ -18,12 +18,11 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use yunjian_aggregator::broker::{Broker, BrokerConfig};
-use yunjian_aggregator::inbound::Inbound;
 use yunjian_aggregator::ingest::{self, Ingester};
 use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator_core::fleet::Fleet;
 use yunjian_aggregator_core::store::{Schema, StorageError, WriteBatch};
+use yunjian_broker::{Broker, BrokerConfig, Inbound};
 use yunjian_protocol::*;
 use yunjian_store_postgres::PostgresStorage;
 use yunjian_store_sqlite::SqliteStorage;
@@ -255,7 +254,7 @@ async fn through_broker(
     let broker = Broker::start(
         cfg,
         Some(master.clone()),
-        metrics.clone(),
+        metrics.broker.clone(),
         vec![(topics::REPORT_FILTER.to_string(), in_tx)],
         stop,
     )

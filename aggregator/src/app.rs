@@ -1,7 +1,6 @@
 //! Wiring: storage → fleet → ingest → broker or external client → web, and a clean shutdown.
 
 use crate::alarms::AlarmBook;
-use crate::broker::{Broker, BrokerError};
 use crate::config::AggregatorConfig;
 use crate::external::BrokerUrl;
 use crate::fleet::{Fleet, SharedFleet};
@@ -21,6 +20,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use yunjian_broker::{Broker, BrokerError};
 
 /// After a restart, how long restored alarms are kept without a rule confirming them: long
 /// enough for agents to reconnect and report (node_down alone waits 3 report intervals).
@@ -179,7 +179,7 @@ impl Aggregator {
                 let b = Broker::start(
                     cfg.broker.clone(),
                     Some(master.clone()),
-                    metrics.clone(),
+                    metrics.broker.clone(),
                     vec![
                         (topics::REPORT_FILTER.to_string(), in_tx.clone()),
                         (topics::STATUS_FILTER.to_string(), in_tx.clone()),

@@ -1,10 +1,10 @@
 //! Aggregator configuration. Precedence: defaults < file (`--config`) < command line.
 //! `yunjian-aggregator print-default-config` prints this file's defaults as TOML.
 
-use crate::broker::BrokerConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use yunjian_broker::BrokerConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

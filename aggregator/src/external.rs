@@ -6,16 +6,14 @@
 //! subscriptions). Acks are manual: a report is acknowledged to the broker only once ingest
 //! has persisted it ([`AckToken`]).
 
-use crate::inbound::{AckToken, Inbound};
 use crate::ratelimit::LogLimiter;
 use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use yunjian_broker::{AckToken, Inbound};
 use yunjian_protocol::topics;
-
-static CONN_LOG: LogLimiter = LogLimiter::new(30_000);
 
 /// Where the external broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +83,7 @@ pub async fn run(
     let mut subscribed = 0;
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let mut backoff = Duration::from_millis(250);
+    let conn_log = LogLimiter::new(30_000);
     loop {
         let ev = tokio::select! {
             ev = eventloop.poll() => ev,
@@ -126,7 +125,12 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic).into_owned();
                 let payload = p.payload.clone();
-                let ack = (p.qos != QoS::AtMostOnce).then(|| AckToken::external(client.clone(), p));
+                let ack = (p.qos != QoS::AtMostOnce).then(|| {
+                    let client = client.clone();
+                    AckToken::on_drop(move || {
+                        let _ = client.try_ack(&p);
+                    })
+                });
                 let msg = Inbound {
                     topic,
                     payload,
@@ -139,7 +143,7 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                if let Some(n) = CONN_LOG.check() {
+                if let Some(n) = conn_log.check() {
                     tracing::warn!(broker = %format!("{}:{}", url.host, url.port), suppressed = n, "external broker connection failed: {e}; retrying");
                 }
                 tokio::select! {

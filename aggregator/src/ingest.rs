@@ -6,7 +6,6 @@
 //! The storage thread commits and only then drops the tokens, which sends the PUBACKs.
 
 use crate::fleet::{Applied, SharedFleet};
-use crate::inbound::{AckToken, Inbound};
 use crate::metrics::Metrics;
 use crate::ratelimit::{now_ms, LogLimiter};
 use crate::store::{EventRow, NodeRow, Schema, SelRow, WriteBatch};
@@ -16,14 +15,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
+use yunjian_broker::{AckToken, Inbound};
 use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, NodeKey};
 
 /// Messages handled per batch.
 pub const BATCH: usize = 1024;
-
-static REJECT_LOG: LogLimiter = LogLimiter::new(10_000);
-static TOPIC_LOG: LogLimiter = LogLimiter::new(10_000);
-static STORAGE_LOG: LogLimiter = LogLimiter::new(10_000);
 
 /// Work for the storage thread: rows to write, and the acks to release once they are durable.
 #[derive(Debug, Default)]
@@ -102,6 +98,9 @@ pub struct Ingester {
     usage: Option<crate::usage::SharedUsage>,
     /// Command results go to the reclaim dispatcher (with their PUBACK) when set.
     results: Option<mpsc::UnboundedSender<crate::reclaim::CommandReply>>,
+    /// Rate-limited warnings: rejected frames, foreign topics.
+    reject_log: LogLimiter,
+    topic_log: LogLimiter,
 }
 
 impl Ingester {
@@ -114,6 +113,8 @@ impl Ingester {
             decoded: Vec::with_capacity(BATCH),
             usage: None,
             results: None,
+            reject_log: LogLimiter::new(10_000),
+            topic_log: LogLimiter::new(10_000),
         }
     }
 
@@ -150,7 +151,7 @@ impl Ingester {
         m.bytes_in.fetch_add(msg.payload.len() as u64, Relaxed);
         let Some((node, _kind)) = topics::parse(&msg.topic) else {
             m.bad_topic.fetch_add(1, Relaxed);
-            if let Some(n) = TOPIC_LOG.check() {
+            if let Some(n) = self.topic_log.check() {
                 tracing::warn!(topic = %msg.topic, suppressed = n, "message on a topic outside the Yunjian scheme ignored");
             }
             return None;
@@ -170,7 +171,7 @@ impl Ingester {
             Ok(env) => Some(env),
             Err(e) => {
                 m.decode_error(&e);
-                if let Some(n) = REJECT_LOG.check() {
+                if let Some(n) = self.reject_log.check() {
                     tracing::warn!(topic = %msg.topic, kind = e.kind(), suppressed = n, "message rejected: {e}");
                 }
                 None
@@ -330,6 +331,7 @@ pub fn storage_loop<S: Schema + ?Sized>(
     mut rx: mpsc::Receiver<Pending>,
     metrics: Arc<Metrics>,
 ) {
+    let storage_log = LogLimiter::new(10_000);
     while let Some(first) = rx.blocking_recv() {
         let mut nodes: HashMap<String, NodeRow> = HashMap::new();
         let mut events = Vec::new();
@@ -402,7 +404,7 @@ pub fn storage_loop<S: Schema + ?Sized>(
                 }
                 Err(e) => {
                     metrics.storage_errors.fetch_add(1, Relaxed);
-                    if let Some(n) = STORAGE_LOG.check() {
+                    if let Some(n) = storage_log.check() {
                         tracing::error!(
                             suppressed = n,
                             "storage write failed, retrying (acks held back): {e}"

@@ -1,5 +1,6 @@
 //! yunjian-aggregator: the running aggregator around the domain of
-//! `yunjian-aggregator-core`: the embedded MQTT broker (or a client of an external one),
+//! `yunjian-aggregator-core`: the embedded MQTT broker (`yunjian-broker`) or a client of an
+//! external one,
 //! ingest, the storage thread, the reclaim service, notifications and the web dashboard.
 //!
 //! Data flow: MQTT → [`ingest`] (decode, verify, de-duplicate) → the core's fleet state →
@@ -7,10 +8,8 @@
 //! and [`metrics`].
 
 pub mod app;
-pub mod broker;
 pub mod config;
 pub mod external;
-pub mod inbound;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
@@ -22,5 +21,7 @@ pub mod web;
 
 // The core's modules under their own names, so paths read the same in this crate.
 pub(crate) use yunjian_aggregator_core::{
-    alarms, antivirus, fleet, hardware, identity, policy, ratelimit, register, store, time, usage,
+    alarms, antivirus, fleet, hardware, identity, policy, register, store, time, usage,
 };
+// Rate-limited warnings and the wall clock, shared with the broker.
+pub(crate) use yunjian_ratelimit as ratelimit;

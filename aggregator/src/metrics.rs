@@ -5,6 +5,8 @@
 use crate::fleet::{Fleet, Liveness};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use yunjian_broker::BrokerMetrics;
 use yunjian_protocol::FrameError;
 
 /// Upper bounds (seconds) of the ingest-latency histogram buckets.
@@ -66,15 +68,8 @@ pub struct Metrics {
     pub storage_batches: AtomicU64,
     pub storage_rows: AtomicU64,
     pub storage_errors: AtomicU64,
-    pub broker_connections: AtomicU64,
-    pub broker_connects_total: AtomicU64,
-    pub broker_auth_failures: AtomicU64,
-    pub broker_acl_denied: AtomicU64,
-    pub broker_protocol_errors: AtomicU64,
-    /// Messages dropped from a subscriber's queue because it was full (never ingest's).
-    pub broker_dropped: AtomicU64,
-    pub broker_publishes_in: AtomicU64,
-    pub broker_deliveries_out: AtomicU64,
+    /// The embedded broker's counters (it bumps them; `/metrics` shows them here).
+    pub broker: Arc<BrokerMetrics>,
     /// Webhook notices delivered / given up after retries.
     pub notices_sent: AtomicU64,
     pub notices_failed: AtomicU64,
@@ -240,49 +235,49 @@ impl Metrics {
             &mut out,
             "yunjian_broker_connections",
             "MQTT connections open on the embedded broker.",
-            self.broker_connections.load(Relaxed),
+            self.broker.connections.load(Relaxed),
         );
         counter(
             &mut out,
             "yunjian_broker_connects_total",
             "MQTT connections accepted by the embedded broker.",
-            &self.broker_connects_total,
+            &self.broker.connects_total,
         );
         counter(
             &mut out,
             "yunjian_broker_auth_failures_total",
             "MQTT logins refused.",
-            &self.broker_auth_failures,
+            &self.broker.auth_failures,
         );
         counter(
             &mut out,
             "yunjian_broker_acl_denied_total",
             "Publishes or subscriptions refused by the topic ACL.",
-            &self.broker_acl_denied,
+            &self.broker.acl_denied,
         );
         counter(
             &mut out,
             "yunjian_broker_protocol_errors_total",
             "Connections closed for MQTT protocol errors or oversized packets.",
-            &self.broker_protocol_errors,
+            &self.broker.protocol_errors,
         );
         counter(
             &mut out,
             "yunjian_broker_dropped_total",
             "Messages dropped from a full subscriber queue.",
-            &self.broker_dropped,
+            &self.broker.dropped,
         );
         counter(
             &mut out,
             "yunjian_broker_publishes_in_total",
             "PUBLISH packets received by the embedded broker.",
-            &self.broker_publishes_in,
+            &self.broker.publishes_in,
         );
         counter(
             &mut out,
             "yunjian_broker_deliveries_out_total",
             "Messages delivered to MQTT subscribers.",
-            &self.broker_deliveries_out,
+            &self.broker.deliveries_out,
         );
         counter(
             &mut out,

@@ -20,8 +20,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-static SEND_LOG: LogLimiter = LogLimiter::new(30_000);
-
 /// Group name for alarms that concern no single unit (platform capacity, hosts).
 pub const OPERATORS: &str = "运维";
 
@@ -246,6 +244,7 @@ pub async fn run(
         .filter_map(|w| parse_url(&w.name, &w.url).ok().map(|u| (w.clone(), u)))
         .collect();
     let mut pending: BTreeMap<String, Vec<AlarmEvent>> = BTreeMap::new();
+    let send_log = LogLimiter::new(30_000);
     let mut tick = tokio::time::interval(cfg.group_window);
     tick.tick().await;
     loop {
@@ -296,7 +295,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         metrics.notices_failed.fetch_add(1, Relaxed);
-                        if let Some(n) = SEND_LOG.check() {
+                        if let Some(n) = send_log.check() {
                             tracing::warn!(webhook = %hook.name, url = %redact(&hook.url), group = %group, suppressed = n, "notice not delivered: {e}");
                         }
                     }

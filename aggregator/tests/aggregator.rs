@@ -102,7 +102,7 @@ async fn agents_must_log_in_as_themselves_and_stay_on_their_topics() {
     let (_c, mut ev) = AsyncClient::new(MqttOptions::new("tool", "127.0.0.1", addr.port()), 10);
     let e = connect(&mut ev).await.unwrap_err();
     assert!(e.contains("NotAuthorized"), "{e}");
-    assert!(agg.metrics.broker_auth_failures.load(Relaxed) >= 3);
+    assert!(agg.metrics.broker.auth_failures.load(Relaxed) >= 3);
 
     // h1 logs in, then tries to speak for h2 on h2's topic: refused by the ACL, never ingested
     let (c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", None), 10);
@@ -123,7 +123,7 @@ async fn agents_must_log_in_as_themselves_and_stay_on_their_topics() {
     .unwrap();
     assert!(wait_for(|| agg.fleet.read().unwrap().get("h1").is_some()).await);
     assert!(agg.fleet.read().unwrap().get("h2").is_none());
-    assert_eq!(agg.metrics.broker_acl_denied.load(Relaxed), 1);
+    assert_eq!(agg.metrics.broker.acl_denied.load(Relaxed), 1);
     poll.abort();
     agg.shutdown().await;
 }
@@ -360,7 +360,7 @@ async fn an_mqtt_subscriber_receives_every_message_under_load() {
         }
     }
     assert_eq!(got, N, "every message reaches the subscriber");
-    assert_eq!(agg.metrics.broker_dropped.load(Relaxed), 0);
+    assert_eq!(agg.metrics.broker.dropped.load(Relaxed), 0);
     publisher.await.unwrap();
     poll.abort();
     agg.shutdown().await;

@@ -20,7 +20,6 @@ use postgres::{Client, NoTls, Row, Transaction};
 use yunjian_aggregator_core::alarms::{Alarm, AlarmEvent, AlarmState};
 use yunjian_aggregator_core::hardware::SelRecord;
 use yunjian_aggregator_core::identity::{ApiToken, Role, User};
-use yunjian_aggregator_core::ratelimit::now_ms;
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::{Register, ServerType, Unit, UnitRecord, VmAllocation};
 use yunjian_aggregator_core::store::{
@@ -30,6 +29,7 @@ use yunjian_aggregator_core::store::{
 };
 use yunjian_aggregator_core::usage::{DailySummary, Exemption, UsageDayRow};
 use yunjian_protocol::hardware::SelEntry;
+use yunjian_ratelimit::now_ms;
 
 /// Versioned migrations, the same versions as the SQLite backend's. Only append.
 const MIGRATIONS: &[(i32, &str)] = &[

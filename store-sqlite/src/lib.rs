@@ -12,7 +12,6 @@ use rusqlite::{params, Connection};
 use std::path::Path;
 use yunjian_aggregator_core::alarms::{Alarm, AlarmState};
 use yunjian_aggregator_core::identity::{ApiToken, User};
-use yunjian_aggregator_core::ratelimit::now_ms;
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::Register;
 use yunjian_aggregator_core::store::{
@@ -21,6 +20,7 @@ use yunjian_aggregator_core::store::{
     UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
+use yunjian_ratelimit::now_ms;
 
 /// Versioned migrations, applied in ascending version order, each once. Versions are explicit
 /// so independent features can each claim a block without colliding (1–9 core and register,

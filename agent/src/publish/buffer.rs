@@ -536,7 +536,7 @@ fn encode_watermark(seq: u64) -> [u8; ACK_LEN] {
     let mut out = [0u8; ACK_LEN];
     out[..4].copy_from_slice(ACK_MAGIC);
     out[4..12].copy_from_slice(&seq.to_le_bytes());
-    let crc = crc32(&[&out[..12]]);
+    let crc = crc32fast::hash(&out[..12]);
     out[12..].copy_from_slice(&crc.to_le_bytes());
     out
 }
@@ -552,7 +552,7 @@ fn read_watermark(file: &File, path: &Path) -> Result<u64, BufferError> {
     let valid = len == ACK_LEN as u64
         && file.read_exact_at(&mut raw, 0).is_ok()
         && &raw[..4] == ACK_MAGIC
-        && crc32(&[&raw[..12]]).to_le_bytes() == raw[12..];
+        && crc32fast::hash(&raw[..12]).to_le_bytes() == raw[12..];
     if !valid {
         tracing::warn!(
             path = %path.display(),
@@ -563,38 +563,12 @@ fn read_watermark(file: &File, path: &Path) -> Result<u64, BufferError> {
     Ok(u64::from_le_bytes(raw[4..12].try_into().expect("8 bytes")))
 }
 
+/// CRC-32 (IEEE 802.3, the one of zlib and PNG) of a record's seq (u64 LE) and frame.
 fn record_crc(seq: u64, frame: &[u8]) -> u32 {
-    crc32(&[&seq.to_le_bytes(), frame])
-}
-
-/// CRC-32 (IEEE 802.3, the one of zlib and PNG).
-fn crc32(parts: &[&[u8]]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for part in parts {
-        for &b in *part {
-            crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-        }
-    }
-    !crc
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&seq.to_le_bytes());
+    crc.update(frame);
+    crc.finalize()
 }
 
 #[cfg(test)]
@@ -619,9 +593,49 @@ mod tests {
     }
 
     #[test]
-    fn crc32_matches_the_standard_check_value() {
-        assert_eq!(crc32(&[b"123456789"]), 0xCBF4_3926);
-        assert_eq!(crc32(&[b"1234", b"56789"]), 0xCBF4_3926);
+    fn record_crc_is_crc32_ieee_over_seq_then_frame() {
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        // the seq's 8 little-endian bytes are "12345678", the frame "9": the standard check value
+        assert_eq!(
+            record_crc(u64::from_le_bytes(*b"12345678"), b"9"),
+            0xCBF4_3926
+        );
+    }
+
+    /// A segment and a watermark in the on-disk format, their CRCs pinned as literals: buffers
+    /// written by earlier versions still read, and a new record is byte for byte what they
+    /// wrote.
+    #[test]
+    fn buffer_files_in_the_pinned_format_read_and_new_records_match_it() {
+        fn record(seq: u64, crc: u32, frame: &[u8]) -> Vec<u8> {
+            let mut r = Vec::new();
+            r.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            r.extend_from_slice(&crc.to_le_bytes());
+            r.extend_from_slice(&seq.to_le_bytes());
+            r.extend_from_slice(frame);
+            r
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = b"YJBUF001".to_vec();
+        seg.extend_from_slice(&1u64.to_le_bytes());
+        seg.extend(record(1, 0xD208_5F66, b"report one"));
+        seg.extend(record(2, 0x5328_8E93, b"report two"));
+        fs::write(dir.path().join(SEGMENT_FILE), &seg).unwrap();
+        let mut ack = b"YJAK".to_vec();
+        ack.extend_from_slice(&1u64.to_le_bytes());
+        ack.extend_from_slice(&0x0FF5_1643u32.to_le_bytes());
+        fs::write(dir.path().join(ACK_FILE), &ack).unwrap();
+
+        let (mut b, _) = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!((b.len(), b.next_seq()), (1, 3), "1 acknowledged, 2 kept");
+        b.begin_session();
+        let next = b.peek_unsent().unwrap().unwrap();
+        assert_eq!((next.seq, &next.frame[..]), (2, &b"report two"[..]));
+        assert_eq!(b.append(b"report three").unwrap().seq, 3);
+        drop(b);
+        let written = fs::read(dir.path().join(SEGMENT_FILE)).unwrap();
+        assert!(written.ends_with(&record(3, 0x4D04_70B0, b"report three")));
+        assert_eq!(encode_watermark(1)[..], ack[..]);
     }
 
     #[test]

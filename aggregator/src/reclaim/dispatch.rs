@@ -11,16 +11,14 @@
 //! * a result is matched by id *and* node: a result for an unknown id, or from another node, is
 //!   ignored and logged.
 
-use crate::broker::Broker;
 use crate::external::BrokerUrl;
-use crate::inbound::AckToken;
 use crate::ratelimit::LogLimiter;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use yunjian_broker::{AckToken, Broker};
 use yunjian_protocol::{topics, CommandResult};
-
-static PUBLISH_LOG: LogLimiter = LogLimiter::new(30_000);
 
 /// A result from an agent, verified by ingest, with the PUBACK of its message: dropped (so
 /// acknowledged) only once the result is stored; a crash before that makes the agent resend it.
@@ -36,8 +34,12 @@ pub struct CommandReply {
 pub enum Outlet {
     /// The embedded broker: straight into the node's session queue.
     Embedded(Broker),
-    /// A client connection of its own on the external broker.
-    External(rumqttc::v5::AsyncClient),
+    /// A client connection of its own on the external broker, with the rate limit of its
+    /// warnings (shared by publishing and the connection task).
+    External {
+        client: rumqttc::v5::AsyncClient,
+        log: Arc<LogLimiter>,
+    },
     /// Nowhere (tests of the case flow): commands stay outstanding, visibly.
     Detached,
 }
@@ -56,7 +58,7 @@ impl Outlet {
                 .await;
                 true
             }
-            Outlet::External(c) => match c
+            Outlet::External { client, log } => match client
                 .publish(
                     topic.clone(),
                     rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
@@ -67,7 +69,7 @@ impl Outlet {
             {
                 Ok(()) => true,
                 Err(e) => {
-                    if let Some(n) = PUBLISH_LOG.check() {
+                    if let Some(n) = log.check() {
                         tracing::warn!(%topic, suppressed = n, "command not handed to the external broker: {e}; it is sent again later");
                     }
                     false
@@ -88,6 +90,8 @@ impl Outlet {
         let mut opts = MqttOptions::new(format!("{client_id}-cmd"), url.host.clone(), url.port);
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(opts, 256);
+        let log = Arc::new(LogLimiter::new(30_000));
+        let task_log = log.clone();
         let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(250);
             loop {
@@ -95,7 +99,7 @@ impl Outlet {
                     ev = eventloop.poll() => match ev {
                         Ok(_) => backoff = Duration::from_millis(250),
                         Err(e) => {
-                            if let Some(n) = PUBLISH_LOG.check() {
+                            if let Some(n) = task_log.check() {
                                 tracing::warn!(suppressed = n, "command connection to the external broker failed: {e}; retrying");
                             }
                             tokio::select! {
@@ -109,6 +113,6 @@ impl Outlet {
                 }
             }
         });
-        (Outlet::External(client), task)
+        (Outlet::External { client, log }, task)
     }
 }

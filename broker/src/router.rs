@@ -1,7 +1,6 @@
 //! Sessions, the subscription index, retained messages and routing.
 
-use super::{AckToken, BrokerConfig, Inbound};
-use crate::metrics::Metrics;
+use crate::{AckToken, BrokerConfig, BrokerMetrics, Inbound};
 use bytes::Bytes;
 use rumqttc::mqttbytes::{matches, QoS};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -10,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Notify};
 use yunjian_protocol::MasterKey;
+use yunjian_ratelimit::LogLimiter;
 
 /// A message waiting for, or in flight to, a subscriber.
 #[derive(Debug, Clone)]
@@ -117,20 +117,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Router {
     pub config: BrokerConfig,
     pub master: Option<MasterKey>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<BrokerMetrics>,
     internal: Vec<(String, mpsc::Sender<Inbound>)>,
     sessions: Mutex<HashMap<String, SessionRef>>,
     subs: RwLock<SubIndex>,
     retained: RwLock<HashMap<String, (Bytes, QoS)>>,
     conn_ids: AtomicU64,
     open: AtomicUsize,
+    /// Rate-limited warnings: refused logins, connections closed on errors, ACL refusals,
+    /// full subscriber queues.
+    pub auth_log: LogLimiter,
+    pub proto_log: LogLimiter,
+    pub acl_log: LogLimiter,
+    drop_log: LogLimiter,
 }
 
 impl Router {
     pub fn new(
         config: BrokerConfig,
         master: Option<MasterKey>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<BrokerMetrics>,
         internal: Vec<(String, mpsc::Sender<Inbound>)>,
     ) -> Self {
         Router {
@@ -143,6 +149,10 @@ impl Router {
             retained: RwLock::new(HashMap::new()),
             conn_ids: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            auth_log: LogLimiter::new(10_000),
+            proto_log: LogLimiter::new(10_000),
+            acl_log: LogLimiter::new(10_000),
+            drop_log: LogLimiter::new(10_000),
         }
     }
 
@@ -152,13 +162,13 @@ impl Router {
 
     pub fn opened(&self) {
         self.open.fetch_add(1, Relaxed);
-        self.metrics.broker_connections.fetch_add(1, Relaxed);
-        self.metrics.broker_connects_total.fetch_add(1, Relaxed);
+        self.metrics.connections.fetch_add(1, Relaxed);
+        self.metrics.connects_total.fetch_add(1, Relaxed);
     }
 
     pub fn closed(&self) {
         self.open.fetch_sub(1, Relaxed);
-        self.metrics.broker_connections.fetch_sub(1, Relaxed);
+        self.metrics.connections.fetch_sub(1, Relaxed);
     }
 
     /// Attach a new connection to the client's session, kicking any previous connection.
@@ -340,8 +350,8 @@ impl Router {
             let mut g = lock(s);
             if g.queue.len() >= self.config.session_queue {
                 g.queue.pop_front();
-                self.metrics.broker_dropped.fetch_add(1, Relaxed);
-                if let Some(n) = DROP_LOG.check() {
+                self.metrics.dropped.fetch_add(1, Relaxed);
+                if let Some(n) = self.drop_log.check() {
                     tracing::warn!(
                         %topic,
                         suppressed = n,
@@ -362,8 +372,6 @@ impl Router {
         }
     }
 }
-
-static DROP_LOG: crate::ratelimit::LogLimiter = crate::ratelimit::LogLimiter::new(10_000);
 
 pub(crate) fn min_qos(a: QoS, b: QoS) -> QoS {
     let n = (a as u8).min(b as u8).min(1);

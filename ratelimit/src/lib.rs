@@ -1,5 +1,14 @@
-//! Rate-limited warnings: a flood of bad input must not flood the log. Each call site owns one
-//! [`LogLimiter`]; at most one line per period, with the number of suppressed events.
+//! yunjian-ratelimit: rate-limited warnings. A flood of bad input must not flood the log. Each
+//! kind of warning has one [`LogLimiter`], owned by what does the work and created with it
+//! (the broker's router, the ingester, the notifier...), never a `static`: no process-global
+//! mutable state (hence `new` is not `const`). At most one line per period, with the number of
+//! suppressed events.
+//!
+//! Its own crate, depending on nothing, so that the embedded MQTT broker (`yunjian-broker`:
+//! transport, no domain) logs the same way as the aggregator (ingest, notifications, command
+//! dispatch, the external client) without depending on the aggregator or its core, and without
+//! a second copy. [`now_ms`] is the wall clock it counts periods in; the aggregator and the
+//! storage backends read the time from it too.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,7 +21,7 @@ pub struct LogLimiter {
 }
 
 impl LogLimiter {
-    pub const fn new(period_ms: u64) -> Self {
+    pub fn new(period_ms: u64) -> Self {
         LogLimiter {
             period_ms,
             next_ms: AtomicU64::new(0),

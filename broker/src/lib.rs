@@ -1,4 +1,4 @@
-//! The embedded MQTT 3.1.1 broker.
+//! yunjian-broker: the aggregator's embedded MQTT 3.1.1 broker.
 //!
 //! Why our own and not rumqttd: measured here, rumqttd sets connections up one at a time in its
 //! router (5,000 agents connecting at once took 19 s) and drops a slow subscriber's backlog with
@@ -23,14 +23,24 @@
 //! use an external broker with `--broker`).
 //!
 //! The packet codec is rumqttc's `mqttbytes::v4`, the same one the agents use.
+//!
+//! A crate of its own, below the aggregator: it knows the wire's topic scheme and the agents'
+//! key-derived passwords (`yunjian-protocol`) and nothing of the domain. What it hands over is
+//! its delivery interface, [`Inbound`] with its [`AckToken`], which the aggregator's client of
+//! an external broker produces too; what it counts is [`BrokerMetrics`], which the aggregator
+//! holds and exports in `/metrics`. Its rate-limited warnings use `yunjian-ratelimit`, a crate
+//! depending on nothing that the aggregator uses as well, so neither a copy here nor a
+//! dependency on the aggregator or its core is needed.
 
 pub mod acl;
 mod conn;
+mod inbound;
+mod metrics;
 mod router;
 
-pub use crate::inbound::{AckToken, Inbound};
-use crate::metrics::Metrics;
 use bytes::Bytes;
+pub use inbound::{AckToken, Inbound};
+pub use metrics::BrokerMetrics;
 use rumqttc::mqttbytes::QoS;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -105,7 +115,7 @@ impl Broker {
     pub async fn start(
         config: BrokerConfig,
         master: Option<MasterKey>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<BrokerMetrics>,
         internal: Vec<(String, mpsc::Sender<Inbound>)>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Broker, BrokerError> {

@@ -1,9 +1,9 @@
 //! One task per client connection.
 
-use super::acl::{self, Principal};
-use super::router::{min_qos, SessionRef};
-use super::{AckToken, Router};
-use crate::ratelimit::LogLimiter;
+use crate::acl::{self, Principal};
+use crate::router::Router;
+use crate::router::{min_qos, SessionRef};
+use crate::AckToken;
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     self, ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
@@ -24,11 +24,7 @@ const READ_CHUNK: usize = 32 * 1024;
 /// Time a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-static AUTH_LOG: LogLimiter = LogLimiter::new(10_000);
-static PROTO_LOG: LogLimiter = LogLimiter::new(10_000);
-static ACL_LOG: LogLimiter = LogLimiter::new(10_000);
-
-pub(super) async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     router: Arc<Router>,
     mut shutdown: watch::Receiver<bool>,
@@ -42,8 +38,8 @@ pub(super) async fn accept_loop(
                     tokio::spawn(async move {
                         router.opened();
                         if let Err(e) = serve(stream, &router, shutdown).await {
-                            router.metrics.broker_protocol_errors.fetch_add(1, Relaxed);
-                            if let Some(n) = PROTO_LOG.check() {
+                            router.metrics.protocol_errors.fetch_add(1, Relaxed);
+                            if let Some(n) = router.proto_log.check() {
                                 tracing::warn!(%peer, suppressed = n, "MQTT connection closed: {e}");
                             }
                         }
@@ -127,10 +123,7 @@ async fn serve(
             wr.write_all(&wbuf).await?;
             return Ok(());
         }
-        client_id = format!(
-            "anon-{}",
-            router.metrics.broker_connects_total.load(Relaxed)
-        );
+        client_id = format!("anon-{}", router.metrics.connects_total.load(Relaxed));
     }
     let cfg = &router.config;
     let principal = match acl::login(
@@ -146,8 +139,8 @@ async fn serve(
     ) {
         Ok(p) => p,
         Err(e) => {
-            router.metrics.broker_auth_failures.fetch_add(1, Relaxed);
-            if let Some(n) = AUTH_LOG.check() {
+            router.metrics.auth_failures.fetch_add(1, Relaxed);
+            if let Some(n) = router.auth_log.check() {
                 tracing::warn!(suppressed = n, "MQTT login refused: {e}");
             }
             let code = match e {
@@ -162,7 +155,7 @@ async fn serve(
     };
     if let Some(w) = &connect.last_will {
         if !acl::may_publish(&principal, &w.topic) || !valid_topic(&w.topic) {
-            router.metrics.broker_acl_denied.fetch_add(1, Relaxed);
+            router.metrics.acl_denied.fetch_add(1, Relaxed);
             refuse(&mut wbuf, ConnectReturnCode::NotAuthorized)?;
             wr.write_all(&wbuf).await?;
             return Ok(());
@@ -300,8 +293,8 @@ impl Conn<'_> {
                 let mut codes = Vec::with_capacity(s.filters.len());
                 for f in s.filters {
                     if !valid_filter(&f.path) || !acl::may_subscribe(&self.principal, &f.path) {
-                        self.router.metrics.broker_acl_denied.fetch_add(1, Relaxed);
-                        if let Some(n) = ACL_LOG.check() {
+                        self.router.metrics.acl_denied.fetch_add(1, Relaxed);
+                        if let Some(n) = self.router.acl_log.check() {
                             tracing::warn!(client = self.client_id, filter = %f.path, suppressed = n, "subscription refused");
                         }
                         codes.push(SubscribeReasonCode::Failure);
@@ -342,7 +335,7 @@ impl Conn<'_> {
         received: Instant,
     ) -> Result<(), ConnError> {
         let m = &self.router.metrics;
-        m.broker_publishes_in.fetch_add(1, Relaxed);
+        m.publishes_in.fetch_add(1, Relaxed);
         if !valid_topic(&p.topic) {
             return Err(ConnError::BadTopic(p.topic));
         }
@@ -359,8 +352,8 @@ impl Conn<'_> {
             }
         };
         if !acl::may_publish(&self.principal, &p.topic) {
-            m.broker_acl_denied.fetch_add(1, Relaxed);
-            if let Some(n) = ACL_LOG.check() {
+            m.acl_denied.fetch_add(1, Relaxed);
+            if let Some(n) = self.router.acl_log.check() {
                 tracing::warn!(client = self.client_id, topic = %p.topic, suppressed = n, "publish refused by ACL (acknowledged and dropped)");
             }
             return Ok(()); // `ack` drops here: MQTT 3.1.1 has no negative PUBACK
@@ -379,10 +372,7 @@ impl Conn<'_> {
             p.pkid = pkid;
             p.retain = out.retain;
             write(p.write(wbuf))?;
-            self.router
-                .metrics
-                .broker_deliveries_out
-                .fetch_add(1, Relaxed);
+            self.router.metrics.deliveries_out.fetch_add(1, Relaxed);
         }
         Ok(())
     }

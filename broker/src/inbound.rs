@@ -1,4 +1,5 @@
-//! What a message source (the embedded broker or an external broker's client) hands to ingest.
+//! What a message source (the embedded broker, or the aggregator's client of an external
+//! broker) hands to ingest.
 
 use bytes::Bytes;
 use std::time::Instant;
@@ -21,18 +22,24 @@ pub struct Inbound {
 #[derive(Debug)]
 pub struct AckToken(AckInner);
 
-#[derive(Debug)]
 enum AckInner {
     /// The embedded broker's connection task writes the PUBACK.
     Broker {
         tx: mpsc::UnboundedSender<u16>,
         pkid: u16,
     },
-    /// A manual ack through the external broker's client.
-    External {
-        client: rumqttc::v5::AsyncClient,
-        publish: Box<rumqttc::v5::mqttbytes::v5::Publish>,
-    },
+    /// Another source's acknowledgement, e.g. a manual ack through an external broker's
+    /// client. `None` once run.
+    OnDrop(Option<Box<dyn FnOnce() + Send + Sync>>),
+}
+
+impl std::fmt::Debug for AckInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AckInner::Broker { pkid, .. } => f.debug_struct("Broker").field("pkid", pkid).finish(),
+            AckInner::OnDrop(_) => f.write_str("OnDrop"),
+        }
+    }
 }
 
 impl AckToken {
@@ -40,26 +47,24 @@ impl AckToken {
         AckToken(AckInner::Broker { tx, pkid })
     }
 
-    pub(crate) fn external(
-        client: rumqttc::v5::AsyncClient,
-        publish: rumqttc::v5::mqttbytes::v5::Publish,
-    ) -> Self {
-        AckToken(AckInner::External {
-            client,
-            publish: Box::new(publish),
-        })
+    /// A token that acknowledges by running `ack` when dropped (a source other than the
+    /// embedded broker, e.g. the client of an external broker).
+    pub fn on_drop(ack: impl FnOnce() + Send + Sync + 'static) -> Self {
+        AckToken(AckInner::OnDrop(Some(Box::new(ack))))
     }
 }
 
 impl Drop for AckToken {
     fn drop(&mut self) {
         // If the connection is gone already, the sender resends on its next session.
-        match &self.0 {
+        match &mut self.0 {
             AckInner::Broker { tx, pkid } => {
                 let _ = tx.send(*pkid);
             }
-            AckInner::External { client, publish } => {
-                let _ = client.try_ack(publish);
+            AckInner::OnDrop(ack) => {
+                if let Some(ack) = ack.take() {
+                    ack();
+                }
             }
         }
     }
