@@ -28,12 +28,12 @@ function openRow(a) {
   const tr = el('tr', a.state);
   tr.dataset.id = String(a.id);
   const action = el('td');
-  if (a.state === 'active') {
+  if (a.state === 'active' && MY_ROLE === 'ops') {
     const b = el('button', 'ack', '确认');
     b.type = 'button';
     b.addEventListener('click', () => acknowledge(a.id, b));
     action.append(b);
-  } else {
+  } else if (a.state !== 'active') {
     action.textContent = (a.acked_by || '') + ' ' + fmtTime(a.acked_ms);
   }
   tr.append(
@@ -88,18 +88,12 @@ function result(ok, text) {
 }
 
 async function acknowledge(id, button) {
-  const by = document.getElementById('ack-by').value.trim();
-  if (!by) {
-    result(false, '请先填写确认人');
-    document.getElementById('ack-by').focus();
-    return;
-  }
   button.disabled = true;
   try {
     const r = await fetch('/api/alarms/' + id + '/ack', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ by: by }),
+      body: JSON.stringify({}),
     });
     const answer = await r.json().catch(() => ({}));
     if (r.ok) {

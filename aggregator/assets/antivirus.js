@@ -99,9 +99,9 @@ function removedRow(v) {
   }
   const decision = el('td', 'wrap', decisionText(v.stop, v.stop_commands));
   const action = el('td');
-  if (v.stop_offered) {
+  if (v.stop_offered && MY_ROLE === 'ops') {
     action.append(actionButton('申请停止虚拟机', 'stop', b => post(v.node, 'stop-request', b)));
-  } else if (v.stop && !v.stop.approved_ms) {
+  } else if (v.stop && !v.stop.approved_ms && MY_ROLE === 'authority' && v.stop.requested_by !== MY_NAME) {
     action.append(actionButton('批准停机', '', b => post(v.node, 'stop-request/approve', b)));
   }
   tr.append(
@@ -169,14 +169,8 @@ function result(ok, text) {
 }
 
 async function post(node, action, button) {
-  const by = document.getElementById('by').value.trim();
-  if (!by) {
-    result(false, '请先填写操作人');
-    document.getElementById('by').focus();
-    return;
-  }
   const approve = action.endsWith('approve');
-  const body = approve ? { by: by } : { by: by, reason: document.getElementById('reason').value.trim() };
+  const body = approve ? {} : { reason: document.getElementById('reason').value.trim() };
   button.disabled = true;
   try {
     const r = await fetch('/api/antivirus/' + encodeURIComponent(node) + '/' + action, {

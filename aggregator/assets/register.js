@@ -172,13 +172,13 @@ function showImport(cls, text, errors) {
   table.hidden = errors.length === 0;
 }
 
-document.getElementById('import-form').addEventListener('submit', async ev => {
+const importForm = document.getElementById('import-form');
+if (importForm) importForm.addEventListener('submit', async ev => {
   ev.preventDefault();
   const file = document.getElementById('imp-file').files[0];
   if (!file) return;
   const q = new URLSearchParams({
     unit: document.getElementById('imp-unit').value,
-    by: document.getElementById('imp-by').value,
     file: file.name,
   });
   const ext = file.name.split('.').pop().toLowerCase();

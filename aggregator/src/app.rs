@@ -317,6 +317,9 @@ impl Aggregator {
             addr: cfg.http_listen,
             source,
         })?;
+        let directory =
+            crate::service::identity::Directory::new(reader.load_users()?, reader.load_tokens()?);
+        tracing::info!(users = directory.users().count(), "users loaded");
         let state = AppState {
             fleet: fleet.clone(),
             metrics: metrics.clone(),
@@ -330,6 +333,10 @@ impl Aggregator {
             usage: usage.clone(),
             register_turn: Arc::default(),
             exemption_turn: Arc::default(),
+            auth: crate::web::session::Auth {
+                directory: Arc::new(std::sync::RwLock::new(directory)),
+                ..crate::web::session::Auth::default()
+            },
         };
         {
             let mut stop = shutdown_rx.clone();

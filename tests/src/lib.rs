@@ -109,11 +109,38 @@ pub fn wait_port(port: u16, timeout: Duration) {
     }
 }
 
-/// `GET path` over HTTP/1.1; returns the status and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// Users for a scenario, written into the storage of `cfg` before the aggregator starts (as
+/// `yunjian-aggregator user add` would): `(name, role, unit)` each; returns each one's API
+/// token (`Authorization: Bearer …`), in order.
+pub fn seed_users(
+    cfg: &yunjian_aggregator::config::AggregatorConfig,
+    people: &[(&str, yunjian_aggregator_core::identity::Role, Option<&str>)],
+) -> Vec<String> {
+    use yunjian_aggregator_core::store::WriteBatch;
+    std::fs::create_dir_all(&cfg.data_dir).expect("data dir");
+    let mut db = cfg.storage_url().open().expect("open storage");
+    db.migrate().expect("migrate storage");
+    let mut batch = WriteBatch::default();
+    let mut bearers = Vec::new();
+    for (name, role, unit) in people {
+        let (user, bearer, token) =
+            yunjian_aggregator::service::identity::test_user(name, *role, *unit);
+        batch.users.push(user);
+        batch.tokens.push(token);
+        bearers.push(bearer);
+    }
+    db.write(&batch).expect("write users");
+    bearers
+}
+
+/// `GET path` over HTTP/1.1 as the holder of `token`; returns the status and the body.
+pub async fn http_get(addr: SocketAddr, token: &str, path: &str) -> (u16, String) {
     exchange(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").into_bytes(),
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes(),
     )
     .await
 }
@@ -179,9 +206,11 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// `POST path` with a JSON body; returns the status and the parsed JSON answer.
+/// `POST path` with a JSON body as the holder of `token`; returns the status and the parsed
+/// JSON answer.
 pub async fn post_json(
     addr: SocketAddr,
+    token: &str,
     path: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
@@ -190,7 +219,7 @@ pub async fn post_json(
         addr,
         "POST",
         path,
-        None,
+        Some(token),
         "application/json",
         payload.as_bytes(),
     )
@@ -260,8 +289,9 @@ impl WebhookSink {
 }
 
 /// `GET path` parsed as JSON.
-pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let (status, body) = http_get(addr, path).await;
+/// `GET path` as the holder of `token`, expecting 200 and JSON.
+pub async fn get_json(addr: SocketAddr, token: &str, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(addr, token, path).await;
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }

@@ -173,8 +173,6 @@ pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, C
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
-    /// Who records the change.
-    pub by: String,
     /// Who approved it (the authority's approver).
     pub approved_by: String,
     pub vcpus: Option<u32>,
@@ -188,10 +186,11 @@ pub struct ChangeRequest {
 pub fn change(
     reg: &Register,
     uuid: &str,
+    by: &str,
     req: &ChangeRequest,
     now_ms: u64,
 ) -> Result<Update, ChangeError> {
-    let by = required(&req.by, "by")?;
+    let by = required(by, "by")?;
     let approved_by = required(&req.approved_by, "approved_by")?;
     let reason = required(&req.reason, "reason")?;
     let vm = reg
@@ -280,7 +279,6 @@ impl QuotaInput {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SanctionRequest {
-    pub by: String,
     pub reason: String,
     /// The lowered quota while it lasts.
     pub quota: Option<QuotaInput>,
@@ -292,10 +290,11 @@ pub struct SanctionRequest {
 pub fn sanction(
     reg: &Register,
     unit: &str,
+    by: &str,
     req: &SanctionRequest,
     now_ms: u64,
 ) -> Result<Update, ChangeError> {
-    let by = required(&req.by, "by")?;
+    let by = required(by, "by")?;
     let reason = required(&req.reason, "reason")?;
     let mut record = known_unit(reg, unit)?;
     let from = record.unit.sanction.clone();

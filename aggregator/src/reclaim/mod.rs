@@ -44,8 +44,10 @@ pub struct ReclaimConfig {
     /// An outstanding command is published again (same id) this often until answered.
     #[serde(with = "crate::time::duration")]
     pub resend_every: Duration,
-    /// Who may act on cases from the page and the API: `Authorization: Bearer <token>`.
-    pub tokens: Vec<TokenEntry>,
+    /// No longer used: people sign in as users (`yunjian-aggregator user add`); a config that
+    /// still lists tokens is refused with that advice rather than acted on.
+    #[serde(default, skip_serializing)]
+    pub tokens: Option<serde::de::IgnoredAny>,
 }
 
 impl Default for ReclaimConfig {
@@ -56,7 +58,7 @@ impl Default for ReclaimConfig {
             detect_every: Duration::from_secs(60),
             command_ttl: Duration::from_secs(24 * 3600),
             resend_every: Duration::from_secs(30),
-            tokens: Vec::new(),
+            tokens: None,
         }
     }
 }
@@ -72,68 +74,14 @@ impl ReclaimConfig {
                 "reclaim: tick, detect_every, resend_every and command_ttl must be above 0".into(),
             );
         }
-        for (i, t) in self.tokens.iter().enumerate() {
-            if t.token.len() < 16 {
-                return Err(format!(
-                    "reclaim.tokens[{i}] ({}): a token needs at least 16 characters",
-                    t.name
-                ));
-            }
-            if t.role == Role::System {
-                return Err(format!(
-                    "reclaim.tokens[{i}] ({}): role \"system\" is the aggregator's own",
-                    t.name
-                ));
-            }
-            if (t.role == Role::Unit) != t.unit.is_some() {
-                return Err(format!(
-                    "reclaim.tokens[{i}] ({}): a unit token names its unit, other roles none",
-                    t.name
-                ));
-            }
-            if self.tokens[..i].iter().any(|o| o.token == t.token) {
-                return Err(format!(
-                    "reclaim.tokens[{i}] ({}): token used twice",
-                    t.name
-                ));
-            }
+        if self.tokens.is_some() {
+            return Err(
+                "reclaim.tokens 已停用：请改用 `yunjian-aggregator user add --name … \
+                 --role ops|authority|unit [--unit …]` 为每个人创建用户，并从配置中删除 tokens"
+                    .into(),
+            );
         }
         Ok(())
-    }
-
-    /// The person a bearer token stands for.
-    pub fn actor(&self, token: &str) -> Option<Actor> {
-        self.tokens
-            .iter()
-            .find(|t| t.token == token)
-            .map(|t| Actor {
-                name: t.name.clone(),
-                role: t.role,
-                unit: t.unit.clone(),
-            })
-    }
-}
-
-/// One person's token: `{ token = "…", role = "ops" | "authority" | "unit", name = "…",
-/// unit = "…" (unit role only) }`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenEntry {
-    pub token: String,
-    pub role: Role,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-}
-
-impl std::fmt::Debug for TokenEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenEntry")
-            .field("token", &"<redacted>")
-            .field("role", &self.role)
-            .field("name", &self.name)
-            .field("unit", &self.unit)
-            .finish()
     }
 }
 
@@ -142,28 +90,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_checked_and_never_printed() {
-        let mut c = ReclaimConfig::default();
-        c.tokens.push(TokenEntry {
-            token: "s3cret-token-0123456789".into(),
-            role: Role::Unit,
-            name: "li".into(),
-            unit: Some("财政局".into()),
-        });
-        c.validate().unwrap();
-        assert!(!format!("{c:?}").contains("s3cret"));
-        assert_eq!(
-            c.actor("s3cret-token-0123456789").unwrap().unit.as_deref(),
-            Some("财政局")
-        );
-        assert!(c.actor("nope").is_none());
-        c.tokens.push(TokenEntry {
-            token: "another-token-0123456789".into(),
-            role: Role::Ops,
-            name: "zhang".into(),
-            unit: Some("财政局".into()),
-        });
+    fn a_config_with_the_old_tokens_is_refused_with_advice() {
+        let c: ReclaimConfig = toml::from_str(
+            "tokens = [{ token = \"s3cret-token-0123456789\", role = \"ops\", name = \"li\" }]",
+        )
+        .unwrap();
         let e = c.validate().unwrap_err();
-        assert!(e.contains("tokens[1]") && e.contains("zhang"), "{e}");
+        assert!(e.contains("user add"), "{e}");
+        ReclaimConfig::default().validate().unwrap();
     }
 }

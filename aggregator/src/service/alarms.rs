@@ -77,15 +77,16 @@ pub enum AckFailure {
 
 /// A person acknowledges an open alarm: recorded in the alarm and the audit log in one
 /// transaction, and undone in memory if storage cannot take it.
-#[tracing::instrument(skip(policy, store, note), fields(alarm = id))]
+#[tracing::instrument(skip(policy, store, actor, note), fields(alarm = id, by = %actor.name))]
 pub async fn acknowledge(
     policy: &SharedPolicy,
     store: &StoreHandle,
-    by: &str,
+    actor: &Actor,
     id: u64,
     note: Option<&str>,
     now_ms: u64,
 ) -> Result<Alarm, AckFailure> {
+    let by = actor.name.as_str();
     let event = policy
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -96,7 +97,7 @@ pub async fn acknowledge(
         alarm: alarm.clone(),
         note: note.map(str::to_string),
     }
-    .entry_by(now_ms, by);
+    .entry(now_ms, actor);
     let stored = store
         .commit(WriteBatch {
             alarms: vec![event],
@@ -113,6 +114,6 @@ pub async fn acknowledge(
         tracing::warn!("acknowledgement not stored, undone: {e}");
         return Err(e.into());
     }
-    tracing::info!(by, rule = %alarm.key.rule, "alarm acknowledged");
+    tracing::info!(rule = %alarm.key.rule, "alarm acknowledged");
     Ok(alarm)
 }

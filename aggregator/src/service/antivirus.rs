@@ -11,6 +11,7 @@ use crate::ingest::{StoreClosed, StoreHandle};
 use crate::reclaim::Reclaim;
 use crate::store::{NodeRow, WriteBatch};
 use yunjian_aggregator_core::audit::AuditEvent;
+use yunjian_aggregator_core::identity::Actor;
 
 /// Why a stop decision did not happen; nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +37,17 @@ pub struct AntivirusService<'a> {
 }
 
 impl AntivirusService<'_> {
-    /// `by` asks to stop `node` for `reason`; stopped at once when the profile needs no approval.
-    #[tracing::instrument(skip_all, fields(node = %node, by = %by))]
+    /// `actor` asks to stop `node` for `reason`; stopped at once when the profile needs no
+    /// approval.
+    #[tracing::instrument(skip_all, fields(node = %node, by = %actor.name))]
     pub async fn request_stop(
         &self,
         node: &str,
-        by: &str,
+        actor: &Actor,
         reason: &str,
         now_ms: u64,
     ) -> Result<StopDecision, StopFailure> {
+        let by = actor.name.as_str();
         let approval = self.approval_required;
         let decision = self
             .record(node, |track| {
@@ -58,22 +61,24 @@ impl AntivirusService<'_> {
                     clause: crate::policy::rules::antivirus::CLAUSE_REMOVED.to_string(),
                     removals: serde_json::json!(track.removals()),
                 };
-                Ok((d, event.entry_by(now_ms, by)))
+                Ok((d, event.entry(now_ms, actor)))
             })
             .await?;
         self.stop_when_approved(node, by, &decision, now_ms).await;
         Ok(decision)
     }
 
-    /// `by` (another person than the requester) approves the pending stop of `node`.
-    #[tracing::instrument(skip_all, fields(node = %node, by = %by))]
+    /// `actor` (the authority, another person than the requester) approves the pending stop
+    /// of `node`.
+    #[tracing::instrument(skip_all, fields(node = %node, by = %actor.name))]
     pub async fn approve_stop(
         &self,
         node: &str,
-        by: &str,
+        actor: &Actor,
         note: Option<&str>,
         now_ms: u64,
     ) -> Result<StopDecision, StopFailure> {
+        let by = actor.name.as_str();
         let decision = self
             .record(node, |track| {
                 let d = track.approve_stop(node, by, now_ms)?.clone();
@@ -83,7 +88,7 @@ impl AntivirusService<'_> {
                     reason: d.reason.clone(),
                     note: note.map(str::to_string),
                 };
-                Ok((d, event.entry_by(now_ms, by)))
+                Ok((d, event.entry(now_ms, actor)))
             })
             .await?;
         self.stop_when_approved(node, by, &decision, now_ms).await;

@@ -8,6 +8,7 @@ use crate::register::SharedRegister;
 use crate::store::WriteBatch;
 use crate::usage::{ExemptError, Exemption, NewExemption, SharedUsage};
 use yunjian_aggregator_core::audit::AuditEvent;
+use yunjian_aggregator_core::identity::Actor;
 
 /// Why an exemption change did not happen; nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -33,15 +34,19 @@ pub struct ExemptionService<'a> {
 }
 
 impl ExemptionService<'_> {
-    /// Create an exemption; `now_ms` is the evaluation's (event) time, `wall_ms` the clock's.
-    #[tracing::instrument(skip_all, fields(vm = %new.vm, by = %new.created_by))]
+    /// The authority's `actor` grants an exemption (creator and approver in one);
+    /// `now_ms` is the evaluation's (event) time, `wall_ms` the clock's.
+    #[tracing::instrument(skip_all, fields(vm = %new.vm, by = %actor.name))]
     pub async fn create(
         &self,
+        actor: &Actor,
         mut new: NewExemption,
         now_ms: u64,
         wall_ms: u64,
     ) -> Result<Exemption, ExemptionFailure> {
         let _turn = self.turn.lock().await;
+        new.created_by = actor.name.clone();
+        new.approver = actor.name.clone();
         new.vm = new.vm.trim().to_ascii_lowercase();
         let registered = self
             .register
@@ -69,16 +74,16 @@ impl ExemptionService<'_> {
             expires_ms: exemption.expires_ms,
             note: exemption.note.clone(),
         }
-        .entry_by(exemption.created_ms, &exemption.created_by);
+        .entry(exemption.created_ms, actor);
         self.apply(exemption, audit).await
     }
 
     /// Revoke exemption `id` before its expiry.
-    #[tracing::instrument(skip_all, fields(exemption = id, by = %by))]
+    #[tracing::instrument(skip_all, fields(exemption = id, by = %actor.name))]
     pub async fn revoke(
         &self,
         id: u64,
-        by: &str,
+        actor: &Actor,
         reason: &str,
         wall_ms: u64,
     ) -> Result<Exemption, ExemptionFailure> {
@@ -88,13 +93,13 @@ impl ExemptionService<'_> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .exemptions
-            .revoked(id, by, reason, wall_ms)?;
+            .revoked(id, &actor.name, reason, wall_ms)?;
         let audit = AuditEvent::ExemptionRevoked {
             id,
             vm: revoked.vm.clone(),
             reason: reason.trim().to_string(),
         }
-        .entry_by(wall_ms, by.trim());
+        .entry(wall_ms, actor);
         self.apply(revoked, audit).await
     }
 

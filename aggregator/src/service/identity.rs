@@ -35,6 +35,14 @@ impl Directory {
         }
     }
 
+    /// Add users and tokens as read from storage (start-up, or a test's fixture).
+    pub fn load(&mut self, users: Vec<User>, tokens: Vec<ApiToken>) {
+        self.users
+            .extend(users.into_iter().map(|u| (u.name.clone(), u)));
+        self.tokens
+            .extend(tokens.into_iter().map(|t| (t.id.clone(), t)));
+    }
+
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.get(name)
     }
@@ -220,6 +228,51 @@ fn sha256_hex(secret: &str) -> String {
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
+
+/// A new API token for `user`, valid `days` from `now_ms`: the bearer string
+/// (`yj_<id>_<secret>`, shown once) and what is stored (only the secret's SHA-256).
+pub fn new_token(
+    user: &str,
+    label: &str,
+    days: u32,
+    now_ms: u64,
+) -> Result<(String, ApiToken), IdentityError> {
+    let id = hex(&random::<6>()?);
+    let secret = hex(&random::<24>()?);
+    let token = ApiToken {
+        id: id.clone(),
+        user: user.to_string(),
+        label: label.trim().to_string(),
+        secret_hash: sha256_hex(&secret),
+        created_ms: now_ms,
+        expires_ms: now_ms + u64::from(days) * 86_400_000,
+        revoked_ms: None,
+    };
+    Ok((format!("yj_{id}_{secret}"), token))
+}
+
+/// A user of `role` (a unit user of `unit`) named `name` with a fixed password and a
+/// one-day API token, for tests that need someone signed in: `(user, bearer, token)`.
+#[cfg(any(test, feature = "test-support"))]
+pub fn test_user(name: &str, role: Role, unit: Option<&str>) -> (User, String, ApiToken) {
+    let now = crate::ratelimit::now_ms();
+    let user = User {
+        name: name.to_string(),
+        display_name: name.to_string(),
+        role,
+        unit: unit.map(str::to_string),
+        password_hash: hash_password(TEST_PASSWORD).unwrap_or_default(),
+        created_ms: now,
+        password_changed_ms: now,
+        disabled: false,
+    };
+    let (bearer, token) = new_token(name, "test", 1, now).unwrap_or_else(|e| panic!("{e}"));
+    (user, bearer, token)
+}
+
+/// The password of every [`test_user`].
+#[cfg(any(test, feature = "test-support"))]
+pub const TEST_PASSWORD: &str = "Test-Passw0rd!";
 
 /// One signed-in browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,17 +590,8 @@ impl IdentityService<'_> {
         if self.read().user(user).is_none() {
             return Err(IdentityError::UnknownUser(user.to_string()));
         }
-        let id = hex(&random::<6>()?);
-        let secret = hex(&random::<24>()?);
-        let token = ApiToken {
-            id: id.clone(),
-            user: user.to_string(),
-            label: label.trim().to_string(),
-            secret_hash: sha256_hex(&secret),
-            created_ms: now_ms,
-            expires_ms: now_ms + u64::from(days) * 86_400_000,
-            revoked_ms: None,
-        };
+        let (secret, token) = new_token(user, label, days, now_ms)?;
+        let id = token.id.clone();
         let audit = AuditEvent::TokenIssued {
             id: id.clone(),
             user: user.to_string(),
@@ -556,8 +600,8 @@ impl IdentityService<'_> {
         }
         .entry(now_ms, actor);
         self.commit(vec![], vec![token.clone()], audit).await?;
-        self.write().tokens.insert(id.clone(), token.clone());
-        Ok((format!("yj_{id}_{secret}"), token))
+        self.write().tokens.insert(id, token.clone());
+        Ok((secret, token))
     }
 
     /// Revoke a token (its owner's, or any by an administrator).

@@ -12,6 +12,7 @@ use crate::register::{Register, SharedRegister};
 use crate::store::WriteBatch;
 use std::collections::BTreeMap;
 use std::sync::PoisonError;
+use yunjian_aggregator_core::identity::Actor;
 
 /// Units held by open low-use cases: unit → (case ids, held since).
 pub type HeldUnits = BTreeMap<String, (Vec<u64>, u64)>;
@@ -64,52 +65,54 @@ impl RegisterService<'_> {
     }
 
     /// An approved change of one VM's size.
-    #[tracing::instrument(skip_all, fields(vm = %uuid, by = %req.by))]
+    #[tracing::instrument(skip_all, fields(vm = %uuid, by = %by.name))]
     pub async fn change(
         &self,
         uuid: &str,
+        by: &Actor,
         req: &ChangeRequest,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::change(reg, uuid, req, now_ms))
+        self.commit(|reg| changes::change(reg, uuid, &by.name, req, now_ms))
             .await
     }
 
     /// Sanction a unit (lowered quota, held requests).
-    #[tracing::instrument(skip_all, fields(unit = %unit, by = %req.by))]
+    #[tracing::instrument(skip_all, fields(unit = %unit, by = %by.name))]
     pub async fn sanction(
         &self,
         unit: &str,
+        by: &Actor,
         req: &SanctionRequest,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::sanction(reg, unit, req, now_ms))
+        self.commit(|reg| changes::sanction(reg, unit, &by.name, req, now_ms))
             .await
     }
 
     /// Lift a unit's sanction.
-    #[tracing::instrument(skip_all, fields(unit = %unit, by = %by))]
+    #[tracing::instrument(skip_all, fields(unit = %unit, by = %by.name))]
     pub async fn lift(
         &self,
         unit: &str,
-        by: &str,
+        by: &Actor,
         note: Option<&str>,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::lift(reg, unit, by, note, now_ms))
+        self.commit(|reg| changes::lift(reg, unit, &by.name, note, now_ms))
             .await
     }
 
     /// Set (or clear) a unit's own quota.
-    #[tracing::instrument(skip_all, fields(unit = %unit, by = %by))]
+    #[tracing::instrument(skip_all, fields(unit = %unit, by = %by.name))]
     pub async fn set_quota(
         &self,
         unit: &str,
-        by: &str,
+        by: &Actor,
         quota: Option<QuotaInput>,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::set_quota(reg, unit, by, quota, now_ms))
+        self.commit(|reg| changes::set_quota(reg, unit, &by.name, quota, now_ms))
             .await
     }
 

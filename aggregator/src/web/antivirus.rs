@@ -5,13 +5,14 @@
 //! |---------------------------------------------------|---------------------------------------|
 //! | `GET /antivirus`                                  | the page (removed first)              |
 //! | `GET /api/antivirus`                              | every VM: state, evidence, decision   |
-//! | `POST /api/antivirus/{node}/stop-request`         | `{"by", "reason"}`: request the stop  |
-//! | `POST /api/antivirus/{node}/stop-request/approve` | `{"by"}`: the authority approves      |
+//! | `POST /api/antivirus/{node}/stop-request`         | `{"reason"}`: ops requests the stop   |
+//! | `POST /api/antivirus/{node}/stop-request/approve` | `{"note"?}`: the authority approves   |
 //!
 //! Both POSTs go through [`AntivirusService`]: audited (subject `antivirus:{node}`) and stored
 //! with the node in one transaction, undone if storage cannot take it; an approved stop goes
 //! out as a signed command to the VM's host.
 
+use super::session::Principal;
 use super::{read_fleet, AppState, WebError};
 use crate::antivirus::{AvState, Removal, StopDecision};
 use crate::fleet::Liveness;
@@ -41,8 +42,13 @@ where
         )
 }
 
-async fn page() -> Response {
-    super::page::page("antivirus.html", "antivirus", minijinja::Value::UNDEFINED)
+async fn page(who: Principal) -> Response {
+    super::page::page(
+        "antivirus.html",
+        "antivirus",
+        Some(&who),
+        minijinja::Value::UNDEFINED,
+    )
 }
 
 /// One VM on the antivirus page.
@@ -162,8 +168,6 @@ async fn list(State(app): State<AppState>) -> Json<AvList> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
-    /// Who requests the stop (recorded and audited).
-    pub by: String,
     /// Why, for the authority and the audit log.
     pub reason: String,
 }
@@ -171,8 +175,6 @@ pub struct StopRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
-    /// Who approves: the authority, another person than the requester.
-    pub by: String,
     pub note: Option<String>,
 }
 
@@ -201,30 +203,32 @@ fn refused(e: StopFailure) -> WebError {
     }
 }
 
+/// The signed-in 运维单位 person requests the stop.
 async fn request_stop(
     State(app): State<AppState>,
+    who: Principal,
     Path(node): Path<String>,
     body: Result<Json<StopRequest>, JsonRejection>,
 ) -> Result<Json<StopDecision>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let by = required(&req.by, "by")?;
     let reason = required(&req.reason, "reason")?;
     service(&app)
-        .request_stop(&node, by, reason, now_ms())
+        .request_stop(&node, &who.actor(), reason, now_ms())
         .await
         .map(Json)
         .map_err(refused)
 }
 
+/// The signed-in 主管部门 person approves (never the requester).
 async fn approve_stop(
     State(app): State<AppState>,
+    who: Principal,
     Path(node): Path<String>,
     body: Result<Json<ApproveRequest>, JsonRejection>,
 ) -> Result<Json<StopDecision>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
-    let by = required(&req.by, "by")?;
     service(&app)
-        .approve_stop(&node, by, req.note.as_deref(), now_ms())
+        .approve_stop(&node, &who.actor(), req.note.as_deref(), now_ms())
         .await
         .map(Json)
         .map_err(refused)

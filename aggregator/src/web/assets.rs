@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// Every asset by name.
-pub(super) const ASSETS: [(&str, &str); 16] = [
+pub(super) const ASSETS: [(&str, &str); 19] = [
     ("base.css", include_str!("../../assets/base.css")),
     ("common.js", include_str!("../../assets/common.js")),
     ("dashboard.js", include_str!("../../assets/dashboard.js")),
@@ -27,6 +27,9 @@ pub(super) const ASSETS: [(&str, &str); 16] = [
     ("reclaim.js", include_str!("../../assets/reclaim.js")),
     ("register.css", include_str!("../../assets/register.css")),
     ("register.js", include_str!("../../assets/register.js")),
+    ("session.js", include_str!("../../assets/session.js")),
+    ("login.css", include_str!("../../assets/login.css")),
+    ("login.js", include_str!("../../assets/login.js")),
 ];
 
 /// The media type by the name's extension.

@@ -14,6 +14,7 @@
 //! The pages are `templates/capacity.html` and `templates/alarms.html` on the base layout.
 
 use super::page::page;
+use super::session::Principal;
 use super::AppState;
 use crate::alarms::{Alarm, AlarmKey, AlarmState, Level};
 use crate::policy::hysteresis::Escalation;
@@ -213,10 +214,10 @@ async fn api(State(app): State<AppState>) -> Json<CapacityBody> {
     })
 }
 
-async fn capacity_page() -> Response {
-    page("capacity.html", "capacity", Value::UNDEFINED)
+async fn capacity_page(who: Principal) -> Response {
+    page("capacity.html", "capacity", Some(&who), Value::UNDEFINED)
 }
 
-async fn alarms_page() -> Response {
-    page("alarms.html", "alarms", Value::UNDEFINED)
+async fn alarms_page(who: Principal) -> Response {
+    page("alarms.html", "alarms", Some(&who), Value::UNDEFINED)
 }

@@ -13,6 +13,7 @@
 //! agent or a BMC reaches the page through a template variable, escaped.
 
 use super::page::page;
+use super::session::Principal;
 use super::{AppState, WebError};
 use crate::alarms::{Alarm, Level};
 use crate::fleet::{Liveness, NodeState};
@@ -220,11 +221,17 @@ async fn server_api(
 fn hardware_page(
     template: &str,
     current: &str,
+    who: &Principal,
     title: &str,
     subtitle: &str,
     ctx: Value,
 ) -> Response {
-    page(template, current, context! { title, subtitle, ..ctx })
+    page(
+        template,
+        current,
+        Some(who),
+        context! { title, subtitle, ..ctx },
+    )
 }
 
 /// A path segment (node ids are `A-Z a-z 0-9 . _ -`, but escape anyway).
@@ -333,7 +340,7 @@ fn slot(s: &ServerTile) -> SlotView {
     }
 }
 
-async fn racks_page(State(app): State<AppState>) -> Response {
+async fn racks_page(State(app): State<AppState>, who: Principal) -> Response {
     let racks: Vec<Value> = racks(&app)
         .iter()
         .map(|r| {
@@ -347,6 +354,7 @@ async fn racks_page(State(app): State<AppState>) -> Response {
     hardware_page(
         "racks.html",
         "racks",
+        &who,
         "机柜",
         "机柜与物理服务器硬件状态（BMC）",
         context! { racks },
@@ -555,12 +563,14 @@ fn server_context(s: &ServerBody) -> Value {
 
 async fn server_page(
     State(app): State<AppState>,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     let s = server(&app, &id)?;
     Ok(hardware_page(
         "server.html",
         "server",
+        &who,
         &format!("服务器 {}", s.node),
         &format!("物理服务器 {} 的 BMC 传感器与系统事件日志", s.node),
         server_context(&s),

@@ -26,12 +26,14 @@ mod alarms;
 mod antivirus;
 mod api;
 mod assets;
+pub mod authz;
 mod capacity;
 mod error;
 mod hardware;
 mod page;
 mod reclaim;
 mod register;
+pub mod session;
 mod sse;
 mod usage;
 
@@ -77,6 +79,8 @@ pub struct AppState {
     pub register_turn: Arc<tokio::sync::Mutex<()>>,
     /// Exemption changes take turns (see [`crate::service::exemptions`]).
     pub exemption_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Users, tokens, sessions: who may ask what (see [`session`]).
+    pub auth: session::Auth,
 }
 
 /// A storage connection for reads.
@@ -101,6 +105,7 @@ impl AppState {
             reclaim: None,
             register_turn: Arc::default(),
             exemption_turn: Arc::default(),
+            auth: session::Auth::default(),
         }
     }
 }
@@ -148,6 +153,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn routes(state: WebState) -> Router {
+    let guard = axum::middleware::from_fn_with_state(state.app.clone(), session::guard);
     Router::new()
         .route("/", get(dashboard))
         .route("/assets/{name}", get(assets::asset))
@@ -163,6 +169,9 @@ fn routes(state: WebState) -> Router {
         .merge(reclaim::routes())
         .merge(register::routes())
         .merge(usage::routes())
+        .merge(session::routes())
+        // every routed request passes the authorisation table first
+        .route_layer(guard)
         .with_state(state)
 }
 
@@ -181,16 +190,24 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "web: dashboard and API listening");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing_tx.send_replace(true);
-        })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closing_tx.send_replace(true);
+    })
+    .await
 }
 
-async fn dashboard() -> Response {
-    page::page("dashboard.html", "dashboard", minijinja::Value::UNDEFINED)
+async fn dashboard(who: session::Principal) -> Response {
+    page::page(
+        "dashboard.html",
+        "dashboard",
+        Some(&who),
+        minijinja::Value::UNDEFINED,
+    )
 }
 
 /// Read the fleet even if a writer panicked while holding the lock: the state is a cache of

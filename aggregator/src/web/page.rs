@@ -6,6 +6,8 @@
 //!
 //! Every page handler answers through [`page`], which sets the security headers.
 
+use super::authz::Action;
+use super::session::Principal;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
@@ -17,6 +19,7 @@ use minijinja::value::Serde;
 use minijinja::{context, AutoEscape, Environment, Value};
 use serde::Serialize;
 use std::sync::LazyLock;
+use yunjian_aggregator_core::identity::Role;
 
 /// Scripts, styles and data come from this server only, and nothing inline runs.
 pub(super) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -32,15 +35,16 @@ const HEADERS: [(HeaderName, &str); 5] = [
     (X_FRAME_OPTIONS, "DENY"),
 ];
 
-/// The navigation, in order: label, link, page key.
-const NAV: [(&str, &str, &str); 7] = [
-    ("总览", "/", "dashboard"),
-    ("机柜", "/racks", "racks"),
-    ("容量", "/capacity", "capacity"),
-    ("告警", "/alarms", "alarms"),
-    ("登记", "/register", "register"),
-    ("杀毒软件", "/antivirus", "antivirus"),
-    ("降配回收", "/reclaim", "reclaim"),
+/// The navigation, in order: label, link, page key, what the page shows (a link appears only
+/// to those who may see it).
+const NAV: [(&str, &str, &str, Action); 7] = [
+    ("总览", "/", "dashboard", Action::ViewFleet),
+    ("机柜", "/racks", "racks", Action::ViewHardware),
+    ("容量", "/capacity", "capacity", Action::ViewCapacity),
+    ("告警", "/alarms", "alarms", Action::ViewAlarms),
+    ("登记", "/register", "register", Action::ViewRegister),
+    ("杀毒软件", "/antivirus", "antivirus", Action::ViewAntivirus),
+    ("降配回收", "/reclaim", "reclaim", Action::ViewReclaim),
 ];
 
 /// One link of the navigation bar.
@@ -54,9 +58,10 @@ pub(super) struct NavItem {
 }
 
 /// The navigation with the page `current` (a key of [`NAV`], or none of them) marked.
-pub(super) fn nav(current: &str) -> Vec<NavItem> {
+pub(super) fn nav(current: &str, role: Option<Role>) -> Vec<NavItem> {
     NAV.iter()
-        .map(|&(label, href, key)| NavItem {
+        .filter(|(_, _, _, action)| role.is_some() && action.allows(role))
+        .map(|&(label, href, key, _)| NavItem {
             label,
             href,
             key,
@@ -66,7 +71,7 @@ pub(super) fn nav(current: &str) -> Vec<NavItem> {
 }
 
 /// The templates, by name, compiled into the binary.
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 13] = [
     ("base.html", include_str!("../../templates/base.html")),
     (
         "dashboard.html",
@@ -93,6 +98,11 @@ const TEMPLATES: [(&str, &str); 11] = [
     ),
     ("racks.html", include_str!("../../templates/racks.html")),
     ("server.html", include_str!("../../templates/server.html")),
+    ("login.html", include_str!("../../templates/login.html")),
+    (
+        "forbidden.html",
+        include_str!("../../templates/forbidden.html"),
+    ),
 ];
 
 /// Built once; the tests render every template, so a syntax error fails them, not a request.
@@ -140,10 +150,24 @@ pub(super) fn escape(s: &str) -> String {
     out
 }
 
-/// Render `template` with `ctx` and the navigation (`current` marked) into a page with the
-/// security headers.
-pub(super) fn page(template: &str, current: &str, ctx: Value) -> Response {
-    let ctx = context! { nav => Value::from(Serde(nav(current))), ..ctx };
+/// Render `template` with `ctx`, the navigation the signed-in user may follow (`current`
+/// marked), who they are and their session's CSRF token, into a page with the security headers.
+pub(super) fn page(template: &str, current: &str, who: Option<&Principal>, ctx: Value) -> Response {
+    let user = who.map(|p| {
+        context! {
+            name => p.user.name.clone(),
+            display_name => p.user.display_name.clone(),
+            role => p.role().as_str(),
+            role_zh => p.role().zh(),
+            unit => p.user.unit.clone(),
+        }
+    });
+    let ctx = context! {
+        nav => Value::from(Serde(nav(current, who.map(Principal::role)))),
+        user => user,
+        csrf => who.and_then(|p| p.csrf.clone()),
+        ..ctx
+    };
     match ENV.get_template(template).and_then(|t| t.render(ctx)) {
         Ok(html) => (HEADERS, Html(html)).into_response(),
         Err(e) => {
@@ -187,10 +211,18 @@ mod tests {
         "/reclaim/1",
     ];
 
-    async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    async fn get(
+        app: &axum::Router,
+        bearer: Option<&str>,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let mut req = Request::get(uri);
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
         let resp = app
             .clone()
-            .oneshot(Request::get(uri).body(HttpBody::empty()).unwrap())
+            .oneshot(req.body(HttpBody::empty()).unwrap())
             .await
             .unwrap();
         let (parts, body) = resp.into_parts();
@@ -224,13 +256,15 @@ mod tests {
             Arc::new(Metrics::default()),
             rx,
         );
+        let ops = state.auth.test_bearer("ops-1", Role::Ops, None);
         let app = router(state);
-        for (_, href, _) in NAV {
+        for (_, href, _, _) in NAV {
             assert!(PAGES.contains(&href), "{href} is not tested");
         }
         let mut linked = BTreeSet::new();
-        for uri in PAGES {
-            let (status, headers, html) = get(&app, uri).await;
+        // the sign-in page, then every page as someone who may see them all
+        for uri in std::iter::once("/login").chain(PAGES) {
+            let (status, headers, html) = get(&app, Some(&ops), uri).await;
             assert_eq!(status, StatusCode::OK, "{uri}: {html}");
             assert_eq!(headers[CONTENT_TYPE], "text/html; charset=utf-8", "{uri}");
             let csp = headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
@@ -252,7 +286,8 @@ mod tests {
             linked.extend(assets);
         }
         for name in &linked {
-            let (status, headers, body) = get(&app, &format!("/assets/{name}")).await;
+            // assets need no sign-in: the sign-in page uses them
+            let (status, headers, body) = get(&app, None, &format!("/assets/{name}")).await;
             assert_eq!(status, StatusCode::OK, "{name}");
             let expected = if name.ends_with(".css") {
                 "text/css; charset=utf-8"
@@ -265,19 +300,22 @@ mod tests {
             assert!(!body.is_empty(), "{name}");
         }
         // every asset file is used by some page
-        assert_eq!(linked.len(), super::super::assets::ASSETS.len());
-        let (status, _, body) = get(&app, "/assets/nope.js").await;
+        assert_eq!(linked.len(), super::super::assets::ASSETS.len(), "{linked:?}");
+        let (status, _, body) = get(&app, None, "/assets/nope.js").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body, "没有这个静态资源");
     }
 
     #[test]
-    fn the_nav_marks_only_the_current_page() {
-        let items = nav("capacity");
+    fn the_nav_marks_only_the_current_page_and_shows_what_the_role_may_see() {
+        let items = nav("capacity", Some(Role::Auditor));
         assert_eq!(items.len(), NAV.len());
         let current: Vec<_> = items.iter().filter(|i| i.current).map(|i| i.href).collect();
         assert_eq!(current, ["/capacity"]);
-        assert!(nav("server").iter().all(|i| !i.current));
+        assert!(nav("server", Some(Role::Ops)).iter().all(|i| !i.current));
+        let unit: Vec<_> = nav("", Some(Role::Unit)).iter().map(|i| i.href).collect();
+        assert_eq!(unit, ["/alarms", "/reclaim"]);
+        assert!(nav("", None).is_empty(), "nothing before sign-in");
     }
 
     #[test]
@@ -290,7 +328,7 @@ mod tests {
             .get_template("hardware.html")
             .unwrap()
             .render(context! {
-                nav => Value::from(Serde(nav("racks"))),
+                nav => Value::from(Serde(nav("racks", Some(Role::Ops)))),
                 title => "<script>",
                 subtitle => "a & b",
             })
@@ -312,7 +350,7 @@ mod tests {
             let html = ENV
                 .get_template(name)
                 .unwrap()
-                .render(context! { nav => Value::from(Serde(nav("dashboard"))) })
+                .render(context! { nav => Value::from(Serde(nav("dashboard", Some(Role::Ops)))) })
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert!(
                 html.starts_with("<!DOCTYPE html>\n<html lang=\"zh-CN\">"),

@@ -7,13 +7,14 @@
 //! | `GET /api/reclaim/cases/{id}`           | one case, its timeline, its commands, the steps open now |
 //! | `POST /api/reclaim/cases/{id}/{step}`   | take a step: `{"reason", "at_ms"}` (schedule)          |
 //! | `POST /api/reclaim/detections`          | feed findings by hand (ops): `[{"uuid", "kind", "evidence"}]` |
-//! | `GET /api/reclaim/whoami`               | the person behind the bearer token                      |
+//! | `GET /api/reclaim/whoami`               | the signed-in person as the case steps see them        |
 //!
-//! Every `POST` needs `Authorization: Bearer <token>`; tokens map to a name, a role (ops,
-//! authority, unit) and, for a unit, its unit (`[reclaim] tokens` in the config). A unit acts
-//! only on its own cases. Every step is audited with who, role, when and why.
+//! Steps are taken by the signed-in user (session or API token); the case's state machine says
+//! which role may take which step, and a unit acts on and sees only its own cases (another
+//! unit's case answers 404). Every step is audited with who, role, when and why.
 
 use super::page::page;
+use super::session::Principal;
 use super::AppState;
 use crate::ratelimit::now_ms;
 use crate::reclaim::case::{Role, PERSON_STEPS};
@@ -23,8 +24,7 @@ use crate::reclaim::{
 };
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, Path, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -48,12 +48,12 @@ where
         .route("/api/reclaim/whoami", get(whoami))
 }
 
-async fn queue_page() -> Response {
-    page("reclaim.html", "reclaim", Value::UNDEFINED)
+async fn queue_page(who: Principal) -> Response {
+    page("reclaim.html", "reclaim", Some(&who), Value::UNDEFINED)
 }
 
-async fn case_page() -> Response {
-    page("case.html", "reclaim", Value::UNDEFINED)
+async fn case_page(who: Principal) -> Response {
+    page("case.html", "reclaim", Some(&who), Value::UNDEFINED)
 }
 
 /// This page's errors: `{ "error": message }` with the matching status.
@@ -93,23 +93,6 @@ fn service(app: &AppState) -> Result<&Reclaim, ApiError> {
     ))
 }
 
-/// The person behind `Authorization: Bearer <token>`.
-fn actor(r: &Reclaim, headers: &HeaderMap) -> Result<Actor, ApiError> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "this action needs `Authorization: Bearer <token>` (see [reclaim] tokens)".into(),
-        ))?;
-    r.config
-        .actor(token)
-        .ok_or(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))
-}
-
 #[derive(Debug, Serialize)]
 pub struct Queue {
     pub now_ms: u64,
@@ -119,18 +102,23 @@ pub struct Queue {
     pub calendar: Vec<String>,
 }
 
-async fn list(State(app): State<AppState>) -> Result<Json<Queue>, ApiError> {
+/// A unit's people see their own unit's cases and hold only.
+async fn list(State(app): State<AppState>, who: Principal) -> Result<Json<Queue>, ApiError> {
     let r = service(&app)?;
     let now = now_ms();
+    let mine = |unit: &str| who.own_unit().is_none_or(|own| own == unit);
     let held = r
         .held_units()
         .await
         .into_iter()
+        .filter(|(u, _)| mine(u))
         .map(|(u, (cases, since))| (u, json!({"cases": cases, "since_ms": since})))
         .collect();
+    let mut cases = r.cases(now).await;
+    cases.retain(|c| mine(&c.case.unit));
     Ok(Json(Queue {
         now_ms: now,
-        cases: r.cases(now).await,
+        cases,
         held_units: held,
         calendar: r.calendar.names.clone(),
     }))
@@ -152,10 +140,18 @@ pub struct StepOffer {
     pub roles: Vec<Role>,
 }
 
-async fn one(State(app): State<AppState>, Path(id): Path<u64>) -> Result<Json<CaseBody>, ApiError> {
+/// Another unit's case is not found for a unit's people: its existence is not confirmed.
+async fn one(
+    State(app): State<AppState>,
+    who: Principal,
+    Path(id): Path<u64>,
+) -> Result<Json<CaseBody>, ApiError> {
     let r = service(&app)?;
     let now = now_ms();
     let (case, timeline, commands) = r.case(id, now).await?;
+    if who.own_unit().is_some_and(|own| own != case.case.unit) {
+        return Err(ReclaimError::NotFound(id).into());
+    }
     let mut steps: Vec<StepOffer> = Vec::new();
     for (name, role) in PERSON_STEPS {
         let probe = match *name {
@@ -208,12 +204,18 @@ pub struct StepRequest {
 
 async fn act(
     State(app): State<AppState>,
+    principal: Principal,
     Path((id, step)): Path<(u64, String)>,
-    headers: HeaderMap,
     body: Result<Json<StepRequest>, JsonRejection>,
 ) -> Result<Json<CaseView>, ApiError> {
     let r = service(&app)?;
-    let who = actor(r, &headers)?;
+    if let Some(own) = principal.own_unit() {
+        let (case, _, _) = r.case(id, now_ms()).await?;
+        if case.case.unit != own {
+            return Err(ReclaimError::NotFound(id).into());
+        }
+    }
+    let who = principal.actor();
     let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let view = r
         .act(id, &step, &who, &req.reason, req.at_ms, now_ms())
@@ -223,18 +225,17 @@ async fn act(
 
 async fn detections(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    principal: Principal,
     body: Result<Json<Vec<Detection>>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let r = service(&app)?;
-    let who = actor(r, &headers)?;
-    may_feed(who.role)?;
+    may_feed(principal.role())?;
     let Json(found) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let opened = r.detect(found, now_ms()).await?;
     Ok(Json(json!({ "opened": opened })))
 }
 
-async fn whoami(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Actor>, ApiError> {
-    let r = service(&app)?;
-    Ok(Json(actor(r, &headers)?))
+/// The signed-in person as the case steps see them.
+async fn whoami(principal: Principal) -> Json<Actor> {
+    Json(principal.actor())
 }

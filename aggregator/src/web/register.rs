@@ -4,18 +4,19 @@
 //! |---|---|
 //! | `GET /register` | the page: units → systems → VMs, approved vs observed, the import form |
 //! | `GET /api/register` | units (quota, sanction, totals), their VMs (approved, observed, match), unregistered VMs, pools |
-//! | `POST /api/register/import?unit=&by=[&format=xlsx\|csv][&file=]` | body: the 附件3 file; 200 `{imported}`, 422 `{errors: [{file,row,column,reason}]}` |
+//! | `POST /api/register/import?unit=[&format=xlsx\|csv][&file=]` | body: the 附件3 file; 200 `{imported}`, 422 `{errors: [{file,row,column,reason}]}` |
 //! | `GET /api/register/export.xlsx[?unit=]` | the register in the 附件3 layout (+ 使用单位, 虚拟机UUID) |
-//! | `POST /api/register/vms/{uuid}/change` | an approved change request `{by, approved_by, vcpus?, mem_gb?, sys_disk_gb?, data_disk_gb?, reason}`; 409 while held |
-//! | `POST /api/register/units/{name}/sanction` | `{by, reason, quota?, hold_requests}` |
-//! | `DELETE /api/register/units/{name}/sanction` | `{by, note?}`: lift it |
-//! | `PUT /api/register/units/{name}/quota` | `{by, quota}` (`null` clears) |
+//! | `POST /api/register/vms/{uuid}/change` | an approved change request `{approved_by, vcpus?, mem_gb?, sys_disk_gb?, data_disk_gb?, reason}`; 409 while held |
+//! | `POST /api/register/units/{name}/sanction` | `{reason, quota?, hold_requests}` |
+//! | `DELETE /api/register/units/{name}/sanction` | `{note?}`: lift it |
+//! | `PUT /api/register/units/{name}/quota` | `{quota}` (`null` clears) |
 //! | `GET /api/quota` | current quota violations (rules `quota_vm`, `quota_unit`) with evidence |
 //!
 //! The import's format: `format=` if given, else the `Content-Type` (`text/csv`, the `.xlsx`
 //! type), else the bytes (a workbook is a ZIP or OLE file). Every change is audited and goes
 //! through the storage thread before it shows in memory; changes are made one at a time.
 
+use super::session::Principal;
 use super::{read_fleet, AppState, WebError};
 use crate::alarms::Finding;
 use crate::policy::rules::{quota_unit::QuotaUnit, quota_vm::QuotaVm};
@@ -69,8 +70,13 @@ where
         .route("/api/quota", get(violations))
 }
 
-async fn page() -> Response {
-    super::page::page("register.html", "register", minijinja::Value::UNDEFINED)
+async fn page(who: super::session::Principal) -> Response {
+    super::page::page(
+        "register.html",
+        "register",
+        Some(&who),
+        minijinja::Value::UNDEFINED,
+    )
 }
 
 fn read_register(app: &AppState) -> RwLockReadGuard<'_, Register> {
@@ -294,7 +300,6 @@ fn change_error(e: ChangeError) -> WebError {
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     pub unit: String,
-    pub by: String,
     pub format: Option<String>,
     /// The file's name, for the error messages (the page sends it).
     pub file: Option<String>,
@@ -310,6 +315,7 @@ pub struct Imported {
 
 async fn import(
     State(app): State<AppState>,
+    who: Principal,
     query: Result<Query<ImportQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -329,7 +335,7 @@ async fn import(
     });
     let req = Import {
         unit: &q.unit,
-        by: &q.by,
+        by: &who.user.name,
         file: &file,
         format,
         bytes: &body,
@@ -439,12 +445,13 @@ fn changed(update: Update, uuid: Option<&str>) -> Json<Changed> {
 
 async fn change(
     State(app): State<AppState>,
+    who: Principal,
     Path(uuid): Path<String>,
     body: Result<Json<ChangeRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let update = service(&app)
-        .change(&uuid, &req, now_ms())
+        .change(&uuid, &who.actor(), &req, now_ms())
         .await
         .map_err(register_error)?;
     Ok(changed(update, Some(&uuid)))
@@ -452,12 +459,13 @@ async fn change(
 
 async fn sanction(
     State(app): State<AppState>,
+    who: Principal,
     Path(name): Path<String>,
     body: Result<Json<SanctionRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let update = service(&app)
-        .sanction(&name, &req, now_ms())
+        .sanction(&name, &who.actor(), &req, now_ms())
         .await
         .map_err(register_error)?;
     Ok(changed(update, None))
@@ -466,18 +474,18 @@ async fn sanction(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiftRequest {
-    pub by: String,
     pub note: Option<String>,
 }
 
 async fn lift(
     State(app): State<AppState>,
+    who: Principal,
     Path(name): Path<String>,
     body: Result<Json<LiftRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let update = service(&app)
-        .lift(&name, &req.by, req.note.as_deref(), now_ms())
+        .lift(&name, &who.actor(), req.note.as_deref(), now_ms())
         .await
         .map_err(register_error)?;
     Ok(changed(update, None))
@@ -486,19 +494,19 @@ async fn lift(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaRequest {
-    pub by: String,
     /// `null` clears the unit's quota.
     pub quota: Option<QuotaInput>,
 }
 
 async fn quota(
     State(app): State<AppState>,
+    who: Principal,
     Path(name): Path<String>,
     body: Result<Json<QuotaRequest>, JsonRejection>,
 ) -> Result<Json<Changed>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let update = service(&app)
-        .set_quota(&name, &req.by, req.quota, now_ms())
+        .set_quota(&name, &who.actor(), req.quota, now_ms())
         .await
         .map_err(register_error)?;
     Ok(changed(update, None))

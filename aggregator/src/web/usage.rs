@@ -5,13 +5,14 @@
 //! | `GET /api/usage/{vm}/days` | a VM's daily summaries; `?from=YYYY-MM-DD&to=YYYY-MM-DD` (default: the last 30 days) |
 //! | `GET /api/usage/findings` | both rules over every VM; `?now_ms=` (event time, default the history's latest) |
 //! | `GET /api/exemptions` | the exemption register with each one's state; `?vm=` |
-//! | `POST /api/exemptions` | `{vm, reason, note, approver, created_by, expires_ms \| expires: "YYYY-MM-DD"}` |
-//! | `POST /api/exemptions/{id}/revoke` | `{by, reason}` |
+//! | `POST /api/exemptions` | `{vm, reason, note, expires_ms \| expires: "YYYY-MM-DD"}`: the signed-in authority grants it |
+//! | `POST /api/exemptions/{id}/revoke` | `{reason}` |
 //!
 //! Times are event time (the reports' `ts_ms`), so an accelerated simulation works: "now" is
 //! the latest report's time, and an exemption's expiry is checked against it. Exemption changes
 //! are stored and audited before they take effect.
 
+use super::session::Principal;
 use super::{AppState, WebError};
 use crate::ratelimit::now_ms;
 use crate::service::exemptions::{ExemptionFailure, ExemptionService};
@@ -255,8 +256,6 @@ struct CreateRequest {
     reason: ExemptReason,
     #[serde(default)]
     note: String,
-    approver: String,
-    created_by: String,
     /// Event time at which it expires...
     expires_ms: Option<u64>,
     /// ...or the last day it holds (through local midnight).
@@ -295,8 +294,10 @@ fn refused(e: ExemptionFailure) -> WebError {
     }
 }
 
+/// The signed-in 主管部门 person grants it (creator and approver).
 async fn create(
     State(app): State<AppState>,
+    who: Principal,
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ExemptionView>), WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
@@ -322,12 +323,12 @@ async fn create(
         vm: req.vm,
         reason: req.reason,
         note: req.note,
-        approver: req.approver,
-        created_by: req.created_by,
+        approver: who.user.name.clone(),
+        created_by: who.user.name.clone(),
         expires_ms,
     };
     let exemption = service(&app)
-        .create(new, now, now_ms())
+        .create(&who.actor(), new, now, now_ms())
         .await
         .map_err(refused)?;
     Ok((StatusCode::CREATED, Json(view(&exemption, now, offset))))
@@ -336,19 +337,19 @@ async fn create(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeRequest {
-    by: String,
     #[serde(default)]
     reason: String,
 }
 
 async fn revoke(
     State(app): State<AppState>,
+    who: Principal,
     Path(id): Path<u64>,
     body: Result<Json<RevokeRequest>, JsonRejection>,
 ) -> Result<Json<ExemptionView>, WebError> {
     let Json(req) = body.map_err(|e| WebError::BadRequest(e.body_text()))?;
     let revoked = service(&app)
-        .revoke(id, &req.by, &req.reason, now_ms())
+        .revoke(id, &who.actor(), &req.reason, now_ms())
         .await
         .map_err(refused)?;
     let (now, offset) = {
