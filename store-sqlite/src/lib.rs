@@ -18,6 +18,7 @@ use yunjian_aggregator_core::store::{
     NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
     WriteBatch,
 };
+use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
 
 /// Versioned migrations, applied in ascending version order, each once. Versions are explicit
@@ -465,11 +466,11 @@ impl RegisterStore for SqliteStorage {
 }
 
 impl UsageStore for SqliteStorage {
-    fn load_usage(&mut self, since_day: i32) -> Result<Vec<UsageDayRow>, StorageError> {
+    fn load_usage(&mut self, since_day: Day) -> Result<Vec<UsageDayRow>, StorageError> {
         usage::load_days(&self.conn, &self.err(), since_day)
     }
 
-    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
+    fn expire_usage(&mut self, before_day: Day) -> Result<usize, StorageError> {
         usage::expire(&self.conn, before_day).map_err(self.err())
     }
 

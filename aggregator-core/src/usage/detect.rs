@@ -25,8 +25,9 @@
 //! with `exemption_expired` set.
 
 use super::exempt::{Exemptions, ExpiredExemption, VmExemption};
-use super::history::{DailySummary, Date, Day, UsageHistory};
+use super::history::{DailySummary, UsageHistory};
 use crate::policy::Profile;
+use crate::time::Day;
 use serde::{Deserialize, Serialize};
 
 /// Version of the idle rule's logic (the evidence carries it; bump on any change of meaning).
@@ -186,11 +187,11 @@ pub enum FindingKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Window {
-    pub from: Date,
-    pub to: Date,
+    pub from: Day,
+    pub to: Day,
     pub days: u32,
     /// Idle only: the first day of the look-back for busy days.
-    pub lookback_from: Option<Date>,
+    pub lookback_from: Option<Day>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -208,7 +209,7 @@ pub struct Coverage {
     /// Share of the window's time covered by samples.
     pub coverage_pct: f64,
     /// First day with data (the VM's age).
-    pub first_day: Date,
+    pub first_day: Day,
     pub age_days: u32,
 }
 
@@ -242,7 +243,7 @@ pub struct Evidence {
     pub thresholds: Thresholds,
     pub coverage: Coverage,
     /// The days that qualified (quiet for idle; covered and under target for rightsizing).
-    pub qualifying_days: Vec<Date>,
+    pub qualifying_days: Vec<Day>,
     pub figures: Figures,
 }
 
@@ -311,7 +312,7 @@ impl Acc {
             days_covered: self.days_covered,
             days_required: required,
             coverage_pct: self.covered_s as f64 * 100.0 / (f64::from(window) * 86_400.0),
-            first_day: Date(since),
+            first_day: since,
             age_days: (today - since).max(0) as u32,
         }
     }
@@ -323,10 +324,10 @@ fn required_days(window: u32, pct: f64) -> u32 {
 
 fn window(from: Day, to: Day, lookback_from: Option<Day>) -> Window {
     Window {
-        from: Date(from),
-        to: Date(to),
+        from,
+        to,
         days: (to - from + 1) as u32,
-        lookback_from: lookback_from.map(Date),
+        lookback_from,
     }
 }
 
@@ -339,11 +340,11 @@ fn idle(
     profile: &str,
     qualifying: &mut Vec<Day>,
 ) -> Option<Evidence> {
-    let (from, to) = (today - p.window_days as Day, today - 1);
+    let (from, to) = (today - p.window_days as i32, today - 1);
     if since > from {
         return None; // younger than the window
     }
-    let lookback_from = today - p.lookback_days as Day;
+    let lookback_from = today - p.lookback_days as i32;
     let busy_cpu = (p.busy_cpu_p99_pct * 100.0) as u16;
     let quiet_cpu = (p.quiet_cpu_p95_pct * 100.0) as u16;
     let mut acc = Acc::default();
@@ -380,7 +381,7 @@ fn idle(
         window: window(from, to, Some(lookback_from)),
         thresholds: Thresholds::Idle(p.clone()),
         coverage: acc.coverage(p.window_days, required, since, today),
-        qualifying_days: qualifying.iter().map(|&d| Date(d)).collect(),
+        qualifying_days: qualifying.clone(),
         figures: acc.figures(),
     })
 }
@@ -416,7 +417,7 @@ fn rightsizing(
     profile: &str,
     qualifying: &mut Vec<Day>,
 ) -> Option<(Size, Size, Evidence)> {
-    let (from, to) = (today - p.window_days as Day, today - 1);
+    let (from, to) = (today - p.window_days as i32, today - 1);
     if since > from {
         return None;
     }
@@ -454,7 +455,7 @@ fn rightsizing(
         window: window(from, to, None),
         thresholds: Thresholds::Rightsizing(p.clone()),
         coverage: acc.coverage(p.window_days, required, since, today),
-        qualifying_days: qualifying.iter().map(|&d| Date(d)).collect(),
+        qualifying_days: qualifying.clone(),
         figures,
     };
     Some((current, rec, evidence))
@@ -474,7 +475,7 @@ impl UsageHistory {
             return Vec::new();
         }
         let today = self.day_of(now_ms);
-        let span = ip.lookback_days.max(ip.window_days).max(rp.window_days) as Day;
+        let span = ip.lookback_days.max(ip.window_days).max(rp.window_days) as i32;
         let mut days = Vec::with_capacity(span as usize + 1);
         let mut qualifying = Vec::with_capacity(span as usize + 1);
         let mut out = Vec::new();
@@ -526,7 +527,7 @@ impl UsageHistory {
 #[cfg(test)]
 mod tests {
     use super::super::exempt::{ExemptReason, NewExemption};
-    use super::super::history::{day_start_ms, Sample};
+    use super::super::history::Sample;
     use super::super::UsagePolicy;
     use super::*;
 
@@ -611,6 +612,12 @@ mod tests {
         assert_eq!(e.profile, "003");
         assert_eq!(e.window.days, 14);
         assert_eq!(e.window.to.to_string(), "2026-03-31");
+        // evidence is stored with the case: its dates are text
+        let json = serde_json::to_value(e).unwrap();
+        assert_eq!(json["window"]["to"], "2026-03-31");
+        assert_eq!(json["window"]["lookback_from"], "2026-02-25");
+        assert_eq!(json["coverage"]["first_day"], "2026-03-02");
+        assert_eq!(json["qualifying_days"][13], "2026-03-31");
         assert_eq!(e.qualifying_days.len(), 14);
         assert_eq!(e.coverage.days_covered, 14);
         assert!(e.coverage.coverage_pct > 99.0, "{:?}", e.coverage);
@@ -833,6 +840,6 @@ mod tests {
         let now = h.now_ms();
         assert_eq!(h.day_of(now), h.day_of(t) + 19);
         assert_eq!(h.evaluate(now, &p, &Exemptions::default()).len(), 1);
-        assert!(day_start_ms(h.day_of(now), h.offset_ms()) <= now);
+        assert!(h.day_of(now).start_ms(h.offset_ms()) <= now);
     }
 }

@@ -44,7 +44,7 @@ pub use detect::{
     UsageFinding, Window,
 };
 pub use exempt::{ExemptError, ExemptReason, Exemption, ExemptionState, Exemptions, NewExemption};
-pub use history::{DailySummary, Date, Day, Sample, UsageDayRow, UsageHistory};
+pub use history::{DailySummary, Sample, UsageDayRow, UsageHistory};
 
 use crate::time::duration;
 use serde::{Deserialize, Serialize};
