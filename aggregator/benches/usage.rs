@@ -129,7 +129,7 @@ fn main() {
         let mut found = (0, 0);
         for _ in 0..RUNS {
             let t = Instant::now();
-            let f = history.evaluate(now, &profile, ex);
+            let f = history.evaluate(now, profile.usage_rules(), ex);
             times.push(t.elapsed().as_secs_f64());
             let idle = f.iter().filter(|f| f.kind == FindingKind::Idle).count();
             found = (idle, f.len() - idle);

@@ -13,7 +13,7 @@
 //! p99 and max): a merged day never looks quieter than it was.
 //!
 //! Retention: days older than `retention_days` before a VM's latest report are dropped; the
-//! store drops them too ([`crate::store::UsageStore::expire_usage`]).
+//! store drops them too (`UsageStore::expire_usage`, called by the aggregator at start-up).
 
 use super::UsagePolicy;
 use crate::time::Day;

@@ -179,7 +179,9 @@ async fn findings(
     let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
     let u = read(&app);
     let now = q.now_ms.unwrap_or_else(|| event_now(&u));
-    let findings = u.history.evaluate(now, &app.profile, &u.exemptions);
+    let findings = u
+        .history
+        .evaluate(now, app.profile.usage_rules(), &u.exemptions);
     Ok(Json(FindingsBody {
         now_ms: now,
         today: u.history.day_of(now),

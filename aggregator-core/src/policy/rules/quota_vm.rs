@@ -136,8 +136,9 @@ fn system_name(vm: &VmAllocation) -> &str {
 mod tests {
     use super::*;
     use crate::fleet::Fleet;
+    use crate::policy::test_support::evaluate;
     use crate::register::changes::{change, ChangeRequest};
-    use crate::register::test_support::{evaluate, vm};
+    use crate::register::test_support::vm;
     use crate::register::Register;
     use yunjian_protocol::{Body, Envelope, GuestView, Inventory, Role};
 
