@@ -7,6 +7,26 @@
 //! [`reclaim`] cases. Everything that must outlive a restart goes through the ports of
 //! [`store`], implemented by the storage backend crates (`yunjian-store-sqlite`,
 //! `yunjian-store-postgres`).
+//!
+//! ## Layers
+//!
+//! Imports between the modules point one way, down this list (a module uses only those below
+//! it; `grep -rn "crate::" src/<module>` shows it):
+//!
+//! ```text
+//! store                      the ports: persist every domain's state
+//! reclaim                    cases from usage findings, deadlines on the calendar
+//! policy                     the profile and the rules over fleet, register and usage
+//! register   usage           allocations and changes; utilisation history and its findings
+//! fleet                      the latest state of every node
+//! antivirus  hardware  audit assessments of a node; the audit entry
+//! time  identity  liveness  alarms  ratelimit
+//! ```
+//!
+//! A lower module never names a higher one: the policy profile holds the usage sections and
+//! hands them to [`usage::UsageHistory::evaluate`] ([`policy::Profile::usage_rules`]); the
+//! register's test fixtures know nothing of rules (a rule's one-off evaluation for tests is in
+//! `policy`).
 
 pub mod alarms;
 pub mod antivirus;

@@ -183,13 +183,14 @@ pub trait RegisterStore {
 
 /// Utilisation history and the exemption register.
 pub trait UsageStore {
-    /// Stored utilisation days from `since_day` on (day numbers of [`crate::usage::history`]).
+    /// Stored utilisation days from `since_day` on. Backends keep a day as its number
+    /// ([`crate::time::Day`]`.0`, days since 1970-01-01).
     fn load_usage(
         &mut self,
-        since_day: i32,
+        since_day: crate::time::Day,
     ) -> Result<Vec<crate::usage::UsageDayRow>, StorageError>;
     /// Delete utilisation days before `before_day` (retention from the policy profile).
-    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError>;
+    fn expire_usage(&mut self, before_day: crate::time::Day) -> Result<usize, StorageError>;
     /// Every exemption ever registered, by id.
     fn load_exemptions(&mut self) -> Result<Vec<crate::usage::Exemption>, StorageError>;
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use yunjian_aggregator_core::policy::Profile;
 use yunjian_aggregator_core::store::prelude::*;
 use yunjian_aggregator_core::store::WriteBatch;
-use yunjian_aggregator_core::usage::history::day_start_ms;
+use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{
     DailySummary, ExemptReason, Exemptions, FindingKind, NewExemption, Sample, UsageDayRow,
     UsageHistory,
@@ -26,7 +26,7 @@ use yunjian_store_sqlite::SqliteStorage;
 
 const RUNS: usize = 7;
 /// 2026-03-02, a Monday, as a day number.
-const DAY0: i32 = 20_514;
+const DAY0: Day = Day(20_514);
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -102,7 +102,7 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e3
     );
     let offset = history.offset_ms();
-    let now = day_start_ms(DAY0 + days as i32, offset) + 3_600_000;
+    let now = (DAY0 + days as i32).start_ms(offset) + 3_600_000;
 
     let mut exemptions = Exemptions::default();
     let none = Exemptions::default();
@@ -129,7 +129,7 @@ fn main() {
         let mut found = (0, 0);
         for _ in 0..RUNS {
             let t = Instant::now();
-            let f = history.evaluate(now, &profile, ex);
+            let f = history.evaluate(now, profile.usage_rules(), ex);
             times.push(t.elapsed().as_secs_f64());
             let idle = f.iter().filter(|f| f.kind == FindingKind::Idle).count();
             found = (idle, f.len() - idle);
@@ -155,7 +155,7 @@ fn main() {
     // record: one day of 15-minute reports for 10,000 VMs, starting the day after a full one
     let rec_vms = 10_000.min(vms);
     let mut h = UsageHistory::new(&profile.usage);
-    let t0 = day_start_ms(DAY0, offset);
+    let t0 = DAY0.start_ms(offset);
     let mut times = Vec::new();
     for run in 0..RUNS as u64 {
         let start = t0 + run * 86_400_000;

@@ -126,7 +126,7 @@ impl Aggregator {
         let usage = crate::usage::Usage::shared(&profile.usage);
         {
             let mut u = usage.write().unwrap_or_else(|p| p.into_inner());
-            u.history.restore(reader.load_usage(i32::MIN)?);
+            u.history.restore(reader.load_usage(crate::time::Day::MIN)?);
             u.exemptions = crate::usage::Exemptions::restore(reader.load_exemptions()?);
             if u.history.now_ms() > 0 {
                 let today = u.history.day_of(u.history.now_ms());

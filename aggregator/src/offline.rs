@@ -355,7 +355,7 @@ pub fn migrate_storage(
     )?;
     progress("register units", copied.units);
 
-    let days = from.load_usage(i32::MIN).map_err(src)?;
+    let days = from.load_usage(crate::time::Day::MIN).map_err(src)?;
     copied.usage_days = days.len();
     for chunk in days.chunks(CHUNK) {
         write(
@@ -440,7 +440,7 @@ fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
         open_alarms: to.open_alarms().map_err(dst)?.len(),
         audit: to.audit(None, ALL).map_err(dst)?.len(),
         units: to.load_register().map_err(dst)?.units.len(),
-        usage_days: to.load_usage(i32::MIN).map_err(dst)?.len(),
+        usage_days: to.load_usage(crate::time::Day::MIN).map_err(dst)?.len(),
         exemptions: to.load_exemptions().map_err(dst)?.len(),
         sel: to.load_sel(ALL).map_err(dst)?.len(),
         cases: cases.len(),

@@ -209,10 +209,13 @@ impl RegisterStore for OffRuntime {
 }
 
 impl UsageStore for OffRuntime {
-    fn load_usage(&mut self, since_day: i32) -> Result<Vec<UsageDayRow>, StorageError> {
+    fn load_usage(
+        &mut self,
+        since_day: crate::time::Day,
+    ) -> Result<Vec<UsageDayRow>, StorageError> {
         blocking(|| self.0.load_usage(since_day))
     }
-    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
+    fn expire_usage(&mut self, before_day: crate::time::Day) -> Result<usize, StorageError> {
         blocking(|| self.0.expire_usage(before_day))
     }
     fn load_exemptions(&mut self) -> Result<Vec<Exemption>, StorageError> {

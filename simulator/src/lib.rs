@@ -19,6 +19,10 @@
 //!   `backfill`), for rules that need a long history.
 //! * [`clock`]: the accelerated event clock. [`rng`]: the deterministic generator.
 //!
+//! Dates (Beijing business hours, weekdays, month ends, a scenario's start date) come from
+//! `yunjian-time`, the same `Day` the aggregator counts in; the simulator depends on the
+//! protocol, the agent and that crate, never on the aggregator.
+//!
 //! ```no_run
 //! # async fn demo(master_key: yunjian_protocol::MasterKey) -> Result<(), yunjian_simulator::SimError> {
 //! use yunjian_simulator::{Scenario, SimConfig};

@@ -8,10 +8,8 @@
 use crate::rng::{hash_u64s, unit_f64, Rng};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use yunjian_time::{Day, BEIJING_OFFSET_MS, DAY_MS};
 
-/// Offset of Beijing time (UTC+8), where business hours happen.
-const BEIJING_OFFSET_MS: i64 = 8 * 3_600_000;
-const DAY_MS: i64 = 86_400_000;
 /// Event-time length of one bursty slot: a burst lasts a whole slot.
 const BURST_SLOT_MS: u64 = 5 * 60_000;
 
@@ -231,11 +229,11 @@ impl Workload {
 /// Share of the network scale kept by the mostly idle profiles.
 const QUIET_NET: f64 = 0.002;
 
-/// Beijing day number and hour of `ts_ms`.
-fn beijing_day_hour(ts_ms: u64) -> (i64, i64) {
+/// Beijing day and hour (0–23) of `ts_ms`.
+fn beijing_day_hour(ts_ms: u64) -> (Day, i64) {
     let local = ts_ms as i64 + BEIJING_OFFSET_MS;
     (
-        local.div_euclid(DAY_MS),
+        Day::of_ms(ts_ms, BEIJING_OFFSET_MS),
         local.rem_euclid(DAY_MS) / 3_600_000,
     )
 }
@@ -243,25 +241,14 @@ fn beijing_day_hour(ts_ms: u64) -> (i64, i64) {
 /// Inside the weekly batch run: 01:00–07:00 Beijing time on `weekday` (0 = Sunday).
 pub fn weekly_batch_hours(ts_ms: u64, weekday: i64) -> bool {
     let (day, hour) = beijing_day_hour(ts_ms);
-    // 1970-01-01 was a Thursday
-    (day + 4).rem_euclid(7) == weekday && (1..7).contains(&hour)
+    // Day::weekday counts from Monday = 0
+    i64::from((day.weekday() + 1) % 7) == weekday && (1..7).contains(&hour)
 }
 
 /// Inside the month-end peak: 09:00–18:00 Beijing time on the last two days of a month.
 pub fn month_end_hours(ts_ms: u64) -> bool {
     let (day, hour) = beijing_day_hour(ts_ms);
-    let month = |d: i64| civil_month(d);
-    (9..18).contains(&hour) && month(day + 2) != month(day)
-}
-
-/// Month (1–12) of a day number (days since 1970-01-01), Howard Hinnant's civil-from-days.
-fn civil_month(days: i64) -> u32 {
-    let z = days + 719_468;
-    let doe = z - z.div_euclid(146_097) * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    (if mp < 10 { mp + 3 } else { mp - 9 }) as u32
+    (9..18).contains(&hour) && (day + 2).ymd().1 != day.ymd().1
 }
 
 /// Office activity in `[0, 1]` at `ts_ms`: a daily sine with its minimum at 02:00 and maximum
@@ -271,13 +258,9 @@ pub fn business_curve(ts_ms: u64, shift_h: f64) -> f64 {
     let local = ts_ms as i64 + BEIJING_OFFSET_MS;
     let hour = local.rem_euclid(DAY_MS) as f64 / 3_600_000.0;
     let sine = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * (hour - 2.0 - shift_h) / 24.0).cos();
-    // 1970-01-01 was a Thursday: day 0 → 4 when Sunday is 0.
-    let weekday = (local.div_euclid(DAY_MS) + 4).rem_euclid(7);
-    let week = if weekday == 0 || weekday == 6 {
-        0.35
-    } else {
-        1.0
-    };
+    // Saturday and Sunday (Day::weekday 5 and 6)
+    let weekend = Day::of_ms(ts_ms, BEIJING_OFFSET_MS).weekday() >= 5;
+    let week = if weekend { 0.35 } else { 1.0 };
     sine * sine * week
 }
 

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use yunjian_protocol::topics::valid_node_id;
+use yunjian_time::{Day, DAY_MS};
 
 /// Why a scenario could not be used. Every variant names where the scenario came from.
 #[derive(Debug, thiserror::Error)]
@@ -471,29 +472,18 @@ fn datetime_to_unix_ms(dt: &toml::value::Datetime) -> Result<u64, String> {
         toml::value::Offset::Z => 0,
         toml::value::Offset::Custom { minutes } => i64::from(minutes),
     };
-    let days = days_from_civil(
+    let day = Day::from_ymd(
         i64::from(date.year),
-        i64::from(date.month),
-        i64::from(date.day),
+        u32::from(date.month),
+        u32::from(date.day),
     );
-    let ms = days * 86_400_000
+    let ms = i64::from(day.0) * DAY_MS
         + i64::from(time.hour) * 3_600_000
         + i64::from(time.minute) * 60_000
         + i64::from(time.second) * 1_000
         + i64::from(time.nanosecond / 1_000_000)
         - offset_min * 60_000;
     u64::try_from(ms).map_err(|_| format!("start {dt} is before 1970"))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -536,13 +526,6 @@ mod tests {
             let e = Scenario::from_toml_str(&format!("{text}\n{rack}")).unwrap_err();
             assert!(e.to_string().contains(says), "{text}: {e}");
         }
-    }
-
-    #[test]
-    fn civil_dates_convert_to_unix_time() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2025, 3, 3), 20_150);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use yunjian_protocol::{
 };
 
 const KIB_PER_GIB: u64 = 1 << 20;
-const DAY_MS: f64 = 86_400_000.0;
+const DAY_MS: f64 = yunjian_time::DAY_MS as f64;
 /// Extra host CPU per busy guest vCPU (emulation, vhost threads).
 const VIRT_CPU_OVERHEAD: f64 = 1.05;
 /// Host memory per GiB of guest memory beyond what the guest uses (QEMU, page tables).

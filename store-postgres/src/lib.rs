@@ -27,6 +27,7 @@ use yunjian_aggregator_core::store::{
     NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
     UserStore, WriteBatch,
 };
+use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{DailySummary, Exemption, UsageDayRow};
 use yunjian_protocol::hardware::SelEntry;
 use yunjian_ratelimit::now_ms;
@@ -532,7 +533,7 @@ fn write_usage(
                 _ => tx.query_one(&vm_id, &[&r.vm])?.get(0),
             };
             last = Some((r.vm.as_str(), id));
-            tx.execute(&day, &[&id, &r.summary.day, &&r.summary.encode()[..]])?;
+            tx.execute(&day, &[&id, &r.summary.day.0, &&r.summary.encode()[..]])?;
         }
     }
     if !exemptions.is_empty() {
@@ -806,18 +807,18 @@ impl RegisterStore for PostgresStorage {
 }
 
 impl UsageStore for PostgresStorage {
-    fn load_usage(&mut self, since_day: i32) -> Result<Vec<UsageDayRow>, StorageError> {
+    fn load_usage(&mut self, since_day: Day) -> Result<Vec<UsageDayRow>, StorageError> {
         let rows = self.query(
             "SELECT v.vm, d.day, d.summary FROM usage_days d JOIN usage_vms v ON v.id = d.vm_id
              WHERE d.day >= $1 ORDER BY d.vm_id, d.day",
-            &[&since_day],
+            &[&since_day.0],
         )?;
         rows.iter()
             .map(|r| {
                 let vm: String = r.get(0);
                 let day: i32 = r.get(1);
                 let blob: &[u8] = r.get(2);
-                let summary = DailySummary::decode(day, blob).ok_or_else(|| {
+                let summary = DailySummary::decode(Day(day), blob).ok_or_else(|| {
                     corrupt(
                         format!("usage of {vm}"),
                         format!("usage day {day}: summary blob of {} bytes", blob.len()),
@@ -828,11 +829,11 @@ impl UsageStore for PostgresStorage {
             .collect()
     }
 
-    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
+    fn expire_usage(&mut self, before_day: Day) -> Result<usize, StorageError> {
         let r = (|| -> Result<usize, StorageError> {
             let target = self.target.clone();
             self.client()?
-                .execute("DELETE FROM usage_days WHERE day < $1", &[&before_day])
+                .execute("DELETE FROM usage_days WHERE day < $1", &[&before_day.0])
                 .map(|n| n as usize)
                 .map_err(|e| backend(&target, e))
         })();

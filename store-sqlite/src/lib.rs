@@ -19,6 +19,7 @@ use yunjian_aggregator_core::store::{
     NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
     UserStore, WriteBatch,
 };
+use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
 use yunjian_ratelimit::now_ms;
 
@@ -470,11 +471,11 @@ impl RegisterStore for SqliteStorage {
 }
 
 impl UsageStore for SqliteStorage {
-    fn load_usage(&mut self, since_day: i32) -> Result<Vec<UsageDayRow>, StorageError> {
+    fn load_usage(&mut self, since_day: Day) -> Result<Vec<UsageDayRow>, StorageError> {
         usage::load_days(&self.conn, &self.err(), since_day)
     }
 
-    fn expire_usage(&mut self, before_day: i32) -> Result<usize, StorageError> {
+    fn expire_usage(&mut self, before_day: Day) -> Result<usize, StorageError> {
         usage::expire(&self.conn, before_day).map_err(self.err())
     }
 

@@ -6,6 +6,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use yunjian_aggregator_core::store::StorageError;
+use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{DailySummary, Exemption, UsageDayRow};
 
 pub(crate) const MIGRATION_20: &str = "CREATE TABLE usage_vms (
@@ -54,7 +55,7 @@ pub(crate) fn write(
                 },
             };
             last = Some((r.vm.as_str(), id));
-            day.execute(params![id, r.summary.day, &r.summary.encode()[..]])?;
+            day.execute(params![id, r.summary.day.0, &r.summary.encode()[..]])?;
         }
     }
     if !exemptions.is_empty() {
@@ -74,7 +75,7 @@ pub(crate) fn write(
 pub(crate) fn load_days(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
-    since_day: i32,
+    since_day: Day,
 ) -> Result<Vec<UsageDayRow>, StorageError> {
     let mut st = conn
         .prepare(
@@ -83,7 +84,7 @@ pub(crate) fn load_days(
         )
         .map_err(err)?;
     let rows = st
-        .query_map(params![since_day], |r| {
+        .query_map(params![since_day.0], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i32>(1)?,
@@ -94,10 +95,11 @@ pub(crate) fn load_days(
     let mut out = Vec::new();
     for row in rows {
         let (vm, day, blob) = row.map_err(err)?;
-        let summary = DailySummary::decode(day, &blob).ok_or_else(|| StorageError::Corrupt {
-            what: format!("usage of {vm}"),
-            reason: format!("usage day {day}: summary blob of {} bytes", blob.len()),
-        })?;
+        let summary =
+            DailySummary::decode(Day(day), &blob).ok_or_else(|| StorageError::Corrupt {
+                what: format!("usage of {vm}"),
+                reason: format!("usage day {day}: summary blob of {} bytes", blob.len()),
+            })?;
         out.push(UsageDayRow { vm, summary });
     }
     Ok(out)
@@ -127,14 +129,18 @@ pub(crate) fn load_exemptions(
 }
 
 /// Delete days before `before_day`.
-pub(crate) fn expire(conn: &Connection, before_day: i32) -> rusqlite::Result<usize> {
-    conn.execute("DELETE FROM usage_days WHERE day < ?1", params![before_day])
+pub(crate) fn expire(conn: &Connection, before_day: Day) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM usage_days WHERE day < ?1",
+        params![before_day.0],
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use crate::SqliteStorage;
     use yunjian_aggregator_core::store::{Schema, UsageStore, WriteBatch};
+    use yunjian_aggregator_core::time::Day;
     use yunjian_aggregator_core::usage::{
         DailySummary, ExemptReason, Exemption, Sample, UsageDayRow, UsageHistory, UsagePolicy,
     };
@@ -209,6 +215,6 @@ mod tests {
         assert_eq!(find(&rows[5].vm, rows[5].summary.day), rows[5].summary);
         assert_eq!(s.load_exemptions().unwrap(), vec![ex]);
         assert_eq!(s.expire_usage(day0 + 1).unwrap(), 2);
-        assert_eq!(s.load_usage(0).unwrap().len(), 4);
+        assert_eq!(s.load_usage(Day(0)).unwrap().len(), 4);
     }
 }

@@ -10,9 +10,10 @@
 use std::time::Duration;
 use yunjian_aggregator_core::alarms::{AlarmBook, AlarmEvent, AlarmKey};
 use yunjian_aggregator_core::fleet::Fleet as AggFleet;
-use yunjian_aggregator_core::policy::forecast::{beijing_date, DAY_MS, HOUR_MS};
+use yunjian_aggregator_core::policy::forecast::{DAY_MS, HOUR_MS};
 use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
 use yunjian_aggregator_core::register::{Pool, Register, Resources, ServerType, VmAllocation};
+use yunjian_aggregator_core::time::beijing_date;
 use yunjian_protocol::{Body, Envelope, Hello, Status};
 use yunjian_simulator::fleet::{Fleet as SimFleet, NodeKind};
 use yunjian_simulator::synth::{self, NodeSim};

@@ -27,6 +27,7 @@ use yunjian_aggregator_core::store::prelude::*;
 use yunjian_aggregator_core::store::{
     AuditEntry, EventRow, NodeRow, SelRow, StorageError, WriteBatch,
 };
+use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::exempt::Revocation;
 use yunjian_aggregator_core::usage::{
     ExemptReason, Exemption, Sample, UsageDayRow, UsageHistory, UsagePolicy,
@@ -75,7 +76,7 @@ fn everything(s: &mut dyn Storage, case_id: u64) -> Everything {
         alarms: s.open_alarms().unwrap(),
         audit: s.audit(None, 1000).unwrap(),
         register: s.load_register().unwrap(),
-        usage: s.load_usage(i32::MIN).unwrap(),
+        usage: s.load_usage(Day::MIN).unwrap(),
         exemptions: s.load_exemptions().unwrap(),
         sel: s.load_sel(1000).unwrap(),
         cases: s.reclaim_cases().unwrap(),
@@ -711,7 +712,7 @@ fn story(open: Open, sql: RawSql) {
     assert_eq!(s.expire_audit(T0 + 20).unwrap(), 1);
     assert_eq!(s.audit(None, 100).unwrap().len(), 3);
     assert_eq!(s.expire_usage(day0 + 1).unwrap(), 2);
-    assert_eq!(s.load_usage(i32::MIN).unwrap().len(), 4);
+    assert_eq!(s.load_usage(Day::MIN).unwrap().len(), 4);
     drop(s);
 
     // Two writers at once, each with its own handle: every entry of both is there.

@@ -7,6 +7,7 @@
 //! percent a day depending on the hour the window ends, which would announce a crossing every
 //! morning. Dates are event time, so a simulator's accelerated clock gives accelerated dates.
 
+use crate::time::{beijing_day, Day};
 use std::collections::VecDeque;
 
 pub const HOUR_MS: u64 = 3_600_000;
@@ -42,7 +43,7 @@ impl Bucket {
         self.n += 1;
     }
 
-    fn day(&self) -> u64 {
+    fn day(&self) -> Day {
         beijing_day(self.hour * HOUR_MS)
     }
 }
@@ -139,7 +140,7 @@ impl Trend {
         let now = self.last_ms as f64;
         // x: days relative to the newest sample (negative), y: the day's mean.
         let mut fit = Fit::default();
-        let mut day: Option<(u64, Fit)> = None;
+        let mut day: Option<(Day, Fit)> = None;
         for b in self.buckets.iter().take_while(|b| b.day() < today) {
             let x = (b.mean_ms() - now) / DAY_MS as f64;
             match &mut day {
@@ -228,19 +229,10 @@ pub fn crossing(l: Line, level: f64) -> Option<f64> {
     Some((level - l.intercept) / l.slope)
 }
 
-/// Days since the epoch in Beijing time.
-fn beijing_day(ms: u64) -> u64 {
-    crate::time::beijing_day(ms) as u64
-}
-
-/// The Beijing calendar date of `ms`, as `2026-12-03`.
-pub fn beijing_date(ms: u64) -> String {
-    crate::time::beijing_date(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::beijing_date;
 
     /// 2026-03-02 00:00 Beijing time.
     const T0: u64 = 1_772_380_800_000;

@@ -9,6 +9,8 @@ pub mod forecast;
 pub mod hysteresis;
 pub mod profile;
 pub mod rules;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 pub use profile::{Profile, ProfileError};
 

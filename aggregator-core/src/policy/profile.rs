@@ -200,6 +200,17 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// The idle and over-provisioned rules' settings, for [`crate::usage::UsageHistory::evaluate`].
+    pub fn usage_rules(&self) -> crate::usage::UsageRules<'_> {
+        crate::usage::UsageRules {
+            profile: &self.name,
+            idle: &self.idle,
+            rightsizing: &self.rightsizing,
+        }
+    }
+}
+
 impl Default for Profile {
     fn default() -> Self {
         Profile::load(DEFAULT).expect("the built-in default profile is valid")

@@ -5,57 +5,13 @@
 //! itself does not count) and ends at midnight (local time) at the end of the *n*-th one.
 //! Years no calendar file covers count weekends only; [`Calendar::covers`] tells which.
 
+use crate::time::Day;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The calendar shipped with the aggregator (used when `[reclaim] calendars` is empty).
 pub const BUILTIN_CN_2026: &str = include_str!("../../calendars/cn-2026.toml");
-
-const DAY_MS: i64 = 86_400_000;
-
-/// A calendar day: days since 1970-01-01.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Day(pub i64);
-
-impl Day {
-    pub fn from_ymd(y: i64, m: u32, d: u32) -> Day {
-        Day(crate::time::days_from_civil(y, m, d))
-    }
-
-    pub fn ymd(self) -> (i64, u32, u32) {
-        crate::time::civil_from_days(self.0)
-    }
-
-    /// `2026-10-08`.
-    pub fn parse(text: &str) -> Option<Day> {
-        let mut it = text.trim().splitn(3, '-');
-        let y: i64 = it.next()?.parse().ok()?;
-        let m: u32 = it.next()?.parse().ok()?;
-        let d: u32 = it.next()?.parse().ok()?;
-        if !(1..=12).contains(&m) || d == 0 || d > 31 {
-            return None;
-        }
-        let day = Day::from_ymd(y, m, d);
-        (day.ymd() == (y, m, d)).then_some(day)
-    }
-
-    /// Monday = 0 … Sunday = 6 (1970-01-01 was a Thursday).
-    pub fn weekday(self) -> u32 {
-        (self.0 + 3).rem_euclid(7) as u32
-    }
-
-    pub fn succ(self) -> Day {
-        Day(self.0 + 1)
-    }
-}
-
-impl std::fmt::Display for Day {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (y, m, d) = self.ymd();
-        write!(f, "{y:04}-{m:02}-{d:02}")
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalendarError {
@@ -197,7 +153,7 @@ impl Calendar {
             let mut d = from;
             while d <= to {
                 holidays.insert(d, h.name.clone());
-                d = d.succ();
+                d += 1;
             }
         }
         let mut workdays = BTreeMap::new();
@@ -234,14 +190,18 @@ impl Calendar {
             .or((day.weekday() >= 5).then_some("周末"))
     }
 
+    fn offset_ms(&self) -> i64 {
+        i64::from(self.utc_offset_hours) * 3_600_000
+    }
+
     /// The local calendar day of a Unix ms time.
     pub fn day_of(&self, ms: u64) -> Day {
-        Day((ms as i64 + self.utc_offset_hours as i64 * 3_600_000).div_euclid(DAY_MS))
+        Day::of_ms(ms, self.offset_ms())
     }
 
     /// Unix ms of local midnight at the start of `day`.
     pub fn start_of(&self, day: Day) -> u64 {
-        (day.0 * DAY_MS - self.utc_offset_hours as i64 * 3_600_000).max(0) as u64
+        day.start_ms(self.offset_ms())
     }
 
     /// The `n`-th working day after the day of `from_ms`.
@@ -249,7 +209,7 @@ impl Calendar {
         let mut d = self.day_of(from_ms);
         let mut left = n;
         while left > 0 {
-            d = d.succ();
+            d += 1;
             if self.is_working_day(d) {
                 left -= 1;
             }
@@ -260,7 +220,7 @@ impl Calendar {
     /// The deadline of `n` working days from `from_ms`: the end (local midnight) of the n-th
     /// working day after it. `n = 0`: the end of the start day.
     pub fn deadline(&self, from_ms: u64, n: u32) -> u64 {
-        self.start_of(self.nth_working_day_after(from_ms, n).succ())
+        self.start_of(self.nth_working_day_after(from_ms, n) + 1)
     }
 
     /// Working days strictly after the day of `from_ms` up to and including the day of `to_ms`
@@ -270,7 +230,7 @@ impl Calendar {
         let mut d = a;
         let mut n = 0;
         while d < b {
-            d = d.succ();
+            d += 1;
             if self.is_working_day(d) {
                 n += 1;
             }

@@ -524,7 +524,7 @@ pub fn deadline_for(state: State, rules: &Rules<'_>, since_ms: u64) -> Option<u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reclaim::calendar::Day;
+    use crate::time::Day;
 
     fn policy() -> ReclaimPolicy {
         ReclaimPolicy {

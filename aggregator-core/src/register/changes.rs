@@ -603,13 +603,12 @@ mod tests {
             &form(&[&format!("1,外网,OA,,APP,8,16,60,100,{UUID_A}")]),
         );
         let req = ChangeRequest {
-            by: "ops-li".into(),
             approved_by: "局长王".into(),
             vcpus: Some(16),
             reason: "业务量增长".into(),
             ..ChangeRequest::default()
         };
-        let u = change(&reg, &UUID_A.to_uppercase(), &req, 5).unwrap();
+        let u = change(&reg, &UUID_A.to_uppercase(), "ops-li", &req, 5).unwrap();
         assert_eq!(u.audit.subject, format!("vm:{UUID_A}"));
         assert_eq!(
             (
@@ -622,17 +621,16 @@ mod tests {
         reg.apply(u.record);
         assert_eq!(reg.vm_by_uuid(UUID_A).unwrap().vcpus, 16);
         assert!(matches!(
-            change(&reg, UUID_A, &req, 6),
+            change(&reg, UUID_A, "ops-li", &req, 6),
             Err(ChangeError::Invalid(_))
         ));
         assert!(matches!(
-            change(&reg, "nope", &req, 6),
+            change(&reg, "nope", "ops-li", &req, 6),
             Err(ChangeError::UnknownVm(_))
         ));
 
         // sanctioned with requests held: growth is held, giving back goes through
         let s = SanctionRequest {
-            by: "authority".into(),
             reason: "资源使用率长期偏低".into(),
             quota: Some(QuotaInput {
                 vcpus: 12.0,
@@ -642,14 +640,14 @@ mod tests {
             }),
             hold_requests: true,
         };
-        let u = sanction(&reg, "财政局", &s, 1_700_000_000_000).unwrap();
+        let u = sanction(&reg, "财政局", "authority", &s, 1_700_000_000_000).unwrap();
         assert_eq!(u.audit.detail["from"], json!(null));
         reg.apply(u.record);
         let more = ChangeRequest {
             vcpus: Some(24),
             ..req.clone()
         };
-        let e = change(&reg, UUID_A, &more, 7).unwrap_err();
+        let e = change(&reg, UUID_A, "ops-li", &more, 7).unwrap_err();
         assert_eq!(
             e.to_string(),
             "unit \"财政局\": requests for more resources are held since 2023-11-15 06:13 (UTC+8) (003 第三十条): 资源使用率长期偏低"
@@ -659,14 +657,14 @@ mod tests {
             vcpus: Some(14),
             ..req.clone()
         };
-        reg.apply(change(&reg, UUID_A, &less, 8).unwrap().record);
+        reg.apply(change(&reg, UUID_A, "ops-li", &less, 8).unwrap().record);
         assert_eq!(reg.vm_by_uuid(UUID_A).unwrap().vcpus, 14);
         // without the hold, growth past the lowered quota is refused
         let s2 = SanctionRequest {
             hold_requests: false,
             ..s
         };
-        let u = sanction(&reg, "财政局", &s2, 1_800_000_000_000).unwrap();
+        let u = sanction(&reg, "财政局", "authority", &s2, 1_800_000_000_000).unwrap();
         assert_eq!(
             u.record.unit.sanction.as_ref().unwrap().since_ms,
             1_700_000_000_000,
@@ -674,7 +672,7 @@ mod tests {
         );
         reg.apply(u.record);
         assert!(matches!(
-            change(&reg, UUID_A, &more, 9),
+            change(&reg, UUID_A, "ops-li", &more, 9),
             Err(ChangeError::OverQuota {
                 resource: "vcpus",
                 ..
@@ -684,7 +682,7 @@ mod tests {
         let u = lift(&reg, "财政局", "authority", Some("整改完成"), 10).unwrap();
         assert_eq!(u.audit.detail["note"], "整改完成");
         reg.apply(u.record);
-        assert!(change(&reg, UUID_A, &more, 11).is_ok());
+        assert!(change(&reg, UUID_A, "ops-li", &more, 11).is_ok());
         assert!(matches!(
             lift(&reg, "财政局", "a", None, 12),
             Err(ChangeError::NotSanctioned(_))

@@ -1,10 +1,7 @@
-//! Fixtures shared by the register's and the rules' unit tests.
+//! Fixtures for the register's unit tests and for other modules' and crates' tests that need
+//! a registered VM (feature `test-support`).
 
 use super::{ServerType, VmAllocation};
-use crate::alarms::Finding;
-use crate::fleet::Fleet;
-use crate::policy::{Context, Findings, Profile, Rule};
-use crate::register::Register;
 
 /// A registered VM of `unit`: `vcpus` vCPU, 16 GB, 60 + 300 GB.
 pub fn vm(unit: &str, uuid: &str, vcpus: u32) -> VmAllocation {
@@ -28,20 +25,4 @@ pub fn vm(unit: &str, uuid: &str, vcpus: u32) -> VmAllocation {
         note: String::new(),
         uuid: Some(uuid.into()),
     }
-}
-
-/// One evaluation of `rule` (a full one for a fresh rule).
-pub fn evaluate(rule: &mut dyn Rule, fleet: &Fleet, register: &Register) -> Vec<Finding> {
-    let profile = Profile::default();
-    let mut out = Findings::new();
-    rule.evaluate(
-        &Context {
-            fleet,
-            register,
-            profile: &profile,
-            now_ms: 0,
-        },
-        &mut out,
-    );
-    out.into_vec()
 }

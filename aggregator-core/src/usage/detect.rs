@@ -25,8 +25,8 @@
 //! with `exemption_expired` set.
 
 use super::exempt::{Exemptions, ExpiredExemption, VmExemption};
-use super::history::{DailySummary, Date, Day, UsageHistory};
-use crate::policy::Profile;
+use super::history::{DailySummary, UsageHistory};
+use crate::time::Day;
 use serde::{Deserialize, Serialize};
 
 /// Version of the idle rule's logic (the evidence carries it; bump on any change of meaning).
@@ -168,6 +168,16 @@ impl RightsizingPolicy {
     }
 }
 
+/// What the two rules are evaluated with: the policy profile's `[idle]` and `[rightsizing]`
+/// sections and its name (the evidence cites it). The profile hands them over
+/// (`Profile::usage_rules`), so this module needs nothing of the policy engine.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageRules<'a> {
+    pub profile: &'a str,
+    pub idle: &'a IdlePolicy,
+    pub rightsizing: &'a RightsizingPolicy,
+}
+
 /// A VM size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Size {
@@ -186,11 +196,11 @@ pub enum FindingKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Window {
-    pub from: Date,
-    pub to: Date,
+    pub from: Day,
+    pub to: Day,
     pub days: u32,
     /// Idle only: the first day of the look-back for busy days.
-    pub lookback_from: Option<Date>,
+    pub lookback_from: Option<Day>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -208,7 +218,7 @@ pub struct Coverage {
     /// Share of the window's time covered by samples.
     pub coverage_pct: f64,
     /// First day with data (the VM's age).
-    pub first_day: Date,
+    pub first_day: Day,
     pub age_days: u32,
 }
 
@@ -242,7 +252,7 @@ pub struct Evidence {
     pub thresholds: Thresholds,
     pub coverage: Coverage,
     /// The days that qualified (quiet for idle; covered and under target for rightsizing).
-    pub qualifying_days: Vec<Date>,
+    pub qualifying_days: Vec<Day>,
     pub figures: Figures,
 }
 
@@ -311,7 +321,7 @@ impl Acc {
             days_covered: self.days_covered,
             days_required: required,
             coverage_pct: self.covered_s as f64 * 100.0 / (f64::from(window) * 86_400.0),
-            first_day: Date(since),
+            first_day: since,
             age_days: (today - since).max(0) as u32,
         }
     }
@@ -323,10 +333,10 @@ fn required_days(window: u32, pct: f64) -> u32 {
 
 fn window(from: Day, to: Day, lookback_from: Option<Day>) -> Window {
     Window {
-        from: Date(from),
-        to: Date(to),
+        from,
+        to,
         days: (to - from + 1) as u32,
-        lookback_from: lookback_from.map(Date),
+        lookback_from,
     }
 }
 
@@ -339,11 +349,11 @@ fn idle(
     profile: &str,
     qualifying: &mut Vec<Day>,
 ) -> Option<Evidence> {
-    let (from, to) = (today - p.window_days as Day, today - 1);
+    let (from, to) = (today - p.window_days as i32, today - 1);
     if since > from {
         return None; // younger than the window
     }
-    let lookback_from = today - p.lookback_days as Day;
+    let lookback_from = today - p.lookback_days as i32;
     let busy_cpu = (p.busy_cpu_p99_pct * 100.0) as u16;
     let quiet_cpu = (p.quiet_cpu_p95_pct * 100.0) as u16;
     let mut acc = Acc::default();
@@ -380,7 +390,7 @@ fn idle(
         window: window(from, to, Some(lookback_from)),
         thresholds: Thresholds::Idle(p.clone()),
         coverage: acc.coverage(p.window_days, required, since, today),
-        qualifying_days: qualifying.iter().map(|&d| Date(d)).collect(),
+        qualifying_days: qualifying.clone(),
         figures: acc.figures(),
     })
 }
@@ -416,7 +426,7 @@ fn rightsizing(
     profile: &str,
     qualifying: &mut Vec<Day>,
 ) -> Option<(Size, Size, Evidence)> {
-    let (from, to) = (today - p.window_days as Day, today - 1);
+    let (from, to) = (today - p.window_days as i32, today - 1);
     if since > from {
         return None;
     }
@@ -454,7 +464,7 @@ fn rightsizing(
         window: window(from, to, None),
         thresholds: Thresholds::Rightsizing(p.clone()),
         coverage: acc.coverage(p.window_days, required, since, today),
-        qualifying_days: qualifying.iter().map(|&d| Date(d)).collect(),
+        qualifying_days: qualifying.clone(),
         figures,
     };
     Some((current, rec, evidence))
@@ -466,15 +476,15 @@ impl UsageHistory {
     pub fn evaluate(
         &self,
         now_ms: u64,
-        profile: &Profile,
+        rules: UsageRules<'_>,
         exemptions: &Exemptions,
     ) -> Vec<UsageFinding> {
-        let (ip, rp) = (&profile.idle, &profile.rightsizing);
+        let (ip, rp) = (rules.idle, rules.rightsizing);
         if !ip.enabled && !rp.enabled {
             return Vec::new();
         }
         let today = self.day_of(now_ms);
-        let span = ip.lookback_days.max(ip.window_days).max(rp.window_days) as Day;
+        let span = ip.lookback_days.max(ip.window_days).max(rp.window_days) as i32;
         let mut days = Vec::with_capacity(span as usize + 1);
         let mut qualifying = Vec::with_capacity(span as usize + 1);
         let mut out = Vec::new();
@@ -491,7 +501,7 @@ impl UsageHistory {
             h.visit(today - span, today, |d| days.push(*d));
             if ip.enabled {
                 if let Some(evidence) =
-                    idle(&days, since, today, ip, &profile.name, &mut qualifying)
+                    idle(&days, since, today, ip, rules.profile, &mut qualifying)
                 {
                     out.push(UsageFinding {
                         vm: vm.to_string(),
@@ -504,7 +514,7 @@ impl UsageHistory {
             }
             if rp.enabled {
                 if let Some((current, recommended, evidence)) =
-                    rightsizing(&days, since, today, rp, &profile.name, &mut qualifying)
+                    rightsizing(&days, since, today, rp, rules.profile, &mut qualifying)
                 {
                     out.push(UsageFinding {
                         vm: vm.to_string(),
@@ -526,9 +536,37 @@ impl UsageHistory {
 #[cfg(test)]
 mod tests {
     use super::super::exempt::{ExemptReason, NewExemption};
-    use super::super::history::{day_start_ms, Sample};
+    use super::super::history::Sample;
     use super::super::UsagePolicy;
     use super::*;
+
+    /// The usage sections of a policy profile named `003`, with the sections' defaults (the
+    /// built-in 003 profile's numbers).
+    struct Sections {
+        name: String,
+        usage: UsagePolicy,
+        idle: IdlePolicy,
+        rightsizing: RightsizingPolicy,
+    }
+
+    impl Sections {
+        fn of_003() -> Sections {
+            Sections {
+                name: "003".into(),
+                usage: UsagePolicy::default(),
+                idle: IdlePolicy::default(),
+                rightsizing: RightsizingPolicy::default(),
+            }
+        }
+
+        fn rules(&self) -> UsageRules<'_> {
+            UsageRules {
+                profile: &self.name,
+                idle: &self.idle,
+                rightsizing: &self.rightsizing,
+            }
+        }
+    }
 
     /// 2026-03-02 00:00 Beijing time (a Monday).
     const T0: u64 = 1_772_380_800_000;
@@ -584,7 +622,7 @@ mod tests {
 
     #[test]
     fn a_quiet_vm_is_idle_with_its_evidence_and_a_weekly_job_is_not() {
-        let p = Profile::default();
+        let p = Sections::of_003();
         let mut h = UsageHistory::new(&p.usage);
         feed(&mut h, "idle", 30, |_, _| 1.5);
         // busy four hours every Monday night
@@ -604,13 +642,19 @@ mod tests {
             }
         });
         let now = T0 + 30 * DAY + HOUR;
-        let f = h.evaluate(now, &p, &Exemptions::default());
+        let f = h.evaluate(now, p.rules(), &Exemptions::default());
         assert_eq!(idle_vms(&f), ["idle"]);
         let e = &f.iter().find(|f| f.vm == "idle").unwrap().evidence;
         assert_eq!((e.rule, e.rule_version), ("idle", IDLE_RULE_VERSION));
         assert_eq!(e.profile, "003");
         assert_eq!(e.window.days, 14);
         assert_eq!(e.window.to.to_string(), "2026-03-31");
+        // evidence is stored with the case: its dates are text
+        let json = serde_json::to_value(e).unwrap();
+        assert_eq!(json["window"]["to"], "2026-03-31");
+        assert_eq!(json["window"]["lookback_from"], "2026-02-25");
+        assert_eq!(json["coverage"]["first_day"], "2026-03-02");
+        assert_eq!(json["qualifying_days"][13], "2026-03-31");
         assert_eq!(e.qualifying_days.len(), 14);
         assert_eq!(e.coverage.days_covered, 14);
         assert!(e.coverage.coverage_pct > 99.0, "{:?}", e.coverage);
@@ -636,7 +680,7 @@ mod tests {
 
     #[test]
     fn the_month_end_peak_vetoes_for_the_whole_look_back() {
-        let p = Profile::default();
+        let p = Sections::of_003();
         let mut h = UsageHistory::new(&p.usage);
         feed(
             &mut h,
@@ -645,7 +689,7 @@ mod tests {
             |d, hr| if d == 10 && hr < 6 { 90.0 } else { 1.0 },
         );
         // 34 days after the peak it still counts, 36 days after it no longer does
-        assert!(idle_vms(&h.evaluate(T0 + 44 * DAY, &p, &Exemptions::default())).is_empty());
+        assert!(idle_vms(&h.evaluate(T0 + 44 * DAY, p.rules(), &Exemptions::default())).is_empty());
         let mut h2 = UsageHistory::new(&p.usage);
         feed(
             &mut h2,
@@ -653,23 +697,25 @@ mod tests {
             47,
             |d, hr| if d == 10 && hr < 6 { 90.0 } else { 1.0 },
         );
-        let f = h2.evaluate(T0 + 46 * DAY, &p, &Exemptions::default());
+        let f = h2.evaluate(T0 + 46 * DAY, p.rules(), &Exemptions::default());
         assert_eq!(idle_vms(&f), ["m"]);
     }
 
     #[test]
     fn too_young_or_too_thinly_covered_vms_are_not_judged() {
-        let p = Profile::default();
+        let p = Sections::of_003();
         let mut h = UsageHistory::new(&p.usage);
         feed(&mut h, "young", 13, |_, _| 1.0);
         let now = T0 + 13 * DAY + HOUR;
-        assert!(h.evaluate(now, &p, &Exemptions::default()).is_empty());
+        assert!(h
+            .evaluate(now, p.rules(), &Exemptions::default())
+            .is_empty());
         // 14 days old: judged
         let mut h = UsageHistory::new(&p.usage);
         feed(&mut h, "old", 14, |_, _| 1.0);
         let now = T0 + 14 * DAY + HOUR;
         assert_eq!(
-            idle_vms(&h.evaluate(now, &p, &Exemptions::default())),
+            idle_vms(&h.evaluate(now, p.rules(), &Exemptions::default())),
             ["old"]
         );
 
@@ -681,7 +727,7 @@ mod tests {
             }
         }
         assert!(h
-            .evaluate(T0 + 14 * DAY + HOUR, &p, &Exemptions::default())
+            .evaluate(T0 + 14 * DAY + HOUR, p.rules(), &Exemptions::default())
             .is_empty());
         // reports every 15 minutes but only four hours a day: each day 17 % covered
         let mut h = UsageHistory::new(&p.usage);
@@ -693,17 +739,18 @@ mod tests {
             }
         }
         assert_eq!(
-            h.evaluate(T0 + 15 * DAY, &p, &Exemptions::default()).len(),
+            h.evaluate(T0 + 15 * DAY, p.rules(), &Exemptions::default())
+                .len(),
             1
         );
         assert!(h2
-            .evaluate(T0 + 15 * DAY, &p, &Exemptions::default())
+            .evaluate(T0 + 15 * DAY, p.rules(), &Exemptions::default())
             .is_empty());
     }
 
     #[test]
     fn exempt_vms_are_left_out_until_the_exemption_expires() {
-        let p = Profile::default();
+        let p = Sections::of_003();
         let mut h = UsageHistory::new(&p.usage);
         feed(&mut h, "standby", 20, |_, _| 1.0);
         let mut ex = Exemptions::default();
@@ -723,8 +770,8 @@ mod tests {
             )
             .unwrap();
         ex.insert(e.clone());
-        assert!(h.evaluate(T0 + 17 * DAY, &p, &ex).is_empty());
-        let f = h.evaluate(T0 + 19 * DAY, &p, &ex);
+        assert!(h.evaluate(T0 + 17 * DAY, p.rules(), &ex).is_empty());
+        let f = h.evaluate(T0 + 19 * DAY, p.rules(), &ex);
         assert_eq!(f.len(), 1);
         let note = f[0].exemption_expired.as_ref().unwrap();
         assert_eq!((note.id, note.note), (e.id, "exemption expired"));
@@ -767,7 +814,7 @@ mod tests {
 
     #[test]
     fn an_oversized_vm_is_reported_with_a_smaller_size_and_a_busy_one_is_not() {
-        let p = Profile::default();
+        let p = Sections::of_003();
         let mut h = UsageHistory::new(&p.usage);
         // 8 vCPUs, 16 GiB, 3 GiB used; p95 12 % weekdays (not idle, not busy either)
         feed(&mut h, "big", 31, |d, hr| {
@@ -789,7 +836,7 @@ mod tests {
                 20.0
             }
         });
-        let f = h.evaluate(T0 + 31 * DAY, &p, &Exemptions::default());
+        let f = h.evaluate(T0 + 31 * DAY, p.rules(), &Exemptions::default());
         assert_eq!(f.len(), 1, "{:?}", kinds(&f));
         let FindingKind::OverProvisioned {
             current,
@@ -824,7 +871,7 @@ mod tests {
     #[test]
     fn evaluation_runs_on_event_time_not_the_wall_clock() {
         // a history from 2031: "today" is the day of the given now, whatever the wall says
-        let p = Profile::default();
+        let p = Sections::of_003();
         let mut h = UsageHistory::new(&UsagePolicy::default());
         let t = T0 + 5 * 365 * DAY;
         for q in 0..(20 * 96) {
@@ -832,7 +879,7 @@ mod tests {
         }
         let now = h.now_ms();
         assert_eq!(h.day_of(now), h.day_of(t) + 19);
-        assert_eq!(h.evaluate(now, &p, &Exemptions::default()).len(), 1);
-        assert!(day_start_ms(h.day_of(now), h.offset_ms()) <= now);
+        assert_eq!(h.evaluate(now, p.rules(), &Exemptions::default()).len(), 1);
+        assert!(h.day_of(now).start_ms(h.offset_ms()) <= now);
     }
 }

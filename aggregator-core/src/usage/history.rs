@@ -13,67 +13,18 @@
 //! p99 and max): a merged day never looks quieter than it was.
 //!
 //! Retention: days older than `retention_days` before a VM's latest report are dropped; the
-//! store drops them too ([`crate::store::UsageStore::expire_usage`]).
+//! store drops them too (`UsageStore::expire_usage`, called by the aggregator at start-up).
 
 use super::UsagePolicy;
+use crate::time::Day;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use yunjian_protocol::Report;
 
-pub const DAY_MS: i64 = 86_400_000;
 /// Buckets of the CPU histogram: 0.25 % wide up to 5 %, 1 % up to 20 %, 2.5 % up to 100 %.
 pub const CPU_BUCKETS: usize = 67;
 /// Weight of a VM's first sample, before a gap between two reports is known.
 const FIRST_STEP_MS: u64 = 10_000;
-
-/// A day number: days since 1970-01-01 in the deployment's time zone.
-pub type Day = i32;
-
-/// The day `ts_ms` falls on, `offset_ms` east of UTC.
-pub fn day_of(ts_ms: u64, offset_ms: i64) -> Day {
-    (ts_ms as i64 + offset_ms).div_euclid(DAY_MS) as Day
-}
-
-/// Event time (UTC ms) at which `day` starts.
-pub fn day_start_ms(day: Day, offset_ms: i64) -> u64 {
-    (i64::from(day) * DAY_MS - offset_ms).max(0) as u64
-}
-
-/// `YYYY-MM-DD` of a day number (Howard Hinnant's civil-from-days).
-pub fn date_string(day: Day) -> String {
-    let (y, m, d) = crate::time::civil_from_days(i64::from(day));
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// A day number that serialises as `YYYY-MM-DD` (formatted only when serialised).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date(pub Day);
-
-impl Serialize for Date {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&date_string(self.0))
-    }
-}
-
-impl std::fmt::Display for Date {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&date_string(self.0))
-    }
-}
-
-/// The day number of `YYYY-MM-DD`.
-pub fn parse_date(text: &str) -> Option<Day> {
-    let mut it = text.trim().splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: i64 = it.next()?.parse().ok()?;
-    let d: i64 = it.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let day = crate::time::days_from_civil(y, m as u32, d as u32);
-    // reject 2026-02-31 and the like: it must come back as written
-    (crate::time::civil_from_days(day) == (y, m as u32, d as u32)).then_some(day as Day)
-}
 
 /// The histogram bucket of a CPU value in hundredths of a percent (0..=10000).
 pub fn cpu_bucket(centi: u16) -> usize {
@@ -133,6 +84,7 @@ impl Sample {
 /// at most 0.25 points above it under 5 %, 1 point under 20 %, 2.5 points above).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct DailySummary {
+    #[serde(with = "crate::time::day_number")]
     pub day: Day,
     /// Reports the day rests on.
     pub samples: u32,
@@ -459,14 +411,14 @@ impl VmHistory {
         let known = self
             .days
             .front()
-            .map(|d| (d.day, d.day + self.days.len() as Day - 1));
+            .map(|d| (d.day, d.day + self.days.len() as i32 - 1));
         let (lo, hi) = self
             .open
             .iter()
             .fold(known.unwrap_or((Day::MAX, Day::MIN)), |(lo, hi), a| {
                 (lo.min(a.day), hi.max(a.day))
             });
-        for day in from.max(lo)..=to.min(hi) {
+        for day in from.max(lo).through(to.min(hi)) {
             if let Some(s) = self.view(day) {
                 f(&s);
             }
@@ -491,13 +443,13 @@ impl VmHistory {
         match self.days.front().map(|d| d.day) {
             None => self.days.push_back(empty(day)),
             Some(first) if day < first => {
-                for d in (day..first).rev() {
+                for d in day.through(first - 1).rev() {
                     self.days.push_front(empty(d));
                 }
             }
             Some(first) => {
-                let last = first + self.days.len() as Day - 1;
-                for d in last + 1..=day {
+                let last = first + self.days.len() as i32 - 1;
+                for d in (last + 1).through(day) {
                     if self.days.len() == self.days.capacity() {
                         // grow in small steps: a VM's ring never holds more than the retention
                         let room = (retention_days as usize).saturating_sub(self.days.len());
@@ -598,7 +550,7 @@ impl UsageHistory {
     }
 
     pub fn day_of(&self, ts_ms: u64) -> Day {
-        day_of(ts_ms, self.offset_ms)
+        Day::of_ms(ts_ms, self.offset_ms)
     }
 
     pub fn len(&self) -> usize {
@@ -630,7 +582,7 @@ impl UsageHistory {
 
     /// [`record`](Self::record) with the figures already extracted.
     pub fn record_sample(&mut self, vm: &str, ts_ms: u64, s: &Sample) {
-        let day = day_of(ts_ms, self.offset_ms);
+        let day = Day::of_ms(ts_ms, self.offset_ms);
         let retention = self.retention_days;
         let (offset, close_after, max_gap) = (self.offset_ms, self.close_after_ms, self.max_gap_ms);
         if !self.vms.contains_key(vm) {
@@ -639,8 +591,8 @@ impl UsageHistory {
         let Some(h) = self.vms.get_mut(vm) else {
             return;
         };
-        let newest_day = day_of(h.last_ts.max(ts_ms), offset);
-        if day <= newest_day - retention as Day {
+        let newest_day = Day::of_ms(h.last_ts.max(ts_ms), offset);
+        if day <= newest_day - retention as i32 {
             self.too_old += 1;
             return;
         }
@@ -673,7 +625,7 @@ impl UsageHistory {
         let mut i = 0;
         while i < h.open.len() {
             let a = &h.open[i];
-            let stale = day_start_ms(a.day + 1, offset) + close_after <= h.last_ts;
+            let stale = (a.day + 1).start_ms(offset) + close_after <= h.last_ts;
             if a.day != day && (a.late || stale) {
                 closed.push(h.close(i, retention));
             } else {
@@ -689,7 +641,7 @@ impl UsageHistory {
                 h.open.push(acc);
             }
         }
-        let keep_from = day_of(h.last_ts, offset) - retention as Day + 1;
+        let keep_from = Day::of_ms(h.last_ts, offset) - retention as i32 + 1;
         h.prune(keep_from);
         for d in closed {
             self.dirty.push((vm.to_string(), d));
@@ -703,7 +655,7 @@ impl UsageHistory {
     /// Close every open day that ended `close_after` before the history's clock (VMs that
     /// stopped reporting). Runs once per day of event time.
     fn roll(&mut self) {
-        let cutoff = day_of(
+        let cutoff = Day::of_ms(
             self.now_ms.saturating_sub(self.close_after_ms),
             self.offset_ms,
         );
@@ -759,7 +711,9 @@ impl UsageHistory {
         let retention = self.retention_days;
         for r in rows {
             // the history's clock resumes at the end of the latest stored day
-            let end = day_start_ms(r.summary.day + 1, self.offset_ms).saturating_sub(1);
+            let end = (r.summary.day + 1)
+                .start_ms(self.offset_ms)
+                .saturating_sub(1);
             self.now_ms = self.now_ms.max(end);
             self.vms
                 .entry(r.vm)
@@ -768,7 +722,7 @@ impl UsageHistory {
         }
         for h in self.vms.values_mut() {
             if let Some(last) = h.days.back().map(|d| d.day) {
-                h.prune(last - retention as Day + 1);
+                h.prune(last - retention as i32 + 1);
             }
         }
     }
@@ -844,7 +798,7 @@ mod tests {
     #[test]
     fn histogram_p95_is_at_or_just_above_the_true_value() {
         // 0.00 %, 0.05 %, ... 49.95 %: the true p95 is the 950th value, 47.45 %
-        let mut acc = DayAcc::new(0, false);
+        let mut acc = DayAcc::new(Day(0), false);
         for i in 0..1000u64 {
             acc.add(
                 &Sample {
@@ -857,7 +811,7 @@ mod tests {
         let p95 = acc.quantile(0.95);
         assert!((4745..=4745 + 250).contains(&p95), "{p95}");
         // low values are resolved to 0.25 points: 95 % of samples at 1 %, 5 % at 2.6 %
-        let mut acc = DayAcc::new(0, false);
+        let mut acc = DayAcc::new(Day(0), false);
         for i in 0..100 {
             acc.add(&sample(if i < 95 { 1.0 } else { 2.6 }), 10_000);
         }
@@ -877,7 +831,7 @@ mod tests {
         }
         let sunday = h.day_of(T0 - 1);
         assert_eq!(h.day_of(T0), sunday + 1);
-        assert_eq!(date_string(sunday + 1), "2026-03-02");
+        assert_eq!((sunday + 1).to_string(), "2026-03-02");
         // an hour after midnight (close_after) Sunday closed: 6 samples, 23:00..23:50
         let rows = h.take_dirty();
         assert_eq!(rows.len(), 1, "{rows:?}");
@@ -952,18 +906,18 @@ mod tests {
 
     #[test]
     fn summaries_encode_to_a_fixed_blob_and_back() {
-        let mut acc = DayAcc::new(20_500, false);
+        let mut acc = DayAcc::new(Day(20_500), false);
         for i in 0..50 {
             acc.add(&sample(i as f64), 60_000);
         }
         let s = acc.summary();
         let blob = s.encode();
         assert_eq!(blob.len(), ENCODED_LEN);
-        assert_eq!(DailySummary::decode(20_500, &blob), Some(s));
-        assert_eq!(DailySummary::decode(20_500, &blob[1..]), None);
+        assert_eq!(DailySummary::decode(Day(20_500), &blob), Some(s));
+        assert_eq!(DailySummary::decode(Day(20_500), &blob[1..]), None);
         let mut other = blob;
         other[0] = 9;
-        assert_eq!(DailySummary::decode(20_500, &other), None);
+        assert_eq!(DailySummary::decode(Day(20_500), &other), None);
         assert_eq!(std::mem::size_of::<DailySummary>(), 52);
     }
 
@@ -990,10 +944,13 @@ mod tests {
 
     #[test]
     fn dates_convert_both_ways() {
-        assert_eq!(date_string(0), "1970-01-01");
-        assert_eq!(parse_date("2026-03-02"), Some(day_of(T0, 8 * 3_600_000)));
-        assert_eq!(parse_date("2026-02-31"), None);
-        assert_eq!(parse_date("2026-13-01"), None);
-        assert_eq!(parse_date("yesterday"), None);
+        assert_eq!(Day(0).to_string(), "1970-01-01");
+        assert_eq!(
+            Day::parse("2026-03-02"),
+            Some(Day::of_ms(T0, 8 * 3_600_000))
+        );
+        assert_eq!(Day::parse("2026-02-31"), None);
+        assert_eq!(Day::parse("2026-13-01"), None);
+        assert_eq!(Day::parse("yesterday"), None);
     }
 }

@@ -28,7 +28,9 @@
 //! let sample = yunjian_aggregator_core::usage::Sample { cpu: 150, vcpus: 4, ..Default::default() };
 //! usage.history.record_sample("4c4c4544-0042-3510-8052-b4c04f4d3332", 1_772_380_800_000, &sample);
 //! let now = usage.history.now_ms();
-//! let findings = usage.history.evaluate(now, &profile, &usage.exemptions);
+//! // the profile hands over its `[idle]` and `[rightsizing]` sections: this module does not
+//! // depend on the policy engine
+//! let findings = usage.history.evaluate(now, profile.usage_rules(), &usage.exemptions);
 //! assert!(findings.is_empty()); // one sample is far from 14 days
 //! let day = usage.history.day_of(now);
 //! let days = usage.history.days("4c4c4544-0042-3510-8052-b4c04f4d3332", day - 29, day);
@@ -41,10 +43,10 @@ pub mod history;
 
 pub use detect::{
     Coverage, Evidence, Figures, FindingKind, IdlePolicy, RightsizingPolicy, Size, Thresholds,
-    UsageFinding, Window,
+    UsageFinding, UsageRules, Window,
 };
 pub use exempt::{ExemptError, ExemptReason, Exemption, ExemptionState, Exemptions, NewExemption};
-pub use history::{DailySummary, Date, Day, Sample, UsageDayRow, UsageHistory};
+pub use history::{DailySummary, Sample, UsageDayRow, UsageHistory};
 
 use crate::time::duration;
 use serde::{Deserialize, Serialize};

@@ -55,7 +55,7 @@ pub async fn run(
                 let u = usage.read().unwrap_or_else(|e| e.into_inner());
                 // the history's own clock: event time (the simulator's may run faster)
                 u.history
-                    .evaluate(u.history.now_ms(), &p.profile, &u.exemptions)
+                    .evaluate(u.history.now_ms(), p.profile.usage_rules(), &u.exemptions)
                     .iter()
                     .map(Detection::from_usage)
                     .collect()

@@ -1263,7 +1263,7 @@ mod tests {
         let s = setup();
         let r = &s.reclaim;
         let cal = Calendar::builtin();
-        let day = |d: &str| super::super::calendar::Day::parse(d).unwrap();
+        let day = |d: &str| crate::time::Day::parse(d).unwrap();
         // notified Tuesday 29 Sep 2026 10:00 Beijing: 5 working days → 30 Sep, 8, 9, 10 (调休), 12 Oct
         let t = cal.start_of(day("2026-09-29")) + 10 * 3_600_000;
         let ops = ops();

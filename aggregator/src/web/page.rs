@@ -300,7 +300,11 @@ mod tests {
             assert!(!body.is_empty(), "{name}");
         }
         // every asset file is used by some page
-        assert_eq!(linked.len(), super::super::assets::ASSETS.len(), "{linked:?}");
+        assert_eq!(
+            linked.len(),
+            super::super::assets::ASSETS.len(),
+            "{linked:?}"
+        );
         let (status, _, body) = get(&app, None, "/assets/nope.js").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body, "没有这个静态资源");

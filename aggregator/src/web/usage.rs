@@ -16,9 +16,9 @@ use super::session::Principal;
 use super::{AppState, WebError};
 use crate::ratelimit::now_ms;
 use crate::service::exemptions::{ExemptionFailure, ExemptionService};
-use crate::usage::history::{date_string, day_start_ms, parse_date};
+use crate::time::Day;
 use crate::usage::{
-    DailySummary, Day, ExemptError, ExemptReason, Exemption, ExemptionState, NewExemption, Usage,
+    DailySummary, ExemptError, ExemptReason, Exemption, ExemptionState, NewExemption, Usage,
     UsageFinding,
 };
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -66,7 +66,9 @@ struct DaysQuery {
 /// A day in natural units, for the evidence chart.
 #[derive(Debug, Serialize)]
 pub struct DayView {
-    pub date: String,
+    pub date: Day,
+    /// The day number (days since 1970-01-01).
+    #[serde(with = "crate::time::day_number")]
     pub day: Day,
     pub samples: u32,
     pub coverage_pct: f64,
@@ -88,7 +90,7 @@ impl From<&DailySummary> for DayView {
     fn from(d: &DailySummary) -> Self {
         let pct = |c: u16| f64::from(c) / 100.0;
         DayView {
-            date: date_string(d.day),
+            date: d.day,
             day: d.day,
             samples: d.samples,
             coverage_pct: d.coverage() * 100.0,
@@ -111,14 +113,14 @@ impl From<&DailySummary> for DayView {
 #[derive(Debug, Serialize)]
 pub struct DaysBody {
     pub vm: String,
-    pub from: String,
-    pub to: String,
+    pub from: Day,
+    pub to: Day,
     pub days: Vec<DayView>,
 }
 
 fn date_param(param: &'static str, v: Option<&str>) -> Result<Option<Day>, WebError> {
     v.map(|text| {
-        parse_date(text).ok_or(WebError::BadQueryValue {
+        Day::parse(text).ok_or(WebError::BadQueryValue {
             param,
             value: text.to_string(),
             allowed: "a date YYYY-MM-DD",
@@ -148,17 +150,11 @@ async fn days(
     if from > to || to - from >= MAX_RANGE_DAYS {
         return Err(WebError::BadRequest(format!(
             "date range {} .. {}: `from` must not be after `to`, and at most {MAX_RANGE_DAYS} days",
-            date_string(from),
-            date_string(to)
+            from, to
         )));
     }
     let days = h.days(&vm, from, to).iter().map(DayView::from).collect();
-    Ok(Json(DaysBody {
-        vm,
-        from: date_string(from),
-        to: date_string(to),
-        days,
-    }))
+    Ok(Json(DaysBody { vm, from, to, days }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,7 +167,7 @@ struct FindingsQuery {
 pub struct FindingsBody {
     /// Event time the rules were evaluated at; `today` is its day (not judged yet).
     pub now_ms: u64,
-    pub today: String,
+    pub today: Day,
     pub profile: String,
     pub vms_tracked: usize,
     pub findings: Vec<UsageFinding>,
@@ -184,10 +180,12 @@ async fn findings(
     let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
     let u = read(&app);
     let now = q.now_ms.unwrap_or_else(|| event_now(&u));
-    let findings = u.history.evaluate(now, &app.profile, &u.exemptions);
+    let findings = u
+        .history
+        .evaluate(now, app.profile.usage_rules(), &u.exemptions);
     Ok(Json(FindingsBody {
         now_ms: now,
-        today: date_string(u.history.day_of(now)),
+        today: u.history.day_of(now),
         profile: app.profile.name.clone(),
         vms_tracked: u.history.len(),
         findings,
@@ -200,7 +198,7 @@ pub struct ExemptionView {
     pub exemption: Exemption,
     pub state: ExemptionState,
     pub reason_label: &'static str,
-    pub expires: String,
+    pub expires: Day,
 }
 
 #[derive(Debug, Serialize)]
@@ -214,10 +212,7 @@ fn view(e: &Exemption, now: u64, offset_ms: i64) -> ExemptionView {
         exemption: e.clone(),
         state: e.state(now),
         reason_label: e.reason.label(),
-        expires: date_string(crate::usage::history::day_of(
-            e.expires_ms.saturating_sub(1),
-            offset_ms,
-        )),
+        expires: Day::of_ms(e.expires_ms.saturating_sub(1), offset_ms),
     }
 }
 
@@ -308,10 +303,10 @@ async fn create(
     let expires_ms = match (req.expires_ms, req.expires.as_deref()) {
         (Some(ms), None) => ms,
         (None, Some(date)) => {
-            let day = parse_date(date).ok_or_else(|| {
+            let day = Day::parse(date).ok_or_else(|| {
                 WebError::BadRequest(format!("expires {date:?} is not a date YYYY-MM-DD"))
             })?;
-            day_start_ms(day + 1, offset)
+            (day + 1).start_ms(offset)
         }
         _ => {
             return Err(WebError::BadRequest(
@@ -423,6 +418,12 @@ mod tests {
         assert_eq!(s, StatusCode::OK, "{body}");
         assert_eq!(body["days"].as_array().unwrap().len(), 4);
         assert_eq!(body["days"][0]["date"], "2026-03-02");
+        // the day number too, and the range as dates: the JSON the dashboard reads
+        assert_eq!(body["days"][0]["day"], 20_514);
+        assert_eq!(
+            (&body["from"], &body["to"]),
+            (&"2026-03-02".into(), &"2026-03-05".into())
+        );
         // every sample at 1.2 %: the bucket edge (1.25) is capped at the max
         assert_eq!(body["days"][1]["cpu_p95_pct"], 1.2);
         assert_eq!(body["days"][1]["coverage_pct"], 100.0);

@@ -9,8 +9,9 @@
 
 use super::capacity::{measure_use, Kind, Resource, CLAUSE};
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::policy::forecast::{beijing_date, Trend};
+use crate::policy::forecast::Trend;
 use crate::policy::{Context, Findings, Profile, Rule};
+use crate::time::beijing_date;
 use std::collections::HashMap;
 
 pub const NAME: &str = "capacity_forecast";

@@ -144,7 +144,8 @@ impl QuotaUnit {
 mod tests {
     use super::*;
     use crate::fleet::Fleet;
-    use crate::register::test_support::{evaluate, vm};
+    use crate::policy::test_support::evaluate;
+    use crate::register::test_support::vm;
     use crate::register::{Register, Sanction, Unit};
     use yunjian_protocol::{Body, Envelope, GuestView};
 

@@ -136,8 +136,9 @@ fn system_name(vm: &VmAllocation) -> &str {
 mod tests {
     use super::*;
     use crate::fleet::Fleet;
+    use crate::policy::test_support::evaluate;
     use crate::register::changes::{change, ChangeRequest};
-    use crate::register::test_support::{evaluate, vm};
+    use crate::register::test_support::vm;
     use crate::register::Register;
     use yunjian_protocol::{Body, Envelope, GuestView, Inventory, Role};
 
@@ -187,13 +188,12 @@ mod tests {
         );
         // the approved change request to 16 makes it lawful
         let req = ChangeRequest {
-            by: "ops-li".into(),
             approved_by: "大数据局".into(),
             vcpus: Some(16),
             reason: "扩容".into(),
             ..ChangeRequest::default()
         };
-        reg.apply(change(&reg, UUID, &req, 1).unwrap().record);
+        reg.apply(change(&reg, UUID, "ops-li", &req, 1).unwrap().record);
         assert!(evaluate(&mut QuotaVm::default(), &f, &reg).is_empty());
     }
 

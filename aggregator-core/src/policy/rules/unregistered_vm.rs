@@ -95,7 +95,8 @@ impl UnregisteredVm {
 mod tests {
     use super::*;
     use crate::fleet::Fleet;
-    use crate::register::test_support::{evaluate, vm};
+    use crate::policy::test_support::evaluate;
+    use crate::register::test_support::vm;
     use crate::register::Register;
     use yunjian_protocol::{Body, Envelope, GuestView, Inventory, Role};
 
