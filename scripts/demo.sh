@@ -51,29 +51,43 @@ if [ ! -e "$DATA/register-imported" ]; then
   touch "$DATA/register-imported"
 fi
 
-# The people who act on reclaim cases (/reclaim/{id}, POST /api/reclaim/cases/{id}/{step}): an
-# ops token, an authority token and one per unit, made once for this data dir (docs/RECLAIM.md,
-# "Roles and authorisation"). Cases are opened from the usage findings every 20 s rather than
-# every minute, so the idle VMs of the simulator's history show soon after it is in.
+# Cases are opened from the usage findings every 20 s rather than every minute, so the idle VMs
+# of the simulator's history show soon after it is in. (A config from an older demo listed
+# reclaim tokens, which are now users: it is rewritten.)
 CONFIG="$DATA/aggregator.toml"
-if [ ! -e "$CONFIG" ]; then
-  token() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+if [ ! -e "$CONFIG" ] || grep -q '^tokens = \[' "$CONFIG"; then
   {
-    echo "# written by scripts/demo.sh: the demo's reclaim tokens (docs/RECLAIM.md)"
+    echo "# written by scripts/demo.sh"
     echo "[reclaim]"
     echo "detect_every = \"20s\""
-    echo "tokens = ["
-    echo "  { token = \"$(token)\", role = \"ops\", name = \"demo-ops\" },"
-    echo "  { token = \"$(token)\", role = \"authority\", name = \"demo-authority\" },"
+  } > "$CONFIG"
+fi
+
+# One user per role and one per simulated unit, made once for this data dir with generated
+# passwords: shown now and kept (mode 0600) in $DATA/demo-users.txt for the demo only.
+USERS="$DATA/demo-users.txt"
+if [ ! -e "$USERS" ]; then
+  add_user() { # name role [unit]
+    local pw
+    pw=$("$BIN/yunjian-aggregator" --data-dir "$DATA" user add --name "$1" --role "$2" \
+      ${3:+--unit "$3"} --display-name "演示-$1" 2>&1 | sed -n 's/^初始密码[^：]*：//p')
+    [ -n "$pw" ] || { echo "error: could not create demo user $1" >&2; exit 1; }
+    printf '%s\t%s\t%s\t%s\n' "$2" "$1" "$pw" "${3:-}"
+  }
+  {
+    add_user demo-admin admin
+    add_user demo-ops ops
+    add_user demo-authority authority
+    add_user demo-auditor auditor
+    i=0
     for form in "$DATA"/forms/*.csv; do
       [ -e "$form" ] || continue
-      unit=$(basename "$form" .csv)
-      echo "  { token = \"$(token)\", role = \"unit\", name = \"demo-$unit\", unit = \"$unit\" },"
+      i=$((i + 1))
+      add_user "demo-unit$i" unit "$(basename "$form" .csv)"
     done
-    echo "]"
-  } > "$CONFIG.tmp"
-  chmod 600 "$CONFIG.tmp"
-  mv "$CONFIG.tmp" "$CONFIG"
+  } > "$USERS.tmp"
+  chmod 600 "$USERS.tmp"
+  mv "$USERS.tmp" "$USERS"
 fi
 
 "$BIN/yunjian-aggregator" --config "$CONFIG" --data-dir "$DATA" --http-listen "$HTTP" --mqtt-listen "$MQTT" &
@@ -111,8 +125,8 @@ echo
 echo "  云鉴 dashboard:  http://$HTTP/"
 echo "  JSON API:        http://$HTTP/api/nodes     metrics: http://$HTTP/metrics"
 echo "  MQTT broker:     $MQTT (embedded)"
-echo "  reclaim tokens:  (the token field of /reclaim/{id}, or Authorization: Bearer; in $CONFIG)"
-sed -n 's/^  { token = "\([^"]*\)", role = "\([^"]*\)", name = "\([^"]*\)".*/    \2\t\3\t\1/p' "$CONFIG"
+echo "  sign in as (role, login name, password, unit; kept in $USERS):"
+sed 's/^/    /' "$USERS"
 echo "  The simulator first sends the scenario's history (demo.toml: 36 days; its log says"
 echo "  \"backfill: N of M reports\"); the idle VMs' cases appear on /reclaim soon after it."
 echo "  Ctrl-C stops the aggregator, the simulator and the agent."

@@ -10,6 +10,11 @@
 //! the event stream is a fetch that never ends, so a page with a live stream never finishes its
 //! budget.
 //!
+//! Every page needs a signed-in user: one test signs in through the real sign-in page (its
+//! session cookie and CSRF token then carry the page's writes); the others send an API token
+//! with every request of the page (`Network.setExtraHTTPHeaders`). Two tests check what a
+//! `unit` user and an `auditor` are offered.
+//!
 //! Needs `chromium` on PATH (Debian: `apt-get install chromium`). Without it the test prints a
 //! SKIP line, or fails when `CI` is set.
 //!
@@ -31,8 +36,11 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tungstenite::{Message, WebSocket};
 use yunjian_aggregator::metrics::Metrics;
+use yunjian_aggregator::service::identity::TEST_PASSWORD;
+use yunjian_aggregator::web::session::Auth;
 use yunjian_aggregator::web::{serve, AppState};
 use yunjian_aggregator_core::fleet::{Fleet, SharedFleet};
+use yunjian_aggregator_core::identity::Role as UserRole;
 use yunjian_protocol::{
     Body, DiskSample, Envelope, GuestView, Hello, Inventory, Memory, NetSample, Report, Role,
     Status,
@@ -194,6 +202,8 @@ struct Served {
     url: String,
     fleet: SharedFleet,
     changes: watch::Sender<u64>,
+    /// The users: `auth.test_bearer(…)` adds one and gives their API token.
+    auth: Auth,
     _rt: Runtime,
 }
 
@@ -208,11 +218,13 @@ fn serve_fleet(fleet: Fleet) -> Served {
     let fleet: SharedFleet = Arc::new(RwLock::new(fleet));
     let (changes, changes_rx) = watch::channel(0u64);
     let state = AppState::new(fleet.clone(), Arc::new(Metrics::default()), changes_rx);
+    let auth = state.auth.clone();
     rt.spawn(serve(listener, state, std::future::pending()));
     Served {
         url,
         fleet,
         changes,
+        auth,
         _rt: rt,
     }
 }
@@ -277,6 +289,45 @@ impl Browser {
         }
     }
 
+    /// Launch on a blank page, have the page send `Authorization: Bearer {token}` with every
+    /// request (documents, assets, fetches, the event stream), then open `url` and wait until
+    /// it has loaded.
+    fn launch_with_token(bin: &Path, url: &str, token: &str, extra: &[&str]) -> Browser {
+        let mut browser = Browser::launch(bin, "about:blank", extra);
+        browser.call("Network.enable", json!({}));
+        browser.call(
+            "Network.setExtraHTTPHeaders",
+            json!({ "headers": { "Authorization": format!("Bearer {token}") } }),
+        );
+        browser.call("Page.navigate", json!({ "url": url }));
+        // loaded, its styles included (the tests read computed styles)
+        browser.wait_for(
+            "the page loaded",
+            &format!(
+                "location.href === {} && document.readyState === 'complete'",
+                json!(url)
+            ),
+        );
+        browser
+    }
+
+    /// Sign in on the sign-in page the browser was sent to, as a person would: fill in the
+    /// form and submit it. The page then goes on to where it was asked for.
+    fn sign_in(&mut self, name: &str, password: &str) {
+        self.wait_for(
+            "the sign-in page",
+            // complete: its script is listening for the form's submission
+            "location.pathname === '/login' && document.readyState === 'complete'",
+        );
+        self.eval(&format!(
+            "document.getElementById('name').value = {name}; \
+             document.getElementById('password').value = {password}; \
+             document.getElementById('login').requestSubmit(); true",
+            name = json!(name),
+            password = json!(password),
+        ));
+    }
+
     /// Send one DevTools command and return its result.
     fn call(&mut self, method: &str, params: Value) -> Value {
         match self.try_call(method, params) {
@@ -301,6 +352,7 @@ impl Browser {
                 self.log.push(reply["params"]["entry"].take());
                 continue;
             }
+            // other events (every request, with `Network.enable`) are not waited for
             if reply["id"] == id {
                 if reply.get("error").is_some() {
                     return Err(reply);
@@ -527,7 +579,8 @@ fn test_fleet() -> Fleet {
 fn dashboard_renders_the_fleet_live_in_chromium() {
     let Some(bin) = chromium() else { return };
     let served = serve_fleet(test_fleet());
-    let mut page = Browser::launch(&bin, &served.url, &[]);
+    let ops = served.auth.test_bearer("ops-1", UserRole::Ops, None);
+    let mut page = Browser::launch_with_token(&bin, &served.url, &ops, &[]);
     page.wait_for(
         "the first frame of the live stream",
         "document.querySelector('#conn.live') !== null && \
@@ -744,9 +797,11 @@ fn demo_fleet() -> Fleet {
 fn readme_screenshot() {
     let Some(bin) = chromium() else { return };
     let served = serve_fleet(demo_fleet());
-    let mut page = Browser::launch(
+    let ops = served.auth.test_bearer("ops-1", UserRole::Ops, None);
+    let mut page = Browser::launch_with_token(
         &bin,
         &served.url,
+        &ops,
         &[
             "--window-size=1400,900",
             "--hide-scrollbars",
@@ -775,6 +830,8 @@ const CAP_VM: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 /// unit system at its CPU peak; writes (acknowledgements) are collected.
 struct CapacityServed {
     url: String,
+    /// The users: `auth.test_bearer(…)` adds one (password [`TEST_PASSWORD`]).
+    auth: Auth,
     policy: yunjian_aggregator_core::policy::SharedPolicy,
     stored: Arc<std::sync::Mutex<Vec<yunjian_aggregator_core::store::WriteBatch>>>,
     _rt: Runtime,
@@ -889,9 +946,11 @@ fn serve_capacity() -> CapacityServed {
         }
     });
     let policy = state.policy.clone();
+    let auth = state.auth.clone();
     rt.spawn(serve(listener, state, std::future::pending()));
     CapacityServed {
         url,
+        auth,
         policy,
         stored,
         _rt: rt,
@@ -911,8 +970,20 @@ fn capacity_and_alarm_pages_work_in_chromium() {
         engine.book().get_open(&key).expect("the pool's alarm").id
     };
 
-    // the capacity page: bars against the 70% line, the alarm's state
+    // not signed in, the capacity page sends the browser to sign in; then it comes back
+    served.auth.test_bearer("ops-1", UserRole::Ops, None);
     let mut page = Browser::launch(&bin, &format!("{}capacity", served.url), &[]);
+    page.sign_in("ops-1", TEST_PASSWORD);
+    page.wait_for(
+        "the capacity page after signing in",
+        "location.pathname === '/capacity' && document.getElementById('who') !== null",
+    );
+    assert_eq!(
+        page.eval("document.getElementById('who').dataset.name"),
+        "ops-1"
+    );
+
+    // the capacity page: bars against the 70% line, the alarm's state
     let pool = "section[data-scope=\\\"pool:甲\\\"]";
     page.wait_for(
         "the pool's figures",
@@ -983,7 +1054,8 @@ fn capacity_and_alarm_pages_work_in_chromium() {
     );
     assert_eq!(text(&mut page, "header nav a[aria-current=page]"), "容量");
 
-    // the alarm page: list, refuse an acknowledgement without a name, then acknowledge
+    // the alarm page: list, refuse a write without the session's CSRF token, then acknowledge
+    // as the signed-in user
     page.call(
         "Page.navigate",
         json!({ "url": format!("{}alarms", served.url) }),
@@ -1022,19 +1094,21 @@ fn capacity_and_alarm_pages_work_in_chromium() {
     }
     assert_eq!(page.eval("document.querySelectorAll('img').length"), 0);
 
+    // the session cookie alone does not make a write: without the CSRF token it is refused
+    let forged = page.eval(&format!(
+        "(() => {{ const x = new XMLHttpRequest(); \
+         x.open('POST', '/api/alarms/{id}/ack', false); \
+         x.setRequestHeader('Content-Type', 'application/json'); x.send('{{}}'); \
+         return x.status + ' ' + JSON.parse(x.responseText).code; }})()"
+    ));
+    assert_eq!(forged, "403 csrf");
     let click = format!("document.querySelector('#open tr[data-id=\"{id}\"] button.ack').click()");
-    page.eval(&click);
-    page.wait_for(
-        "a refusal without a name",
-        "document.getElementById('ack-result').textContent === '请先填写确认人'",
-    );
-    page.eval("document.getElementById('ack-by').value = '值班员 张三'");
     page.eval(&click);
     page.wait_for(
         "the acknowledgement",
         &format!(
             "document.getElementById('ack-result').textContent\
-             .startsWith('已确认告警 #{id}（确认人：值班员 张三')"
+             .startsWith('已确认告警 #{id}（确认人：ops-1')"
         ),
     );
     page.wait_for(
@@ -1043,7 +1117,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
             "document.querySelector('#open tr[data-id=\"{id}\"] td.state').textContent === '已确认'"
         ),
     );
-    assert!(row(&mut page, id).contains("值班员 张三"));
+    assert!(row(&mut page, id).contains("ops-1"));
     let acked: Vec<String> = served
         .stored
         .lock()
@@ -1057,7 +1131,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
             _ => None,
         })
         .collect();
-    assert_eq!(acked, ["值班员 张三"], "stored once, with who");
+    assert_eq!(acked, ["ops-1"], "stored once, with who (the login name)");
     page.assert_no_blocked_content();
     let engine = served.policy.lock().unwrap();
     assert_eq!(
@@ -1074,7 +1148,8 @@ fn capacity_and_alarm_pages_work_in_chromium() {
 
 /// Two servers of rack 机柜-07: rack-h1 at 95 °C (critical, with its SEL entry) after two
 /// cooler sweeps, rack-h2 fine. The policy engine has evaluated once.
-fn serve_racks() -> (String, Runtime) {
+/// Returns the URL, an ops user's API token and the runtime serving it.
+fn serve_racks() -> (String, String, Runtime) {
     use yunjian_protocol::hardware::{
         BmcState, ChassisState, HardwareReport, SelEntry, SensorReading, SensorStatus, Thresholds,
     };
@@ -1165,15 +1240,16 @@ fn serve_racks() -> (String, Runtime) {
         changes_rx,
     );
     state.policy = Arc::new(std::sync::Mutex::new(engine));
+    let ops = state.auth.test_bearer("ops-1", UserRole::Ops, None);
     rt.spawn(serve(listener, state, std::future::pending()));
-    (url, rt)
+    (url, ops, rt)
 }
 
 #[test]
 fn rack_and_server_pages_work_in_chromium() {
     let Some(bin) = chromium() else { return };
-    let (url, _rt) = serve_racks();
-    let mut page = Browser::launch(&bin, &format!("{url}racks"), &[]);
+    let (url, ops, _rt) = serve_racks();
+    let mut page = Browser::launch_with_token(&bin, &format!("{url}racks"), &ops, &[]);
     page.wait_for(
         "the rack",
         "document.querySelector('.rack li[data-node=\"rack-h2\"]') !== null",
@@ -1224,5 +1300,84 @@ fn rack_and_server_pages_work_in_chromium() {
     let body = body.as_str().unwrap();
     assert!(body.contains("Upper Critical going high"), "{body}");
     assert!(body.contains("001 第十六条"), "{body}");
+    page.assert_no_blocked_content();
+}
+
+/// The links of the page's navigation bar, in order.
+const NAV: &str =
+    "[...document.querySelectorAll('header nav a')].map(a => a.textContent).join(',')";
+
+#[test]
+fn a_unit_user_is_offered_only_their_pages_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let served = serve_capacity();
+    let unit = served
+        .auth
+        .test_bearer("sjj-li", UserRole::Unit, Some("市数据局"));
+    // the overview is cloud-wide: not for a unit; the refusal is a page, in Chinese
+    let mut page = Browser::launch_with_token(&bin, &served.url, &unit, &[]);
+    page.wait_for(
+        "the refusal page",
+        "document.querySelector('main h2') !== null && \
+         document.querySelector('main h2').textContent === '无权访问此页面'",
+    );
+    assert_eq!(page.eval("document.title"), "云鉴 · 无权访问");
+    assert_eq!(page.eval("document.documentElement.lang"), "zh-CN");
+    assert_eq!(page.eval(NAV), "告警,降配回收");
+    assert_eq!(
+        page.eval("document.getElementById('who').dataset.unit"),
+        "市数据局"
+    );
+
+    // the alarms page: the unit's own alarm only (not the pool's), nothing to acknowledge
+    page.call(
+        "Page.navigate",
+        json!({ "url": format!("{}alarms", served.url) }),
+    );
+    page.wait_for(
+        "the unit's alarm",
+        "[...document.querySelectorAll('#open tr')].some(r => r.innerText.includes('002 第十一条'))",
+    );
+    assert_eq!(page.eval(NAV), "告警,降配回收");
+    let open = page.eval("document.querySelector('#open').innerText");
+    let open = open.as_str().unwrap();
+    assert!(open.contains("市数据局"), "{open}");
+    assert!(!open.contains("资源池 甲"), "another's alarm shown: {open}");
+    assert_eq!(
+        page.eval("document.querySelectorAll('button.ack').length"),
+        0
+    );
+    page.assert_no_blocked_content();
+}
+
+#[test]
+fn an_auditor_reads_the_alarms_but_is_offered_no_acknowledgement_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let served = serve_capacity();
+    let auditor = served
+        .auth
+        .test_bearer("audit-sun", UserRole::Auditor, None);
+    let mut page =
+        Browser::launch_with_token(&bin, &format!("{}alarms", served.url), &auditor, &[]);
+    page.wait_for(
+        "the open alarms",
+        "document.querySelectorAll('#open tr[data-id]').length === 2",
+    );
+    let open = page.eval("document.querySelector('#open').innerText");
+    let open = open.as_str().unwrap();
+    assert!(
+        open.contains("资源池 甲 内存使用率 72.0%") && open.contains("未确认"),
+        "{open}"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('button.ack').length"),
+        0
+    );
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('button')].some(b => b.textContent === '确认')"),
+        false
+    );
+    // the auditor reads every page (the audit log is theirs), the reclaim cases included
+    assert_eq!(page.eval(NAV), "总览,机柜,容量,告警,登记,杀毒软件,降配回收");
     page.assert_no_blocked_content();
 }

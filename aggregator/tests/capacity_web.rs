@@ -15,6 +15,7 @@ use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator::web::{router, AppState};
 use yunjian_aggregator_core::alarms::{Alarm, AlarmBook, AlarmKey, AlarmState, Level};
 use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::identity::Role as UserRole;
 use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
 use yunjian_aggregator_core::register::{Pool, Register, Resources, ServerType, VmAllocation};
 use yunjian_protocol::{
@@ -129,6 +130,8 @@ fn vm(uuid: &str) -> VmAllocation {
 struct Setup {
     state: AppState,
     profile: Profile,
+    /// An ops user's bearer token (ops reads capacity and acknowledges alarms).
+    ops: String,
 }
 
 fn setup() -> Setup {
@@ -169,7 +172,12 @@ fn setup() -> Setup {
         rules::build(&profile, &[]),
         AlarmBook::new(),
     )));
-    Setup { state, profile }
+    let ops = state.auth.test_bearer("ops-1", UserRole::Ops, None);
+    Setup {
+        state,
+        profile,
+        ops,
+    }
 }
 
 impl Setup {
@@ -198,8 +206,16 @@ async fn send(app: Router, req: Request<HttpBody>) -> (StatusCode, String, Strin
     (status, ctype, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
-async fn get_json(app: Router, uri: &str) -> Value {
-    let (status, ctype, body) = send(app, Request::get(uri).body(HttpBody::empty()).unwrap()).await;
+/// `GET uri` as the holder of `token`.
+fn get(uri: &str, token: &str) -> Request<HttpBody> {
+    Request::get(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(HttpBody::empty())
+        .unwrap()
+}
+
+async fn get_json(app: Router, token: &str, uri: &str) -> Value {
+    let (status, ctype, body) = send(app, get(uri, token)).await;
     assert_eq!(
         (status, ctype.as_str()),
         (StatusCode::OK, "application/json"),
@@ -227,7 +243,7 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
     let s = setup();
     s.evaluate(1_000_000);
     let app = router(s.state.clone());
-    let body = get_json(app.clone(), "/api/capacity").await;
+    let body = get_json(app.clone(), &s.ops, "/api/capacity").await;
     assert_eq!(body["clause"], "003 第十九条");
     assert_eq!(
         (body["warn_pct"].as_f64(), body["recovery_pct"].as_f64()),
@@ -281,7 +297,7 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
 
     // five minutes later it fires
     s.evaluate(1_300_000);
-    let body = get_json(app.clone(), "/api/capacity").await;
+    let body = get_json(app.clone(), &s.ops, "/api/capacity").await;
     let st = &resource(&body, "pool:甲", "memory")["used_state"];
     assert_eq!(
         (st["state"].as_str(), st["level"].as_str()),
@@ -306,17 +322,21 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
             .method(Method::POST)
             .uri(format!("/api/alarms/{id}/ack"))
             .header(header::CONTENT_TYPE, "application/json")
-            .body(HttpBody::from(r#"{"by":"值班员 王五"}"#))
+            .header(header::AUTHORIZATION, format!("Bearer {}", s.ops))
+            .body(HttpBody::from(r#"{"note":"值班员已处理"}"#))
             .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
+    // the signed-in user acknowledged it, under their login name
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["acked_by"], "ops-1");
     assert_eq!(
         stored.await.unwrap(),
         Some(1),
         "the acknowledgement is audited"
     );
-    let body = get_json(app.clone(), "/api/capacity").await;
+    let body = get_json(app.clone(), &s.ops, "/api/capacity").await;
     assert_eq!(
         resource(&body, "pool:甲", "memory")["used_state"]["acknowledged"],
         true
@@ -342,7 +362,7 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
         acked_ms: None,
         cleared_ms: None,
     }], 0);
-    let body = get_json(app, "/api/capacity").await;
+    let body = get_json(app, &s.ops, "/api/capacity").await;
     assert_eq!(
         resource(&body, "pool:甲", "storage")["forecast"],
         json!({"date": "2026-12-03", "at_ms": 1_796_313_600_000u64, "days_left": 24.5, "level": "info", "alarm_id": 90})
@@ -350,15 +370,11 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
 }
 
 /// A page with the scripts it loads from `/assets/` appended: what the browser runs.
-async fn with_scripts(app: &Router, html: String) -> String {
+async fn with_scripts(app: &Router, token: &str, html: String) -> String {
     let mut all = html.clone();
     for rest in html.split("<script src=\"").skip(1) {
         let src = rest.split_once('"').unwrap().0;
-        let resp = app
-            .clone()
-            .oneshot(Request::get(src).body(HttpBody::empty()).unwrap())
-            .await
-            .unwrap();
+        let resp = app.clone().oneshot(get(src, token)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{src}");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         all.push_str(std::str::from_utf8(&body).unwrap());
@@ -378,11 +394,7 @@ async fn capacity_and_alarm_pages_are_served_self_contained() {
         ),
         ("/", &["总览"][..]),
     ] {
-        let resp = app
-            .clone()
-            .oneshot(Request::get(uri).body(HttpBody::empty()).unwrap())
-            .await
-            .unwrap();
+        let resp = app.clone().oneshot(get(uri, &s.ops)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{uri}");
         let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
             .to_str()
@@ -416,7 +428,7 @@ async fn capacity_and_alarm_pages_are_served_self_contained() {
             assert!(html.contains(link), "{uri} lacks {link}");
         }
         assert_eq!(html.matches("aria-current=\"page\"").count(), 1, "{uri}");
-        let html = with_scripts(&app, html).await;
+        let html = with_scripts(&app, &s.ops, html).await;
         for n in needles {
             assert!(html.contains(n), "{uri} lacks {n}");
         }

@@ -13,6 +13,7 @@ use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator::web::{router, AppState};
 use yunjian_aggregator_core::fleet::Fleet;
 use yunjian_aggregator_core::hardware::SelRecord;
+use yunjian_aggregator_core::identity::Role as UserRole;
 use yunjian_aggregator_core::policy::Context;
 use yunjian_aggregator_core::store::prelude::*;
 use yunjian_aggregator_core::store::{SelRow, WriteBatch};
@@ -167,8 +168,8 @@ fn sweep(cpu_c: i64, sel: Vec<SelEntry>) -> HardwareReport {
 }
 
 /// Rack A01: hot-1 (CPU at 95 °C, an SEL entry) and cool-1; rack B02: cool-2 without BMC
-/// data. The policy engine has evaluated once.
-fn app() -> Router {
+/// data. The policy engine has evaluated once. With an ops user's bearer token.
+fn app() -> (Router, String) {
     let mut fleet = Fleet::new();
     let ts = NOW - 3_600_000;
     host(
@@ -200,12 +201,19 @@ fn app() -> Router {
             now_ms: NOW,
         });
     }
-    router(state)
+    let token = state.auth.test_bearer("ops-1", UserRole::Ops, None);
+    (router(state), token)
 }
 
-async fn get(app: Router, uri: &str) -> (StatusCode, String, String) {
+/// `GET uri` on the router as the ops user whose token comes with it.
+async fn get((app, token): (Router, String), uri: &str) -> (StatusCode, String, String) {
     let resp = app
-        .oneshot(Request::get(uri).body(HttpBody::empty()).unwrap())
+        .oneshot(
+            Request::get(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(HttpBody::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = resp.status();

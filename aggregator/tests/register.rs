@@ -26,10 +26,12 @@ use yunjian_aggregator::offline::import_file;
 use yunjian_aggregator::web::{router, AppState};
 use yunjian_aggregator_core::alarms::{AlarmEvent, Level};
 use yunjian_aggregator_core::fleet::Fleet;
+use yunjian_aggregator_core::identity::Role as UserRole;
 use yunjian_aggregator_core::policy::Context;
 use yunjian_aggregator_core::store::prelude::*;
 use yunjian_protocol::{Body, Envelope, GuestView, Hello, Role};
 use yunjian_store_sqlite::SqliteStorage;
+use yunjian_tests::seed_users;
 
 const GIB: u64 = 1024 * 1024;
 const UNIT: &str = "市财政局";
@@ -125,6 +127,10 @@ fn oa_row(seq: u32, server_type: &str, vcpus: &str, uuid: &str) -> String {
 struct Harness {
     app: Router,
     state: AppState,
+    /// Bearer tokens: `ops-zhao` (运维单位: imports, change requests) and `dsj-liu` (主管部门:
+    /// quotas and sanctions).
+    ops: String,
+    chief: String,
     _dir: tempfile::TempDir,
 }
 
@@ -146,15 +152,21 @@ fn harness() -> Harness {
     let mut state = AppState::new(Fleet::shared(), metrics, changes);
     state.store = StoreHandle::new(tx);
     state.reader = Some(Arc::new(Mutex::new(reader)));
+    let ops = state.auth.test_bearer("ops-zhao", UserRole::Ops, None);
+    let chief = state.auth.test_bearer("dsj-liu", UserRole::Authority, None);
     Harness {
         app: router(state.clone()),
         state,
+        ops,
+        chief,
         _dir: dir,
     }
 }
 
+/// `METHOD uri` as the holder of `token`.
 async fn call(
-    app: &Router,
+    h: &Harness,
+    token: &str,
     method: &str,
     uri: &str,
     content_type: &str,
@@ -164,17 +176,25 @@ async fn call(
         .method(method)
         .uri(uri)
         .header(header::CONTENT_TYPE, content_type)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(HttpBody::from(body))
         .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, bytes.to_vec())
 }
 
-async fn call_json(app: &Router, method: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+async fn call_json(
+    h: &Harness,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let (s, b) = call(
-        app,
+        h,
+        token,
         method,
         uri,
         "application/json",
@@ -184,9 +204,11 @@ async fn call_json(app: &Router, method: &str, uri: &str, body: Value) -> (Statu
     (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
 }
 
-async fn import(app: &Router, query: &str, ctype: &str, file: Vec<u8>) -> (StatusCode, Value) {
+/// Import as the ops user.
+async fn import(h: &Harness, query: &str, ctype: &str, file: Vec<u8>) -> (StatusCode, Value) {
     let (s, b) = call(
-        app,
+        h,
+        &h.ops,
         "POST",
         &format!("/api/register/import?{query}"),
         ctype,
@@ -201,13 +223,13 @@ fn enc(s: &str) -> String {
     s.bytes().map(|b| format!("%{b:02X}")).collect()
 }
 
-/// `unit=…&by=…`.
+/// `unit=…` (who imports is the signed-in user).
 fn who(unit: &str) -> String {
-    format!("unit={}&by=ops-zhao", enc(unit))
+    format!("unit={}", enc(unit))
 }
 
-async fn register(app: &Router) -> Value {
-    let (s, b) = call(app, "GET", "/api/register", "", vec![]).await;
+async fn register(h: &Harness) -> Value {
+    let (s, b) = call(h, &h.ops, "GET", "/api/register", "", vec![]).await;
     assert_eq!(s, StatusCode::OK);
     serde_json::from_slice(&b).unwrap()
 }
@@ -226,10 +248,10 @@ fn allocations(reg: &Value) -> Vec<Value> {
 async fn the_sample_rows_of_attachment_3_import_from_xlsx_and_csv() {
     let h = harness();
     let xlsx = XLSX_TYPE;
-    let (s, body) = import(&h.app, &who(UNIT), xlsx, attachment3_xlsx()).await;
+    let (s, body) = import(&h, &who(UNIT), xlsx, attachment3_xlsx()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["imported"], 2);
-    let reg = register(&h.app).await;
+    let reg = register(&h).await;
     let vms = allocations(&reg);
     assert_eq!(vms.len(), 2);
     let v = &vms[0];
@@ -282,9 +304,9 @@ async fn the_sample_rows_of_attachment_3_import_from_xlsx_and_csv() {
         CSV_HEADER
     );
     let other = harness();
-    let (s, body) = import(&other.app, &who(UNIT), "text/csv", csv.into_bytes()).await;
+    let (s, body) = import(&other, &who(UNIT), "text/csv", csv.into_bytes()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(allocations(&register(&other.app).await), vms);
+    assert_eq!(allocations(&register(&other).await), vms);
 }
 
 const XLSX_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
@@ -294,15 +316,15 @@ async fn a_file_with_bad_rows_changes_nothing_and_names_every_row_and_column() {
     let h = harness();
     let good = oa_csv(&[&oa_row(1, "APP", "8", ""), &oa_row(2, "DAT", "8", "")]);
     assert_eq!(
-        import(&h.app, &who(UNIT), "text/csv", good).await.0,
+        import(&h, &who(UNIT), "text/csv", good).await.0,
         StatusCode::OK
     );
-    let before = register(&h.app).await;
+    let before = register(&h).await;
 
     // one bad row: the row number as the sheet shows it (header on row 1), its column, why
     let one_bad = oa_csv(&[&oa_row(1, "APP", "16", ""), &oa_row(2, "XYZ", "8", "")]);
     let (s, body) = import(
-        &h.app,
+        &h,
         &format!("{}&file=oa.csv", who(UNIT)),
         "text/csv",
         one_bad,
@@ -322,7 +344,7 @@ async fn a_file_with_bad_rows_changes_nothing_and_names_every_row_and_column() {
         &oa_row(2, "DAT", "8", ""),
         &oa_row(3, "WEB", "", ""),
     ]);
-    let (s, body) = import(&h.app, &who(UNIT), "text/csv", two_bad).await;
+    let (s, body) = import(&h, &who(UNIT), "text/csv", two_bad).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let rows: Vec<(u64, &str, &str)> = body["errors"]
         .as_array()
@@ -344,7 +366,7 @@ async fn a_file_with_bad_rows_changes_nothing_and_names_every_row_and_column() {
         ]
     );
     assert_eq!(
-        register(&h.app).await["units"],
+        register(&h).await["units"],
         before["units"],
         "nothing changed"
     );
@@ -355,27 +377,27 @@ async fn export_then_import_gives_the_same_allocations() {
     let h = harness();
     let form = oa_csv(&[&oa_row(1, "APP", "8", UUID), &oa_row(2, "DAT", "4", "")]);
     assert_eq!(
-        import(&h.app, &who(UNIT), "text/csv", form).await.0,
+        import(&h, &who(UNIT), "text/csv", form).await.0,
         StatusCode::OK
     );
-    let (s, body) = import(&h.app, &who("市教育局"), XLSX_TYPE, attachment3_xlsx()).await;
+    let (s, body) = import(&h, &who("市教育局"), XLSX_TYPE, attachment3_xlsx()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let before = allocations(&register(&h.app).await);
+    let before = allocations(&register(&h).await);
     assert_eq!(before.len(), 4);
 
     let export = |unit: &str| format!("/api/register/export.xlsx?unit={}", enc(unit));
-    let (s, bytes) = call(&h.app, "GET", &export(UNIT), "", vec![]).await;
+    let (s, bytes) = call(&h, &h.ops, "GET", &export(UNIT), "", vec![]).await;
     assert_eq!(s, StatusCode::OK);
     // importing the unit's export (its 使用单位 and 虚拟机UUID columns included) changes nothing
-    let (s, body) = import(&h.app, &who(UNIT), XLSX_TYPE, bytes).await;
+    let (s, body) = import(&h, &who(UNIT), XLSX_TYPE, bytes).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["imported"], 2);
-    assert_eq!(allocations(&register(&h.app).await), before);
+    assert_eq!(allocations(&register(&h).await), before);
 
     // the whole register's export into a fresh register, unit by unit: the same allocations
-    let (_, all) = call(&h.app, "GET", "/api/register/export.xlsx", "", vec![]).await;
+    let (_, all) = call(&h, &h.ops, "GET", "/api/register/export.xlsx", "", vec![]).await;
     let fresh = harness();
-    let (s, body) = import(&fresh.app, &who(UNIT), XLSX_TYPE, all.clone()).await;
+    let (s, body) = import(&fresh, &who(UNIT), XLSX_TYPE, all.clone()).await;
     // the file holds both units: the other unit's rows are named, nothing is imported
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["errors"]
@@ -384,14 +406,14 @@ async fn export_then_import_gives_the_same_allocations() {
         .iter()
         .all(|e| e["column"] == "使用单位"));
     for unit in ["市教育局", UNIT] {
-        let (s, one) = call(&h.app, "GET", &export(unit), "", vec![]).await;
+        let (s, one) = call(&h, &h.ops, "GET", &export(unit), "", vec![]).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(
-            import(&fresh.app, &who(unit), XLSX_TYPE, one).await.0,
+            import(&fresh, &who(unit), XLSX_TYPE, one).await.0,
             StatusCode::OK
         );
     }
-    let mut a = allocations(&register(&fresh.app).await);
+    let mut a = allocations(&register(&fresh).await);
     let mut b = before.clone();
     let key = |v: &Value| {
         (
@@ -462,7 +484,7 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     let h = harness();
     let form = oa_csv(&[&oa_row(1, "APP", "8", UUID)]);
     assert_eq!(
-        import(&h.app, &who(UNIT), "text/csv", form).await.0,
+        import(&h, &who(UNIT), "text/csv", form).await.0,
         StatusCode::OK
     );
     hypervisor_lists(&h.state, 1, 8);
@@ -489,17 +511,19 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     assert_eq!(a.evidence["register_row"]["system"], "OA");
     // the unit is also above its quota (the sum of its approved allocations)
     assert_eq!(of_rule(&ev, "quota_unit").len(), 1);
-    let (_, q) = call_json(&h.app, "GET", "/api/quota", Value::Null).await;
+    let (_, q) = call_json(&h, &h.ops, "GET", "/api/quota", Value::Null).await;
     assert_eq!(q["violations"].as_array().unwrap().len(), 2);
-    let reg = register(&h.app).await;
+    let reg = register(&h).await;
     assert_eq!(reg["units"][0]["vms"][0]["status"], "matched");
     assert_eq!(reg["units"][0]["vms"][0]["over"][0]["resource"], "vcpus");
 
     // the approved change request to 16: recorded, and the violations clear
     let change = format!("/api/register/vms/{UUID}/change");
-    let req = json!({"by": "ops-zhao", "approved_by": "市大数据局 刘", "vcpus": 16, "reason": "业务高峰扩容"});
-    let (s, body) = call_json(&h.app, "POST", &change, req.clone()).await;
+    let req = json!({"approved_by": "市大数据局 刘", "vcpus": 16, "reason": "业务高峰扩容"});
+    let (s, body) = call_json(&h, &h.ops, "POST", &change, req.clone()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
+    // recorded under the signed-in user's login name
+    assert_eq!(body["audit"]["actor"], "ops-zhao");
     assert_eq!(body["vm"]["vcpus"], 16);
     assert_eq!(
         (
@@ -515,19 +539,18 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
         "{ev:?}"
     );
     assert!(quota_events(&evaluate(&h.state, 4)).is_empty());
-    let (_, q) = call_json(&h.app, "GET", "/api/quota", Value::Null).await;
+    let (_, q) = call_json(&h, &h.ops, "GET", "/api/quota", Value::Null).await;
     assert_eq!(q["violations"], json!([]));
 
     // the unit's quota set below what it runs: a major finding naming the unit
     let quota_uri = format!("/api/register/units/{}/quota", enc(UNIT));
-    let (s, body) = call_json(
-        &h.app,
-        "PUT",
-        &quota_uri,
-        json!({"by": "市大数据局", "quota": {"vcpus": 12, "mem_gb": 64, "disk_gb": 1000}}),
-    )
-    .await;
+    let quota = json!({"quota": {"vcpus": 12, "mem_gb": 64, "disk_gb": 1000}});
+    // a quota is the 主管部门's to set, not the 运维单位's
+    let (s, body) = call_json(&h, &h.ops, "PUT", &quota_uri, quota.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = call_json(&h, &h.chief, "PUT", &quota_uri, quota).await;
     assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["audit"]["actor"], "dsj-liu");
     let ev = evaluate(&h.state, 5);
     let unit = of_rule(&ev, "quota_unit");
     assert_eq!(unit.len(), 1, "{ev:?}");
@@ -539,22 +562,23 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     // under sanction with requests held (003 第三十条): a request for more is held, 409
     let sanction_uri = format!("/api/register/units/{}/sanction", enc(UNIT));
     let (s, body) = call_json(
-        &h.app,
+        &h,
+        &h.chief,
         "POST",
         &sanction_uri,
-        json!({"by": "市大数据局", "reason": "资源使用率长期低于 10%", "hold_requests": true}),
+        json!({"reason": "资源使用率长期低于 10%", "hold_requests": true}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let since = body["unit"]["sanction"]["since_ms"].as_u64().unwrap();
-    let more = json!({"by": "ops-zhao", "approved_by": "刘", "vcpus": 24, "reason": "再扩容"});
-    let (s, body) = call_json(&h.app, "POST", &change, more.clone()).await;
+    let more = json!({"approved_by": "刘", "vcpus": 24, "reason": "再扩容"});
+    let (s, body) = call_json(&h, &h.ops, "POST", &change, more.clone()).await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["held"], true);
     assert_eq!(body["reason"], "资源使用率长期低于 10%");
     assert_eq!(body["since_ms"].as_u64(), Some(since));
     assert!(body["error"].as_str().unwrap().contains("003 第三十条"));
-    let reg = register(&h.app).await;
+    let reg = register(&h).await;
     assert_eq!(
         reg["units"][0]["sanction"]["reason"],
         "资源使用率长期低于 10%"
@@ -569,7 +593,7 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     );
     // an import that asks for more is held too
     let (s, _) = import(
-        &h.app,
+        &h,
         &who(UNIT),
         "text/csv",
         oa_csv(&[&oa_row(1, "APP", "32", UUID)]),
@@ -578,14 +602,15 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     assert_eq!(s, StatusCode::CONFLICT);
     // lifted: the request goes through
     let (s, _) = call_json(
-        &h.app,
+        &h,
+        &h.chief,
         "DELETE",
         &sanction_uri,
-        json!({"by": "市大数据局", "note": "已整改"}),
+        json!({"note": "已整改"}),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, body) = call_json(&h.app, "POST", &change, more).await;
+    let (s, body) = call_json(&h, &h.ops, "POST", &change, more).await;
     assert_eq!(
         s,
         StatusCode::CONFLICT,
@@ -593,7 +618,8 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     );
     assert_eq!(body["resource"], "vcpus");
     let (s, _) = call_json(
-        &h.app,
+        &h,
+        &h.ops,
         "POST",
         "/api/register/vms/00000000-0000-0000-0000-000000000000/change",
         req,
@@ -602,9 +628,11 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
-/// `METHOD path` over HTTP/1.1 with an optional body; the status and the body.
+/// `METHOD path` over HTTP/1.1 as the holder of `token`, with an optional body; the status and
+/// the body.
 async fn http(
     addr: SocketAddr,
+    token: &str,
     method: &str,
     path: &str,
     ctype: &str,
@@ -612,7 +640,7 @@ async fn http(
 ) -> (u16, Vec<u8>) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();
@@ -642,11 +670,21 @@ async fn the_register_survives_a_restart() {
     )
     .unwrap();
     cfg.pools_file = Some(pools);
+    let tokens = seed_users(
+        &cfg,
+        &[
+            ("ops-zhao", UserRole::Ops, None),
+            ("dsj-liu", UserRole::Authority, None),
+            ("audit-sun", UserRole::Auditor, None),
+        ],
+    );
+    let (ops, chief, auditor) = (&tokens[0], &tokens[1], &tokens[2]);
 
     let agg = Aggregator::start(&cfg).await.unwrap();
     let q = format!("/api/register/import?{}", who(UNIT));
     let (s, body) = http(
         agg.http_addr,
+        ops,
         "POST",
         &q,
         "text/csv",
@@ -655,9 +693,10 @@ async fn the_register_survives_a_restart() {
     .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
     let sanction = format!("/api/register/units/{}/sanction", enc(UNIT));
-    let req = json!({"by": "市大数据局", "reason": "使用率低", "quota": {"vcpus": 4, "mem_gb": 8, "disk_gb": 100}, "hold_requests": true});
+    let req = json!({"reason": "使用率低", "quota": {"vcpus": 4, "mem_gb": 8, "disk_gb": 100}, "hold_requests": true});
     let (s, _) = http(
         agg.http_addr,
+        chief,
         "POST",
         &sanction,
         "application/json",
@@ -665,21 +704,21 @@ async fn the_register_survives_a_restart() {
     )
     .await;
     assert_eq!(s, 200);
-    let (_, before) = http(agg.http_addr, "GET", "/api/register", "", b"").await;
+    let (_, before) = http(agg.http_addr, ops, "GET", "/api/register", "", b"").await;
     let before: Value = serde_json::from_slice(&before).unwrap();
     agg.shutdown().await;
 
     let agg = Aggregator::start(&cfg).await.unwrap();
-    let (s, after) = http(agg.http_addr, "GET", "/api/register", "", b"").await;
+    let (s, after) = http(agg.http_addr, ops, "GET", "/api/register", "", b"").await;
     assert_eq!(s, 200);
     let after: Value = serde_json::from_slice(&after).unwrap();
     assert_eq!(after["units"], before["units"]);
     assert_eq!(after["units"][0]["vms"][0]["allocation"]["uuid"], UUID);
     assert_eq!(after["units"][0]["sanction"]["reason"], "使用率低");
     assert_eq!(after["pools"][0]["pool"]["name"], "A区");
-    // and the changes are in the audit log, who and what
+    // and the changes are in the audit log, who (the signed-in users' login names) and what
     let subject = format!("/api/audit?subject={}", enc(&format!("unit:{UNIT}")));
-    let (_, audit) = http(agg.http_addr, "GET", &subject, "", b"").await;
+    let (_, audit) = http(agg.http_addr, auditor, "GET", &subject, "", b"").await;
     let audit: Value = serde_json::from_slice(&audit).unwrap();
     let actions: Vec<(&str, &str)> = audit
         .as_array()
@@ -690,7 +729,7 @@ async fn the_register_survives_a_restart() {
     assert_eq!(
         actions,
         [
-            ("register.sanction", "市大数据局"),
+            ("register.sanction", "dsj-liu"),
             ("register.import", "ops-zhao")
         ]
     );
@@ -741,13 +780,18 @@ fn the_command_line_import_writes_the_database_with_the_same_checks() {
 }
 
 /// A page with the scripts it loads from `/assets/` appended: what the browser runs.
-async fn with_scripts(app: &Router, html: String) -> String {
+async fn with_scripts(app: &Router, token: &str, html: String) -> String {
     let mut all = html.clone();
     for rest in html.split("<script src=\"").skip(1) {
         let src = rest.split_once('"').unwrap().0;
         let resp = app
             .clone()
-            .oneshot(Request::get(src).body(HttpBody::empty()).unwrap())
+            .oneshot(
+                Request::get(src)
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(HttpBody::empty())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{src}");
@@ -760,7 +804,10 @@ async fn with_scripts(app: &Router, html: String) -> String {
 #[tokio::test]
 async fn the_register_page_is_self_contained() {
     let h = harness();
-    let req = Request::get("/register").body(HttpBody::empty()).unwrap();
+    let req = Request::get("/register")
+        .header(header::AUTHORIZATION, format!("Bearer {}", h.ops))
+        .body(HttpBody::empty())
+        .unwrap();
     let resp = h.app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
@@ -769,7 +816,7 @@ async fn the_register_page_is_self_contained() {
         .to_string();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let html = with_scripts(&h.app, String::from_utf8(body.to_vec()).unwrap()).await;
+    let html = with_scripts(&h.app, &h.ops, String::from_utf8(body.to_vec()).unwrap()).await;
     for needed in [
         "lang=\"zh-CN\"",
         "/api/register",

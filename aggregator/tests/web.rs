@@ -16,6 +16,7 @@ use tower::ServiceExt;
 use yunjian_aggregator::metrics::Metrics;
 use yunjian_aggregator::web::{router, serve, AppState, MIN_GAP};
 use yunjian_aggregator_core::fleet::{Fleet, SharedFleet};
+use yunjian_aggregator_core::identity::Role as UserRole;
 use yunjian_protocol::{
     Body, DiskSample, Envelope, GuestView, Hello, Inventory, Memory, NetSample, Report, Role,
     Status,
@@ -171,22 +172,31 @@ struct Harness {
     fleet: SharedFleet,
     changes: watch::Sender<u64>,
     state: AppState,
+    /// An ops user's bearer token: every route but `/healthz` needs a signed-in user.
+    token: String,
 }
 
 fn harness(fleet: Fleet) -> Harness {
     let fleet: SharedFleet = Arc::new(std::sync::RwLock::new(fleet));
     let (changes, changes_rx) = watch::channel(0u64);
     let state = AppState::new(fleet.clone(), Arc::new(Metrics::default()), changes_rx);
+    let token = state.auth.test_bearer("ops-1", UserRole::Ops, None);
     Harness {
         fleet,
         changes,
         state,
+        token,
     }
 }
 
-async fn get(app: Router, uri: &str) -> (StatusCode, String, String) {
+/// `GET uri` with `token` as the bearer (`""`: anonymous).
+async fn get(app: Router, token: &str, uri: &str) -> (StatusCode, String, String) {
+    let mut req = Request::get(uri);
+    if !token.is_empty() {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
     let resp = app
-        .oneshot(Request::get(uri).body(HttpBody::empty()).unwrap())
+        .oneshot(req.body(HttpBody::empty()).unwrap())
         .await
         .unwrap();
     let status = resp.status();
@@ -199,8 +209,8 @@ async fn get(app: Router, uri: &str) -> (StatusCode, String, String) {
     (status, ctype, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
-async fn get_json(app: Router, uri: &str) -> (StatusCode, Value) {
-    let (status, ctype, body) = get(app, uri).await;
+async fn get_json(app: Router, token: &str, uri: &str) -> (StatusCode, Value) {
+    let (status, ctype, body) = get(app, token, uri).await;
     assert_eq!(ctype, "application/json", "{uri}");
     (status, serde_json::from_str(&body).unwrap())
 }
@@ -226,7 +236,7 @@ fn find<'a>(body: &'a Value, id: &str) -> &'a Value {
 #[tokio::test]
 async fn nodes_lists_live_figures_and_joins_vms_to_their_host() {
     let h = harness(fixture());
-    let (status, body) = get_json(router(h.state), "/api/nodes").await;
+    let (status, body) = get_json(router(h.state), &h.token, "/api/nodes").await;
     assert_eq!(status, StatusCode::OK);
 
     let t = &body["totals"];
@@ -286,7 +296,7 @@ async fn filters_select_by_role_liveness_and_rack() {
         ("role=guest&liveness=online&rack=R1", &["vm-1"]),
     ];
     for (query, want) in cases {
-        let (status, body) = get_json(app.clone(), &format!("/api/nodes?{query}")).await;
+        let (status, body) = get_json(app.clone(), &h.token, &format!("/api/nodes?{query}")).await;
         assert_eq!(status, StatusCode::OK, "{query}");
         assert_eq!(ids(&body), want, "{query}");
         assert_eq!(body["totals"]["hosts"], 2, "totals stay fleet-wide");
@@ -304,7 +314,7 @@ async fn bad_filters_are_400_naming_the_parameter() {
         ("colour=red", "colour", "role, liveness, rack"),
     ];
     for (query, param, allowed) in cases {
-        let (status, body) = get_json(app.clone(), &format!("/api/nodes?{query}")).await;
+        let (status, body) = get_json(app.clone(), &h.token, &format!("/api/nodes?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(body["parameter"], param, "{query}");
         let msg = body["error"].as_str().unwrap();
@@ -320,7 +330,7 @@ async fn node_detail_has_full_state_and_unknown_node_is_404() {
     let h = harness(fixture());
     let app = router(h.state);
 
-    let (status, body) = get_json(app.clone(), "/api/nodes/host-a").await;
+    let (status, body) = get_json(app.clone(), &h.token, "/api/nodes/host-a").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["summary"]["vm_count"], 2);
     let state = &body["state"];
@@ -330,7 +340,7 @@ async fn node_detail_has_full_state_and_unknown_node_is_404() {
     assert_eq!(state["report"]["load"][0], 100);
     assert_eq!(state["last_seq"], 4);
 
-    let (status, body) = get_json(app, "/api/nodes/no-such-node").await;
+    let (status, body) = get_json(app, &h.token, "/api/nodes/no-such-node").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["node"], "no-such-node");
     assert!(body["error"].as_str().unwrap().contains("no-such-node"));
@@ -343,7 +353,7 @@ async fn metrics_count_nodes_by_role_and_liveness() {
         .metrics
         .applied
         .store(42, std::sync::atomic::Ordering::Relaxed);
-    let (status, ctype, text) = get(router(h.state), "/metrics").await;
+    let (status, ctype, text) = get(router(h.state), &h.token, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ctype, "text/plain; version=0.0.4");
     for line in [
@@ -362,8 +372,9 @@ async fn metrics_count_nodes_by_role_and_liveness() {
 
 #[tokio::test]
 async fn healthz_reports_node_counts() {
+    // the liveness probe needs no sign-in
     let h = harness(fixture());
-    let (status, body) = get_json(router(h.state), "/healthz").await;
+    let (status, body) = get_json(router(h.state), "", "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
     assert_eq!(body["nodes"], 5);
@@ -383,10 +394,10 @@ async fn a_poisoned_fleet_lock_still_serves() {
 
     let app = router(h.state);
     for uri in ["/api/nodes", "/api/nodes/vm-1", "/healthz", "/metrics"] {
-        let (status, _, body) = get(app.clone(), uri).await;
+        let (status, _, body) = get(app.clone(), &h.token, uri).await;
         assert_eq!(status, StatusCode::OK, "{uri}: {body}");
     }
-    let (_, body) = get_json(app, "/api/nodes").await;
+    let (_, body) = get_json(app, &h.token, "/api/nodes").await;
     assert_eq!(ids(&body).len(), 5);
 }
 
@@ -394,7 +405,12 @@ async fn a_poisoned_fleet_lock_still_serves() {
 async fn dashboard_is_served_self_contained() {
     let h = harness(Fleet::new());
     let resp = router(h.state)
-        .oneshot(Request::get("/").body(HttpBody::empty()).unwrap())
+        .oneshot(
+            Request::get("/")
+                .header(header::AUTHORIZATION, format!("Bearer {}", h.token))
+                .body(HttpBody::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -419,11 +435,12 @@ struct SseClient {
 }
 
 impl SseClient {
-    async fn connect(addr: std::net::SocketAddr) -> Self {
+    async fn connect(addr: std::net::SocketAddr, token: &str) -> Self {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(
-                b"GET /api/events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n",
+                format!("GET /api/events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n")
+                    .as_bytes(),
             )
             .await
             .unwrap();
@@ -522,7 +539,7 @@ fn add_vm(fleet: &SharedFleet, id: &str) {
 async fn event_stream_sends_a_snapshot_then_coalesced_changes() {
     let h = harness(fixture());
     let (addr, _stop) = spawn_server(h.state).await;
-    let mut client = SseClient::connect(addr).await;
+    let mut client = SseClient::connect(addr, &h.token).await;
 
     let first = client
         .next_nodes(Duration::from_secs(5))
@@ -587,7 +604,7 @@ async fn shutdown_ends_open_event_streams() {
     let server = tokio::spawn(serve(listener, h.state, async {
         let _ = stopped.await;
     }));
-    let mut client = SseClient::connect(addr).await;
+    let mut client = SseClient::connect(addr, &h.token).await;
     client
         .next_nodes(Duration::from_secs(5))
         .await

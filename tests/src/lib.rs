@@ -118,8 +118,6 @@ pub fn seed_users(
 ) -> Vec<String> {
     use yunjian_aggregator_core::store::WriteBatch;
     std::fs::create_dir_all(&cfg.data_dir).expect("data dir");
-    let mut db = cfg.storage_url().open().expect("open storage");
-    db.migrate().expect("migrate storage");
     let mut batch = WriteBatch::default();
     let mut bearers = Vec::new();
     for (name, role, unit) in people {
@@ -129,7 +127,18 @@ pub fn seed_users(
         batch.tokens.push(token);
         bearers.push(bearer);
     }
-    db.write(&batch).expect("write users");
+    // on a thread of its own: the PostgreSQL client is blocking and tests call this from
+    // async code
+    let url = cfg.storage_url();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut db = url.open().expect("open storage");
+            db.migrate().expect("migrate storage");
+            db.write(&batch).expect("write users");
+        })
+        .join()
+        .expect("seeding users")
+    });
     bearers
 }
 

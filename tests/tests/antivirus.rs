@@ -24,9 +24,18 @@ use yunjian_agent::publish::config::{BufferConfig, MqttConfig};
 use yunjian_agent::publish::{Identity, Publisher};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator::service::identity::TEST_PASSWORD;
+use yunjian_aggregator_core::identity::Role as UserRole;
 use yunjian_protocol::{AntivirusReport, Body, Inventory, Role};
 use yunjian_simulator::antivirus::{AntivirusKnobs, Removal};
-use yunjian_tests::{eventually, free_port, get_json, post_json, require_tool};
+use yunjian_tests::{eventually, free_port, get_json, post_json, require_tool, seed_users};
+
+/// The people of the trend scenario: the operator who requests the stop, the 主管部门 person
+/// who approves it, a unit's person, and the auditor who reads the log.
+const OPERATOR: &str = "ops-li";
+const CHIEF: &str = "chief-wang";
+const UNIT_USER: &str = "czj-li";
+const AUDITOR: &str = "audit-liu";
 
 fn aggregator_config(dir: &Path) -> AggregatorConfig {
     let mut cfg = AggregatorConfig {
@@ -96,12 +105,13 @@ async fn send(publisher: &Publisher, report: AntivirusReport) {
 /// The VM's entry in `/api/antivirus` once `pred` holds for it.
 async fn vm_when(
     http: std::net::SocketAddr,
+    token: &str,
     node: &str,
     what: &str,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
     eventually(what, Duration::from_secs(20), || async {
-        let list = get_json(http, "/api/antivirus").await;
+        let list = get_json(http, token, "/api/antivirus").await;
         list["vms"]
             .as_array()
             .unwrap()
@@ -167,19 +177,34 @@ impl FakeVm {
 async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = aggregator_config(dir.path());
+    let tokens = seed_users(
+        &cfg,
+        &[
+            (OPERATOR, UserRole::Ops, None),
+            (CHIEF, UserRole::Authority, None),
+            (UNIT_USER, UserRole::Unit, Some("财政局")),
+            (AUDITOR, UserRole::Auditor, None),
+        ],
+    );
+    let (ops, chief, unit, auditor) = (
+        tokens[0].as_str(),
+        tokens[1].as_str(),
+        tokens[2].as_str(),
+        tokens[3].as_str(),
+    );
     let agg = Aggregator::start(&cfg).await.unwrap();
     let http = agg.http_addr;
     let vm = FakeVm::new();
     let agent = vm_agent(&agg, &cfg, "vm-trend").await;
 
     send(&agent, vm.probe()).await;
-    let v = vm_when(http, "vm-trend", "compliant", state_is("compliant")).await;
+    let v = vm_when(http, ops, "vm-trend", "compliant", state_is("compliant")).await;
     assert_eq!(v["products"][0]["package"]["name"], "ds-agent");
 
     // the agent service stops: degraded, not removed
     std::fs::remove_dir_all(vm.proc().join("4242")).unwrap();
     send(&agent, vm.probe()).await;
-    let v = vm_when(http, "vm-trend", "degraded", state_is("degraded")).await;
+    let v = vm_when(http, ops, "vm-trend", "degraded", state_is("degraded")).await;
     assert!(v["notes"].to_string().contains("未运行"), "{v}");
 
     // `dpkg --remove ds-agent` (a file left behind under /opt/ds_agent does not count): the
@@ -187,12 +212,16 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
     vm.status(DS_AGENT_REMOVED);
     std::fs::remove_file(vm.root().join("lib/systemd/system/ds_agent.service")).unwrap();
     send(&agent, vm.probe()).await;
-    vm_when(http, "vm-trend", "one report without the package", |v| {
-        v["notes"].to_string().contains("连续 1 次")
-    })
+    vm_when(
+        http,
+        ops,
+        "vm-trend",
+        "one report without the package",
+        |v| v["notes"].to_string().contains("连续 1 次"),
+    )
     .await;
     send(&agent, vm.probe()).await;
-    let v = vm_when(http, "vm-trend", "removed", state_is("removed")).await;
+    let v = vm_when(http, ops, "vm-trend", "removed", state_is("removed")).await;
     let r = &v["removals"][0];
     assert_eq!(r["profile"], "trend-ds-agent");
     assert_eq!(r["was"]["package"]["version"], "20.0.1-3180");
@@ -204,13 +233,10 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
     );
     assert_eq!(v["stop_offered"], true);
 
-    // the page, rendered by a real browser: the removed VM first, its evidence, the button
-    if let Some(dom) = rendered_antivirus_page(http).await {
-        let removed = dom
-            .split("id=\"removed\"")
-            .nth(1)
-            .and_then(|rest| rest.split("id=\"others\"").next())
-            .unwrap_or_default();
+    // the page, rendered by a real browser for the operator: the removed VM first, its
+    // evidence, the button to request the stop
+    if let Some(dom) = rendered_antivirus_page(http, SignIn::Bearer(ops)).await {
+        let removed = removed_section(&dom);
         for expected in [
             "vm-trend",
             "软件包 ds-agent 20.0.1-3180",
@@ -219,11 +245,15 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
         ] {
             assert!(removed.contains(expected), "{expected:?} not in {removed}");
         }
+        assert!(
+            dom.contains(&format!("data-role=\"ops\" data-name=\"{OPERATOR}\"")),
+            "{dom}"
+        );
     }
 
     // the policy raises a critical alarm under the 承诺书
     let alarm = eventually("antivirus alarm", Duration::from_secs(10), || async {
-        let alarms = get_json(http, "/api/alarms").await;
+        let alarms = get_json(http, ops, "/api/alarms").await;
         alarms["open"]
             .as_array()
             .unwrap()
@@ -235,30 +265,51 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
     assert_eq!(alarm["level"], "critical");
     assert_eq!(alarm["clause"], "003 附件1 承诺书");
 
-    // stop requested; the requester cannot approve it
+    // stop requested by the signed-in operator; a unit's person may not request it, and the
+    // requester cannot approve it
     let path = "/api/antivirus/vm-trend/stop-request";
+    let (status, e) = post_json(http, unit, path, &json!({"reason": "x"})).await;
+    assert_eq!(status, 403, "a unit's person requesting a stop: {e}");
+    assert_eq!(e["code"], "forbidden", "{e}");
+    let (status, e) = post_json(
+        http,
+        ops,
+        path,
+        &json!({"by": CHIEF, "reason": "未经允许卸载趋势杀毒软件"}),
+    )
+    .await;
+    assert_eq!(status, 400, "the body cannot name the requester: {e}");
     let (status, d) = post_json(
         http,
+        ops,
         path,
-        &json!({"by": "ops-li", "reason": "未经允许卸载趋势杀毒软件"}),
+        &json!({"reason": "未经允许卸载趋势杀毒软件"}),
     )
     .await;
     assert_eq!(status, 200, "{d}");
     assert_eq!(
         (d["requested_by"].as_str(), d["approved_ms"].is_null()),
-        (Some("ops-li"), true)
+        (Some(OPERATOR), true)
     );
-    let (status, _) = post_json(http, path, &json!({"by": "ops-li", "reason": "again"})).await;
+    let (status, _) = post_json(http, ops, path, &json!({"reason": "again"})).await;
     assert_eq!(status, 409);
-    let (status, _) = post_json(http, path, &json!({"by": " ", "reason": "x"})).await;
-    assert_eq!(status, 400, "who asks must be named");
+    let (status, _) = post_json(http, ops, path, &json!({"reason": " "})).await;
+    assert_eq!(status, 400, "why must be said");
     let approve = "/api/antivirus/vm-trend/stop-request/approve";
-    let (status, e) = post_json(http, approve, &json!({"by": "ops-li"})).await;
-    assert_eq!(status, 409, "{e}");
+    // the requester holds no 主管部门 role: refused before the domain's own rule (another
+    // person than the requester) is even asked
+    let (status, e) = post_json(http, ops, approve, &json!({})).await;
+    assert_eq!(status, 403, "{e}");
+    let v = vm_when(http, ops, "vm-trend", "still pending", |v| {
+        v["stop"]["approved_ms"].is_null()
+    })
+    .await;
+    assert_eq!(v["stop"]["requested_by"], OPERATOR);
     let (status, _) = post_json(
         http,
+        chief,
         "/api/antivirus/nobody/stop-request/approve",
-        &json!({"by": "x"}),
+        &json!({}),
     )
     .await;
     assert_eq!(status, 404);
@@ -271,6 +322,7 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
     let http = agg.http_addr;
     let v = vm_when(
         http,
+        ops,
         "vm-trend",
         "removed after restart",
         state_is("removed"),
@@ -278,16 +330,23 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
     .await;
     assert_eq!(v["liveness"], "offline");
     assert_eq!(v["removals"][0]["was"]["package"]["name"], "ds-agent");
-    assert_eq!(v["stop"]["requested_by"], "ops-li");
-    let (status, d) = post_json(http, approve, &json!({"by": "chief-wang"})).await;
+    assert_eq!(v["stop"]["requested_by"], OPERATOR);
+    // the page offers the 主管部门 person (signed in on /login) the approval
+    if let Some(dom) = rendered_antivirus_page(http, SignIn::Password(CHIEF)).await {
+        let removed = removed_section(&dom);
+        assert!(removed.contains("批准停机"), "{removed}");
+        assert!(!removed.contains("申请停止虚拟机"), "{removed}");
+    }
+    let (status, d) = post_json(http, chief, approve, &json!({"note": "同意停机"})).await;
     assert_eq!(status, 200, "{d}");
-    assert_eq!(d["approved_by"], "chief-wang");
-    // both decisions are in the audit log (written behind the answer, by the storage thread)
-    eventually(
+    assert_eq!(d["approved_by"], CHIEF);
+    // both decisions are in the audit log (written behind the answer, by the storage thread),
+    // each under the name of the person who signed in
+    let audit = eventually(
         "both decisions audited",
         Duration::from_secs(10),
         || async {
-            let audit = get_json(http, "/api/audit?subject=antivirus:vm-trend").await;
+            let audit = get_json(http, auditor, "/api/audit?subject=antivirus:vm-trend").await;
             let actions: Vec<String> = audit
                 .as_array()
                 .unwrap()
@@ -304,37 +363,230 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
                     "antivirus.stop_command_failed",
                     "antivirus.stop_request",
                 ])
-            .then_some(())
+            .then_some(audit)
         },
     )
     .await;
+    let actor = |action: &str| {
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == action)
+            .map(|a| a["actor"].clone())
+    };
+    assert_eq!(
+        actor("antivirus.stop_request"),
+        Some(json!(OPERATOR)),
+        "{audit}"
+    );
+    assert_eq!(
+        actor("antivirus.stop_approve"),
+        Some(json!(CHIEF)),
+        "{audit}"
+    );
     agg.shutdown().await;
 }
 
-/// `/antivirus` as headless Chromium renders it (the page polls with fetch, so a virtual
-/// time budget lets its script finish). `None` without Chromium outside CI.
-async fn rendered_antivirus_page(http: std::net::SocketAddr) -> Option<String> {
+/// How the browser signs in.
+#[derive(Clone, Copy)]
+enum SignIn<'a> {
+    /// Every request carries `Authorization: Bearer <token>` (`Network.setExtraHTTPHeaders`).
+    Bearer(&'a str),
+    /// The user signs in on `/login` with [`TEST_PASSWORD`] and gets a session cookie.
+    Password(&'a str),
+}
+
+/// The removed VMs' section of the rendered page.
+fn removed_section(dom: &str) -> &str {
+    dom.split("id=\"removed\"")
+        .nth(1)
+        .and_then(|rest| rest.split("id=\"others\"").next())
+        .unwrap_or_default()
+}
+
+/// `/antivirus` as headless Chromium renders it for the signed-in user, once its script has
+/// filled the removed VMs' table. `None` without Chromium outside CI.
+async fn rendered_antivirus_page(http: std::net::SocketAddr, who: SignIn<'_>) -> Option<String> {
     let chromium = require_tool(&["chromium"], "chromium")?;
-    let profile = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("http://{http}/antivirus"))
-            .stderr(Stdio::null())
-            .output()
-            .expect("chromium runs")
+    let (bearer, name) = match who {
+        SignIn::Bearer(t) => (Some(t.to_string()), None),
+        SignIn::Password(n) => (None, Some(n.to_string())),
+    };
+    let dom = tokio::task::spawn_blocking(move || {
+        let mut browser = DevTools::launch(&chromium);
+        let page = browser.page();
+        let url = format!("http://{http}/antivirus");
+        match (bearer, name) {
+            (Some(token), _) => {
+                browser.call(Some(&page), "Network.enable", json!({}));
+                browser.call(
+                    Some(&page),
+                    "Network.setExtraHTTPHeaders",
+                    json!({"headers": {"Authorization": format!("Bearer {token}")}}),
+                );
+                browser.call(Some(&page), "Page.navigate", json!({"url": url}));
+            }
+            (None, name) => {
+                let name = name.unwrap_or_default();
+                // not signed in: the page sends the browser to /login?next=/antivirus
+                browser.call(Some(&page), "Page.navigate", json!({"url": url}));
+                browser.wait_for(
+                    &page,
+                    "the sign-in form",
+                    "location.pathname === '/login' && !!document.getElementById('login')",
+                );
+                let fill = format!(
+                    "document.getElementById('name').value = {name:?};\
+                     document.getElementById('password').value = {TEST_PASSWORD:?};\
+                     document.getElementById('login').requestSubmit(); true"
+                );
+                browser.eval(&page, &fill);
+            }
+        }
+        browser.wait_for(
+            &page,
+            "the removed VMs rendered",
+            "location.pathname === '/antivirus' && !!document.querySelector('#removed tr[data-node]')",
+        );
+        let dom = browser.eval(&page, "document.documentElement.outerHTML");
+        dom.as_str().unwrap_or_default().to_string()
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "chromium failed");
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    Some(dom)
+}
+
+/// Headless Chromium driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
+/// it reads NUL-terminated JSON commands on fd 3 and answers on fd 4; two FIFOs here).
+struct DevTools {
+    child: Child,
+    to: std::fs::File,
+    from: std::io::BufReader<std::fs::File>,
+    next_id: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl DevTools {
+    fn launch(chromium: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (commands, answers) = (dir.path().join("in"), dir.path().join("out"));
+        assert!(Command::new("mkfifo")
+            .arg(&commands)
+            .arg(&answers)
+            .status()
+            .expect("mkfifo runs")
+            .success());
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "exec \"$0\" --headless --no-sandbox --disable-gpu --remote-debugging-pipe \
+                 --user-data-dir=\"$1\" about:blank 3<\"$2\" 4>\"$3\"",
+            )
+            .arg(chromium)
+            .arg(dir.path().join("profile"))
+            .arg(&commands)
+            .arg(&answers)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium starts");
+        // the same order as the shell opens them
+        let to = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&commands)
+            .unwrap();
+        let from = std::io::BufReader::new(std::fs::File::open(&answers).unwrap());
+        DevTools {
+            child,
+            to,
+            from,
+            next_id: 0,
+            _dir: dir,
+        }
+    }
+
+    /// A new page target, attached: its session id.
+    fn page(&mut self) -> String {
+        let target = self.call(None, "Target.createTarget", json!({"url": "about:blank"}));
+        let attached = self.call(
+            None,
+            "Target.attachToTarget",
+            json!({"targetId": target["targetId"], "flatten": true}),
+        );
+        attached["sessionId"].as_str().unwrap().to_string()
+    }
+
+    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        use std::io::BufRead;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = s.into();
+        }
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(0);
+        self.to.write_all(&bytes).expect("send to chromium");
+        loop {
+            let mut buf = Vec::new();
+            let n = self
+                .from
+                .read_until(0, &mut buf)
+                .expect("read from chromium");
+            assert!(n > 0, "chromium closed its pipe during {method}");
+            buf.pop();
+            let answer: Value = serde_json::from_slice(&buf).expect("a JSON message");
+            if answer["id"].as_u64() == Some(id) {
+                assert!(answer["error"].is_null(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// The value of `expression` in the page.
+    fn eval(&mut self, page: &str, expression: &str) -> Value {
+        let r = self.call(
+            Some(page),
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
+        assert!(r["exceptionDetails"].is_null(), "{expression}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Poll `expression` until it is true (15 s at most).
+    fn wait_for(&mut self, page: &str, what: &str, expression: &str) {
+        let start = Instant::now();
+        while self.eval(page, expression) != Value::Bool(true) {
+            if start.elapsed() > Duration::from_secs(15) {
+                let html = self.eval(page, "document.documentElement.outerHTML");
+                panic!(
+                    "timed out waiting for {what}: {}",
+                    html.as_str().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for DevTools {
+    fn drop(&mut self) {
+        // ask it to quit (the wrapper script's children too), then make sure
+        let close = json!({"id": u64::MAX >> 12, "method": "Browser.close"}).to_string();
+        let _ = self.to.write_all(format!("{close}\0").as_bytes());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -567,18 +819,20 @@ async fn a_real_clamav_is_compliant_degraded_when_stopped_and_removed_when_its_p
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = aggregator_config(dir.path());
+    let ops = seed_users(&cfg, &[(OPERATOR, UserRole::Ops, None)]).remove(0);
+    let ops = ops.as_str();
     let agg = Aggregator::start(&cfg).await.unwrap();
     let http = agg.http_addr;
     let agent = vm_agent(&agg, &cfg, "vm-clam").await;
     send(&agent, found).await;
-    let v = vm_when(http, "vm-clam", "compliant", state_is("compliant")).await;
+    let v = vm_when(http, ops, "vm-clam", "compliant", state_is("compliant")).await;
     assert_eq!(v["products"][1]["signatures_s"], db_secs);
 
     clamd.stop();
     let stopped = detect();
     assert!(clam(&stopped).processes.is_empty());
     send(&agent, stopped).await;
-    vm_when(http, "vm-clam", "degraded", state_is("degraded")).await;
+    vm_when(http, ops, "vm-clam", "degraded", state_is("degraded")).await;
 
     assert!(
         run(Command::new("dpkg").args(["--remove", "clamav-daemon"])) || apt_remove_daemon(),
@@ -588,7 +842,7 @@ async fn a_real_clamav_is_compliant_degraded_when_stopped_and_removed_when_its_p
     assert_eq!(clam(&gone).package, None);
     send(&agent, gone).await;
     send(&agent, detect()).await;
-    let v = vm_when(http, "vm-clam", "removed", state_is("removed")).await;
+    let v = vm_when(http, ops, "vm-clam", "removed", state_is("removed")).await;
     let r = &v["removals"][0];
     assert_eq!(r["profile"], "clamav");
     assert_eq!(r["was"]["package"]["name"], "clamav-daemon");
@@ -620,6 +874,8 @@ fn apt_remove_daemon() -> bool {
 async fn the_simulator_shows_a_vm_whose_antivirus_was_removed_and_one_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = aggregator_config(dir.path());
+    let ops = seed_users(&cfg, &[(OPERATOR, UserRole::Ops, None)]).remove(0);
+    let ops = ops.as_str();
     let agg = Aggregator::start(&cfg).await.unwrap();
     let mut scenario = yunjian_simulator::Scenario::uniform(1, 1, 3, 7);
     scenario.interval = Duration::from_millis(500);
@@ -642,11 +898,18 @@ async fn the_simulator_shows_a_vm_whose_antivirus_was_removed_and_one_stopped() 
     .await
     .unwrap();
     let http = agg.http_addr;
-    let removed = vm_when(http, "rack1-h01-vm1", "removed", state_is("removed")).await;
+    let removed = vm_when(http, ops, "rack1-h01-vm1", "removed", state_is("removed")).await;
     assert_eq!(removed["removals"][0]["was"]["package"]["name"], "ds-agent");
-    vm_when(http, "rack1-h01-vm2", "degraded", state_is("degraded")).await;
-    vm_when(http, "rack1-h01-vm3", "compliant", state_is("compliant")).await;
-    let list = get_json(http, "/api/antivirus").await;
+    vm_when(http, ops, "rack1-h01-vm2", "degraded", state_is("degraded")).await;
+    vm_when(
+        http,
+        ops,
+        "rack1-h01-vm3",
+        "compliant",
+        state_is("compliant"),
+    )
+    .await;
+    let list = get_json(http, ops, "/api/antivirus").await;
     let order: Vec<&str> = list["vms"]
         .as_array()
         .unwrap()

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator_core::identity::Role;
 use yunjian_simulator::{Scenario, SimConfig, Simulation};
-use yunjian_tests::{eventually, free_port, get_json, Mosquitto};
+use yunjian_tests::{eventually, free_port, get_json, http_request, seed_users, Mosquitto};
 
 fn aggregator_config(dir: &std::path::Path, mqtt_port: u16) -> AggregatorConfig {
     let mut c = AggregatorConfig {
@@ -18,6 +19,13 @@ fn aggregator_config(dir: &std::path::Path, mqtt_port: u16) -> AggregatorConfig 
     };
     c.broker.listen = SocketAddr::from(([127, 0, 0, 1], mqtt_port));
     c
+}
+
+/// The operator on duty who watches the fleet; returns their API token. Call once the
+/// storage of `cfg` is final.
+/// (`seed_users` blocks, and the PostgreSQL client runs its own runtime: off the async worker.)
+fn seed_operator(cfg: &AggregatorConfig) -> String {
+    tokio::task::block_in_place(|| seed_users(cfg, &[("ops-zhang", Role::Ops, None)])).remove(0)
 }
 
 /// 50 bare-metal hosts (5 racks × 10) reporting every second.
@@ -51,12 +59,12 @@ fn nodes_by_id(v: &Value) -> HashMap<String, Value> {
 }
 
 /// The API lists every simulated host online with its figures.
-async fn fifty_online_with_figures(http: SocketAddr) {
+async fn fifty_online_with_figures(http: SocketAddr, token: &str) {
     eventually(
         "50 online hosts with figures",
         Duration::from_secs(30),
         || async {
-            let v = get_json(http, "/api/nodes?role=host&liveness=online").await;
+            let v = get_json(http, token, "/api/nodes?role=host&liveness=online").await;
             let nodes = v["nodes"].as_array().unwrap();
             let with_figures = nodes
                 .iter()
@@ -72,14 +80,14 @@ async fn fifty_online_with_figures(http: SocketAddr) {
     .await;
 }
 
-async fn killed_host_goes_offline(sim: &Simulation, http: SocketAddr) {
+async fn killed_host_goes_offline(sim: &Simulation, http: SocketAddr, token: &str) {
     let victim = sim.host_ids()[0].clone();
     assert!(sim.kill_node(&victim).await, "kill {victim}");
     eventually(
         "the killed host offline",
         Duration::from_secs(15),
         || async {
-            let v = get_json(http, &format!("/api/nodes/{victim}")).await;
+            let v = get_json(http, token, &format!("/api/nodes/{victim}")).await;
             let live = v["summary"]["liveness"]
                 .as_str()
                 .or(v["liveness"].as_str())
@@ -89,20 +97,32 @@ async fn killed_host_goes_offline(sim: &Simulation, http: SocketAddr) {
     )
     .await;
     // the others stay online
-    let v = get_json(http, "/api/nodes?role=host&liveness=online").await;
+    let v = get_json(http, token, "/api/nodes?role=host&liveness=online").await;
     assert_eq!(v["nodes"].as_array().unwrap().len(), 49);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_hosts_on_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let agg = Aggregator::start(&aggregator_config(dir.path(), 0))
-        .await
-        .unwrap();
+    let cfg = aggregator_config(dir.path(), 0);
+    let token = seed_operator(&cfg);
+    let agg = Aggregator::start(&cfg).await.unwrap();
     let port = agg.mqtt_addr.unwrap().port();
     let sim = start_sim(fifty_hosts(), &agg, port).await;
-    fifty_online_with_figures(agg.http_addr).await;
-    killed_host_goes_offline(&sim, agg.http_addr).await;
+    fifty_online_with_figures(agg.http_addr, &token).await;
+    // the fleet is not shown to someone who has not signed in
+    let (status, body) = http_request(
+        agg.http_addr,
+        "GET",
+        "/api/nodes",
+        None,
+        "application/json",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401, "anonymous /api/nodes: {body}");
+    assert_eq!(body["code"], "not_signed_in", "{body}");
+    killed_host_goes_offline(&sim, agg.http_addr, &token).await;
     sim.stop().await;
     agg.shutdown().await;
 }
@@ -115,14 +135,15 @@ async fn fifty_hosts_through_mosquitto_in_external_broker_mode() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = aggregator_config(dir.path(), 0);
     cfg.broker_url = Some(format!("mqtt://127.0.0.1:{}", mosq.port));
+    let token = seed_operator(&cfg);
     let agg = Aggregator::start(&cfg).await.unwrap();
     assert!(
         agg.mqtt_addr.is_none(),
         "no embedded broker in external mode"
     );
     let sim = start_sim(fifty_hosts(), &agg, mosq.port).await;
-    fifty_online_with_figures(agg.http_addr).await;
-    killed_host_goes_offline(&sim, agg.http_addr).await;
+    fifty_online_with_figures(agg.http_addr, &token).await;
+    killed_host_goes_offline(&sim, agg.http_addr, &token).await;
     sim.stop().await;
     agg.shutdown().await;
 }
@@ -169,6 +190,7 @@ async fn restart_loses_no_report(
     min_last: u64,
 ) {
     let port = cfg.broker.listen.port();
+    let token = seed_operator(cfg);
     let agg = Aggregator::start(cfg).await.unwrap();
     let sim = start_sim(scenario, &agg, port).await;
     assert!(sim.wait_connected(hosts, Duration::from_secs(30)).await);
@@ -178,7 +200,7 @@ async fn restart_loses_no_report(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let agg = Aggregator::start(cfg).await.unwrap();
     // what storage kept: every host, before any agent is back
-    let restored = get_json(agg.http_addr, "/api/nodes?role=host").await;
+    let restored = get_json(agg.http_addr, &token, "/api/nodes?role=host").await;
     assert_eq!(
         restored["nodes"].as_array().unwrap().len(),
         hosts,
@@ -201,7 +223,7 @@ async fn restart_loses_no_report(
         "every report of every node applied",
         Duration::from_secs(30),
         || async {
-            let v = get_json(http, "/api/nodes?role=host").await;
+            let v = get_json(http, &token, "/api/nodes?role=host").await;
             let all_caught_up = v["nodes"]
                 .as_array()
                 .unwrap()

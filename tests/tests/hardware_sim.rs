@@ -14,8 +14,9 @@ use std::path::Path;
 use std::time::Duration;
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator_core::identity::Role;
 use yunjian_simulator::bmc::{HardwareKnobs, Outage, Overheat};
-use yunjian_tests::{eventually, free_port, get_json, http_get};
+use yunjian_tests::{eventually, free_port, get_json, http_get, seed_users};
 
 const HOT: &str = "rack1-h02";
 const SUBJECT: &str = "node:rack1-h02/sensor:CPU1 Temp";
@@ -43,6 +44,15 @@ fn find<'a>(alarms: &'a Value, list: &str, subject: &str) -> Option<&'a Value> {
 async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_the_rack_page() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = aggregator_config(dir.path());
+    // the operator on duty, and a unit's person (hosts' hardware is not theirs to see)
+    let tokens = seed_users(
+        &cfg,
+        &[
+            ("ops-zhang", Role::Ops, None),
+            ("czj-li", Role::Unit, Some("财政局")),
+        ],
+    );
+    let (ops, unit) = (tokens[0].as_str(), tokens[1].as_str());
     let agg = Aggregator::start(&cfg).await.unwrap();
     let mut scenario = yunjian_simulator::Scenario::uniform(1, 2, 1, 7);
     scenario.interval = Duration::from_millis(500);
@@ -78,7 +88,7 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
         "the critical CPU temperature alarm",
         Duration::from_secs(30),
         || async {
-            let alarms = get_json(http, "/api/alarms").await;
+            let alarms = get_json(http, ops, "/api/alarms").await;
             find(&alarms, "open", SUBJECT).cloned()
         },
     )
@@ -93,7 +103,7 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
     assert_eq!(alarm["evidence"]["rack"], "rack1");
 
     // the rack page: both servers in rack1, the hot one red while its alarm is open
-    let (status, html) = http_get(http, "/racks").await;
+    let (status, html) = http_get(http, ops, "/racks").await;
     assert_eq!(status, 200);
     assert!(html.contains(">rack1<"), "{html}");
     assert!(
@@ -101,13 +111,21 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
         "{html}"
     );
     assert!(html.contains("data-node=\"rack1-h01\""), "{html}");
-    let (status, page) = http_get(http, "/servers/rack1-h02").await;
+    let (status, page) = http_get(http, ops, "/servers/rack1-h02").await;
     assert_eq!(status, 200);
     assert!(page.contains("<tr data-sensor=\"CPU1 Temp\">") && page.contains("96.0"));
+    // a unit's person sees neither the hosts' hardware nor the cloud-wide alarm
+    let (status, body) = http_get(http, unit, "/api/servers/rack1-h02/hardware").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("\"forbidden\""), "{body}");
+    let (status, _) = http_get(http, unit, "/racks").await;
+    assert_eq!(status, 403);
+    let theirs = get_json(http, unit, "/api/alarms").await;
+    assert!(find(&theirs, "open", SUBJECT).is_none(), "{theirs}");
 
     // back below: cleared
     let cleared = eventually("the alarm cleared", Duration::from_secs(30), || async {
-        let alarms = get_json(http, "/api/alarms").await;
+        let alarms = get_json(http, ops, "/api/alarms").await;
         if find(&alarms, "open", SUBJECT).is_some() {
             return None;
         }
@@ -115,7 +133,7 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
     })
     .await;
     assert_eq!(cleared["state"], "cleared");
-    let alarms = get_json(http, "/api/alarms").await;
+    let alarms = get_json(http, ops, "/api/alarms").await;
     for list in ["open", "cleared"] {
         let others: Vec<&Value> = alarms[list]
             .as_array()
@@ -129,7 +147,7 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
             .collect();
         assert!(others.is_empty(), "the cool server raised {others:?}");
     }
-    let server = get_json(http, "/api/servers/rack1-h02/hardware").await;
+    let server = get_json(http, ops, "/api/servers/rack1-h02/hardware").await;
     let sel: Vec<(&str, bool)> = server["sel"]
         .as_array()
         .unwrap()
@@ -154,7 +172,7 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
     // the BMC of rack1-h01 stops answering; the host itself keeps reporting
     let bmc = "node:rack1-h01/bmc";
     let alarm = eventually("the BMC alarm", Duration::from_secs(30), || async {
-        let alarms = get_json(http, "/api/alarms").await;
+        let alarms = get_json(http, ops, "/api/alarms").await;
         find(&alarms, "open", bmc).cloned()
     })
     .await;
@@ -164,15 +182,15 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
         alarm["title"].as_str().unwrap().contains("BMC 无响应"),
         "{alarm}"
     );
-    let alarms = get_json(http, "/api/alarms").await;
+    let alarms = get_json(http, ops, "/api/alarms").await;
     assert!(
         find(&alarms, "open", "node:rack1-h01").is_none(),
         "{alarms}"
     );
-    let nodes = get_json(http, "/api/nodes/rack1-h01").await;
+    let nodes = get_json(http, ops, "/api/nodes/rack1-h01").await;
     assert_eq!(nodes["summary"]["liveness"], "online", "{nodes}");
     eventually("the BMC alarm cleared", Duration::from_secs(30), || async {
-        let alarms = get_json(http, "/api/alarms").await;
+        let alarms = get_json(http, ops, "/api/alarms").await;
         find(&alarms, "open", bmc)
             .is_none()
             .then(|| find(&alarms, "cleared", bmc).cloned())
@@ -185,7 +203,7 @@ async fn an_overheated_server_raises_a_critical_alarm_that_clears_and_shows_on_t
 
     // the SEL survives a restart
     let agg = Aggregator::start(&cfg).await.unwrap();
-    let server = get_json(agg.http_addr, "/api/servers/rack1-h02/hardware").await;
+    let server = get_json(agg.http_addr, ops, "/api/servers/rack1-h02/hardware").await;
     let restored: Vec<&str> = server["sel"]
         .as_array()
         .unwrap()

@@ -12,11 +12,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator_core::identity::Role;
 use yunjian_aggregator_core::policy::profile::BUILTIN;
 use yunjian_simulator::fleet::{Fleet as SimFleet, NodeKind};
 use yunjian_simulator::profile::Profile as Workload;
 use yunjian_simulator::{Scenario, SimConfig};
-use yunjian_tests::{eventually, free_port, get_json, http_get, post_json};
+use yunjian_tests::{eventually, free_port, get_json, http_get, post_json, seed_users};
 
 const DAY_MS: u64 = 86_400_000;
 /// Days of event time to simulate before judging.
@@ -61,21 +62,31 @@ fn profile_file(dir: &std::path::Path) -> String {
     path.display().to_string()
 }
 
-async fn exempt(http: SocketAddr, vm: &str, reason: &str, expires: &str) -> Value {
+/// The people of the scenario: the 主管部门 person who grants exemptions, and the operator on duty.
+const CHIEF: &str = "chief-wang";
+const OPERATOR: &str = "ops-zhang";
+
+fn exemption_request(vm: &str, reason: &str, expires: &str) -> Value {
+    json!({
+        "vm": vm,
+        "reason": reason,
+        "note": "idle_sim",
+        "expires": expires,
+    })
+}
+
+/// `chief` (the 主管部门's token) grants an exemption; it is recorded under the chief's name.
+async fn exempt(http: SocketAddr, chief: &str, vm: &str, reason: &str, expires: &str) -> Value {
     let (status, body) = post_json(
         http,
+        chief,
         "/api/exemptions",
-        &json!({
-            "vm": vm,
-            "reason": reason,
-            "note": "idle_sim",
-            "approver": "区数据局 王科长",
-            "created_by": "ops:test",
-            "expires": expires,
-        }),
+        &exemption_request(vm, reason, expires),
     )
     .await;
     assert_eq!(status, 201, "exemption for {vm}: {body}");
+    assert_eq!(body["approver"], CHIEF, "{body}");
+    assert_eq!(body["created_by"], CHIEF, "{body}");
     body
 }
 
@@ -115,6 +126,11 @@ async fn thirty_simulated_days_flag_exactly_the_idle_vms() {
         ..AggregatorConfig::default()
     };
     cfg.broker.listen = SocketAddr::from(([127, 0, 0, 1], port));
+    let tokens = seed_users(
+        &cfg,
+        &[(CHIEF, Role::Authority, None), (OPERATOR, Role::Ops, None)],
+    );
+    let (chief, ops) = (tokens[0].as_str(), tokens[1].as_str());
     let agg = Aggregator::start(&cfg).await.expect("aggregator starts");
     let http = agg.http_addr;
     let sim = yunjian_simulator::start(
@@ -135,16 +151,29 @@ async fn thirty_simulated_days_flag_exactly_the_idle_vms() {
             &format!("{vm} in the history"),
             Duration::from_secs(30),
             || async move {
-                let (status, _) = http_get(http, &format!("/api/usage/{vm}/days")).await;
+                let (status, _) = http_get(http, ops, &format!("/api/usage/{vm}/days")).await;
                 (status == 200).then_some(())
             },
         )
         .await;
     }
+    // only the 主管部门 grants exemptions: the operator is refused, and nothing is recorded
+    let first = standby.iter().next().unwrap();
+    let (status, body) = post_json(
+        http,
+        ops,
+        "/api/exemptions",
+        &exemption_request(first, "dr_standby", "2026-06-30"),
+    )
+    .await;
+    assert_eq!(status, 403, "an operator granting an exemption: {body}");
+    assert_eq!(body["code"], "forbidden", "{body}");
+    let none = get_json(http, ops, "/api/exemptions").await;
+    assert_eq!(none["exemptions"].as_array().unwrap().len(), 0, "{none}");
     for vm in &standby {
-        exempt(http, vm, "dr_standby", "2026-06-30").await;
+        exempt(http, chief, vm, "dr_standby", "2026-06-30").await;
     }
-    let lapsed_exemption = exempt(http, &lapsed, "test_period", "2026-03-25").await;
+    let lapsed_exemption = exempt(http, chief, &lapsed, "test_period", "2026-03-25").await;
 
     // Thirty days of event time (about 24 s of wall time).
     let until = start_ms + DAYS * DAY_MS + 2 * 3_600_000;
@@ -152,14 +181,14 @@ async fn thirty_simulated_days_flag_exactly_the_idle_vms() {
         "30 days of event time",
         Duration::from_secs(150),
         || async move {
-            let v = get_json(http, "/api/usage/findings").await;
+            let v = get_json(http, ops, "/api/usage/findings").await;
             (v["now_ms"].as_u64().unwrap_or(0) >= until).then_some(())
         },
     )
     .await;
     sim.stop().await;
 
-    let body = get_json(http, "/api/usage/findings").await;
+    let body = get_json(http, ops, "/api/usage/findings").await;
     assert_eq!(body["today"], "2026-04-15", "{}", body["now_ms"]);
     let findings = body["findings"].as_array().unwrap();
     let kind = |f: &Value| f["kind"]["type"].as_str().unwrap().to_string();
@@ -246,6 +275,7 @@ async fn thirty_simulated_days_flag_exactly_the_idle_vms() {
     for v in vms.iter().filter(|v| v.workload == Workload::WeeklyBatch) {
         let d = get_json(
             http,
+            ops,
             &format!("/api/usage/{}/days?from=2026-03-16&to=2026-04-14", v.uuid),
         )
         .await;
@@ -268,7 +298,7 @@ async fn thirty_simulated_days_flag_exactly_the_idle_vms() {
     }
 
     // The register shows the standbys active and the lapsed one expired.
-    let ex = get_json(http, "/api/exemptions").await;
+    let ex = get_json(http, ops, "/api/exemptions").await;
     let states: Vec<(String, String)> = ex["exemptions"]
         .as_array()
         .unwrap()

@@ -19,9 +19,10 @@ use yunjian_agent::ipmi::session::{Credentials, Target};
 use yunjian_agent::ipmi::{Sweep, Sweeper};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
+use yunjian_aggregator_core::identity::Role;
 use yunjian_protocol::hardware::{BmcState, SensorReading, SensorStatus};
 use yunjian_tests::ipmi_sim::IpmiSim;
-use yunjian_tests::{eventually, free_port, get_json, http_get, require_tool};
+use yunjian_tests::{eventually, free_port, get_json, http_get, require_tool, seed_users};
 
 fn lan(sim: &IpmiSim, password: &str) -> Target {
     Target::Lan {
@@ -377,8 +378,8 @@ impl Drop for Agent {
     }
 }
 
-async fn open_alarm(http: std::net::SocketAddr, subject: &str) -> Option<Value> {
-    let alarms = get_json(http, "/api/alarms").await;
+async fn open_alarm(http: std::net::SocketAddr, token: &str, subject: &str) -> Option<Value> {
+    let alarms = get_json(http, token, "/api/alarms").await;
     alarms["open"]
         .as_array()?
         .iter()
@@ -399,6 +400,15 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
         ..AggregatorConfig::default()
     };
     cfg.broker.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // the operator on duty, and a unit's person (hosts are not theirs to see)
+    let tokens = seed_users(
+        &cfg,
+        &[
+            ("ops-zhang", Role::Ops, None),
+            ("czj-li", Role::Unit, Some("财政局")),
+        ],
+    );
+    let (ops, unit) = (tokens[0].as_str(), tokens[1].as_str());
     let agg = Aggregator::start(&cfg).await.unwrap();
     let http = agg.http_addr;
     let node = "rack1-h01";
@@ -438,7 +448,7 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
     let node_path = format!("/api/nodes/{node}");
     eventually("the first sweep", Duration::from_secs(20), || async {
         // unknown (404) until the agent's first message
-        let (status, body) = http_get(http, &node_path).await;
+        let (status, body) = http_get(http, ops, &node_path).await;
         let v: Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
         let sensors = v["state"]["hardware"]["sensors"].as_array().cloned();
         sensors.filter(|s| s.iter().any(|s| s["name"] == "CPU Temp"))
@@ -449,7 +459,7 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
     sim.console(&["sensor_set_value 0x20 0 1 0x5b 1"]);
     let subject = format!("node:{node}/sensor:CPU Temp");
     let alarm = eventually("the hardware alarm", Duration::from_secs(20), || {
-        open_alarm(http, &subject)
+        open_alarm(http, ops, &subject)
     })
     .await;
     assert_eq!(
@@ -457,13 +467,17 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
         Some("critical"),
         "{alarm}"
     );
+    // a unit's person sees neither the host's hardware nor its (cloud-wide) alarm
+    let (status, body) = http_get(http, unit, &format!("/api/servers/{node}/hardware")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(open_alarm(http, unit, &subject).await.is_none());
 
     // the BMC dies: host reports go on at their own pace
     sim.kill();
     let last_report = |v: &Value| v["state"]["last_report_ts_ms"].as_u64();
-    let before = last_report(&get_json(http, &node_path).await);
+    let before = last_report(&get_json(http, ops, &node_path).await);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let v = get_json(http, &node_path).await;
+    let v = get_json(http, ops, &node_path).await;
     let after = last_report(&v);
     assert!(
         after.is_some() && after > before,
@@ -474,7 +488,7 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
         "the BMC reported unreachable",
         Duration::from_secs(20),
         || async {
-            let b = bmc(&get_json(http, &node_path).await);
+            let b = bmc(&get_json(http, ops, &node_path).await);
             b["Unreachable"].as_str().map(|cause| {
                 assert!(cause.starts_with(&sim.address()), "{cause}");
             })
@@ -483,7 +497,7 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
     .await;
     sim.restart();
     eventually("the BMC back", Duration::from_secs(20), || async {
-        bmc(&get_json(http, &node_path).await)["Ok"]
+        bmc(&get_json(http, ops, &node_path).await)["Ok"]
             .as_str()
             .map(|_| ())
     })

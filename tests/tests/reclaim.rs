@@ -11,6 +11,10 @@
 //!   list shows the VM stopped); a rollback brings it back; a second case goes on to closed
 //!   (release after the hold period). Roles are enforced, every step is in the audit trail,
 //!   and while the unit has open cases its requests for more are held (003 第三十条).
+//!
+//! People are users seeded into the aggregator's storage, each calling with an API token:
+//! no token answers 401, another unit's case answers 404 (its existence is not confirmed), an
+//! auditor reads cases but takes no step.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -23,14 +27,10 @@ use yunjian_agent::publish::config::{BufferConfig, MqttConfig};
 use yunjian_agent::publish::{Identity, Publisher};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
-use yunjian_aggregator::reclaim::{Role as CaseRole, TokenEntry};
+use yunjian_aggregator_core::identity::Role as UserRole;
 use yunjian_protocol::{Action, Body, CommandResult, GuestView, Role};
-use yunjian_tests::{eventually, free_port, get_json, http_request};
+use yunjian_tests::{eventually, free_port, get_json, http_request, seed_users};
 
-const OPS: &str = "ops-token-0123456789abcdef";
-const CHIEF: &str = "authority-token-0123456789";
-const UNIT: &str = "unit-czj-token-0123456789";
-const OTHER_UNIT: &str = "unit-jyj-token-0123456789";
 const UUID: &str = "4c4c4544-0052-3510-8052-b4c04f4d3332";
 const HOST: &str = "rack1-h01";
 const WAIT: Duration = Duration::from_secs(20);
@@ -63,19 +63,41 @@ fn config(dir: &Path) -> AggregatorConfig {
     cfg.broker.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     cfg.reclaim.tick = Duration::from_millis(100);
     cfg.reclaim.resend_every = Duration::from_millis(500);
-    let token = |token: &str, role, name: &str, unit: Option<&str>| TokenEntry {
-        token: token.into(),
-        role,
-        name: name.into(),
-        unit: unit.map(Into::into),
-    };
-    cfg.reclaim.tokens = vec![
-        token(OPS, CaseRole::Ops, "ops-zhang", None),
-        token(CHIEF, CaseRole::Authority, "chief-wang", None),
-        token(UNIT, CaseRole::Unit, "czj-li", Some("财政局")),
-        token(OTHER_UNIT, CaseRole::Unit, "jyj-zhao", Some("教育局")),
-    ];
     cfg
+}
+
+/// The people of the scenario, by their API tokens.
+struct People {
+    ops: String,
+    chief: String,
+    /// 财政局's, whose system holds the VM.
+    unit: String,
+    /// 教育局's: another unit.
+    other_unit: String,
+    auditor: String,
+}
+
+/// Write the people into the storage of `cfg` (before the aggregator starts).
+fn people(cfg: &AggregatorConfig) -> People {
+    let mut t = seed_users(
+        cfg,
+        &[
+            ("ops-zhang", UserRole::Ops, None),
+            ("chief-wang", UserRole::Authority, None),
+            ("czj-li", UserRole::Unit, Some("财政局")),
+            ("jyj-zhao", UserRole::Unit, Some("教育局")),
+            ("audit-sun", UserRole::Auditor, None),
+        ],
+    )
+    .into_iter();
+    let mut next = || t.next().unwrap();
+    People {
+        ops: next(),
+        chief: next(),
+        unit: next(),
+        other_unit: next(),
+        auditor: next(),
+    }
 }
 
 fn pct(s: &str) -> String {
@@ -111,7 +133,7 @@ async fn ok_step(addr: SocketAddr, case: u64, name: &str, token: &str, body: Val
 const CSV_HEADER: &str = "序号,网络分区,开发商,系统名称,子系统名称,服务器类型,\"堡垒机账  号\n负责人\",堡垒机账号负责人邮箱,堡垒机账号负责人手机号码,vCPU核,内存GB,系统盘GB,数据盘GB,操作系统,集群部署,集群组号,备注,虚拟机UUID\n";
 
 /// Register 财政局's system with our VM (and `extra` more rows).
-async fn import(addr: SocketAddr, extra: usize) -> (u16, Value) {
+async fn import(addr: SocketAddr, ops: &str, extra: usize) -> (u16, Value) {
     let mut csv = format!("\u{feff}{CSV_HEADER}");
     csv.push_str(&format!("1,政务外网区,浪潮,预算一体化,,APP,王五,wangwu@gov.cn,13700000000,8,16,60,300,openEuler 22.03,否,,,{UUID}\n"));
     for i in 0..extra {
@@ -120,11 +142,8 @@ async fn import(addr: SocketAddr, extra: usize) -> (u16, Value) {
     http_request(
         addr,
         "POST",
-        &format!(
-            "/api/register/import?unit={}&by=ops-zhang&format=csv",
-            pct("财政局")
-        ),
-        None,
+        &format!("/api/register/import?unit={}&format=csv", pct("财政局")),
+        Some(ops),
         "text/csv",
         csv.as_bytes(),
     )
@@ -240,16 +259,16 @@ async fn fake_host(cfg: &AggregatorConfig, agg: &Aggregator) -> FakeHost {
     }
 }
 
-async fn case_json(addr: SocketAddr, id: u64) -> Value {
-    get_json(addr, &format!("/api/reclaim/cases/{id}")).await
+async fn case_json(addr: SocketAddr, token: &str, id: u64) -> Value {
+    get_json(addr, token, &format!("/api/reclaim/cases/{id}")).await
 }
 
-async fn wait_state(addr: SocketAddr, id: u64, state: &str) -> Value {
+async fn wait_state(addr: SocketAddr, token: &str, id: u64, state: &str) -> Value {
     eventually(
         &format!("case {id} in state {state}"),
         WAIT,
         || async move {
-            let v = case_json(addr, id).await;
+            let v = case_json(addr, token, id).await;
             (v["case"]["case"]["state"] == state).then_some(v)
         },
     )
@@ -258,13 +277,13 @@ async fn wait_state(addr: SocketAddr, id: u64, state: &str) -> Value {
 
 /// Once the host is connected (a guest list sent earlier could arrive after its Hello and
 /// count as late), send its guest list and wait until the aggregator shows it.
-async fn wait_host_listed(addr: SocketAddr, host: &FakeHost) {
+async fn wait_host_listed(addr: SocketAddr, token: &str, host: &FakeHost) {
     eventually("the host online at the aggregator", WAIT, || async move {
         let (status, v) = http_request(
             addr,
             "GET",
             &format!("/api/nodes/{HOST}"),
-            None,
+            Some(token),
             "text/plain",
             b"",
         )
@@ -281,7 +300,7 @@ async fn wait_host_listed(addr: SocketAddr, host: &FakeHost) {
         "the host's guest list at the aggregator",
         WAIT,
         || async move {
-            let v = get_json(addr, &format!("/api/nodes/{HOST}")).await;
+            let v = get_json(addr, token, &format!("/api/nodes/{HOST}")).await;
             v["state"]["guests"]
                 .to_string()
                 .contains(UUID)
@@ -292,12 +311,12 @@ async fn wait_host_listed(addr: SocketAddr, host: &FakeHost) {
 }
 
 /// Open a case for the VM and walk it to `scheduled` (due now); returns its id.
-async fn open_and_schedule(addr: SocketAddr) -> u64 {
+async fn open_and_schedule(addr: SocketAddr, p: &People) -> u64 {
     let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
-        Some(OPS),
+        Some(&p.ops),
         "application/json",
         json!([{"uuid": UUID.to_uppercase(), "kind": {"kind": "idle"},
                 "evidence": {"window_days": 30, "cpu_p95_pct": 0.8}}])
@@ -307,16 +326,16 @@ async fn open_and_schedule(addr: SocketAddr) -> u64 {
     .await;
     assert_eq!(status, 200, "{v}");
     let id = v["opened"][0].as_u64().expect("a case is opened");
-    ok_step(addr, id, "notify", OPS, json!({})).await;
-    ok_step(addr, id, "agree", UNIT, json!({"reason": "系统已停用"})).await;
-    ok_step(addr, id, "file", OPS, json!({})).await;
-    ok_step(addr, id, "approve", CHIEF, json!({})).await;
+    ok_step(addr, id, "notify", &p.ops, json!({})).await;
+    ok_step(addr, id, "agree", &p.unit, json!({"reason": "系统已停用"})).await;
+    ok_step(addr, id, "file", &p.ops, json!({})).await;
+    ok_step(addr, id, "approve", &p.chief, json!({})).await;
     // the re-check needs a fresh finding: the usage module feeds one every evaluation
     let (status, _) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
-        Some(OPS),
+        Some(&p.ops),
         "application/json",
         json!([{"uuid": UUID, "kind": {"kind": "idle"}, "evidence": {}}])
             .to_string()
@@ -324,7 +343,7 @@ async fn open_and_schedule(addr: SocketAddr) -> u64 {
     )
     .await;
     assert_eq!(status, 200);
-    ok_step(addr, id, "schedule", OPS, json!({"at_ms": now_ms()})).await;
+    ok_step(addr, id, "schedule", &p.ops, json!({"at_ms": now_ms()})).await;
     id
 }
 
@@ -332,17 +351,19 @@ async fn open_and_schedule(addr: SocketAddr) -> u64 {
 async fn a_case_survives_a_restart_between_send_and_result() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
+    let p = people(&cfg);
+    let ops = p.ops.as_str();
     let agg = Aggregator::start(&cfg).await.unwrap();
     let addr = agg.http_addr;
-    let (status, v) = import(addr, 0).await;
+    let (status, v) = import(addr, ops, 0).await;
     assert_eq!(status, 200, "{v}");
     let host = fake_host(&cfg, &agg).await;
     host.answer.send_replace(false);
-    wait_host_listed(addr, &host).await;
-    let id = open_and_schedule(addr).await;
+    wait_host_listed(addr, ops, &host).await;
+    let id = open_and_schedule(addr, &p).await;
 
     // stored and sent, executed on the host, no result yet: "execution pending"
-    let v = wait_state(addr, id, "executing").await;
+    let v = wait_state(addr, ops, id, "executing").await;
     let command = v["case"]["case"]["command"].as_str().unwrap().to_string();
     assert_eq!(v["commands"][0]["id"], command.as_str());
     assert_eq!(v["commands"][0]["status"], "outstanding");
@@ -359,9 +380,10 @@ async fn a_case_survives_a_restart_between_send_and_result() {
     let rejected_before = host.publisher.stats().commands_rejected;
 
     // restarted from the same data directory: the case and its command come back from storage
+    // (and so do the users and their tokens)
     let agg = Aggregator::start(&cfg).await.unwrap();
     let addr = agg.http_addr;
-    let v = case_json(addr, id).await;
+    let v = case_json(addr, ops, id).await;
     assert_eq!(v["case"]["case"]["state"], "executing");
     assert_eq!(v["case"]["case"]["command"], command.as_str());
     // the same id is published again; the agent refuses it as a replay (not run twice)
@@ -374,13 +396,13 @@ async fn a_case_survives_a_restart_between_send_and_result() {
         },
     )
     .await;
-    let v = case_json(addr, id).await;
+    let v = case_json(addr, ops, id).await;
     assert_eq!(v["commands"].as_array().unwrap().len(), 1, "no new id: {v}");
     assert!(v["commands"][0]["sends"].as_u64().unwrap() > sends_before);
 
     // the held result now arrives: executed, then verified from the host's guest list
     host.answer.send_replace(true);
-    let v = wait_state(addr, id, "verified").await;
+    let v = wait_state(addr, ops, id, "verified").await;
     assert_eq!(v["commands"][0]["status"], "succeeded");
     assert_eq!(v["case"]["case"]["snapshot"], "yunjian-reclaim-1");
     {
@@ -424,12 +446,22 @@ async fn a_case_survives_a_restart_between_send_and_result() {
 async fn a_full_case_through_the_api_with_rollback_and_release() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
+    let p = people(&cfg);
+    let ops = p.ops.as_str();
     let agg = Aggregator::start(&cfg).await.unwrap();
     let addr = agg.http_addr;
-    let (status, v) = import(addr, 0).await;
+    let (status, v) = import(addr, ops, 0).await;
     assert_eq!(status, 200, "{v}");
     let host = fake_host(&cfg, &agg).await;
-    wait_host_listed(addr, &host).await;
+    wait_host_listed(addr, ops, &host).await;
+
+    // who is signed in, as the case steps see them
+    let me = get_json(addr, &p.unit, "/api/reclaim/whoami").await;
+    assert_eq!(
+        me,
+        json!({"name": "czj-li", "role": "unit", "unit": "财政局"}),
+        "{me}"
+    );
 
     // detection by hand needs an ops token
     let body = json!([{"uuid": UUID, "kind": {"kind": "idle"}, "evidence": {"cpu_p95_pct": 0.8}}])
@@ -444,22 +476,24 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     )
     .await;
     assert_eq!(status, 401, "{v}");
+    assert_eq!(v["code"], "not_signed_in", "{v}");
     let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
-        Some(UNIT),
+        Some(&p.unit),
         "application/json",
         body.as_bytes(),
     )
     .await;
     assert_eq!(status, 403, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("unit"), "{v}");
+    assert_eq!(v["code"], "forbidden", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("运维单位"), "{v}");
     let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
-        Some(OPS),
+        Some(&p.ops),
         "application/json",
         body.as_bytes(),
     )
@@ -471,7 +505,7 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
         addr,
         "POST",
         "/api/reclaim/detections",
-        Some(OPS),
+        Some(&p.ops),
         "application/json",
         body.as_bytes(),
     )
@@ -479,25 +513,25 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     assert_eq!(v["opened"], json!([]));
 
     // roles and states are enforced, with errors naming them
-    let (status, v) = step(addr, id, "agree", UNIT, json!({})).await;
+    let (status, v) = step(addr, id, "agree", &p.unit, json!({})).await;
     assert_eq!(status, 409, "{v}");
     let e = v["error"].as_str().unwrap();
     assert!(e.contains("detected") && e.contains("agree"), "{e}");
-    let (status, v) = step(addr, id, "notify", CHIEF, json!({})).await;
+    let (status, v) = step(addr, id, "notify", &p.chief, json!({})).await;
     assert_eq!(status, 403, "{v}");
     assert!(v["error"].as_str().unwrap().contains("authority"), "{v}");
     ok_step(
         addr,
         id,
         "notify",
-        OPS,
+        &p.ops,
         json!({"reason": "连续30天CPU p95 < 5%"}),
     )
     .await;
 
     // the unit is told: an info notice for 财政局 while its answer is awaited
     let notice = |open: bool| async move {
-        let a = get_json(addr, "/api/alarms").await;
+        let a = get_json(addr, ops, "/api/alarms").await;
         let found = a["open"].as_array().unwrap().iter().any(|x| {
             x["key"]["rule"] == "reclaim_notice"
                 && x["unit"] == "财政局"
@@ -507,29 +541,84 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     };
     eventually("the notice to the unit", WAIT, || notice(true)).await;
     // notified: 财政局 has an open low-use case, so its requests for more are held
-    let (status, v) = import(addr, 1).await;
+    let (status, v) = import(addr, ops, 1).await;
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["held"], true, "{v}");
     assert!(v["error"].as_str().unwrap().contains("第三十条"), "{v}");
-    let q = get_json(addr, "/api/reclaim/cases").await;
+    let q = get_json(addr, ops, "/api/reclaim/cases").await;
     assert_eq!(q["held_units"]["财政局"]["cases"], json!([id]));
+    // 财政局's people see their case and hold too
+    let q = get_json(addr, &p.unit, "/api/reclaim/cases").await;
+    assert_eq!(q["held_units"]["财政局"]["cases"], json!([id]), "{q}");
+    assert!(q["cases"].to_string().contains("财政局"), "{q}");
 
-    let (status, v) = step(addr, id, "agree", OTHER_UNIT, json!({})).await;
+    // another unit neither sees 财政局's case nor acts on it: not found, not confirmed
+    let (status, v) = step(addr, id, "agree", &p.other_unit, json!({})).await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = http_request(
+        addr,
+        "GET",
+        &format!("/api/reclaim/cases/{id}"),
+        Some(&p.other_unit),
+        "text/plain",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+    let q = get_json(addr, &p.other_unit, "/api/reclaim/cases").await;
+    assert_eq!(q["cases"], json!([]), "{q}");
+    assert!(!q.to_string().contains("财政局"), "{q}");
+    assert!(q["held_units"].get("财政局").is_none(), "{q}");
+
+    // no token: not signed in
+    let (status, v) = http_request(
+        addr,
+        "GET",
+        &format!("/api/reclaim/cases/{id}"),
+        None,
+        "text/plain",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["code"], "not_signed_in", "{v}");
+    let (status, v) = http_request(
+        addr,
+        "POST",
+        &format!("/api/reclaim/cases/{id}/agree"),
+        None,
+        "application/json",
+        b"{}",
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+
+    // an auditor reads the case but takes no step
+    let v = case_json(addr, &p.auditor, id).await;
+    assert_eq!(v["case"]["case"]["state"], "notified", "{v}");
+    let q = get_json(addr, &p.auditor, "/api/reclaim/cases").await;
+    assert_eq!(q["held_units"]["财政局"]["cases"], json!([id]), "{q}");
+    let (status, v) = step(addr, id, "agree", &p.auditor, json!({})).await;
     assert_eq!(status, 403, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("教育局"), "{v}");
-    let (status, v) = step(addr, id, "dispute", UNIT, json!({"reason": ""})).await;
+    assert_eq!(v["code"], "forbidden", "{v}");
+    assert_eq!(
+        case_json(addr, ops, id).await["case"]["case"]["state"],
+        "notified"
+    );
+
+    let (status, v) = step(addr, id, "dispute", &p.unit, json!({"reason": ""})).await;
     assert_eq!(status, 400, "a dispute needs a reason: {v}");
     ok_step(
         addr,
         id,
         "agree",
-        UNIT,
+        &p.unit,
         json!({"reason": "数据已备份，同意回收"}),
     )
     .await;
     eventually("the notice cleared once answered", WAIT, || notice(false)).await;
-    ok_step(addr, id, "file", OPS, json!({})).await;
-    let v = case_json(addr, id).await;
+    ok_step(addr, id, "file", &p.ops, json!({})).await;
+    let v = case_json(addr, ops, id).await;
     assert_eq!(
         v["steps"]
             .as_array()
@@ -540,55 +629,60 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
         ["approve", "reject", "withdraw"]
     );
     assert!(v["case"]["deadline"].is_string());
-    ok_step(addr, id, "approve", CHIEF, json!({"reason": "同意"})).await;
-    let (status, _) = step(addr, id, "schedule", OPS, json!({})).await;
+    ok_step(addr, id, "approve", &p.chief, json!({"reason": "同意"})).await;
+    let (status, _) = step(addr, id, "schedule", &p.ops, json!({})).await;
     assert_eq!(status, 400, "schedule needs a time");
     let (_, _) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
-        Some(OPS),
+        Some(&p.ops),
         "application/json",
         body.as_bytes(),
     )
     .await;
-    ok_step(addr, id, "schedule", OPS, json!({"at_ms": now_ms()})).await;
+    ok_step(addr, id, "schedule", &p.ops, json!({"at_ms": now_ms()})).await;
 
     // executed (stop with snapshot), then verified from the guest list
-    let v = wait_state(addr, id, "verified").await;
+    let v = wait_state(addr, ops, id, "verified").await;
     assert_eq!(v["commands"][0]["status"], "succeeded");
     assert!(v["commands"][0]["message"]
         .as_str()
         .unwrap()
         .contains("snapshot"));
-    let node = get_json(addr, &format!("/api/nodes/{HOST}")).await;
+    let node = get_json(addr, ops, &format!("/api/nodes/{HOST}")).await;
     assert!(node.to_string().contains("\"running\":false"), "{node}");
 
     // a rollback restores it (authority, with a reason)
-    let (status, _) = step(addr, id, "rollback", CHIEF, json!({})).await;
+    let (status, _) = step(addr, id, "rollback", &p.chief, json!({})).await;
     assert_eq!(status, 400, "rollback needs a reason");
     ok_step(
         addr,
         id,
         "rollback",
-        CHIEF,
+        &p.chief,
         json!({"reason": "单位要求恢复"}),
     )
     .await;
-    let v = wait_state(addr, id, "rolled_back").await;
+    let v = wait_state(addr, ops, id, "rolled_back").await;
     assert_eq!(v["commands"].as_array().unwrap().len(), 2);
     assert!(
         host.hv.lock().unwrap().guests[0].running,
         "the VM runs again"
     );
     eventually("the guest list shows it running", WAIT, || async move {
-        let n = get_json(addr, &format!("/api/nodes/{HOST}")).await;
+        let n = get_json(addr, ops, &format!("/api/nodes/{HOST}")).await;
         n.to_string().contains("\"running\":true").then_some(())
     })
     .await;
 
     // the audit trail: who, role, when, why for every step
-    let audit = get_json(addr, &format!("/api/audit?subject=reclaim:{id}&limit=100")).await;
+    let audit = get_json(
+        addr,
+        &p.auditor,
+        &format!("/api/audit?subject=reclaim:{id}&limit=100"),
+    )
+    .await;
     let entries = audit
         .as_array()
         .or(audit["entries"].as_array())
@@ -625,13 +719,13 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     assert_eq!(agree["detail"]["reason"], "数据已备份，同意回收");
 
     // a second case on the same VM goes on to closed: after the hold (0 days here) the release
-    let id2 = open_and_schedule(addr).await;
+    let id2 = open_and_schedule(addr, &p).await;
     assert_ne!(id2, id);
-    wait_state(addr, id2, "verified").await;
-    let (status, v) = step(addr, id2, "close", UNIT, json!({})).await;
+    wait_state(addr, ops, id2, "verified").await;
+    let (status, v) = step(addr, id2, "close", &p.unit, json!({})).await;
     assert_eq!(status, 403, "{v}");
-    ok_step(addr, id2, "close", OPS, json!({})).await;
-    let v = wait_state(addr, id2, "closed").await;
+    ok_step(addr, id2, "close", &p.ops, json!({})).await;
+    let v = wait_state(addr, ops, id2, "closed").await;
     let kinds: Vec<Value> = v["commands"]
         .as_array()
         .unwrap()
@@ -644,22 +738,25 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     );
     assert!(host.hv.lock().unwrap().guests.is_empty(), "released");
     // closed: the hold on 财政局's requests is lifted
-    let q = get_json(addr, "/api/reclaim/cases").await;
+    let q = get_json(addr, ops, "/api/reclaim/cases").await;
     assert!(q["held_units"].get("财政局").is_none(), "{q}");
-    let (status, v) = import(addr, 1).await;
+    let (status, v) = import(addr, ops, 1).await;
     assert_eq!(status, 200, "{v}");
-    // the pages are served
-    let (status, _) = http_request(addr, "GET", "/reclaim", None, "text/plain", b"").await;
-    assert_eq!(status, 200);
-    let (status, _) = http_request(
-        addr,
-        "GET",
-        &format!("/reclaim/{id}"),
-        None,
-        "text/plain",
-        b"",
-    )
-    .await;
-    assert_eq!(status, 200);
+    // the pages are served to the signed-in
+    for token in [ops, &p.unit, &p.auditor] {
+        let (status, _) =
+            http_request(addr, "GET", "/reclaim", Some(token), "text/plain", b"").await;
+        assert_eq!(status, 200);
+        let (status, _) = http_request(
+            addr,
+            "GET",
+            &format!("/reclaim/{id}"),
+            Some(token),
+            "text/plain",
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
     agg.shutdown().await;
 }

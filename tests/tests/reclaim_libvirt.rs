@@ -6,7 +6,8 @@
 //! the hold → released (gone from libvirt).
 //!
 //! The agent start-up follows `libvirt_exec.rs`. Needs `virsh` (libvirt-clients) and
-//! libvirt-dev; without them the test prints SKIP, and fails under CI.
+//! libvirt-dev; without them the test prints SKIP, and fails under CI. People are users seeded
+//! into the aggregator's storage, calling with API tokens.
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -15,14 +16,11 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
-use yunjian_aggregator::reclaim::{Role, TokenEntry};
-use yunjian_tests::{eventually, free_port, get_json, http_request, require_tool};
+use yunjian_aggregator::reclaim::Role;
+use yunjian_tests::{eventually, free_port, get_json, http_request, require_tool, seed_users};
 
 const NODE: &str = "hv-reclaim-1";
 const VM_A: &str = "6695eb01-f6a4-8304-79aa-97f2502e193f";
-const OPS: &str = "ops-token-0123456789abcdef";
-const CHIEF: &str = "authority-token-0123456789";
-const UNIT: &str = "unit-czj-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 const GIB: u64 = 1 << 20;
 
@@ -107,12 +105,20 @@ async fn ok_step(addr: SocketAddr, case: u64, step: &str, token: &str, body: Val
     assert_eq!(status, 200, "{step}: {v}");
 }
 
-async fn detect(addr: SocketAddr, kind: Value) -> Option<u64> {
+/// The people of the scenario, by their API tokens.
+struct People {
+    ops: String,
+    chief: String,
+    /// 财政局's, whose system holds the VM.
+    unit: String,
+}
+
+async fn detect(addr: SocketAddr, ops: &str, kind: Value) -> Option<u64> {
     let (status, v) = http_request(
         addr,
         "POST",
         "/api/reclaim/detections",
-        Some(OPS),
+        Some(ops),
         "application/json",
         json!([{"uuid": VM_A, "kind": kind, "evidence": {"cpu_p95_pct": 0.5}}])
             .to_string()
@@ -124,20 +130,26 @@ async fn detect(addr: SocketAddr, kind: Value) -> Option<u64> {
 }
 
 /// Open a case of `kind` and walk it to `scheduled`, due now.
-async fn walk_to_schedule(addr: SocketAddr, kind: Value) -> u64 {
-    let id = detect(addr, kind.clone()).await.expect("a case is opened");
-    ok_step(addr, id, "notify", OPS, json!({})).await;
-    ok_step(addr, id, "agree", UNIT, json!({"reason": "同意"})).await;
-    ok_step(addr, id, "file", OPS, json!({})).await;
-    ok_step(addr, id, "approve", CHIEF, json!({})).await;
-    assert_eq!(detect(addr, kind).await, None, "fresh finding, no new case");
-    ok_step(addr, id, "schedule", OPS, json!({"at_ms": now_ms()})).await;
+async fn walk_to_schedule(addr: SocketAddr, p: &People, kind: Value) -> u64 {
+    let id = detect(addr, &p.ops, kind.clone())
+        .await
+        .expect("a case is opened");
+    ok_step(addr, id, "notify", &p.ops, json!({})).await;
+    ok_step(addr, id, "agree", &p.unit, json!({"reason": "同意"})).await;
+    ok_step(addr, id, "file", &p.ops, json!({})).await;
+    ok_step(addr, id, "approve", &p.chief, json!({})).await;
+    assert_eq!(
+        detect(addr, &p.ops, kind).await,
+        None,
+        "fresh finding, no new case"
+    );
+    ok_step(addr, id, "schedule", &p.ops, json!({"at_ms": now_ms()})).await;
     id
 }
 
-async fn wait_state(addr: SocketAddr, id: u64, state: &str) -> Value {
+async fn wait_state(addr: SocketAddr, token: &str, id: u64, state: &str) -> Value {
     eventually(&format!("case {id} {state}"), WAIT, || async move {
-        let v = get_json(addr, &format!("/api/reclaim/cases/{id}")).await;
+        let v = get_json(addr, token, &format!("/api/reclaim/cases/{id}")).await;
         let now = v["case"]["case"]["state"].clone();
         assert!(
             now != "execution_failed",
@@ -148,8 +160,8 @@ async fn wait_state(addr: SocketAddr, id: u64, state: &str) -> Value {
     .await
 }
 
-async fn guest(addr: SocketAddr) -> Option<Value> {
-    let v = get_json(addr, &format!("/api/nodes/{NODE}")).await;
+async fn guest(addr: SocketAddr, token: &str) -> Option<Value> {
+    let v = get_json(addr, token, &format!("/api/nodes/{NODE}")).await;
     v["state"]["guests"]
         .as_array()?
         .iter()
@@ -186,17 +198,22 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     cfg.broker.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     cfg.reclaim.tick = Duration::from_millis(200);
     cfg.reclaim.resend_every = Duration::from_secs(2);
-    let token = |token: &str, role, name: &str, unit: Option<&str>| TokenEntry {
-        token: token.into(),
-        role,
-        name: name.into(),
-        unit: unit.map(Into::into),
+    let tokens = seed_users(
+        &cfg,
+        &[
+            ("ops-zhang", Role::Ops, None),
+            ("chief-wang", Role::Authority, None),
+            ("czj-li", Role::Unit, Some("财政局")),
+            ("audit-sun", Role::Auditor, None),
+        ],
+    );
+    let p = People {
+        ops: tokens[0].clone(),
+        chief: tokens[1].clone(),
+        unit: tokens[2].clone(),
     };
-    cfg.reclaim.tokens = vec![
-        token(OPS, Role::Ops, "ops-zhang", None),
-        token(CHIEF, Role::Authority, "chief-wang", None),
-        token(UNIT, Role::Unit, "czj-li", Some("财政局")),
-    ];
+    let auditor = tokens[3].as_str();
+    let ops = p.ops.as_str();
     let agg = Aggregator::start(&cfg).await.unwrap();
     let addr = agg.http_addr;
     agg.master
@@ -209,11 +226,8 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     let (status, v) = http_request(
         addr,
         "POST",
-        &format!(
-            "/api/register/import?unit={}&by=ops-zhang&format=csv",
-            pct("财政局")
-        ),
-        None,
+        &format!("/api/register/import?unit={}&format=csv", pct("财政局")),
+        Some(ops),
         "text/csv",
         csv.as_bytes(),
     )
@@ -226,17 +240,17 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
         &format!("test://{}", domains.display()),
     );
     eventually("vm-a in the agent's guest list", WAIT, || async move {
-        let (status, _) = yunjian_tests::http_get(addr, &format!("/api/nodes/{NODE}")).await;
+        let (status, _) = yunjian_tests::http_get(addr, ops, &format!("/api/nodes/{NODE}")).await;
         if status != 200 {
             return None;
         }
-        guest(addr).await.filter(|g| g["running"] == true)
+        guest(addr, ops).await.filter(|g| g["running"] == true)
     })
     .await;
 
     // 1. idle: stop with a snapshot, verified from the guest list, then rolled back
-    let id = walk_to_schedule(addr, json!({"kind": "idle"})).await;
-    let v = wait_state(addr, id, "verified").await;
+    let id = walk_to_schedule(addr, &p, json!({"kind": "idle"})).await;
+    let v = wait_state(addr, ops, id, "verified").await;
     let cmd = &v["commands"][0];
     assert_eq!(
         (cmd["status"].as_str(), cmd["node"].as_str()),
@@ -246,44 +260,70 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
         cmd["message"].as_str().unwrap().contains("taken first"),
         "{cmd}"
     );
-    assert_eq!(guest(addr).await.unwrap()["running"], false);
+    assert_eq!(guest(addr, ops).await.unwrap()["running"], false);
+    // no token: not signed in; an auditor reads the case but takes no step
+    let (status, v) = http_request(
+        addr,
+        "GET",
+        &format!("/api/reclaim/cases/{id}"),
+        None,
+        "text/plain",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["code"], "not_signed_in", "{v}");
+    let v = get_json(addr, auditor, &format!("/api/reclaim/cases/{id}")).await;
+    assert_eq!(v["case"]["case"]["state"], "verified", "{v}");
+    let (status, v) = http_request(
+        addr,
+        "POST",
+        &format!("/api/reclaim/cases/{id}/rollback"),
+        Some(auditor),
+        "application/json",
+        json!({"reason": "单位要求恢复"}).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["code"], "forbidden", "{v}");
     ok_step(
         addr,
         id,
         "rollback",
-        CHIEF,
+        &p.chief,
         json!({"reason": "单位要求恢复"}),
     )
     .await;
-    wait_state(addr, id, "rolled_back").await;
+    wait_state(addr, ops, id, "rolled_back").await;
     eventually("vm-a running again", WAIT, || async move {
-        guest(addr).await.filter(|g| g["running"] == true)
+        guest(addr, ops).await.filter(|g| g["running"] == true)
     })
     .await;
 
     // 2. over-provisioned: downsized to 2 vCPU / 2 GiB, verified, closed
     let id = walk_to_schedule(
         addr,
+        &p,
         json!({"kind": "over_provisioned", "recommended": {"vcpus": 2, "mem_kib": 2 * GIB}}),
     )
     .await;
-    wait_state(addr, id, "verified").await;
-    let g = guest(addr).await.unwrap();
+    wait_state(addr, ops, id, "verified").await;
+    let g = guest(addr, ops).await.unwrap();
     assert_eq!(
         (g["vcpus"].as_u64(), g["mem_kib"].as_u64()),
         (Some(2), Some(2 * GIB))
     );
-    ok_step(addr, id, "close", OPS, json!({})).await;
-    wait_state(addr, id, "closed").await;
+    ok_step(addr, id, "close", ops, json!({})).await;
+    wait_state(addr, ops, id, "closed").await;
 
     // 3. idle again: stopped, then closed after the hold (0 days here): released
-    let id = walk_to_schedule(addr, json!({"kind": "idle"})).await;
-    wait_state(addr, id, "verified").await;
-    ok_step(addr, id, "close", OPS, json!({})).await;
-    let v = wait_state(addr, id, "closed").await;
+    let id = walk_to_schedule(addr, &p, json!({"kind": "idle"})).await;
+    wait_state(addr, ops, id, "verified").await;
+    ok_step(addr, id, "close", ops, json!({})).await;
+    let v = wait_state(addr, ops, id, "closed").await;
     assert!(v["commands"][1]["action"].get("Release").is_some(), "{v}");
     eventually("vm-a gone from libvirt", WAIT, || async move {
-        guest(addr).await.is_none().then_some(())
+        guest(addr, ops).await.is_none().then_some(())
     })
     .await;
     agg.shutdown().await;

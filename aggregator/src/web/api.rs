@@ -162,7 +162,35 @@ pub async fn node(
 }
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let text = app.metrics.render(&read_fleet(&app.fleet));
+    let mut text = app.metrics.render(&read_fleet(&app.fleet));
+    let c = &app.auth.counters;
+    for (name, help, v) in [
+        (
+            "yunjian_sign_ins_total",
+            "Sign-ins that succeeded.",
+            &c.succeeded,
+        ),
+        (
+            "yunjian_sign_in_failures_total",
+            "Sign-ins refused for a wrong name or password (等保 登录失败处理).",
+            &c.failed,
+        ),
+        (
+            "yunjian_sign_in_lockouts_total",
+            "Accounts locked after repeated failed sign-ins.",
+            &c.locked_out,
+        ),
+        (
+            "yunjian_sign_ins_refused_locked_total",
+            "Sign-ins refused because the account was locked.",
+            &c.refused_while_locked,
+        ),
+    ] {
+        let v = v.load(std::sync::atomic::Ordering::Relaxed);
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    }
     ([(CONTENT_TYPE, PROMETHEUS_TEXT)], text)
 }
 

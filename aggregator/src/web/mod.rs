@@ -10,14 +10,18 @@
 //! | `GET /metrics`        | Prometheus text                                             |
 //! | `GET /healthz`        | liveness probe with node counts                             |
 //! | `GET /api/alarms`     | open alarms (worst first) and recently cleared ones         |
-//! | `POST /api/alarms/{id}/ack` | acknowledge (`{"by": "name"}`), audited               |
+//! | `POST /api/alarms/{id}/ack` | acknowledge as the signed-in ops user (`{"note"?}`), audited |
 //! | `GET /api/audit`      | the audit log, newest first; `?subject=`, `?limit=`         |
 //! | `GET /reclaim`, `/reclaim/{id}`, `/api/reclaim/...` | low-use reclaim cases: see `reclaim.rs` |
 //! | `/api/usage/...`, `/api/exemptions` | utilisation history, idle / oversized findings, exemptions: see `usage.rs` |
 //! | `GET /racks`, `/servers/{id}`, `/api/racks`, `/api/servers/{id}/hardware` | server hardware (BMC): see `hardware.rs` |
+//! | `GET /login`, `/api/session`, `/api/account/...` | sign-in, sign-out, own password and tokens: see `session.rs` |
 //!
 //! Pages are templates on one base layout (`page.rs`, `aggregator/templates/`); their scripts
 //! and styles are files (`assets.rs`, `aggregator/assets/`), so no page runs inline code.
+//!
+//! Every route passes [`session::guard`] first: who asks (session cookie or bearer token) and
+//! whether the [`authz`] table lets their role take the route's action.
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
 //! runs it on a listener until the shutdown future completes.

@@ -365,6 +365,7 @@ mod tests {
     use http_body_util::BodyExt;
     use std::sync::Arc;
     use tower::ServiceExt;
+    use yunjian_aggregator_core::identity::Role;
 
     const T0: u64 = 1_772_380_800_000;
 
@@ -389,6 +390,7 @@ mod tests {
 
     async fn call(
         state: &AppState,
+        token: &str,
         method: &str,
         uri: &str,
         body: Option<serde_json::Value>,
@@ -397,6 +399,7 @@ mod tests {
             .method(method)
             .uri(uri)
             .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
             .unwrap();
         let resp = router(state.clone()).oneshot(req).await.unwrap();
@@ -408,8 +411,10 @@ mod tests {
     #[tokio::test]
     async fn days_and_findings_come_by_event_time() {
         let state = app();
+        let ops = state.auth.test_bearer("ops-1", Role::Ops, None);
         let (s, body) = call(
             &state,
+            &ops,
             "GET",
             "/api/usage/AA-01/days?from=2026-03-02&to=2026-03-05",
             None,
@@ -429,14 +434,14 @@ mod tests {
         assert_eq!(body["days"][1]["coverage_pct"], 100.0);
 
         // by default the last 30 days up to the VM's latest: all 20 it has
-        let (_, body) = call(&state, "GET", "/api/usage/aa-01/days", None).await;
+        let (_, body) = call(&state, &ops, "GET", "/api/usage/aa-01/days", None).await;
         assert_eq!(
             (&body["from"], &body["to"]),
             (&"2026-02-20".into(), &"2026-03-21".into())
         );
         assert_eq!(body["days"].as_array().unwrap().len(), 20);
 
-        let (s, body) = call(&state, "GET", "/api/usage/findings", None).await;
+        let (s, body) = call(&state, &ops, "GET", "/api/usage/findings", None).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(body["today"], "2026-03-21");
         let f = &body["findings"][0];
@@ -449,32 +454,49 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_name_the_problem() {
         let state = app();
-        let (s, body) = call(&state, "GET", "/api/usage/nope/days", None).await;
+        let ops = state.auth.test_bearer("ops-1", Role::Ops, None);
+        let chief = state.auth.test_bearer("chief-1", Role::Authority, None);
+        let (s, body) = call(&state, &ops, "GET", "/api/usage/nope/days", None).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
-        let (s, body) = call(&state, "GET", "/api/usage/aa-01/days?from=March", None).await;
+        let (s, body) = call(
+            &state,
+            &ops,
+            "GET",
+            "/api/usage/aa-01/days?from=March",
+            None,
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(body["parameter"], "from");
-        let (s, _) = call(&state, "GET", "/api/usage/findings?when=now", None).await;
+        let (s, _) = call(&state, &ops, "GET", "/api/usage/findings?when=now", None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
 
         let good = serde_json::json!({
-            "vm": "aa-01", "reason": "dr_standby", "approver": "数据局",
-            "created_by": "ops:zhang", "expires": "2026-06-30"
+            "vm": "aa-01", "reason": "dr_standby", "expires": "2026-06-30"
         });
+        // the request no longer names who grants it: the signed-in authority does
+        let mut named = good.clone();
+        named["approver"] = "数据局".into();
+        let (s, _) = call(&state, &chief, "POST", "/api/exemptions", Some(named)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        // only the authority grants one
+        let (s, body) = call(&state, &ops, "POST", "/api/exemptions", Some(good.clone())).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+        assert_eq!(body["code"], "forbidden");
         let mut unknown = good.clone();
         unknown["vm"] = "bb-02".into();
-        let (s, body) = call(&state, "POST", "/api/exemptions", Some(unknown)).await;
+        let (s, body) = call(&state, &chief, "POST", "/api/exemptions", Some(unknown)).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
         assert!(body["error"].as_str().unwrap().contains("bb-02"));
         let mut both = good.clone();
         both["expires_ms"] = 1.into();
-        let (s, body) = call(&state, "POST", "/api/exemptions", Some(both)).await;
+        let (s, body) = call(&state, &chief, "POST", "/api/exemptions", Some(both)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(body["error"].as_str().unwrap().contains("exactly one"));
         let mut reason = good.clone();
         reason["reason"] = "holiday".into();
-        let (s, body) = call(&state, "POST", "/api/exemptions", Some(reason)).await;
+        let (s, body) = call(&state, &chief, "POST", "/api/exemptions", Some(reason)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(
             body["error"].as_str().unwrap().contains("holiday"),
@@ -482,14 +504,14 @@ mod tests {
         );
         let mut past = good.clone();
         past["expires"] = "2026-03-01".into();
-        let (s, body) = call(&state, "POST", "/api/exemptions", Some(past)).await;
+        let (s, body) = call(&state, &chief, "POST", "/api/exemptions", Some(past)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(
             body["error"].as_str().unwrap().contains("not after now"),
             "{body}"
         );
         // a well-formed one needs storage: refused whole, nothing registered
-        let (s, _) = call(&state, "POST", "/api/exemptions", Some(good)).await;
+        let (s, _) = call(&state, &chief, "POST", "/api/exemptions", Some(good)).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
         assert!(state.usage.read().unwrap().exemptions.list().is_empty());
     }
