@@ -71,6 +71,9 @@ pub struct Actor {
     pub role: Role,
     /// For a unit's people: which unit.
     pub unit: Option<String>,
+    /// Where the request came from (the client's address), for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Actor {
@@ -79,6 +82,7 @@ impl Actor {
             name: "system".into(),
             role: Role::System,
             unit: None,
+            source: None,
         }
     }
 
@@ -87,6 +91,15 @@ impl Actor {
             name: name.into(),
             role,
             unit,
+            source: None,
+        }
+    }
+
+    /// The same person, acting from `source`.
+    pub fn from_source(self, source: impl Into<String>) -> Actor {
+        Actor {
+            source: Some(source.into()),
+            ..self
         }
     }
 

@@ -171,8 +171,17 @@ pub trait AuditStore {
         subject: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StorageError>;
-    /// Delete audit entries older than `before_ms` (retention from the policy profile).
-    fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError>;
+    /// Delete audit entries older than `before_ms` (retention from the policy profile),
+    /// leaving a checkpoint signed with `key` so that the rest of the chain still verifies.
+    fn expire_audit(&mut self, before_ms: u64, key: &[u8]) -> Result<usize, StorageError>;
+    /// The chain in id order from after `after_id`, at most `limit` entries (for `audit verify`).
+    fn audit_chain(
+        &mut self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::ChainedEntry>, StorageError>;
+    /// The latest retention checkpoint, if entries were ever removed.
+    fn audit_checkpoint(&mut self) -> Result<Option<crate::audit::Checkpoint>, StorageError>;
 }
 
 /// The allocation register.

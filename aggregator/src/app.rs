@@ -278,11 +278,12 @@ impl Aggregator {
             },
             shutdown_rx.clone(),
         )));
-        // Audit retention (000 第二十三条, 001 第十九条): drop entries older than the profile's.
-        let audit_days = profile.retention.audit_days as u64;
-        if let Err(e) = reader.expire_audit(now_ms().saturating_sub(audit_days * 86_400_000)) {
-            tracing::warn!("audit retention: {e}");
-        }
+        // Audit retention (000 第二十三条, 001 第十九条): entries older than the profile's months
+        // go, at start and then daily, leaving a checkpoint signed with a key derived from the
+        // master key (not a valid node id, so no agent holds it).
+        let audit_key = crate::service::audit::checkpoint_key(&master);
+        let audit_months = profile.retention.audit_months;
+        crate::service::audit::prune(reader.as_mut(), &audit_key, audit_months, now_ms());
 
         // Silence sweep: a node that stops talking without a last will turns "silent".
         {
@@ -338,6 +339,14 @@ impl Aggregator {
                 ..crate::web::session::Auth::default()
             },
         };
+        if let Some(reader) = state.reader.clone() {
+            tasks.push(tokio::spawn(crate::service::audit::prune_daily(
+                reader,
+                audit_key,
+                audit_months,
+                shutdown_rx.clone(),
+            )));
+        }
         {
             let mut stop = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {

@@ -73,9 +73,13 @@ pub fn import_file(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(ImportFileError::Runtime)?;
+    // whoever runs the command holds the database: recorded as operations (运维) under the
+    // name given, from the command line
+    let actor = crate::identity::Actor::person(by, crate::identity::Role::Ops, None)
+        .from_source("command line");
     let req = Import {
         unit,
-        by,
+        by: &actor,
         file: &file,
         format,
         bytes: &bytes,

@@ -197,8 +197,20 @@ impl AuditStore for OffRuntime {
     ) -> Result<Vec<AuditEntry>, StorageError> {
         blocking(|| self.0.audit(subject, limit))
     }
-    fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError> {
-        blocking(|| self.0.expire_audit(before_ms))
+    fn expire_audit(&mut self, before_ms: u64, key: &[u8]) -> Result<usize, StorageError> {
+        blocking(|| self.0.expire_audit(before_ms, key))
+    }
+    fn audit_chain(
+        &mut self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<yunjian_aggregator_core::audit::ChainedEntry>, StorageError> {
+        blocking(|| self.0.audit_chain(after_id, limit))
+    }
+    fn audit_checkpoint(
+        &mut self,
+    ) -> Result<Option<yunjian_aggregator_core::audit::Checkpoint>, StorageError> {
+        blocking(|| self.0.audit_checkpoint())
     }
 }
 

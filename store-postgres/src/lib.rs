@@ -18,6 +18,7 @@
 use bytes::Bytes;
 use postgres::{Client, NoTls, Row, Transaction};
 use yunjian_aggregator_core::alarms::{Alarm, AlarmEvent, AlarmState};
+use yunjian_aggregator_core::audit::{chain_hash, checkpoint_signature, ChainedEntry, Checkpoint};
 use yunjian_aggregator_core::hardware::SelRecord;
 use yunjian_aggregator_core::identity::{ApiToken, Role, User};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (20, include_str!("../migrations/0020_usage.sql")),
     (30, include_str!("../migrations/0030_reclaim.sql")),
     (40, include_str!("../migrations/0040_users.sql")),
+    (41, include_str!("../migrations/0041_audit_chain.sql")),
 ];
 
 /// How long the check of a suspect connection may take.
@@ -400,27 +402,82 @@ fn write_alarms(tx: &mut Transaction<'_>, alarms: &[AlarmEvent]) -> Result<(), p
     Ok(())
 }
 
+/// Key of the advisory lock that serialises appends to the audit chain (every connection
+/// that writes audit entries takes it inside its transaction).
+const AUDIT_CHAIN_LOCK: i64 = 0x7975_6e6a_6175_6469; // "yunjaudi"
+
+/// The chain's head: the last entry's id and hash, or where the latest checkpoint left it.
+fn audit_head(tx: &mut Transaction<'_>) -> Result<(u64, String), postgres::Error> {
+    if let Some(r) = tx.query_opt("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", &[])? {
+        return Ok((r.get::<_, i64>(0) as u64, r.get(1)));
+    }
+    Ok(tx
+        .query_opt(
+            "SELECT first_kept_id, prev_hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
+            &[],
+        )?
+        .map_or((0, String::new()), |r| {
+            ((r.get::<_, i64>(0) as u64).saturating_sub(1), r.get(1))
+        }))
+}
+
+/// Append entries to the hash chain (see the SQLite backend), under the advisory lock so that
+/// two connections never fork it.
 fn write_audit(tx: &mut Transaction<'_>, audit: &[AuditEntry]) -> Result<(), postgres::Error> {
     if audit.is_empty() {
         return Ok(());
     }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_CHAIN_LOCK])?;
+    let (mut id, mut prev) = audit_head(tx)?;
     let st = tx.prepare(
-        "INSERT INTO audit (ts_ms, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO audit (id, ts_ms, actor, role, unit, source, action, subject, detail,
+            prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )?;
     for a in audit {
+        id += 1;
+        let hash = chain_hash(&prev, id, a);
         tx.execute(
             &st,
             &[
+                &(id as i64),
                 &(a.ts_ms as i64),
                 &a.actor,
+                &a.role,
+                &a.unit,
+                &a.source,
                 &a.action,
                 &a.subject,
                 &a.detail.to_string(),
+                &prev,
+                &hash,
             ],
         )?;
+        prev = hash;
     }
     Ok(())
 }
+
+fn chained_of(r: &Row) -> ChainedEntry {
+    ChainedEntry {
+        id: r.get::<_, i64>(0) as u64,
+        entry: AuditEntry {
+            ts_ms: r.get::<_, i64>(1) as u64,
+            actor: r.get(2),
+            role: r.get(3),
+            unit: r.get(4),
+            source: r.get(5),
+            action: r.get(6),
+            subject: r.get(7),
+            detail: serde_json::from_str(r.get(8)).unwrap_or(serde_json::Value::Null),
+        },
+        prev_hash: r.get(9),
+        hash: r.get(10),
+    }
+}
+
+const AUDIT_COLUMNS: &str =
+    "id, ts_ms, actor, role, unit, source, action, subject, detail, prev_hash, hash";
 
 /// Each unit as it now is: its row upserted, its VMs replaced in memory order.
 fn write_register(tx: &mut Transaction<'_>, records: &[UnitRecord]) -> Result<(), postgres::Error> {
@@ -711,32 +768,92 @@ impl AlarmStore for PostgresStorage {
 impl AuditStore for PostgresStorage {
     fn audit(&mut self, subject: Option<&str>, n: usize) -> Result<Vec<AuditEntry>, StorageError> {
         let rows = self.query(
-            "SELECT ts_ms, actor, action, subject, detail FROM audit
-             WHERE ($1::TEXT IS NULL OR subject = $1) ORDER BY ts_ms DESC, id DESC LIMIT $2",
+            &format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
+                 WHERE ($1::TEXT IS NULL OR subject = $1) ORDER BY ts_ms DESC, id DESC LIMIT $2"
+            ),
             &[&subject, &limit(n)],
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                ts_ms: r.get::<_, i64>(0) as u64,
-                actor: r.get(1),
-                action: r.get(2),
-                subject: r.get(3),
-                detail: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| chained_of(r).entry).collect())
     }
 
-    fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError> {
+    fn expire_audit(&mut self, before_ms: u64, key: &[u8]) -> Result<usize, StorageError> {
         let r = (|| -> Result<usize, StorageError> {
             let target = self.target.clone();
-            self.client()?
-                .execute("DELETE FROM audit WHERE ts_ms < $1", &[&(before_ms as i64)])
-                .map(|n| n as usize)
-                .map_err(|e| backend(&target, e))
+            let err = |e| backend(&target, e);
+            let mut tx = self.client()?.transaction().map_err(err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_CHAIN_LOCK])
+                .map_err(err)?;
+            let first_kept: Option<i64> = tx
+                .query_one(
+                    "SELECT MIN(id) FROM audit WHERE ts_ms >= $1",
+                    &[&(before_ms as i64)],
+                )
+                .map_err(err)?
+                .get(0);
+            let (head_id, head_hash) = audit_head(&mut tx).map_err(err)?;
+            let first_kept = first_kept.map_or(head_id + 1, |v| v as u64);
+            let removed: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM audit WHERE id < $1",
+                    &[&(first_kept as i64)],
+                )
+                .map_err(err)?
+                .get(0);
+            if removed == 0 {
+                return Ok(0);
+            }
+            let prev_hash: String = if first_kept > head_id {
+                head_hash
+            } else {
+                tx.query_one(
+                    "SELECT prev_hash FROM audit WHERE id = $1",
+                    &[&(first_kept as i64)],
+                )
+                .map_err(err)?
+                .get(0)
+            };
+            tx.execute(
+                "INSERT INTO audit_checkpoints (first_kept_id, prev_hash, ts_ms, signature)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &(first_kept as i64),
+                    &prev_hash,
+                    &(now_ms() as i64),
+                    &checkpoint_signature(key, first_kept, &prev_hash),
+                ],
+            )
+            .map_err(err)?;
+            let n = tx
+                .execute("DELETE FROM audit WHERE id < $1", &[&(first_kept as i64)])
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(n as usize)
         })();
         self.note(&r);
         r
+    }
+
+    fn audit_chain(&mut self, after_id: u64, n: usize) -> Result<Vec<ChainedEntry>, StorageError> {
+        let rows = self.query(
+            &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE id > $1 ORDER BY id LIMIT $2"),
+            &[&(after_id as i64), &limit(n)],
+        )?;
+        Ok(rows.iter().map(chained_of).collect())
+    }
+
+    fn audit_checkpoint(&mut self) -> Result<Option<Checkpoint>, StorageError> {
+        let rows = self.query(
+            "SELECT first_kept_id, prev_hash, ts_ms, signature FROM audit_checkpoints
+             ORDER BY id DESC LIMIT 1",
+            &[],
+        )?;
+        Ok(rows.first().map(|r| Checkpoint {
+            first_kept_id: r.get::<_, i64>(0) as u64,
+            prev_hash: r.get(1),
+            ts_ms: r.get::<_, i64>(2) as u64,
+            signature: r.get(3),
+        }))
     }
 }
 

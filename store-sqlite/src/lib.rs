@@ -1,6 +1,7 @@
 //! The SQLite storage backend: the embedded default, one file, WAL mode. Implements every
 //! port of [`yunjian_aggregator_core::store`]; the SQL of each domain is in its own module.
 
+mod audit;
 mod hardware;
 mod reclaim;
 mod register;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection};
 use std::path::Path;
 use yunjian_aggregator_core::alarms::{Alarm, AlarmState};
+use yunjian_aggregator_core::audit::{ChainedEntry, Checkpoint};
 use yunjian_aggregator_core::identity::{ApiToken, User};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::Register;
@@ -96,6 +98,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (30, reclaim::MIGRATION_30),
     // 40: users and API tokens
     (40, users::MIGRATION_40),
+    // 41: the audit log hash-chained and append-only, retention checkpoints
+    (41, audit::MIGRATION_41),
 ];
 
 fn state_str(s: AlarmState) -> &'static str {
@@ -235,7 +239,11 @@ impl Schema for SqliteStorage {
     fn write(&mut self, batch: &WriteBatch) -> Result<(), StorageError> {
         let path = self.path.clone();
         let err = move |source| backend_error(&path, source);
-        let tx = self.conn.transaction().map_err(&err)?;
+        // IMMEDIATE: the audit chain's head is read and extended under the write lock
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&err)?;
         {
             let mut up = tx
                 .prepare_cached(
@@ -313,22 +321,7 @@ impl Schema for SqliteStorage {
                 ])
                 .map_err(&err)?;
             }
-            let mut au = tx
-                .prepare_cached(
-                    "INSERT INTO audit (ts_ms, actor, action, subject, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(&err)?;
-            for a in &batch.audit {
-                au.execute(params![
-                    a.ts_ms as i64,
-                    a.actor,
-                    a.action,
-                    a.subject,
-                    a.detail.to_string()
-                ])
-                .map_err(&err)?;
-            }
+            audit::append(&tx, &batch.audit).map_err(&err)?;
             register::write(&tx, &batch.register).map_err(&err)?;
             hardware::write(&tx, &batch.sel).map_err(&err)?;
             usage::write(&tx, &batch.usage_days, &batch.exemptions).map_err(&err)?;
@@ -433,34 +426,36 @@ impl AuditStore for SqliteStorage {
         let e = self.err();
         let mut st = self
             .conn
-            .prepare(
-                "SELECT ts_ms, actor, action, subject, detail FROM audit
+            .prepare(&format!(
+                "SELECT {} FROM audit
                  WHERE (?1 IS NULL OR subject = ?1) ORDER BY ts_ms DESC, id DESC LIMIT ?2",
-            )
+                audit::COLUMNS
+            ))
             .map_err(&e)?;
         let rows = st
             .query_map(params![subject, limit as i64], |r| {
-                Ok(AuditEntry {
-                    ts_ms: r.get::<_, i64>(0)? as u64,
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    subject: r.get(3)?,
-                    detail: serde_json::from_str(&r.get::<_, String>(4)?)
-                        .unwrap_or(serde_json::Value::Null),
-                })
+                audit::chained_of(r).map(|c| c.entry)
             })
             .map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&e)
     }
 
-    fn expire_audit(&mut self, before_ms: u64) -> Result<usize, StorageError> {
-        let e = self.err();
-        self.conn
-            .execute(
-                "DELETE FROM audit WHERE ts_ms < ?1",
-                params![before_ms as i64],
-            )
-            .map_err(&e)
+    fn expire_audit(&mut self, before_ms: u64, key: &[u8]) -> Result<usize, StorageError> {
+        let path = self.path.clone();
+        audit::expire(&mut self.conn, before_ms, key, now_ms())
+            .map_err(|source| backend_error(&path, source))
+    }
+
+    fn audit_chain(
+        &mut self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<ChainedEntry>, StorageError> {
+        audit::chain(&self.conn, &self.err(), after_id, limit)
+    }
+
+    fn audit_checkpoint(&mut self) -> Result<Option<Checkpoint>, StorageError> {
+        audit::latest_checkpoint(&self.conn).map_err(self.err())
     }
 }
 

@@ -43,7 +43,8 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub(crate) fn write(conn: &mut Connection, w: &ReclaimWrite) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: the audit chain's head is read and extended under the write lock
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut case = tx.prepare_cached(
             "INSERT INTO reclaim_cases (id, uuid, unit, state, opened_ms, updated_ms, body)
@@ -82,19 +83,7 @@ pub(crate) fn write(conn: &mut Connection, w: &ReclaimWrite) -> rusqlite::Result
                 json(c)
             ])?;
         }
-        let mut au = tx.prepare_cached(
-            "INSERT INTO audit (ts_ms, actor, action, subject, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for a in &w.audit {
-            au.execute(params![
-                a.ts_ms as i64,
-                a.actor,
-                a.action,
-                a.subject,
-                a.detail.to_string()
-            ])?;
-        }
+        crate::audit::append(&tx, &w.audit)?;
     }
     tx.commit()
 }

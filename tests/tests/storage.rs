@@ -102,6 +102,9 @@ fn audit(ts_ms: u64, actor: &str, action: &str, subject: &str) -> AuditEntry {
     AuditEntry {
         ts_ms,
         actor: actor.into(),
+        role: if actor == "system" { "system" } else { "ops" }.into(),
+        unit: None,
+        source: (actor != "system").then(|| "10.0.0.7".to_string()),
         action: action.into(),
         subject: subject.into(),
         detail: serde_json::json!({ "at": ts_ms, "note": "经办" }),
@@ -708,9 +711,14 @@ fn story(open: Open, sql: RawSql) {
     assert_eq!(s.migrate().unwrap(), version);
     assert_eq!(everything(&mut *s, 3), before);
 
-    // Retention removes only what is older than asked.
-    assert_eq!(s.expire_audit(T0 + 20).unwrap(), 1);
+    // Retention removes only what is older than asked, leaving a checkpoint the rest of the
+    // chain verifies from.
+    assert_eq!(s.expire_audit(T0 + 20, b"key").unwrap(), 1);
     assert_eq!(s.audit(None, 100).unwrap().len(), 3);
+    let checkpoint = s.audit_checkpoint().unwrap().expect("a checkpoint");
+    let chain = s.audit_chain(0, 100).unwrap();
+    assert_eq!(chain.first().map(|c| c.id), Some(checkpoint.first_kept_id));
+    yunjian_aggregator_core::audit::verify(b"key", Some(&checkpoint), chain).unwrap();
     assert_eq!(s.expire_usage(day0 + 1).unwrap(), 2);
     assert_eq!(s.load_usage(Day::MIN).unwrap().len(), 4);
     drop(s);

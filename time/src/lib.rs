@@ -75,6 +75,19 @@ impl Day {
     }
 
     /// The days from `self` through `last`, in order (none if `last` is earlier).
+    /// The same day of the month `months` calendar months earlier, or that month's last day
+    /// when it is shorter (29 February less 12 months is 28 February).
+    pub fn months_before(self, months: u32) -> Day {
+        let (y, m, d) = self.ymd();
+        let index = y * 12 + i64::from(m) - 1 - i64::from(months);
+        let (y, m) = (index.div_euclid(12), index.rem_euclid(12) as u32 + 1);
+        let last = (28..=31)
+            .rev()
+            .find(|&d| Day::from_ymd(y, m, d).ymd() == (y, m, d))
+            .unwrap_or(28);
+        Day::from_ymd(y, m, d.min(last))
+    }
+
     pub fn through(self, last: Day) -> impl DoubleEndedIterator<Item = Day> {
         (self.0..=last.0).map(Day)
     }
@@ -206,6 +219,17 @@ pub fn beijing_time(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn months_before_counts_calendar_months_and_clamps_to_the_month_end() {
+        let d = |y, m, dd| Day::from_ymd(y, m, dd);
+        assert_eq!(d(2025, 3, 15).months_before(6), d(2024, 9, 15));
+        assert_eq!(d(2025, 1, 31).months_before(2), d(2024, 11, 30));
+        assert_eq!(d(2024, 2, 29).months_before(12), d(2023, 2, 28));
+        assert_eq!(d(2025, 2, 28).months_before(12), d(2024, 2, 28));
+        assert_eq!(d(2024, 3, 31).months_before(1), d(2024, 2, 29));
+        assert_eq!(d(2025, 1, 10).months_before(13), d(2023, 12, 10));
+    }
     use super::*;
 
     #[test]

@@ -115,7 +115,8 @@ pub struct AntivirusPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicy {
-    pub audit_days: u32,
+    /// Calendar months the audit log is kept (000: at least 6; 001 第十九条: at least a year).
+    pub audit_months: u32,
 }
 
 /// Working days allowed per step (0 = the regulation sets none).
@@ -229,7 +230,7 @@ mod tests {
         }
         let p = Profile::default();
         assert_eq!(p.capacity.thresholds.warn_pct, 70.0);
-        assert!(p.retention.audit_days >= 180);
+        assert!(p.retention.audit_months >= 6);
     }
 
     #[test]

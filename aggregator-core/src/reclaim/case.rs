@@ -543,6 +543,7 @@ mod tests {
             name: format!("{}-zhang", role.as_str()),
             role,
             unit: (role == Role::Unit).then(|| "财政局".to_string()),
+            source: None,
         }
     }
 
@@ -844,6 +845,7 @@ mod tests {
             name: "li".into(),
             role: Role::Unit,
             unit: Some("教育局".into()),
+            source: None,
         };
         let e = c
             .apply(Step::Agree, &other, "", serde_json::Value::Null, &rules, T0)

@@ -17,6 +17,7 @@
 use super::form::{self, Column, Format, RowError};
 use super::{Register, Resources, Sanction, Unit, UnitRecord, VmAllocation};
 use crate::audit::{AuditEntry, AuditEvent, UnitChange};
+use crate::identity::Actor;
 pub use crate::time::beijing_time;
 use serde::Deserialize;
 use serde_json::json;
@@ -66,7 +67,7 @@ pub struct Import<'a> {
     /// 使用单位: not a column of the form, so the import names it.
     pub unit: &'a str,
     /// Who imports (audited).
-    pub by: &'a str,
+    pub by: &'a Actor,
     /// The file's name, for error messages.
     pub file: &'a str,
     pub format: Format,
@@ -76,7 +77,7 @@ pub struct Import<'a> {
 /// Import a filled-in form for a unit.
 pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, ChangeError> {
     let unit = required(req.unit, "unit")?;
-    let by = required(req.by, "by")?;
+    let by = req.by;
     let file = req.file;
     let rows = form::read(file, req.format, req.bytes).map_err(ChangeError::Rows)?;
     let systems: BTreeSet<(String, String)> = rows
@@ -164,7 +165,7 @@ pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, C
         from: json!(from),
         to: json!(to),
     }
-    .entry_by(now_ms, by);
+    .entry(now_ms, by);
     Ok(Update { record, audit })
 }
 
@@ -186,11 +187,10 @@ pub struct ChangeRequest {
 pub fn change(
     reg: &Register,
     uuid: &str,
-    by: &str,
+    by: &Actor,
     req: &ChangeRequest,
     now_ms: u64,
 ) -> Result<Update, ChangeError> {
-    let by = required(by, "by")?;
     let approved_by = required(&req.approved_by, "approved_by")?;
     let reason = required(&req.reason, "reason")?;
     let vm = reg
@@ -239,7 +239,7 @@ pub fn change(
         from: sizes(vm),
         to: sizes(&new),
     }
-    .entry_by(now_ms, by);
+    .entry(now_ms, by);
     Ok(Update { record, audit })
 }
 
@@ -290,11 +290,10 @@ pub struct SanctionRequest {
 pub fn sanction(
     reg: &Register,
     unit: &str,
-    by: &str,
+    by: &Actor,
     req: &SanctionRequest,
     now_ms: u64,
 ) -> Result<Update, ChangeError> {
-    let by = required(by, "by")?;
     let reason = required(&req.reason, "reason")?;
     let mut record = known_unit(reg, unit)?;
     let from = record.unit.sanction.clone();
@@ -320,11 +319,10 @@ pub fn sanction(
 pub fn lift(
     reg: &Register,
     unit: &str,
-    by: &str,
+    by: &Actor,
     note: Option<&str>,
     now_ms: u64,
 ) -> Result<Update, ChangeError> {
-    let by = required(by, "by")?;
     let mut record = known_unit(reg, unit)?;
     let from = record
         .unit
@@ -338,7 +336,7 @@ pub fn lift(
         to: json!(null),
         note: note.map(str::to_string),
     }
-    .entry_by(now_ms, by);
+    .entry(now_ms, by);
     Ok(Update { record, audit })
 }
 
@@ -346,11 +344,10 @@ pub fn lift(
 pub fn set_quota(
     reg: &Register,
     unit: &str,
-    by: &str,
+    by: &Actor,
     quota: Option<QuotaInput>,
     now_ms: u64,
 ) -> Result<Update, ChangeError> {
-    let by = required(by, "by")?;
     let mut record = known_unit(reg, unit)?;
     let from = record.unit.quota;
     record.unit.quota = quota.map(QuotaInput::resources).transpose()?;
@@ -366,7 +363,7 @@ pub fn set_quota(
 }
 
 fn unit_audit(
-    by: &str,
+    by: &Actor,
     change: UnitChange,
     unit: &str,
     now_ms: u64,
@@ -380,7 +377,7 @@ fn unit_audit(
         to,
         note: None,
     }
-    .entry_by(now_ms, by)
+    .entry(now_ms, by)
 }
 
 fn known_unit(reg: &Register, unit: &str) -> Result<UnitRecord, ChangeError> {
@@ -500,6 +497,14 @@ mod tests {
 
     const UUID_A: &str = "4c4c4544-0042-3510-8058-b4c04f384d32";
 
+    fn ops() -> Actor {
+        Actor::person("ops-li", crate::identity::Role::Ops, None)
+    }
+
+    fn authority() -> Actor {
+        Actor::person("authority", crate::identity::Role::Authority, None)
+    }
+
     fn form(rows: &[&str]) -> String {
         let mut s = String::from("序号,网络分区,系统名称,子系统名称,服务器类型,vCPU核,内存GB,系统盘GB,数据盘GB,虚拟机UUID\n");
         for r in rows {
@@ -514,7 +519,7 @@ mod tests {
             reg,
             &Import {
                 unit,
-                by: "ops-li",
+                by: &ops(),
                 file: "f.csv",
                 format: Format::Csv,
                 bytes: text.as_bytes(),
@@ -608,7 +613,7 @@ mod tests {
             reason: "业务量增长".into(),
             ..ChangeRequest::default()
         };
-        let u = change(&reg, &UUID_A.to_uppercase(), "ops-li", &req, 5).unwrap();
+        let u = change(&reg, &UUID_A.to_uppercase(), &ops(), &req, 5).unwrap();
         assert_eq!(u.audit.subject, format!("vm:{UUID_A}"));
         assert_eq!(
             (
@@ -621,11 +626,11 @@ mod tests {
         reg.apply(u.record);
         assert_eq!(reg.vm_by_uuid(UUID_A).unwrap().vcpus, 16);
         assert!(matches!(
-            change(&reg, UUID_A, "ops-li", &req, 6),
+            change(&reg, UUID_A, &ops(), &req, 6),
             Err(ChangeError::Invalid(_))
         ));
         assert!(matches!(
-            change(&reg, "nope", "ops-li", &req, 6),
+            change(&reg, "nope", &ops(), &req, 6),
             Err(ChangeError::UnknownVm(_))
         ));
 
@@ -640,14 +645,14 @@ mod tests {
             }),
             hold_requests: true,
         };
-        let u = sanction(&reg, "财政局", "authority", &s, 1_700_000_000_000).unwrap();
+        let u = sanction(&reg, "财政局", &authority(), &s, 1_700_000_000_000).unwrap();
         assert_eq!(u.audit.detail["from"], json!(null));
         reg.apply(u.record);
         let more = ChangeRequest {
             vcpus: Some(24),
             ..req.clone()
         };
-        let e = change(&reg, UUID_A, "ops-li", &more, 7).unwrap_err();
+        let e = change(&reg, UUID_A, &ops(), &more, 7).unwrap_err();
         assert_eq!(
             e.to_string(),
             "unit \"财政局\": requests for more resources are held since 2023-11-15 06:13 (UTC+8) (003 第三十条): 资源使用率长期偏低"
@@ -657,14 +662,14 @@ mod tests {
             vcpus: Some(14),
             ..req.clone()
         };
-        reg.apply(change(&reg, UUID_A, "ops-li", &less, 8).unwrap().record);
+        reg.apply(change(&reg, UUID_A, &ops(), &less, 8).unwrap().record);
         assert_eq!(reg.vm_by_uuid(UUID_A).unwrap().vcpus, 14);
         // without the hold, growth past the lowered quota is refused
         let s2 = SanctionRequest {
             hold_requests: false,
             ..s
         };
-        let u = sanction(&reg, "财政局", "authority", &s2, 1_800_000_000_000).unwrap();
+        let u = sanction(&reg, "财政局", &authority(), &s2, 1_800_000_000_000).unwrap();
         assert_eq!(
             u.record.unit.sanction.as_ref().unwrap().since_ms,
             1_700_000_000_000,
@@ -672,23 +677,23 @@ mod tests {
         );
         reg.apply(u.record);
         assert!(matches!(
-            change(&reg, UUID_A, "ops-li", &more, 9),
+            change(&reg, UUID_A, &ops(), &more, 9),
             Err(ChangeError::OverQuota {
                 resource: "vcpus",
                 ..
             })
         ));
         // lifted: free again
-        let u = lift(&reg, "财政局", "authority", Some("整改完成"), 10).unwrap();
+        let u = lift(&reg, "财政局", &authority(), Some("整改完成"), 10).unwrap();
         assert_eq!(u.audit.detail["note"], "整改完成");
         reg.apply(u.record);
-        assert!(change(&reg, UUID_A, "ops-li", &more, 11).is_ok());
+        assert!(change(&reg, UUID_A, &ops(), &more, 11).is_ok());
         assert!(matches!(
-            lift(&reg, "财政局", "a", None, 12),
+            lift(&reg, "财政局", &authority(), None, 12),
             Err(ChangeError::NotSanctioned(_))
         ));
         assert!(matches!(
-            lift(&reg, "无此单位", "a", None, 12),
+            lift(&reg, "无此单位", &authority(), None, 12),
             Err(ChangeError::UnknownUnit(_))
         ));
     }

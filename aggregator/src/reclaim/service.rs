@@ -859,7 +859,7 @@ impl Reclaim {
     pub async fn stop_for_antivirus(
         &self,
         vm_node: &str,
-        by: &str,
+        by: &Actor,
         now_ms: u64,
     ) -> Result<CommandRecord, ReclaimError> {
         let purpose = format!("antivirus:{vm_node}");
@@ -883,7 +883,7 @@ impl Reclaim {
                     audit: vec![AuditEvent::AntivirusStopCommandFailed {
                         purpose,
                         error: e.to_string(),
-                        approved_by: by.to_string(),
+                        approved_by: by.name.clone(),
                     }
                     .entry(now_ms, &Actor::system())],
                     ..ReclaimWrite::default()
@@ -899,7 +899,7 @@ impl Reclaim {
                 host: host.clone(),
                 snapshot: snapshot_of(&rec.action),
             }
-            .entry_by(now_ms, by)],
+            .entry(now_ms, by)],
             ..ReclaimWrite::default()
         })?;
         inner.commands.insert(rec.id.clone(), rec.clone());
@@ -1000,7 +1000,14 @@ fn audit_of(c: &Case, l: &LogEntry) -> AuditEntry {
             "detail": l.detail,
         }),
     }
-    .entry_by(l.ts_ms, &l.actor)
+    .entry(
+        l.ts_ms,
+        &Actor::person(
+            l.actor.clone(),
+            l.role,
+            (l.role == Role::Unit).then(|| c.unit.clone()),
+        ),
+    )
 }
 
 /// Only people with these roles may feed detections by hand (the usage module feeds directly).
@@ -1026,27 +1033,15 @@ mod tests {
 
     /// The people acting in these tests.
     fn ops() -> Actor {
-        Actor {
-            name: "ops-zhang".into(),
-            role: Role::Ops,
-            unit: None,
-        }
+        Actor::person("ops-zhang", Role::Ops, None)
     }
 
     fn unit() -> Actor {
-        Actor {
-            name: "li".into(),
-            role: Role::Unit,
-            unit: Some("财政局".into()),
-        }
+        Actor::person("li", Role::Unit, Some("财政局".into()))
     }
 
     fn chief() -> Actor {
-        Actor {
-            name: "wang".into(),
-            role: Role::Authority,
-            unit: None,
-        }
+        Actor::person("wang", Role::Authority, None)
     }
 
     const UUID: &str = "4c4c4544-0001-0002-0003-000000000004";
@@ -1147,7 +1142,11 @@ mod tests {
         let s = setup();
         let cmd = s
             .reclaim
-            .stop_for_antivirus("vm1", "chief-wang", T0)
+            .stop_for_antivirus(
+                "vm1",
+                &Actor::person("chief-wang", Role::Authority, None),
+                T0,
+            )
             .await
             .unwrap();
         assert_eq!(cmd.node, "h1", "sent to the host listing the VM");
@@ -1173,7 +1172,7 @@ mod tests {
         // a VM no host lists: refused, and the failure is in the audit log
         let e = s
             .reclaim
-            .stop_for_antivirus("vm-unknown", "chief-wang", T0)
+            .stop_for_antivirus("vm-unknown", &chief(), T0)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("vm-unknown"), "{e}");

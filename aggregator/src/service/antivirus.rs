@@ -64,7 +64,8 @@ impl AntivirusService<'_> {
                 Ok((d, event.entry(now_ms, actor)))
             })
             .await?;
-        self.stop_when_approved(node, by, &decision, now_ms).await;
+        self.stop_when_approved(node, actor, &decision, now_ms)
+            .await;
         Ok(decision)
     }
 
@@ -91,7 +92,8 @@ impl AntivirusService<'_> {
                 Ok((d, event.entry(now_ms, actor)))
             })
             .await?;
-        self.stop_when_approved(node, by, &decision, now_ms).await;
+        self.stop_when_approved(node, actor, &decision, now_ms)
+            .await;
         Ok(decision)
     }
 
@@ -139,7 +141,7 @@ impl AntivirusService<'_> {
 
     /// Once the stop is approved (or needs no approval), the VM is stopped through the command
     /// path, snapshot first (`docs/RECLAIM.md`); the command and its result are audited.
-    async fn stop_when_approved(&self, node: &str, by: &str, d: &StopDecision, now_ms: u64) {
+    async fn stop_when_approved(&self, node: &str, by: &Actor, d: &StopDecision, now_ms: u64) {
         if d.approved_ms.is_none() {
             return;
         }

@@ -4,6 +4,7 @@
 //! then applies it in memory and tells whoever listens. A handler parses and maps errors;
 //! it never writes by itself.
 //!
+//! * [`audit`]: the audit log's retention and the verification of its hash chain;
 //! * [`alarms`]: the one alarm sink (rule changes from the policy and reclaim tasks: stored,
 //!   audited, notified) and the acknowledgement of an alarm by a person;
 //! * [`register`]: the allocation register's changes (form import, approved change, sanction,
@@ -15,6 +16,7 @@
 
 pub mod alarms;
 pub mod antivirus;
+pub mod audit;
 pub mod exemptions;
 pub mod identity;
 pub mod register;

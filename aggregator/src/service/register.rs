@@ -59,7 +59,7 @@ pub struct RegisterService<'a> {
 
 impl RegisterService<'_> {
     /// Import a unit's filled-in 云资源使用需求表 (附件3).
-    #[tracing::instrument(skip_all, fields(unit = %req.unit, by = %req.by, file = %req.file))]
+    #[tracing::instrument(skip_all, fields(unit = %req.unit, by = %req.by.name, file = %req.file))]
     pub async fn import(&self, req: &Import<'_>, now_ms: u64) -> Result<Update, RegisterError> {
         self.commit(|reg| changes::import(reg, req, now_ms)).await
     }
@@ -73,7 +73,7 @@ impl RegisterService<'_> {
         req: &ChangeRequest,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::change(reg, uuid, &by.name, req, now_ms))
+        self.commit(|reg| changes::change(reg, uuid, by, req, now_ms))
             .await
     }
 
@@ -86,7 +86,7 @@ impl RegisterService<'_> {
         req: &SanctionRequest,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::sanction(reg, unit, &by.name, req, now_ms))
+        self.commit(|reg| changes::sanction(reg, unit, by, req, now_ms))
             .await
     }
 
@@ -99,7 +99,7 @@ impl RegisterService<'_> {
         note: Option<&str>,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::lift(reg, unit, &by.name, note, now_ms))
+        self.commit(|reg| changes::lift(reg, unit, by, note, now_ms))
             .await
     }
 
@@ -112,7 +112,7 @@ impl RegisterService<'_> {
         quota: Option<QuotaInput>,
         now_ms: u64,
     ) -> Result<Update, RegisterError> {
-        self.commit(|reg| changes::set_quota(reg, unit, &by.name, quota, now_ms))
+        self.commit(|reg| changes::set_quota(reg, unit, by, quota, now_ms))
             .await
     }
 

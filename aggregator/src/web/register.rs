@@ -333,9 +333,10 @@ async fn import(
         Format::Xlsx => "upload.xlsx".into(),
         Format::Csv => "upload.csv".into(),
     });
+    let actor = who.actor();
     let req = Import {
         unit: &q.unit,
-        by: &who.user.name,
+        by: &actor,
         file: &file,
         format,
         bytes: &body,

@@ -90,8 +90,9 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The user acting, from the request's address.
     pub fn actor(&self) -> Actor {
-        self.user.actor()
+        self.user.actor().from_source(self.source.clone())
     }
 
     pub fn role(&self) -> Role {

@@ -193,7 +193,17 @@ mod tests {
             reason: "扩容".into(),
             ..ChangeRequest::default()
         };
-        reg.apply(change(&reg, UUID, "ops-li", &req, 1).unwrap().record);
+        reg.apply(
+            change(
+                &reg,
+                UUID,
+                &crate::identity::Actor::person("ops-li", crate::identity::Role::Ops, None),
+                &req,
+                1,
+            )
+            .unwrap()
+            .record,
+        );
         assert!(evaluate(&mut QuotaVm::default(), &f, &reg).is_empty());
     }
 
