@@ -171,6 +171,11 @@ pub trait AuditStore {
         subject: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StorageError>;
+    /// The entries matching `filter`, newest first.
+    fn audit_search(
+        &mut self,
+        filter: &crate::audit::AuditFilter,
+    ) -> Result<Vec<AuditEntry>, StorageError>;
     /// Delete audit entries older than `before_ms` (retention from the policy profile),
     /// leaving a checkpoint signed with `key` so that the rest of the chain still verifies.
     fn expire_audit(&mut self, before_ms: u64, key: &[u8]) -> Result<usize, StorageError>;

@@ -197,6 +197,12 @@ impl AuditStore for OffRuntime {
     ) -> Result<Vec<AuditEntry>, StorageError> {
         blocking(|| self.0.audit(subject, limit))
     }
+    fn audit_search(
+        &mut self,
+        filter: &yunjian_aggregator_core::audit::AuditFilter,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        blocking(|| self.0.audit_search(filter))
+    }
     fn expire_audit(&mut self, before_ms: u64, key: &[u8]) -> Result<usize, StorageError> {
         blocking(|| self.0.expire_audit(before_ms, key))
     }

@@ -240,3 +240,97 @@ fn the_chain_is_verified_on_postgresql_too() {
     let e = verify(&mut db, &key, |_| {}).unwrap_err().to_string();
     assert!(e.contains("缺少第 7 条"), "{e}");
 }
+
+#[tokio::test]
+async fn the_auditor_filters_the_log_and_exports_it() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = yunjian_store_sqlite::SqliteStorage::open(&dir.path().join("yunjian.db")).unwrap();
+    db.migrate().unwrap();
+    write_story(&mut db);
+    let (_tx, rx) = tokio::sync::watch::channel(0);
+    let mut state = yunjian_aggregator::web::AppState::new(
+        yunjian_aggregator_core::fleet::Fleet::shared(),
+        Arc::new(yunjian_aggregator::metrics::Metrics::default()),
+        rx,
+    );
+    state.reader = Some(Arc::new(Mutex::new(Box::new(db))));
+    let auditor = state.auth.test_bearer("audit-sun", Role::Auditor, None);
+    let app = yunjian_aggregator::web::router(state);
+    let get = |uri: String| {
+        let app = app.clone();
+        let auditor = auditor.clone();
+        async move {
+            let resp = app
+                .oneshot(
+                    Request::get(uri)
+                        .header("authorization", format!("Bearer {auditor}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, headers, bytes)
+        }
+    };
+
+    let (status, _, body) =
+        get("/api/audit?actor=ops-zhang&from=2024-02-28&to=2024-03-01".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let entries: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let subjects: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["exemption:5", "exemption:4", "exemption:3"],
+        "newest first, through the last day"
+    );
+    assert_eq!(entries[0]["source"], "10.0.0.7");
+
+    let (_, _, body) = get("/api/audit?action=command.".into()).await;
+    let entries: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1);
+    assert_eq!(entries[0]["actor"], "system");
+
+    let (status, _, body) = get("/api/audit?from=2024-02-30".into()).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    let (status, headers, body) = get("/api/audit/export.xlsx?subject=exemption:".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("audit.xlsx"));
+    assert_eq!(&body[..2], b"PK", "an xlsx workbook (a ZIP)");
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(body.to_vec())).unwrap();
+    use calamine::Reader;
+    let sheet = book.worksheet_range("审计日志").unwrap();
+    let rows: Vec<_> = sheet.rows().collect();
+    assert_eq!(rows.len(), 8, "the header and the seven exemption entries");
+    assert_eq!(rows[0][0].to_string(), "时间（北京时间）");
+    assert_eq!(rows[1][1].to_string(), "ops-zhang");
+    assert_eq!(rows[1][2].to_string(), "运维单位");
+    assert!(
+        rows[1][0].to_string().starts_with("2024-03-03"),
+        "{}",
+        rows[1][0]
+    );
+}

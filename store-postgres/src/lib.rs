@@ -18,7 +18,9 @@
 use bytes::Bytes;
 use postgres::{Client, NoTls, Row, Transaction};
 use yunjian_aggregator_core::alarms::{Alarm, AlarmEvent, AlarmState};
-use yunjian_aggregator_core::audit::{chain_hash, checkpoint_signature, ChainedEntry, Checkpoint};
+use yunjian_aggregator_core::audit::{
+    chain_hash, checkpoint_signature, AuditFilter, ChainedEntry, Checkpoint,
+};
 use yunjian_aggregator_core::hardware::SelRecord;
 use yunjian_aggregator_core::identity::{ApiToken, Role, User};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
@@ -773,6 +775,28 @@ impl AuditStore for PostgresStorage {
                  WHERE ($1::TEXT IS NULL OR subject = $1) ORDER BY ts_ms DESC, id DESC LIMIT $2"
             ),
             &[&subject, &limit(n)],
+        )?;
+        Ok(rows.iter().map(|r| chained_of(r).entry).collect())
+    }
+
+    fn audit_search(&mut self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StorageError> {
+        let rows = self.query(
+            &format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
+                 WHERE ($1::TEXT IS NULL OR actor = $1)
+                   AND ($2::TEXT IS NULL OR substr(action, 1, length($2::TEXT)) = $2)
+                   AND ($3::TEXT IS NULL OR substr(subject, 1, length($3::TEXT)) = $3)
+                   AND ($4::BIGINT IS NULL OR ts_ms >= $4) AND ($5::BIGINT IS NULL OR ts_ms < $5)
+                 ORDER BY id DESC LIMIT $6"
+            ),
+            &[
+                &f.actor,
+                &f.action,
+                &f.subject,
+                &f.from_ms.map(|v| v as i64),
+                &f.to_ms.map(|v| v as i64),
+                &limit(f.limit),
+            ],
         )?;
         Ok(rows.iter().map(|r| chained_of(r).entry).collect())
     }

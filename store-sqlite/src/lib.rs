@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection};
 use std::path::Path;
 use yunjian_aggregator_core::alarms::{Alarm, AlarmState};
-use yunjian_aggregator_core::audit::{ChainedEntry, Checkpoint};
+use yunjian_aggregator_core::audit::{AuditFilter, ChainedEntry, Checkpoint};
 use yunjian_aggregator_core::identity::{ApiToken, User};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::Register;
@@ -436,6 +436,36 @@ impl AuditStore for SqliteStorage {
             .query_map(params![subject, limit as i64], |r| {
                 audit::chained_of(r).map(|c| c.entry)
             })
+            .map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+
+    fn audit_search(&mut self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StorageError> {
+        let e = self.err();
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM audit
+                 WHERE (?1 IS NULL OR actor = ?1)
+                   AND (?2 IS NULL OR substr(action, 1, length(?2)) = ?2)
+                   AND (?3 IS NULL OR substr(subject, 1, length(?3)) = ?3)
+                   AND (?4 IS NULL OR ts_ms >= ?4) AND (?5 IS NULL OR ts_ms < ?5)
+                 ORDER BY id DESC LIMIT ?6",
+                audit::COLUMNS
+            ))
+            .map_err(&e)?;
+        let rows = st
+            .query_map(
+                params![
+                    f.actor,
+                    f.action,
+                    f.subject,
+                    f.from_ms.map(|v| v as i64),
+                    f.to_ms.map(|v| v as i64),
+                    f.limit.min(i64::MAX as usize) as i64
+                ],
+                |r| audit::chained_of(r).map(|c| c.entry),
+            )
             .map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&e)
     }

@@ -1,12 +1,11 @@
-//! Alarms and the audit log over HTTP.
+//! Alarms over HTTP.
 
 use super::session::Principal;
 use super::{AppState, WebError};
 use crate::alarms::{AckError, Alarm};
 use crate::ratelimit::now_ms;
 use crate::service::alarms::AckFailure;
-use crate::store::AuditEntry;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -20,7 +19,6 @@ where
     Router::new()
         .route("/api/alarms", get(list))
         .route("/api/alarms/{id}/ack", post(acknowledge))
-        .route("/api/audit", get(audit))
 }
 
 #[derive(Debug, Serialize)]
@@ -78,31 +76,4 @@ async fn acknowledge(
         AckFailure::Store(e) => WebError::Unavailable(e.to_string()),
     })?;
     Ok(Json(alarm))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    pub subject: Option<String>,
-    pub limit: Option<usize>,
-}
-
-async fn audit(
-    State(app): State<AppState>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<AuditEntry>>, WebError> {
-    let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
-    let reader = app
-        .reader
-        .clone()
-        .ok_or_else(|| WebError::Unavailable("no storage reader".into()))?;
-    let limit = q.limit.unwrap_or(200).min(10_000);
-    tokio::task::spawn_blocking(move || {
-        let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
-        r.audit(q.subject.as_deref(), limit)
-    })
-    .await
-    .map_err(|e| WebError::Unavailable(e.to_string()))?
-    .map(Json)
-    .map_err(|e| WebError::Unavailable(e.to_string()))
 }

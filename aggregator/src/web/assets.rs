@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// Every asset by name.
-pub(super) const ASSETS: [(&str, &str); 19] = [
+pub(super) const ASSETS: [(&str, &str); 21] = [
     ("base.css", include_str!("../../assets/base.css")),
     ("common.js", include_str!("../../assets/common.js")),
     ("dashboard.js", include_str!("../../assets/dashboard.js")),
@@ -30,6 +30,8 @@ pub(super) const ASSETS: [(&str, &str); 19] = [
     ("session.js", include_str!("../../assets/session.js")),
     ("login.css", include_str!("../../assets/login.css")),
     ("login.js", include_str!("../../assets/login.js")),
+    ("audit.css", include_str!("../../assets/audit.css")),
+    ("audit.js", include_str!("../../assets/audit.js")),
 ];
 
 /// The media type by the name's extension.

@@ -158,7 +158,9 @@ pub const ROUTES: &[(Method, &str, Action)] = &[
         "/api/alarms/{id}/ack",
         Action::AcknowledgeAlarm,
     ),
+    (Method::GET, "/audit", Action::ViewAudit),
     (Method::GET, "/api/audit", Action::ViewAudit),
+    (Method::GET, "/api/audit/export.xlsx", Action::ViewAudit),
     (Method::GET, "/register", Action::ViewRegister),
     (Method::GET, "/api/register", Action::ViewRegister),
     (

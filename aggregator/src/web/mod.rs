@@ -11,7 +11,7 @@
 //! | `GET /healthz`        | liveness probe with node counts                             |
 //! | `GET /api/alarms`     | open alarms (worst first) and recently cleared ones         |
 //! | `POST /api/alarms/{id}/ack` | acknowledge as the signed-in ops user (`{"note"?}`), audited |
-//! | `GET /api/audit`      | the audit log, newest first; `?subject=`, `?limit=`         |
+//! | `GET /audit`, `/api/audit`, `/api/audit/export.xlsx` | the audit log with filters: see `audit.rs` |
 //! | `GET /reclaim`, `/reclaim/{id}`, `/api/reclaim/...` | low-use reclaim cases: see `reclaim.rs` |
 //! | `/api/usage/...`, `/api/exemptions` | utilisation history, idle / oversized findings, exemptions: see `usage.rs` |
 //! | `GET /racks`, `/servers/{id}`, `/api/racks`, `/api/servers/{id}/hardware` | server hardware (BMC): see `hardware.rs` |
@@ -30,6 +30,7 @@ mod alarms;
 mod antivirus;
 mod api;
 mod assets;
+mod audit;
 pub mod authz;
 mod capacity;
 mod error;
@@ -167,6 +168,7 @@ fn routes(state: WebState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .merge(alarms::routes())
+        .merge(audit::routes())
         .merge(antivirus::routes())
         .merge(capacity::routes())
         .merge(hardware::routes())

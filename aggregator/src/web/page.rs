@@ -37,7 +37,7 @@ const HEADERS: [(HeaderName, &str); 5] = [
 
 /// The navigation, in order: label, link, page key, what the page shows (a link appears only
 /// to those who may see it).
-const NAV: [(&str, &str, &str, Action); 7] = [
+const NAV: [(&str, &str, &str, Action); 8] = [
     ("总览", "/", "dashboard", Action::ViewFleet),
     ("机柜", "/racks", "racks", Action::ViewHardware),
     ("容量", "/capacity", "capacity", Action::ViewCapacity),
@@ -45,6 +45,7 @@ const NAV: [(&str, &str, &str, Action); 7] = [
     ("登记", "/register", "register", Action::ViewRegister),
     ("杀毒软件", "/antivirus", "antivirus", Action::ViewAntivirus),
     ("降配回收", "/reclaim", "reclaim", Action::ViewReclaim),
+    ("审计", "/audit", "audit", Action::ViewAudit),
 ];
 
 /// One link of the navigation bar.
@@ -71,7 +72,7 @@ pub(super) fn nav(current: &str, role: Option<Role>) -> Vec<NavItem> {
 }
 
 /// The templates, by name, compiled into the binary.
-const TEMPLATES: [(&str, &str); 13] = [
+const TEMPLATES: [(&str, &str); 14] = [
     ("base.html", include_str!("../../templates/base.html")),
     (
         "dashboard.html",
@@ -99,6 +100,7 @@ const TEMPLATES: [(&str, &str); 13] = [
     ("racks.html", include_str!("../../templates/racks.html")),
     ("server.html", include_str!("../../templates/server.html")),
     ("login.html", include_str!("../../templates/login.html")),
+    ("audit.html", include_str!("../../templates/audit.html")),
     (
         "forbidden.html",
         include_str!("../../templates/forbidden.html"),
@@ -199,7 +201,7 @@ mod tests {
     use yunjian_protocol::{Body, Envelope, Status};
 
     /// Every page route, one of each kind.
-    const PAGES: [&str; 9] = [
+    const PAGES: [&str; 10] = [
         "/",
         "/racks",
         "/servers/h1",
@@ -209,6 +211,7 @@ mod tests {
         "/antivirus",
         "/reclaim",
         "/reclaim/1",
+        "/audit",
     ];
 
     async fn get(
@@ -256,7 +259,8 @@ mod tests {
             Arc::new(Metrics::default()),
             rx,
         );
-        let ops = state.auth.test_bearer("ops-1", Role::Ops, None);
+        // an auditor may see every page
+        let ops = state.auth.test_bearer("audit-1", Role::Auditor, None);
         let app = router(state);
         for (_, href, _, _) in NAV {
             assert!(PAGES.contains(&href), "{href} is not tested");
