@@ -318,3 +318,106 @@ async fn wrong_passwords_lock_the_account_and_are_counted_in_metrics() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["code"], "bad_token");
 }
+
+#[tokio::test]
+async fn the_administrator_creates_resets_and_disables_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with_store(&dir);
+    let admin = state.auth.test_bearer("admin-1", Role::Admin, None);
+    let app = router(state);
+    let post = |uri: &'static str, body: Value| {
+        let app = app.clone();
+        let admin = admin.clone();
+        async move {
+            let req = Request::post(uri)
+                .header("authorization", format!("Bearer {admin}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let sign_in = |name: &'static str, password: String| {
+        let app = app.clone();
+        async move {
+            let req = Request::post("/api/session")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "name": name, "password": password }).to_string(),
+                ))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }
+    };
+
+    let (status, created) = post(
+        "/api/users",
+        serde_json::json!({ "name": "cz-wang", "display_name": "王科长", "role": "unit", "unit": "财政局" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        (created["role"].as_str(), created["unit"].as_str()),
+        (Some("unit"), Some("财政局"))
+    );
+    let password = created["password"].as_str().unwrap().to_string();
+    assert_eq!(sign_in("cz-wang", password.clone()).await, StatusCode::OK);
+
+    let (status, body) = post(
+        "/api/users",
+        serde_json::json!({ "name": "x", "role": "unit" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "使用单位角色（unit）的用户必须指定所属单位");
+
+    let (status, reset) = post("/api/users/cz-wang/password", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{reset}");
+    assert_eq!(
+        sign_in("cz-wang", password).await,
+        StatusCode::UNAUTHORIZED,
+        "the old one is gone"
+    );
+    let new_password = reset["password"].as_str().unwrap().to_string();
+
+    let (status, token) = post(
+        "/api/users/cz-wang/tokens",
+        serde_json::json!({ "label": "报表", "days": 7 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let bearer = token["token"].as_str().unwrap().to_string();
+    let (status, _) = call(&app, &Method::GET, "/api/alarms", Some(&bearer)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = post(
+        "/api/users/cz-wang/disable",
+        serde_json::json!({ "disabled": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&app, &Method::GET, "/api/alarms", Some(&bearer)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a disabled user's token is refused"
+    );
+    assert_eq!(
+        sign_in("cz-wang", new_password).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (status, body) = post(
+        "/api/users/admin-1/disable",
+        serde_json::json!({ "disabled": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "own_account");
+}

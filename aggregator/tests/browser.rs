@@ -1380,7 +1380,7 @@ fn an_auditor_reads_the_alarms_but_is_offered_no_acknowledgement_in_chromium() {
     // the auditor reads every page (the audit log is theirs), the reclaim cases included
     assert_eq!(
         page.eval(NAV),
-        "总览,机柜,容量,告警,登记,杀毒软件,降配回收,审计"
+        "总览,机柜,容量,告警,登记,杀毒软件,降配回收,审计,用户"
     );
     page.assert_no_blocked_content();
 }

@@ -113,6 +113,8 @@ pub enum IdentityError {
     UnknownToken(String),
     #[error("令牌有效期须为 1–365 天")]
     BadTokenLifetime,
+    #[error("不能停用自己的账户")]
+    OwnAccount,
     #[error("无法生成随机数：{0}")]
     Random(String),
     #[error("存储不可用，操作未执行：{0}")]
@@ -134,6 +136,7 @@ impl IdentityError {
             IdentityError::BadToken => "bad_token",
             IdentityError::UnknownToken(_) => "unknown_token",
             IdentityError::BadTokenLifetime => "bad_token_lifetime",
+            IdentityError::OwnAccount => "own_account",
             IdentityError::Random(_) => "no_randomness",
             IdentityError::Store(_) => "storage_unavailable",
         }
@@ -445,6 +448,42 @@ impl IdentityService<'_> {
         // other sessions of that user end: whoever knew the old password is out
         self.sign_ins().sessions.retain(|_, s| s.user != name);
         Ok(())
+    }
+
+    /// Disable a user (they cannot sign in, their sessions end, their tokens are refused) or
+    /// enable them again; an administrator only, and never oneself.
+    #[tracing::instrument(skip_all, fields(user = %name, by = %actor.name))]
+    pub async fn set_disabled(
+        &self,
+        actor: &Actor,
+        name: &str,
+        disabled: bool,
+        now_ms: u64,
+    ) -> Result<User, IdentityError> {
+        may_manage_users(actor)?;
+        if actor.name == name {
+            return Err(IdentityError::OwnAccount);
+        }
+        let mut user = self
+            .read()
+            .user(name)
+            .cloned()
+            .ok_or_else(|| IdentityError::UnknownUser(name.to_string()))?;
+        if user.disabled == disabled {
+            return Ok(user);
+        }
+        user.disabled = disabled;
+        let audit = AuditEvent::UserDisabled {
+            user: name.to_string(),
+            disabled,
+        }
+        .entry(now_ms, actor);
+        self.commit(vec![user.clone()], vec![], audit).await?;
+        self.write().users.insert(user.name.clone(), user.clone());
+        if disabled {
+            self.sign_ins().sessions.retain(|_, s| s.user != name);
+        }
+        Ok(user)
     }
 
     /// Check a name and password from `source`, lock the account after repeated failures,

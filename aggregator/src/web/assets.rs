@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// Every asset by name.
-pub(super) const ASSETS: [(&str, &str); 21] = [
+pub(super) const ASSETS: [(&str, &str); 23] = [
     ("base.css", include_str!("../../assets/base.css")),
     ("common.js", include_str!("../../assets/common.js")),
     ("dashboard.js", include_str!("../../assets/dashboard.js")),
@@ -32,6 +32,8 @@ pub(super) const ASSETS: [(&str, &str); 21] = [
     ("login.js", include_str!("../../assets/login.js")),
     ("audit.css", include_str!("../../assets/audit.css")),
     ("audit.js", include_str!("../../assets/audit.js")),
+    ("users.js", include_str!("../../assets/users.js")),
+    ("account.js", include_str!("../../assets/account.js")),
 ];
 
 /// The media type by the name's extension.

@@ -71,6 +71,7 @@ pub enum Action {
     ViewReclaim,
     ReclaimStep,
     FeedDetections,
+    ViewUsers,
     ManageUsers,
 }
 
@@ -93,6 +94,7 @@ impl Action {
             }
             Sanction | SetQuota | ApproveStop | ManageExemptions => Access::Roles(AUTHORITY),
             ReclaimStep => Access::Roles(CASE_PARTIES),
+            ViewUsers => Access::Roles(AUDIT),
             ManageUsers => Access::Roles(ADMIN),
         }
     }
@@ -226,6 +228,26 @@ pub const ROUTES: &[(Method, &str, Action)] = &[
         "/api/reclaim/detections",
         Action::FeedDetections,
     ),
+    (Method::GET, "/account", Action::OwnSession),
+    (Method::GET, "/users", Action::ViewUsers),
+    (Method::GET, "/api/users", Action::ViewUsers),
+    (Method::POST, "/api/users", Action::ManageUsers),
+    (
+        Method::POST,
+        "/api/users/{name}/password",
+        Action::ManageUsers,
+    ),
+    (
+        Method::POST,
+        "/api/users/{name}/disable",
+        Action::ManageUsers,
+    ),
+    (
+        Method::POST,
+        "/api/users/{name}/tokens",
+        Action::ManageUsers,
+    ),
+    (Method::POST, "/api/tokens/{id}/revoke", Action::ManageUsers),
 ];
 
 /// The action of a request to the route `pattern`; `None` if the table does not list it.

@@ -16,6 +16,7 @@
 //! | `/api/usage/...`, `/api/exemptions` | utilisation history, idle / oversized findings, exemptions: see `usage.rs` |
 //! | `GET /racks`, `/servers/{id}`, `/api/racks`, `/api/servers/{id}/hardware` | server hardware (BMC): see `hardware.rs` |
 //! | `GET /login`, `/api/session`, `/api/account/...` | sign-in, sign-out, own password and tokens: see `session.rs` |
+//! | `GET /users`, `/account`, `/api/users/...`, `/api/tokens/...` | users (admin), one's own account: see `users.rs` |
 //!
 //! Pages are templates on one base layout (`page.rs`, `aggregator/templates/`); their scripts
 //! and styles are files (`assets.rs`, `aggregator/assets/`), so no page runs inline code.
@@ -41,6 +42,7 @@ mod register;
 pub mod session;
 mod sse;
 mod usage;
+mod users;
 
 pub use api::{NodeDetail, NodesBody};
 pub use error::WebError;
@@ -176,6 +178,7 @@ fn routes(state: WebState) -> Router {
         .merge(register::routes())
         .merge(usage::routes())
         .merge(session::routes())
+        .merge(users::routes())
         // every routed request passes the authorisation table first
         .route_layer(guard)
         .with_state(state)

@@ -37,7 +37,7 @@ const HEADERS: [(HeaderName, &str); 5] = [
 
 /// The navigation, in order: label, link, page key, what the page shows (a link appears only
 /// to those who may see it).
-const NAV: [(&str, &str, &str, Action); 8] = [
+const NAV: [(&str, &str, &str, Action); 9] = [
     ("总览", "/", "dashboard", Action::ViewFleet),
     ("机柜", "/racks", "racks", Action::ViewHardware),
     ("容量", "/capacity", "capacity", Action::ViewCapacity),
@@ -46,6 +46,7 @@ const NAV: [(&str, &str, &str, Action); 8] = [
     ("杀毒软件", "/antivirus", "antivirus", Action::ViewAntivirus),
     ("降配回收", "/reclaim", "reclaim", Action::ViewReclaim),
     ("审计", "/audit", "audit", Action::ViewAudit),
+    ("用户", "/users", "users", Action::ViewUsers),
 ];
 
 /// One link of the navigation bar.
@@ -72,7 +73,7 @@ pub(super) fn nav(current: &str, role: Option<Role>) -> Vec<NavItem> {
 }
 
 /// The templates, by name, compiled into the binary.
-const TEMPLATES: [(&str, &str); 14] = [
+const TEMPLATES: [(&str, &str); 16] = [
     ("base.html", include_str!("../../templates/base.html")),
     (
         "dashboard.html",
@@ -101,6 +102,8 @@ const TEMPLATES: [(&str, &str); 14] = [
     ("server.html", include_str!("../../templates/server.html")),
     ("login.html", include_str!("../../templates/login.html")),
     ("audit.html", include_str!("../../templates/audit.html")),
+    ("users.html", include_str!("../../templates/users.html")),
+    ("account.html", include_str!("../../templates/account.html")),
     (
         "forbidden.html",
         include_str!("../../templates/forbidden.html"),
@@ -201,7 +204,7 @@ mod tests {
     use yunjian_protocol::{Body, Envelope, Status};
 
     /// Every page route, one of each kind.
-    const PAGES: [&str; 10] = [
+    const PAGES: [&str; 12] = [
         "/",
         "/racks",
         "/servers/h1",
@@ -212,6 +215,8 @@ mod tests {
         "/reclaim",
         "/reclaim/1",
         "/audit",
+        "/users",
+        "/account",
     ];
 
     async fn get(

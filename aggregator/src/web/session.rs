@@ -292,7 +292,7 @@ async fn login_page() -> Response {
     page("login.html", "", None, context! {})
 }
 
-fn failed(e: IdentityError) -> Response {
+pub(super) fn failed(e: IdentityError) -> Response {
     let status = match &e {
         IdentityError::BadCredentials | IdentityError::BadToken => StatusCode::UNAUTHORIZED,
         IdentityError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -303,12 +303,13 @@ fn failed(e: IdentityError) -> Response {
         IdentityError::User(_)
         | IdentityError::WeakPassword(_)
         | IdentityError::WrongOldPassword
-        | IdentityError::BadTokenLifetime => StatusCode::BAD_REQUEST,
+        | IdentityError::BadTokenLifetime
+        | IdentityError::OwnAccount => StatusCode::BAD_REQUEST,
     };
     refusal(status, e.code(), &e.to_string(), None)
 }
 
-fn bad_body(e: JsonRejection) -> Response {
+pub(super) fn bad_body(e: JsonRejection) -> Response {
     refusal(
         StatusCode::BAD_REQUEST,
         "bad_request",
@@ -433,7 +434,10 @@ async fn change_password(
     }
 }
 
-fn token_view(t: &yunjian_aggregator_core::identity::ApiToken, now: u64) -> serde_json::Value {
+pub(super) fn token_view(
+    t: &yunjian_aggregator_core::identity::ApiToken,
+    now: u64,
+) -> serde_json::Value {
     json!({
         "id": t.id,
         "label": t.label,
