@@ -86,6 +86,12 @@ impl Actor {
         }
     }
 
+    /// The system acting through one of its rules or jobs (`rule:capacity.memory`,
+    /// `job:reclaim`, `command line`): named in the audit log's source.
+    pub fn job(what: impl Into<String>) -> Actor {
+        Actor::system().from_source(what)
+    }
+
     pub fn person(name: impl Into<String>, role: Role, unit: Option<String>) -> Actor {
         Actor {
             name: name.into(),

@@ -156,7 +156,7 @@ pub fn add_user(storage: &mut dyn Storage, args: NewUserArgs) -> Result<String, 
             counters: &Default::default(),
             policy: &Default::default(),
         };
-        rt.block_on(service.add_user(&crate::identity::Actor::system(), new, now_ms()))
+        rt.block_on(service.add_user(&crate::identity::Actor::job("command line"), new, now_ms()))
     })?;
     let mut out = format!(
         "已创建用户 {}（{}，{}{}）",

@@ -387,7 +387,9 @@ impl Reclaim {
         if let Some(cmd) = &command {
             c.host = Some(cmd.node.clone());
         }
-        let audit = audit_of(&c, &log);
+        let mut audit = audit_of(&c, &log);
+        // a person's step: from where they asked
+        audit.source = actor.source.clone().or(audit.source);
         inner.storage.reclaim_write(&ReclaimWrite {
             cases: vec![c.clone()],
             log: vec![log],
@@ -584,7 +586,7 @@ impl Reclaim {
                         ok: result.ok,
                         detail,
                     }
-                    .entry(now_ms, &Actor::system())],
+                    .entry(now_ms, &Actor::job("job:reclaim"))],
                     ..ReclaimWrite::default()
                 })
             }
@@ -699,7 +701,7 @@ impl Reclaim {
                     command: cmd.id.clone(),
                     node: cmd.node.clone(),
                 }
-                .entry(now_ms, &Actor::system()),
+                .entry(now_ms, &Actor::job("job:reclaim")),
             );
         }
         match inner.storage.reclaim_write(&w) {
@@ -885,7 +887,7 @@ impl Reclaim {
                         error: e.to_string(),
                         approved_by: by.name.clone(),
                     }
-                    .entry(now_ms, &Actor::system())],
+                    .entry(now_ms, &Actor::job("job:reclaim"))],
                     ..ReclaimWrite::default()
                 })?;
                 return Err(e);
@@ -1002,11 +1004,14 @@ fn audit_of(c: &Case, l: &LogEntry) -> AuditEntry {
     }
     .entry(
         l.ts_ms,
-        &Actor::person(
-            l.actor.clone(),
-            l.role,
-            (l.role == Role::Unit).then(|| c.unit.clone()),
-        ),
+        &match l.role {
+            Role::System => Actor::job("job:reclaim"),
+            role => Actor::person(
+                l.actor.clone(),
+                role,
+                (role == Role::Unit).then(|| c.unit.clone()),
+            ),
+        },
     )
 }
 

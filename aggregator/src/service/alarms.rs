@@ -62,7 +62,7 @@ fn audit_of(e: &AlarmEvent, now: u64) -> crate::store::AuditEntry {
         change: change_name(e),
         alarm: e.alarm().clone(),
     }
-    .entry(now, &Actor::system())
+    .entry(now, &Actor::job(format!("rule:{}", e.alarm().key.rule)))
 }
 
 /// Why an acknowledgement did not happen.

@@ -537,7 +537,7 @@ impl IdentityService<'_> {
                 source: source.to_string(),
                 locked,
             }
-            .entry(now_ms, &Actor::system());
+            .entry(now_ms, &Actor::system().from_source(source));
             self.commit(vec![], vec![], audit).await?;
             return Err(if locked {
                 IdentityError::Locked {
