@@ -459,7 +459,7 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     let me = get_json(addr, &p.unit, "/api/reclaim/whoami").await;
     assert_eq!(
         me,
-        json!({"name": "czj-li", "role": "unit", "unit": "财政局"}),
+        json!({"name": "czj-li", "role": "unit", "unit": "财政局", "source": "127.0.0.1"}),
         "{me}"
     );
 
