@@ -63,12 +63,16 @@ fn report(cpu_pct: u16) -> Report {
     }
 }
 
-/// Online, Hello, Inventory, then `rest`.
-fn node(fleet: &mut Fleet, id: &str, role: Role, uuid: Option<&str>, rest: Vec<Body>) {
-    let at = std::time::SystemTime::now()
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64;
+        .as_millis() as u64
+}
+
+/// Online, Hello, Inventory, then `rest`.
+fn node(fleet: &mut Fleet, id: &str, role: Role, uuid: Option<&str>, rest: Vec<Body>) {
+    let at = now_ms();
     fleet.apply(Envelope::new(id, 0, at, Body::Status(Status::Online)), at);
     let hello = Body::Hello(Hello {
         agent_version: "0.1.0".into(),
@@ -135,7 +139,7 @@ fn allocation(unit: &str, owner: &str, email: &str, phone: &str, uuid: &str) -> 
 }
 
 /// One host running a VM of each unit and one nobody registered; both units' VMs idle for
-/// 17 days with an exemption each (expired), and over their approved vCPUs.
+/// 17 days with an exemption each (expired), and over their approved vCPUs; 市财政局's down.
 fn state() -> AppState {
     let mut fleet = Fleet::new();
     node(
@@ -152,6 +156,11 @@ fn state() -> AppState {
     for (id, uuid) in [(A_NODE, A_UUID), (B_NODE, B_UUID), (STRAY_NODE, STRAY_UUID)] {
         node(&mut fleet, id, Role::Guest, Some(uuid), vec![]);
     }
+    // 市财政局's VM goes down: its alarm's evidence names the host it ran on
+    fleet.apply(
+        Envelope::new(A_NODE, 9, now_ms(), Body::Status(Status::Offline)),
+        now_ms(),
+    );
     // the stream ends after its first frame: nothing will change
     let (_, changes) = tokio::sync::watch::channel(0);
     let mut state = AppState::new(
@@ -159,13 +168,26 @@ fn state() -> AppState {
         Arc::new(Metrics::default()),
         changes,
     );
-    state.register = Arc::new(std::sync::RwLock::new(Register {
+    let register = Register {
         vms: vec![
             allocation(A_UNIT, "钱一", "qian@czj.gov.cn", "13700000001", A_UUID),
             allocation(B_UNIT, "赵二", B_EMAIL, B_PHONE, B_UUID),
         ],
         ..Register::default()
-    }));
+    };
+    // the rules' alarms: both VMs over their approved vCPUs
+    state
+        .policy
+        .lock()
+        .unwrap()
+        .evaluate(&yunjian_aggregator_core::policy::Context {
+            fleet: &state.fleet.read().unwrap(),
+            register: &register,
+            profile: &state.profile,
+            // past the down node's grace
+            now_ms: now_ms() + 600_000,
+        });
+    state.register = Arc::new(std::sync::RwLock::new(register));
     {
         let mut usage = state.usage.write().unwrap();
         let quiet = report(1);
@@ -198,7 +220,8 @@ fn requests(pattern: &str) -> Vec<(String, StatusCode, bool)> {
     let missing = StatusCode::NOT_FOUND;
     let one = |uri: &str, shows_b: bool| vec![(uri.to_string(), ok, shows_b)];
     match pattern {
-        "/" | "/alarms" | "/register" | "/antivirus" | "/api/alarms" => one(pattern, false),
+        "/" | "/alarms" | "/register" | "/antivirus" => one(pattern, false),
+        "/api/alarms" => one(pattern, true),
         "/api/nodes" => vec![
             ("/api/nodes".into(), ok, true),
             ("/api/nodes?role=guest".into(), ok, true),
@@ -335,6 +358,15 @@ async fn a_units_counts_are_of_its_own_vms() {
         (&nodes["totals"]["hosts"], &nodes["totals"]["guests"]),
         (&1.into(), &3.into())
     );
+
+    let (_, alarms) = get(&app, "/api/alarms", &unit).await;
+    let rules: Vec<Value> = json(alarms)["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"]["rule"].clone())
+        .collect();
+    assert!(rules.contains(&"node_down".into()), "{rules:?}");
 
     let (_, av) = get(&app, "/api/antivirus", &unit).await;
     let av = json(av);

@@ -79,16 +79,17 @@ impl Scope {
         })
     }
 
-    /// Evidence as this scope shows it: a unit is not told which host runs its VM.
+    /// Evidence as this scope shows it: a unit is not told which host runs its VM (the rules
+    /// name it as `host`, or as `hypervisor.host` with what the host sees of the VM).
     pub fn evidence(&self, evidence: &mut serde_json::Value) {
         if self.is_cloud() {
             return;
         }
-        if let Some(h) = evidence
-            .get_mut("hypervisor")
-            .and_then(|h| h.as_object_mut())
-        {
-            h.remove("host");
+        if let Some(e) = evidence.as_object_mut() {
+            e.remove("host");
+            if let Some(h) = e.get_mut("hypervisor").and_then(|h| h.as_object_mut()) {
+                h.remove("host");
+            }
         }
     }
 }
@@ -146,5 +147,8 @@ mod tests {
         let mut evidence = serde_json::json!({"hypervisor": {"host": "h-1", "domain": "d"}});
         unit.evidence(&mut evidence);
         assert_eq!(evidence, serde_json::json!({"hypervisor": {"domain": "d"}}));
+        let mut evidence = serde_json::json!({"node": "vm-1", "host": "h-1"});
+        unit.evidence(&mut evidence);
+        assert_eq!(evidence, serde_json::json!({"node": "vm-1"}));
     }
 }
