@@ -229,6 +229,30 @@ pub struct FleetTotals {
     pub offline: usize,
 }
 
+impl FleetTotals {
+    /// Counts over some nodes' summaries (a using unit's VMs: counts of what is shown only).
+    pub fn of(nodes: &[NodeSummary]) -> FleetTotals {
+        let mut t = FleetTotals::default();
+        for n in nodes {
+            t.count(n.role, n.liveness);
+        }
+        t
+    }
+
+    fn count(&mut self, role: Option<&str>, liveness: Liveness) {
+        match role {
+            Some("host") => self.hosts += 1,
+            Some("guest") => self.guests += 1,
+            _ => self.unknown_role += 1,
+        }
+        match liveness {
+            Liveness::Online => self.online += 1,
+            Liveness::Silent => self.silent += 1,
+            Liveness::Offline => self.offline += 1,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Fleet {
     nodes: HashMap<String, NodeState>,
@@ -622,16 +646,7 @@ impl Fleet {
     pub fn totals(&self) -> FleetTotals {
         let mut t = FleetTotals::default();
         for st in self.nodes.values() {
-            match st.role {
-                Some(Role::Host) => t.hosts += 1,
-                Some(Role::Guest) => t.guests += 1,
-                None => t.unknown_role += 1,
-            }
-            match st.liveness {
-                Liveness::Online => t.online += 1,
-                Liveness::Silent => t.silent += 1,
-                Liveness::Offline => t.offline += 1,
-            }
+            t.count(st.role.map(Role::as_str), st.liveness);
         }
         t
     }

@@ -162,7 +162,10 @@ function render() {
     sections.push(group(name ? '机柜 ' + name : '未分配机柜', meta, rows));
   }
   const orphanRows = orphans.filter(keep).map(n => row(n, 'vm'));
-  if (orphanRows.length) {
+  if (orphanRows.length && MY_UNIT) {
+    // a using unit is shown its own VMs only, never the hosts that run them
+    sections.push(group(MY_UNIT + ' 的虚拟机', orphans.length + ' 台虚拟机', orphanRows));
+  } else if (orphanRows.length) {
     sections.push(group('未关联宿主机', orphans.length + ' 台虚拟机（宿主机未上报其虚拟机清单）', orphanRows));
   }
   const unknownRows = unknown.flatMap(hostRows);

@@ -834,6 +834,8 @@ struct CapacityServed {
     auth: Auth,
     policy: yunjian_aggregator_core::policy::SharedPolicy,
     stored: Arc<std::sync::Mutex<Vec<yunjian_aggregator_core::store::WriteBatch>>>,
+    fleet: yunjian_aggregator_core::fleet::SharedFleet,
+    register: yunjian_aggregator_core::register::SharedRegister,
     _rt: Runtime,
 }
 
@@ -947,12 +949,15 @@ fn serve_capacity() -> CapacityServed {
     });
     let policy = state.policy.clone();
     let auth = state.auth.clone();
+    let (fleet, register) = (state.fleet.clone(), state.register.clone());
     rt.spawn(serve(listener, state, std::future::pending()));
     CapacityServed {
         url,
         auth,
         policy,
         stored,
+        fleet,
+        register,
         _rt: rt,
     }
 }
@@ -1314,19 +1319,49 @@ fn a_unit_user_is_offered_only_their_pages_in_chromium() {
     let unit = served
         .auth
         .test_bearer("sjj-li", UserRole::Unit, Some("市数据局"));
-    // the overview is cloud-wide: not for a unit; the refusal is a page, in Chinese
+    // another unit's VM, registered to it
+    const OTHER_VM: &str = "4c4c4544-0000-0000-0000-0000000000b2";
+    add(
+        &mut served.fleet.write().unwrap(),
+        Spec {
+            uuid: Some(OTHER_VM),
+            ..Spec::new("jyj-vm", Role::Guest, 20.0, 20.0, 20.0)
+        },
+    );
+    {
+        let mut register = served.register.write().unwrap();
+        let mut other = register.vms[0].clone();
+        other.unit = "市教育局".into();
+        other.uuid = Some(OTHER_VM.into());
+        register.vms.push(other);
+    }
+    // the overview shows the unit's own VM only: no host, no other unit's VM, counts of its own
     let mut page = Browser::launch_with_token(&bin, &served.url, &unit, &[]);
     page.wait_for(
-        "the refusal page",
-        "document.querySelector('main h2') !== null && \
-         document.querySelector('main h2').textContent === '无权访问此页面'",
+        "the unit's VM",
+        "document.querySelector('tr[data-node=\"cap-vm\"]') !== null",
     );
-    assert_eq!(page.eval("document.title"), "云鉴 · 无权访问");
+    assert_eq!(page.eval("document.title"), "云鉴 · 政务云资源监管");
     assert_eq!(page.eval("document.documentElement.lang"), "zh-CN");
-    assert_eq!(page.eval(NAV), "告警,降配回收");
+    assert_eq!(page.eval(NAV), "总览,告警,登记,杀毒软件,降配回收");
     assert_eq!(
         page.eval("document.getElementById('who').dataset.unit"),
         "市数据局"
+    );
+    assert_eq!(
+        page.eval(
+            "[...document.querySelectorAll('tr[data-node]')].map(r => r.dataset.node).join(',')"
+        ),
+        "cap-vm"
+    );
+    let html = page.eval("document.documentElement.outerHTML");
+    let html = html.as_str().unwrap();
+    for absent in ["jyj-vm", OTHER_VM, "市教育局", "cap-h1", "cap-h2", "cap-h3"] {
+        assert!(!html.contains(absent), "{absent} shown to another unit");
+    }
+    assert_eq!(
+        page.eval("[document.getElementById('t-hosts').textContent, document.getElementById('t-guests').textContent].join(',')"),
+        "0,1"
     );
 
     // the alarms page: the unit's own alarm only (not the pool's), nothing to acknowledge
@@ -1338,7 +1373,7 @@ fn a_unit_user_is_offered_only_their_pages_in_chromium() {
         "the unit's alarm",
         "[...document.querySelectorAll('#open tr')].some(r => r.innerText.includes('002 第十一条'))",
     );
-    assert_eq!(page.eval(NAV), "告警,降配回收");
+    assert_eq!(page.eval(NAV), "总览,告警,登记,杀毒软件,降配回收");
     let open = page.eval("document.querySelector('#open').innerText");
     let open = open.as_str().unwrap();
     assert!(open.contains("市数据局"), "{open}");

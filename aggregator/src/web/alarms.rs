@@ -1,5 +1,6 @@
 //! Alarms over HTTP.
 
+use super::scope::Scope;
 use super::session::Principal;
 use super::{AppState, WebError};
 use crate::alarms::{AckError, Alarm};
@@ -27,18 +28,21 @@ pub struct AlarmList {
     pub cleared: Vec<Alarm>,
 }
 
-/// A unit's people see the alarms about their unit only; cloud-wide ones (pools, hosts) are
-/// not theirs.
+/// A unit's people see the alarms about their unit only, without the hosts in the evidence;
+/// cloud-wide ones (pools, hosts) are not theirs.
 async fn list(State(app): State<AppState>, who: Principal) -> Json<AlarmList> {
+    let scope = Scope::of_request(&who, &app);
     let engine = app.policy.lock().unwrap_or_else(|p| p.into_inner());
     let book = engine.book();
-    let mine = |a: &&Alarm| match who.own_unit() {
-        Some(unit) => a.unit.as_deref() == Some(unit),
-        None => true,
+    let mine = |a: &&Alarm| scope.sees_unit(a.unit.as_deref());
+    let shown = |a: &Alarm| {
+        let mut a = a.clone();
+        scope.evidence(&mut a.evidence);
+        a
     };
     Json(AlarmList {
-        open: book.open().into_iter().filter(mine).cloned().collect(),
-        cleared: book.cleared().filter(mine).take(100).cloned().collect(),
+        open: book.open().into_iter().filter(mine).map(shown).collect(),
+        cleared: book.cleared().filter(mine).take(100).map(shown).collect(),
     })
 }
 

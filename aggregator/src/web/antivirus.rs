@@ -8,10 +8,14 @@
 //! | `POST /api/antivirus/{node}/stop-request`         | `{"reason"}`: ops requests the stop   |
 //! | `POST /api/antivirus/{node}/stop-request/approve` | `{"note"?}`: the authority approves   |
 //!
+//! A using unit's people see their own registered VMs, counted among themselves, without the
+//! stop commands (they go to the VM's host).
+//!
 //! Both POSTs go through [`AntivirusService`]: audited (subject `antivirus:{node}`) and stored
 //! with the node in one transaction, undone if storage cannot take it; an approved stop goes
 //! out as a signed command to the VM's host.
 
+use super::scope::Scope;
 use super::session::Principal;
 use super::{read_fleet, AppState, WebError};
 use crate::antivirus::{AvState, Removal, StopDecision};
@@ -72,7 +76,8 @@ pub struct AvVm {
     pub stop: Option<StopDecision>,
     /// A stop can be requested now (removed, nothing requested yet).
     pub stop_offered: bool,
-    /// The stop commands sent to the VM's host after approval, newest first, with their result.
+    /// The stop commands sent to the VM's host after approval, newest first, with their result
+    /// (cloud roles only: they name the host).
     pub stop_commands: Vec<crate::reclaim::CommandRecord>,
 }
 
@@ -91,23 +96,28 @@ pub struct AvList {
     pub now_ms: u64,
     pub signature_max_age_days: u32,
     pub stop_requires_approval: bool,
+    /// Over the VMs listed.
     pub totals: AvTotals,
     /// Removed first, then degraded, missing, unknown, compliant; by node id within a state.
     pub vms: Vec<AvVm>,
 }
 
-async fn list(State(app): State<AppState>) -> Json<AvList> {
+async fn list(State(app): State<AppState>, who: Principal) -> Json<AvList> {
     let policy = &app.profile.antivirus;
     let now = now_ms();
     let mut totals = AvTotals::default();
-    let mut vms: Vec<AvVm> = {
+    let (scope, mut vms): (Scope, Vec<AvVm>) = {
         let fleet = read_fleet(&app.fleet);
         let register = app.register.read().unwrap_or_else(|p| p.into_inner());
-        fleet
+        let scope = Scope::of(who.own_unit(), &register);
+        let vms = fleet
             .nodes()
             .filter_map(|st| {
-                let a = st.antivirus_assessment(policy.signature_max_age_days, now)?;
                 let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.clone());
+                if !scope.sees_vm(uuid.as_deref()) {
+                    return None;
+                }
+                let a = st.antivirus_assessment(policy.signature_max_age_days, now)?;
                 let reg = uuid.as_deref().and_then(|u| register.vm_by_uuid(u));
                 let stop = st.antivirus.history.stop.clone();
                 Some(AvVm {
@@ -133,10 +143,11 @@ async fn list(State(app): State<AppState>) -> Json<AvList> {
                     stop_commands: Vec::new(),
                 })
             })
-            .collect()
+            .collect();
+        (scope, vms)
     };
     vms.sort_by(|a, b| (a.state, &a.node).cmp(&(b.state, &b.node)));
-    if let Some(r) = &app.reclaim {
+    if let Some(r) = app.reclaim.as_ref().filter(|_| scope.is_cloud()) {
         for v in vms
             .iter_mut()
             .filter(|v| v.stop.as_ref().is_some_and(|d| d.approved_ms.is_some()))

@@ -4,6 +4,8 @@
 //! releasing it: ingest takes the write lock for every batch.
 
 use super::error::WebError;
+use super::scope::Scope;
+use super::session::Principal;
 use super::{read_fleet, AppState};
 use crate::fleet::{FleetTotals, Liveness, NodeState, NodeSummary, SharedFleet};
 use axum::extract::rejection::QueryRejection;
@@ -27,9 +29,10 @@ pub struct NodesBody {
     /// The aggregator's wall clock when the snapshot was taken (ms since the Unix epoch), so a
     /// client computes "last seen" ages against the same clock as `last_seen_ms`.
     pub now_ms: u64,
-    /// Counts over the whole fleet, whatever the filter.
+    /// Counts over what the user may see (a unit: its own VMs; the cloud: the whole fleet),
+    /// whatever the filter.
     pub totals: FleetTotals,
-    /// The nodes that pass the filter: hosts first, then by rack and node id.
+    /// The nodes the user may see that pass the filter: hosts first, then by rack and node id.
     pub nodes: Vec<NodeSummary>,
 }
 
@@ -119,11 +122,13 @@ fn now_ms() -> u64 {
 }
 
 /// Copy totals and summaries under the read lock; filter after releasing it.
-pub fn snapshot(fleet: &SharedFleet, filter: &NodeFilter) -> NodesBody {
+pub fn snapshot(fleet: &SharedFleet, scope: &Scope, filter: &NodeFilter) -> NodesBody {
     let (totals, nodes) = {
         let fleet = read_fleet(fleet);
-        (fleet.totals(), fleet.summaries())
+        (scope.is_cloud().then(|| fleet.totals()), fleet.summaries())
     };
+    let nodes: Vec<NodeSummary> = nodes.into_iter().filter_map(|n| scope.node(n)).collect();
+    let totals = totals.unwrap_or_else(|| FleetTotals::of(&nodes));
     NodesBody {
         now_ms: now_ms(),
         totals,
@@ -133,11 +138,16 @@ pub fn snapshot(fleet: &SharedFleet, filter: &NodeFilter) -> NodesBody {
 
 pub async fn nodes(
     State(app): State<AppState>,
+    who: Principal,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<NodesBody>, WebError> {
     let Query(pairs) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
     let filter = NodeFilter::parse(pairs)?;
-    Ok(Json(snapshot(&app.fleet, &filter)))
+    Ok(Json(snapshot(
+        &app.fleet,
+        &Scope::of_request(&who, &app),
+        &filter,
+    )))
 }
 
 /// `/api/nodes/{id}`: everything the aggregator holds about one node.
@@ -147,15 +157,20 @@ pub struct NodeDetail {
     pub state: NodeState,
 }
 
+/// Another unit's node, or a host, is not found for a unit's people.
 pub async fn node(
     State(app): State<AppState>,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<NodeDetail>, WebError> {
+    let scope = Scope::of_request(&who, &app);
     let detail = {
         let fleet = read_fleet(&app.fleet);
-        fleet.get(&id).map(|st| NodeDetail {
-            summary: fleet.summary(st),
-            state: st.clone(),
+        fleet.get(&id).and_then(|st| {
+            Some(NodeDetail {
+                summary: scope.node(fleet.summary(st))?,
+                state: st.clone(),
+            })
         })
     };
     detail.map(Json).ok_or(WebError::NodeNotFound(id))

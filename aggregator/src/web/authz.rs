@@ -3,9 +3,9 @@
 //! perform it. A route missing from the table is refused for everyone, and a test checks that
 //! the table and the router list the same routes.
 //!
-//! A `unit` user may only take the actions whose handlers filter to the unit's own objects;
-//! everything cloud-wide (hosts' hardware, pool capacity, the audit log, `/metrics`) is not
-//! theirs to see.
+//! A `unit` user may only take the actions whose handlers filter to the unit's own objects
+//! (see [`super::scope`]); everything cloud-wide (hosts' hardware, pool capacity, the audit log,
+//! `/metrics`) is not theirs to see.
 
 use axum::http::Method;
 use yunjian_aggregator_core::identity::Role;
@@ -82,11 +82,11 @@ impl Action {
             SignInPage | SignIn | Asset | Health => Access::Public,
             OwnSession | SignOut | ChangeOwnPassword | OwnTokens | IssueOwnToken
             | RevokeOwnToken => Access::SignedIn,
-            // the handlers filter these to a unit's own alarms and cases
-            ViewAlarms | ViewReclaim => Access::Roles(EVERYONE),
-            // not filtered per unit (yet): cloud-wide readers only
-            ViewFleet | ViewHardware | ViewCapacity | ViewRegister | ViewAntivirus | ViewUsage
-            | ViewExemptions => Access::Roles(CLOUD),
+            // the handlers filter these to a unit's own VMs, alarms and cases
+            ViewFleet | ViewAlarms | ViewRegister | ViewAntivirus | ViewUsage | ViewExemptions
+            | ViewReclaim => Access::Roles(EVERYONE),
+            // cloud-wide: hosts' hardware and pool capacity
+            ViewHardware | ViewCapacity => Access::Roles(CLOUD),
             ViewAudit => Access::Roles(AUDIT),
             ViewMetrics => Access::Roles(&[Role::Admin, Role::Ops, Role::Auditor]),
             AcknowledgeAlarm | ImportRegister | ChangeRegister | RequestStop | FeedDetections => {
@@ -300,6 +300,9 @@ mod tests {
         assert_eq!(Action::ApproveStop.needed_zh(), "主管部门");
         assert_eq!(Action::ViewAudit.needed_zh(), "审计人员或系统管理员");
         assert!(!Action::ViewHardware.allows(Some(Role::Unit)));
+        assert!(!Action::ViewCapacity.allows(Some(Role::Unit)));
+        assert!(!Action::ViewMetrics.allows(Some(Role::Unit)));
+        assert!(Action::ViewFleet.allows(Some(Role::Unit)));
         assert!(!Action::ViewFleet.allows(None));
         assert!(Action::Asset.allows(None));
     }

@@ -22,7 +22,8 @@
 //! and styles are files (`assets.rs`, `aggregator/assets/`), so no page runs inline code.
 //!
 //! Every route passes [`session::guard`] first: who asks (session cookie or bearer token) and
-//! whether the [`authz`] table lets their role take the route's action.
+//! whether the [`authz`] table lets their role take the route's action. What the handlers then
+//! show a using unit's people is its own VMs only (`scope.rs`).
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
 //! runs it on a listener until the shutdown future completes.
@@ -39,6 +40,7 @@ mod hardware;
 mod page;
 mod reclaim;
 mod register;
+mod scope;
 pub mod session;
 mod sse;
 mod usage;

@@ -327,7 +327,10 @@ mod tests {
         assert_eq!(current, ["/capacity"]);
         assert!(nav("server", Some(Role::Ops)).iter().all(|i| !i.current));
         let unit: Vec<_> = nav("", Some(Role::Unit)).iter().map(|i| i.href).collect();
-        assert_eq!(unit, ["/alarms", "/reclaim"]);
+        assert_eq!(
+            unit,
+            ["/", "/alarms", "/register", "/antivirus", "/reclaim"]
+        );
         assert!(nav("", None).is_empty(), "nothing before sign-in");
     }
 

@@ -12,10 +12,15 @@
 //! | `PUT /api/register/units/{name}/quota` | `{quota}` (`null` clears) |
 //! | `GET /api/quota` | current quota violations (rules `quota_vm`, `quota_unit`) with evidence |
 //!
+//! A using unit's people read their own unit only: its row and VMs (without the hosts that run
+//! them), its quota violations, its export; no unregistered VMs, no pools (capacity is the
+//! cloud's). Another unit's export is 404.
+//!
 //! The import's format: `format=` if given, else the `Content-Type` (`text/csv`, the `.xlsx`
 //! type), else the bytes (a workbook is a ZIP or OLE file). Every change is audited and goes
 //! through the storage thread before it shows in memory; changes are made one at a time.
 
+use super::scope::Scope;
 use super::session::Principal;
 use super::{read_fleet, AppState, WebError};
 use crate::alarms::Finding;
@@ -88,8 +93,9 @@ fn read_register(app: &AppState) -> RwLockReadGuard<'_, Register> {
 pub struct RegisterBody {
     pub now_ms: u64,
     pub units: Vec<UnitView>,
-    /// VMs seen (by their agent or a hypervisor) that no unit registered.
+    /// VMs seen (by their agent or a hypervisor) that no unit registered (cloud roles only).
     pub unregistered: Vec<UnregisteredView>,
+    /// The pools and their capacity (cloud roles only).
     pub pools: Vec<PoolView>,
 }
 
@@ -159,16 +165,18 @@ pub struct PoolView {
     pub used: Resources,
 }
 
-async fn list(State(app): State<AppState>) -> Json<RegisterBody> {
+async fn list(State(app): State<AppState>, who: Principal) -> Json<RegisterBody> {
     let fleet = read_fleet(&app.fleet);
     let reg = read_register(&app);
+    let scope = Scope::of(who.own_unit(), &reg);
     let seen = Sightings::of(&fleet);
     let units = reg
         .vms_by_unit()
         .into_iter()
+        .filter(|(name, _)| scope.sees_unit(Some(name)))
         .map(|(name, vms)| {
             let approved: Resources = vms.iter().map(|v| v.approved()).sum();
-            let vms: Vec<VmView> = vms.into_iter().map(|v| vm_view(v, &seen)).collect();
+            let vms: Vec<VmView> = vms.into_iter().map(|v| vm_view(v, &seen, &scope)).collect();
             let observed: Resources = vms.iter().filter_map(|v| v.observed).sum();
             let (effective_quota, quota_source) = reg.effective_quota(name, approved);
             let row = reg.units.get(name);
@@ -194,6 +202,7 @@ async fn list(State(app): State<AppState>) -> Json<RegisterBody> {
     let index = reg.uuid_index();
     let unregistered = seen
         .iter()
+        .filter(|_| scope.is_cloud())
         .filter(|(uuid, _)| !index.contains_key(*uuid))
         .map(|(uuid, o)| UnregisteredView {
             uuid: uuid.to_string(),
@@ -205,6 +214,7 @@ async fn list(State(app): State<AppState>) -> Json<RegisterBody> {
     let pools = reg
         .pools
         .iter()
+        .filter(|_| scope.is_cloud())
         .map(|p| PoolView {
             pool: p.clone(),
             capacity: pool_capacity(p, &fleet),
@@ -220,7 +230,8 @@ async fn list(State(app): State<AppState>) -> Json<RegisterBody> {
     })
 }
 
-fn vm_view(v: &VmAllocation, seen: &Sightings) -> VmView {
+/// A unit's people are not shown the hypervisor view (it names the host).
+fn vm_view(v: &VmAllocation, seen: &Sightings, scope: &Scope) -> VmView {
     let o = v.uuid.as_deref().and_then(|u| seen.get(u));
     let observed = o.map(|o| o.size());
     VmView {
@@ -232,7 +243,9 @@ fn vm_view(v: &VmAllocation, seen: &Sightings) -> VmView {
             (Some(_), None) => MatchStatus::Unseen,
             (Some(_), Some(_)) => MatchStatus::Matched,
         },
-        hypervisor: o.and_then(|o| o.hypervisor.clone()),
+        hypervisor: o
+            .filter(|_| scope.is_cloud())
+            .and_then(|o| o.hypervisor.clone()),
         guest: o.and_then(|o| o.guest.clone()),
         over: observed.map_or_else(Vec::new, |obs| excess(v.approved(), obs)),
     }
@@ -377,30 +390,39 @@ pub struct ExportQuery {
     pub unit: Option<String>,
 }
 
+/// A unit's people export their own unit (`?unit=` another one: 404, as for no such unit).
 async fn export_xlsx(
     State(app): State<AppState>,
+    who: Principal,
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, WebError> {
     let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
+    let not_found = |u: String| WebError::NotFound {
+        what: "unit",
+        id: u,
+    };
+    // a unit's people export their own unit; another unit is no unit for them
+    let unit = match (who.own_unit(), q.unit) {
+        (Some(own), Some(asked)) if asked != own => return Err(not_found(asked)),
+        (Some(own), _) => Some(own.to_string()),
+        (None, asked) => asked,
+    };
     let bytes = {
         let reg = read_register(&app);
-        if let Some(u) = &q.unit {
+        if let Some(u) = &unit {
             if !reg.unit_names().contains(&u.as_str()) {
-                return Err(WebError::NotFound {
-                    what: "unit",
-                    id: u.clone(),
-                });
+                return Err(not_found(u.clone()));
             }
         }
         let mut vms: Vec<&VmAllocation> = reg
             .vms
             .iter()
-            .filter(|v| q.unit.as_ref().is_none_or(|u| *u == v.unit))
+            .filter(|v| unit.as_ref().is_none_or(|u| *u == v.unit))
             .collect();
         vms.sort_by(|a, b| a.unit.cmp(&b.unit));
         export::to_xlsx(&vms).map_err(|e| WebError::Unavailable(format!("export: {e}")))?
     };
-    let name = match &q.unit {
+    let name = match &unit {
         Some(u) => format!("{}-{u}.xlsx", export::TITLE),
         None => format!("{}.xlsx", export::TITLE),
     };
@@ -521,10 +543,12 @@ pub struct QuotaBody {
 }
 
 /// The quota rules evaluated now (the alarms of the same rules follow on the policy interval).
-async fn violations(State(app): State<AppState>) -> Json<QuotaBody> {
+/// A unit's people see their own unit's violations, without the hosts.
+async fn violations(State(app): State<AppState>, who: Principal) -> Json<QuotaBody> {
     let now = now_ms();
     let fleet = read_fleet(&app.fleet);
     let reg = read_register(&app);
+    let scope = Scope::of(who.own_unit(), &reg);
     let ctx = Context {
         fleet: &fleet,
         register: &reg,
@@ -538,6 +562,10 @@ async fn violations(State(app): State<AppState>) -> Json<QuotaBody> {
     let mut units = Findings::new();
     QuotaUnit::default().evaluate(&ctx, &mut units);
     violations.extend(units.into_vec());
+    violations.retain(|f| scope.sees_unit(f.unit.as_deref()));
+    for f in &mut violations {
+        scope.evidence(&mut f.evidence);
+    }
     Json(QuotaBody {
         now_ms: now,
         violations,

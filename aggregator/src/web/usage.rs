@@ -8,10 +8,14 @@
 //! | `POST /api/exemptions` | `{vm, reason, note, expires_ms \| expires: "YYYY-MM-DD"}`: the signed-in authority grants it |
 //! | `POST /api/exemptions/{id}/revoke` | `{reason}` |
 //!
+//! A using unit's people read their own registered VMs only: another unit's VM has no history
+//! for them (404), and findings, counts and exemptions are of their VMs.
+//!
 //! Times are event time (the reports' `ts_ms`), so an accelerated simulation works: "now" is
 //! the latest report's time, and an exemption's expiry is checked against it. Exemption changes
 //! are stored and audited before they take effect.
 
+use super::scope::Scope;
 use super::session::Principal;
 use super::{AppState, WebError};
 use crate::ratelimit::now_ms;
@@ -131,14 +135,16 @@ fn date_param(param: &'static str, v: Option<&str>) -> Result<Option<Day>, WebEr
 
 async fn days(
     State(app): State<AppState>,
+    who: Principal,
     Path(vm): Path<String>,
     query: Result<Query<DaysQuery>, QueryRejection>,
 ) -> Result<Json<DaysBody>, WebError> {
     let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
     let vm = vm.to_ascii_lowercase();
+    let scope = Scope::of_request(&who, &app);
     let u = read(&app);
     let h = &u.history;
-    let Some(vh) = h.get(&vm) else {
+    let Some(vh) = h.get(&vm).filter(|_| scope.sees_vm(Some(&vm))) else {
         return Err(WebError::NotFound {
             what: "VM utilisation history",
             id: vm,
@@ -169,25 +175,37 @@ pub struct FindingsBody {
     pub now_ms: u64,
     pub today: Day,
     pub profile: String,
+    /// VMs with history (of those the user may see).
     pub vms_tracked: usize,
     pub findings: Vec<UsageFinding>,
 }
 
 async fn findings(
     State(app): State<AppState>,
+    who: Principal,
     query: Result<Query<FindingsQuery>, QueryRejection>,
 ) -> Result<Json<FindingsBody>, WebError> {
     let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
+    let scope = Scope::of_request(&who, &app);
     let u = read(&app);
     let now = q.now_ms.unwrap_or_else(|| event_now(&u));
-    let findings = u
+    let mut findings = u
         .history
         .evaluate(now, app.profile.usage_rules(), &u.exemptions);
+    findings.retain(|f| scope.sees_vm(Some(&f.vm)));
+    let vms_tracked = match scope {
+        Scope::Cloud => u.history.len(),
+        Scope::Unit { .. } => u
+            .history
+            .vms()
+            .filter(|(vm, _)| scope.sees_vm(Some(vm)))
+            .count(),
+    };
     Ok(Json(FindingsBody {
         now_ms: now,
         today: u.history.day_of(now),
         profile: app.profile.name.clone(),
-        vms_tracked: u.history.len(),
+        vms_tracked,
         findings,
     }))
 }
@@ -224,10 +242,12 @@ struct ListQuery {
 
 async fn list(
     State(app): State<AppState>,
+    who: Principal,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ExemptionList>, WebError> {
     let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
     let vm = q.vm.map(|v| v.to_ascii_lowercase());
+    let scope = Scope::of_request(&who, &app);
     let u = read(&app);
     let now = event_now(&u);
     let offset = u.history.offset_ms();
@@ -236,6 +256,7 @@ async fn list(
         .list()
         .iter()
         .filter(|e| vm.as_deref().is_none_or(|v| e.vm == v))
+        .filter(|e| scope.sees_vm(Some(&e.vm)))
         .map(|e| view(e, now, offset))
         .collect();
     Ok(Json(ExemptionList {
