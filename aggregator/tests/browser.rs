@@ -1419,3 +1419,73 @@ fn an_auditor_reads_the_alarms_but_is_offered_no_acknowledgement_in_chromium() {
     );
     page.assert_no_blocked_content();
 }
+
+#[test]
+fn the_authority_reads_but_is_not_offered_what_ops_does_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let served = serve_capacity();
+    let chief = served
+        .auth
+        .test_bearer("chief-wang", UserRole::Authority, None);
+    let mut page = Browser::launch_with_token(&bin, &format!("{}alarms", served.url), &chief, &[]);
+    page.wait_for(
+        "the open alarms",
+        "document.querySelectorAll('#open tr[data-id]').length === 2",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('button.ack').length"),
+        0,
+        "acknowledging is for ops"
+    );
+    assert_eq!(page.eval(NAV), "总览,机柜,容量,告警,登记,杀毒软件,降配回收");
+    page.assert_no_blocked_content();
+
+    // the users page is the administrator's (and the auditor's to read): refused, in zh-CN
+    let mut page = Browser::launch_with_token(&bin, &format!("{}users", served.url), &chief, &[]);
+    page.wait_for("the refusal", "document.title === '云鉴 · 无权访问'");
+    let text = page.eval("document.querySelector('main').innerText");
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("此页面需要审计人员或系统管理员角色"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_administrator_is_offered_user_management_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let served = serve_capacity();
+    let admin = served.auth.test_bearer("admin-1", UserRole::Admin, None);
+    served
+        .auth
+        .test_bearer("czj-li", UserRole::Unit, Some("市财政局"));
+    let mut page = Browser::launch_with_token(&bin, &format!("{}users", served.url), &admin, &[]);
+    page.wait_for(
+        "the user list",
+        "document.querySelectorAll('#users tbody tr').length === 2",
+    );
+    let rows = page.eval("document.querySelector('#users tbody').innerText");
+    let rows = rows.as_str().unwrap();
+    assert!(
+        rows.contains("czj-li") && rows.contains("使用单位") && rows.contains("市财政局"),
+        "{rows}"
+    );
+    assert_eq!(
+        page.eval("!!document.getElementById('new-user')"),
+        true,
+        "the form to create users"
+    );
+    assert_eq!(
+        page.eval(
+            "[...document.querySelectorAll('#users button')].map(b => b.textContent).join(',')"
+        ),
+        "重置密码,停用",
+        "actions on the other user, none on oneself"
+    );
+    assert_eq!(
+        page.eval(NAV),
+        "总览,机柜,容量,告警,登记,杀毒软件,降配回收,审计,用户"
+    );
+    page.assert_no_blocked_content();
+}

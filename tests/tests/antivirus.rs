@@ -434,7 +434,8 @@ async fn rendered_antivirus_page(http: std::net::SocketAddr, who: SignIn<'_>) ->
                 browser.wait_for(
                     &page,
                     "the sign-in form",
-                    "location.pathname === '/login' && !!document.getElementById('login')",
+                    "location.pathname === '/login' && !!document.getElementById('login') \
+                     && document.readyState === 'complete'",
                 );
                 let fill = format!(
                     "document.getElementById('name').value = {name:?};\
