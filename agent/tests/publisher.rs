@@ -252,6 +252,7 @@ fn mqtt(port: u16) -> MqttConfig {
         keep_alive_s: 5,
         backoff_min_ms: 50,
         backoff_max_ms: 400,
+        tls_ca: None,
     }
 }
 

@@ -17,6 +17,9 @@ pub struct MqttConfig {
     pub backoff_min_ms: u64,
     /// Upper bound of the reconnect delay in milliseconds.
     pub backoff_max_ms: u64,
+    /// MQTT over TLS: the CA certificate(s), PEM, that the broker's certificate must chain to,
+    /// issued for `host`. Unset: plain MQTT.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -27,6 +30,7 @@ impl Default for MqttConfig {
             keep_alive_s: 30,
             backoff_min_ms: 500,
             backoff_max_ms: 60_000,
+            tls_ca: None,
         }
     }
 }

@@ -125,7 +125,7 @@ pub(crate) use commands::hex as command_id_hex;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -287,6 +287,11 @@ impl Publisher {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(ca) = &mqtt.tls_ca {
+            // read now: a missing or bad CA file stops the start, naming the file
+            let tls = yunjian_tls::client_config(ca).map_err(|e| invalid(e.to_string()))?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        }
         let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CHANNEL);
 
         let span = tracing::info_span!("publisher", node = %id.node, broker = %broker);
