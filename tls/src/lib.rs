@@ -10,12 +10,19 @@
 //! rustls as rumqttc's TLS transport, so the agents and the aggregator share one TLS stack.
 
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 pub use tokio_rustls::rustls;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::WebPkiSupportedAlgorithms;
+use tokio_rustls::rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, ServerConfig,
+    ServerConnection, SignatureScheme,
+};
 pub use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
 /// A server's certificate and key, PEM files.
@@ -56,7 +63,90 @@ pub fn acceptor(files: &TlsFiles, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsErro
             problem: format!("the key cannot be used with {}: {e}", files.cert.display()),
         })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let config = Arc::new(config);
+    check_pair(config.clone()).map_err(|problem| TlsError::Unusable {
+        path: files.key.clone(),
+        problem: format!(
+            "the key does not belong to the certificate in {}: {problem}",
+            files.cert.display()
+        ),
+    })?;
+    Ok(TlsAcceptor::from(config))
+}
+
+/// Prove that the server's key belongs to its certificate (rustls 0.22 does not compare them):
+/// one handshake in memory, with a client that checks only the server's signature against the
+/// certificate's public key. The chain is for the agents and browsers to judge.
+fn check_pair(server: Arc<ServerConfig>) -> Result<(), String> {
+    let verifier =
+        SignatureOnly(rustls::crypto::ring::default_provider().signature_verification_algorithms);
+    let client = ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let name = ServerName::try_from("yunjian.invalid").map_err(|e| e.to_string())?;
+    let mut client = ClientConnection::new(Arc::new(client), name).map_err(|e| e.to_string())?;
+    let mut server = ServerConnection::new(server).map_err(|e| e.to_string())?;
+    // a full handshake takes two round trips; a few more flights are slack
+    for _ in 0..8 {
+        if !client.is_handshaking() && !server.is_handshaking() {
+            return Ok(());
+        }
+        let mut flight = Vec::new();
+        client.write_tls(&mut flight).map_err(|e| e.to_string())?;
+        let mut rd = flight.as_slice();
+        while !rd.is_empty() {
+            server.read_tls(&mut rd).map_err(|e| e.to_string())?;
+            server.process_new_packets().map_err(|e| e.to_string())?;
+        }
+        flight.clear();
+        server.write_tls(&mut flight).map_err(|e| e.to_string())?;
+        let mut rd = flight.as_slice();
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).map_err(|e| e.to_string())?;
+            client.process_new_packets().map_err(|e| e.to_string())?;
+        }
+    }
+    Err("the handshake with itself did not finish".into())
+}
+
+/// For [`check_pair`] only: accepts any certificate, verifies the handshake signature with it.
+#[derive(Debug)]
+struct SignatureOnly(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for SignatureOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
 }
 
 /// The client side: trust the certificates in the PEM file `ca` (and only those).
@@ -147,5 +237,39 @@ mod tests {
             e.contains("broken.pem") && e.contains("not valid PEM"),
             "{e}"
         );
+    }
+
+    /// A self-signed certificate and its key, as PEM files `dir/{name}.pem` and `.key`.
+    fn self_signed(dir: &Path, name: &str) -> TlsFiles {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let files = TlsFiles {
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = self_signed(dir.path(), "a");
+        let b = self_signed(dir.path(), "b");
+        assert!(acceptor(&a, &[b"http/1.1"]).is_ok());
+        let mixed = TlsFiles {
+            cert: a.cert,
+            key: b.key,
+        };
+        let e = acceptor(&mixed, &[]).err().unwrap().to_string();
+        assert!(
+            e.contains("b.key") && e.contains("does not belong to the certificate in"),
+            "{e}"
+        );
+        assert!(e.contains("a.pem"), "{e}");
     }
 }
