@@ -262,6 +262,11 @@ impl Publisher {
                 mqtt.keep_alive_s
             )));
         }
+        // read now: a missing or bad CA file stops the start, naming the file
+        let tls = match &mqtt.tls_ca {
+            Some(ca) => Some(yunjian_tls::client_config(ca).map_err(|e| invalid(e.to_string()))?),
+            None => None,
+        };
 
         let (buf, dropped_on_open) = match &buffer.dir {
             Some(dir) => Buffer::open(dir, buffer.max_bytes)?,
@@ -287,9 +292,7 @@ impl Publisher {
                 QoS::AtLeastOnce,
                 true,
             ));
-        if let Some(ca) = &mqtt.tls_ca {
-            // read now: a missing or bad CA file stops the start, naming the file
-            let tls = yunjian_tls::client_config(ca).map_err(|e| invalid(e.to_string()))?;
+        if let Some(tls) = tls {
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         }
         let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CHANNEL);
