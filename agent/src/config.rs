@@ -450,6 +450,10 @@ const KEY_DOCS: &[(&str, &str)] = &[
         "MQTT over TLS: CA certificate(s), PEM, the broker's certificate must chain to (for `host`).",
     ),
     (
+        "mqtt.tls_server_name",
+        "Name the broker's certificate must be issued for, if not `host`. Needs tls_ca.",
+    ),
+    (
         "buffer",
         "Reports the broker has not acknowledged yet, kept on disk.",
     ),
@@ -544,6 +548,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("node_id", "\"rack1-host07\""),
     ("rack", "\"A-07\""),
     ("mqtt.tls_ca", "\"/etc/yunjian/ca.pem\""),
+    ("mqtt.tls_server_name", "\"yunjian.zwy.example\""),
 ];
 
 /// The default configuration as a commented TOML file (`print-default-config`).

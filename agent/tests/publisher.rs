@@ -253,6 +253,7 @@ fn mqtt(port: u16) -> MqttConfig {
         backoff_min_ms: 50,
         backoff_max_ms: 400,
         tls_ca: None,
+        tls_server_name: None,
     }
 }
 

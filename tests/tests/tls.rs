@@ -80,15 +80,15 @@ impl Drop for Agent {
     }
 }
 
-/// Start the agent binary as `node`, trusting `ca`, connecting to `host:port`; its log goes to
-/// `dir/{node}.log`.
+/// Start the agent binary as `node`, trusting `ca`, connecting to `host:port` (expecting a
+/// certificate for `server_name` if given); its log goes to `dir/{node}.log`.
 fn start_agent(
     bin: &Path,
     dir: &Path,
     agg: &Aggregator,
     node: &str,
     (host, port): (&str, u16),
-    ca: &Path,
+    (ca, server_name): (&Path, Option<&str>),
 ) -> (Agent, PathBuf) {
     let key = dir.join(format!("{node}.key"));
     agg.master.node_key(node).write_file(&key).unwrap();
@@ -98,10 +98,11 @@ fn start_agent(
         format!(
             "node_id = \"{node}\"\nrole = \"host\"\ninterval = \"500ms\"\nkey_file = {key:?}\n\
              [mqtt]\nhost = \"{host}\"\nport = {port}\nbackoff_min_ms = 50\n\
-             backoff_max_ms = 500\ntls_ca = {ca:?}\n[buffer]\ndir = {state:?}\n\
+             backoff_max_ms = 500\ntls_ca = {ca:?}\n{name}[buffer]\ndir = {state:?}\n\
              [antivirus]\nenabled = false\n[ipmi]\ntransport = \"off\"\n",
             key = key.display().to_string(),
             ca = ca.display().to_string(),
+            name = server_name.map_or(String::new(), |n| format!("tls_server_name = {n:?}\n")),
             state = dir.join(format!("{node}-state")).display().to_string(),
         ),
     )
@@ -119,8 +120,23 @@ fn start_agent(
     (Agent(child), log)
 }
 
+/// The agent's log line on its refused connection, once it is there.
+async fn refusal(log: &Path) -> String {
+    eventually(
+        "the refused agent's log line",
+        Duration::from_secs(20),
+        || async {
+            let log = std::fs::read_to_string(log).ok()?;
+            log.lines()
+                .find(|l| l.contains("cannot connect to the MQTT broker"))
+                .map(str::to_string)
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_report_over_mqtt_tls_and_one_trusting_another_ca_is_refused() {
+async fn agents_report_over_mqtt_tls_and_a_wrong_ca_or_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let mut cfg = AggregatorConfig {
@@ -151,7 +167,7 @@ async fn agents_report_over_mqtt_tls_and_one_trusting_another_ca_is_refused() {
         &agg,
         "rack1-h01",
         ("localhost", port),
-        &pki.ca,
+        (&pki.ca, None),
     );
     let (_by_ip, _) = start_agent(
         &bin,
@@ -159,7 +175,7 @@ async fn agents_report_over_mqtt_tls_and_one_trusting_another_ca_is_refused() {
         &agg,
         "rack1-h02",
         ("127.0.0.1", port),
-        &pki.ca,
+        (&pki.ca, None),
     );
     let (_foreign, foreign_log) = start_agent(
         &bin,
@@ -167,7 +183,16 @@ async fn agents_report_over_mqtt_tls_and_one_trusting_another_ca_is_refused() {
         &agg,
         "rack1-h03",
         ("localhost", port),
-        &pki.other_ca,
+        (&pki.other_ca, None),
+    );
+    // the address is in the certificate, the name it is told to expect is not
+    let (_misnamed, misnamed_log) = start_agent(
+        &bin,
+        dir.path(),
+        &agg,
+        "rack1-h04",
+        ("127.0.0.1", port),
+        (&pki.ca, Some("aggregator.yunjian.test")),
     );
 
     for node in ["rack1-h01", "rack1-h02"] {
@@ -184,24 +209,22 @@ async fn agents_report_over_mqtt_tls_and_one_trusting_another_ca_is_refused() {
         .await;
     }
 
-    // the agent trusting another CA says why it cannot connect, and never gets in
-    let said = eventually(
-        "the refused agent's log line",
-        Duration::from_secs(20),
-        || async {
-            let log = std::fs::read_to_string(&foreign_log).ok()?;
-            log.lines()
-                .find(|l| l.contains("cannot connect to the MQTT broker"))
-                .map(str::to_string)
-        },
-    )
-    .await;
+    // the agents trusting another CA or expecting another name say why they cannot connect,
+    // and never get in
+    let said = refusal(&foreign_log).await;
     assert!(
         said.contains("invalid peer certificate") && said.contains("UnknownIssuer"),
         "{said}"
     );
-    let (status, body) = http_get(http, &ops, "/api/nodes/rack1-h03").await;
-    assert_eq!(status, 404, "{body}");
+    let said = refusal(&misnamed_log).await;
+    assert!(
+        said.contains("invalid peer certificate") && said.contains("NotValidForName"),
+        "{said}"
+    );
+    for node in ["rack1-h03", "rack1-h04"] {
+        let (status, body) = http_get(http, &ops, &format!("/api/nodes/{node}")).await;
+        assert_eq!(status, 404, "{body}");
+    }
     agg.shutdown().await;
 }
 
@@ -266,7 +289,7 @@ async fn the_dashboard_answers_over_https_with_a_secure_session_cookie() {
     let auditor = &tokens[1];
     let agg = Aggregator::start(&cfg).await.unwrap();
     let addr = agg.http_addr;
-    let trusting = TlsConnector::from(yunjian_tls::client_config(&pki.ca).unwrap());
+    let trusting = TlsConnector::from(yunjian_tls::client_config(&pki.ca, None).unwrap());
     let get = |path: &str, auth: &str| {
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
     };
@@ -316,7 +339,7 @@ async fn the_dashboard_answers_over_https_with_a_secure_session_cookie() {
 
     // a client trusting another CA does not get through the handshake, and plain HTTP on the
     // HTTPS port gets no HTTP answer
-    let other = TlsConnector::from(yunjian_tls::client_config(&pki.other_ca).unwrap());
+    let other = TlsConnector::from(yunjian_tls::client_config(&pki.other_ca, None).unwrap());
     let e = https(addr, &other, &get("/healthz", ""))
         .await
         .expect_err("a certificate from an unknown issuer");

@@ -18,6 +18,7 @@ pub use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::crypto::WebPkiSupportedAlgorithms;
 use tokio_rustls::rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, ServerConfig,
@@ -49,6 +50,8 @@ pub enum TlsError {
     Missing { path: PathBuf, what: &'static str },
     #[error("TLS: {path}: {problem}")]
     Unusable { path: PathBuf, problem: String },
+    #[error("TLS: server name {0:?} is neither a DNS name nor an IP address")]
+    ServerName(String),
 }
 
 /// The server side: a TLS acceptor for `files`, HTTP/1.1 or MQTT inside.
@@ -149,8 +152,10 @@ impl ServerCertVerifier for SignatureOnly {
     }
 }
 
-/// The client side: trust the certificates in the PEM file `ca` (and only those).
-pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+/// The client side: trust the certificates in the PEM file `ca` (and only those). The server's
+/// certificate must be issued for `server_name` when given, else for the name or address the
+/// client connects to.
+pub fn client_config(ca: &Path, server_name: Option<&str>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(ca)? {
         roots.add(cert).map_err(|e| TlsError::Unusable {
@@ -158,11 +163,68 @@ pub fn client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
             problem: format!("not a usable CA certificate: {e}"),
         })?;
     }
-    Ok(Arc::new(
-        ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let builder = ClientConfig::builder();
+    let config = match server_name {
+        None => builder.with_root_certificates(roots),
+        Some(name) => {
+            let name = ServerName::try_from(name.to_string())
+                .map_err(|_| TlsError::ServerName(name.to_string()))?;
+            let inner = WebPkiServerVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| TlsError::Unusable {
+                    path: ca.to_path_buf(),
+                    problem: e.to_string(),
+                })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NamedServer { inner, name }))
+        }
+    };
+    Ok(Arc::new(config.with_no_client_auth()))
+}
+
+/// The usual verification (chain to the CA, validity, signatures), for a fixed server name
+/// instead of the address connected to.
+#[derive(Debug)]
+struct NamedServer {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for NamedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _connected_to: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Every certificate in a PEM file; at least one.
@@ -203,7 +265,7 @@ mod tests {
     fn unreadable_and_wrong_files_are_named_with_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let e = client_config(&missing).unwrap_err().to_string();
+        let e = client_config(&missing, None).unwrap_err().to_string();
         assert!(
             e.contains("cannot read") && e.contains("missing.pem"),
             "{e}"
@@ -211,7 +273,7 @@ mod tests {
 
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, "not a certificate\n").unwrap();
-        let e = client_config(&text).unwrap_err().to_string();
+        let e = client_config(&text, None).unwrap_err().to_string();
         assert!(
             e.contains("notes.txt") && e.contains("-----BEGIN CERTIFICATE-----"),
             "{e}"

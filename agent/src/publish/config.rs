@@ -20,6 +20,9 @@ pub struct MqttConfig {
     /// MQTT over TLS: the CA certificate(s), PEM, that the broker's certificate must chain to,
     /// issued for `host`. Unset: plain MQTT.
     pub tls_ca: Option<PathBuf>,
+    /// The name the broker's certificate must be issued for, when it is not `host` (e.g. the
+    /// agent connects by address, the certificate names the host). Needs `tls_ca`.
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for MqttConfig {
@@ -31,6 +34,7 @@ impl Default for MqttConfig {
             backoff_min_ms: 500,
             backoff_max_ms: 60_000,
             tls_ca: None,
+            tls_server_name: None,
         }
     }
 }

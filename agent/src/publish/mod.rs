@@ -263,9 +263,17 @@ impl Publisher {
             )));
         }
         // read now: a missing or bad CA file stops the start, naming the file
-        let tls = match &mqtt.tls_ca {
-            Some(ca) => Some(yunjian_tls::client_config(ca).map_err(|e| invalid(e.to_string()))?),
-            None => None,
+        let tls = match (&mqtt.tls_ca, &mqtt.tls_server_name) {
+            (Some(ca), name) => Some(
+                yunjian_tls::client_config(ca, name.as_deref())
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "mqtt.tls_server_name is set without mqtt.tls_ca".into(),
+                ))
+            }
+            (None, None) => None,
         };
 
         let (buf, dropped_on_open) = match &buffer.dir {
