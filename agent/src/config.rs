@@ -446,6 +446,14 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ),
     ("mqtt.backoff_max_ms", "Longest reconnect delay (ms)."),
     (
+        "mqtt.tls_ca",
+        "MQTT over TLS: CA certificate(s), PEM, the broker's certificate must chain to (for `host`).",
+    ),
+    (
+        "mqtt.tls_server_name",
+        "Name the broker's certificate must be issued for, if not `host`. Needs tls_ca.",
+    ),
+    (
         "buffer",
         "Reports the broker has not acknowledged yet, kept on disk.",
     ),
@@ -536,7 +544,12 @@ const KEY_DOCS: &[(&str, &str)] = &[
 ];
 
 /// Keys without a default value, printed commented out with an example.
-const EXAMPLES: &[(&str, &str)] = &[("node_id", "\"rack1-host07\""), ("rack", "\"A-07\"")];
+const EXAMPLES: &[(&str, &str)] = &[
+    ("node_id", "\"rack1-host07\""),
+    ("rack", "\"A-07\""),
+    ("mqtt.tls_ca", "\"/etc/yunjian/ca.pem\""),
+    ("mqtt.tls_server_name", "\"yunjian.zwy.example\""),
+];
 
 /// The default configuration as a commented TOML file (`print-default-config`).
 pub fn default_toml() -> Result<String, toml::ser::Error> {
@@ -571,13 +584,14 @@ pub fn default_toml() -> Result<String, toml::ser::Error> {
             let _ = writeln!(out, "# {text}");
         }
     };
-    for (key, example) in EXAMPLES {
+    for (key, example) in EXAMPLES.iter().filter(|(k, _)| !k.contains('.')) {
         doc(&mut out, key);
         let _ = writeln!(out, "# {key} = {example}");
     }
     let mut section = String::new();
     for line in body.lines() {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        let header = line.strip_prefix('[').and_then(|l| l.strip_suffix(']'));
+        if let Some(name) = header {
             section = name.to_string();
             doc(&mut out, name);
         } else if let Some((key, _)) = line.split_once(" = ") {
@@ -588,6 +602,13 @@ pub fn default_toml() -> Result<String, toml::ser::Error> {
         }
         out.push_str(line);
         out.push('\n');
+        // a section's examples go inside it (a dotted key before its table would redefine it)
+        for (key, example) in EXAMPLES.iter().filter(|_| header.is_some()) {
+            if let Some(name) = key.strip_prefix(&format!("{section}.")) {
+                doc(&mut out, key);
+                let _ = writeln!(out, "# {name} = {example}");
+            }
+        }
     }
     Ok(out)
 }

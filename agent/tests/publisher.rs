@@ -252,6 +252,8 @@ fn mqtt(port: u16) -> MqttConfig {
         keep_alive_s: 5,
         backoff_min_ms: 50,
         backoff_max_ms: 400,
+        tls_ca: None,
+        tls_server_name: None,
     }
 }
 
@@ -884,6 +886,23 @@ async fn start_refuses_bad_settings_with_clear_messages() {
     );
 
     let dir = tempfile::tempdir().unwrap();
+    let mut tls = mqtt(8883);
+    let ca = dir.path().join("ca.pem");
+    tls.tls_ca = Some(ca.clone());
+    let err = Publisher::start(&tls, &memory(1 << 20), identity("n1"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&ca.display().to_string())
+            && err.to_string().contains("cannot read"),
+        "{err}"
+    );
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    let err = Publisher::start(&tls, &memory(1 << 20), identity("n1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("BEGIN CERTIFICATE"), "{err}");
+
     let segment = dir.path().join("buffer.seg");
     std::fs::write(&segment, b"somebody else's file").unwrap();
     let buffer = BufferConfig {

@@ -302,7 +302,7 @@ async fn through_broker(
         per_conn[(i % nodes) % conns].push(f);
     }
     let n: usize = per_conn.iter().map(|v| v.len()).sum();
-    let addr = broker.local_addr();
+    let addr = broker.local_addr().expect("the plain listener");
     let sub = if consumer_kind == Consumer::MqttSubscriber {
         let h = tokio::spawn(subscriber(addr, n));
         tokio::time::sleep(std::time::Duration::from_millis(200)).await; // subscription in place

@@ -43,6 +43,8 @@ pub enum StartError {
     Pools(#[from] crate::register::pools::PoolsError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error("dashboard HTTPS ([http.tls]): {0}")]
+    Tls(#[from] yunjian_tls::TlsError),
     #[error(transparent)]
     Calendar(#[from] crate::reclaim::calendar::CalendarError),
     #[error("{0}")]
@@ -67,8 +69,12 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Aggregator {
     pub http_addr: SocketAddr,
-    /// The embedded broker's address (`None` with an external broker).
+    /// The embedded broker's plain listener (`None` with an external broker or `plain = false`).
     pub mqtt_addr: Option<SocketAddr>,
+    /// The embedded broker's TLS listener (`None` without `[broker.tls]`).
+    pub mqtts_addr: Option<SocketAddr>,
+    /// Whether the dashboard is served over HTTPS (`[http.tls]`).
+    pub https: bool,
     pub fleet: SharedFleet,
     pub metrics: Arc<Metrics>,
     pub master: MasterKey,
@@ -174,7 +180,7 @@ impl Aggregator {
             changes_tx.clone(),
         )));
 
-        let (broker, mqtt_addr) = match &cfg.broker_url {
+        let (broker, mqtt_addr, mqtts_addr) = match &cfg.broker_url {
             None => {
                 let b = Broker::start(
                     cfg.broker.clone(),
@@ -187,8 +193,8 @@ impl Aggregator {
                     shutdown_rx.clone(),
                 )
                 .await?;
-                let addr = b.local_addr();
-                (Some(b), Some(addr))
+                let (plain, tls) = (b.local_addr(), b.tls_addr());
+                (Some(b), plain, tls)
             }
             Some(url) => {
                 let url: BrokerUrl = url.parse()?;
@@ -212,7 +218,7 @@ impl Aggregator {
                         "not subscribed on the external broker after {EXTERNAL_READY_WAIT:?}; still trying"
                     );
                 }
-                (None, None)
+                (None, None, None)
             }
         };
         drop(in_tx);
@@ -307,6 +313,14 @@ impl Aggregator {
             }));
         }
 
+        // a bad certificate or key stops the start here, naming the file
+        let https = cfg
+            .http
+            .tls
+            .as_ref()
+            .map(|files| yunjian_tls::acceptor(files, &[b"http/1.1"]))
+            .transpose()?;
+        let secure = https.is_some();
         let listener =
             TcpListener::bind(cfg.http_listen)
                 .await
@@ -353,15 +367,22 @@ impl Aggregator {
                 let until = async move {
                     let _ = stop.changed().await;
                 };
-                if let Err(e) = web::serve(listener, state, until).await {
+                let served = match https {
+                    Some(tls) => web::serve_tls(listener, state, tls, until).await,
+                    None => web::serve(listener, state, until).await,
+                };
+                if let Err(e) = served {
                     tracing::error!("web server failed: {e}");
                 }
             }));
         }
-        tracing::info!(dashboard = %format!("http://{http_addr}/"), "aggregator running");
+        let scheme = if secure { "https" } else { "http" };
+        tracing::info!(dashboard = %format!("{scheme}://{http_addr}/"), "aggregator running");
         Ok(Aggregator {
             http_addr,
             mqtt_addr,
+            mqtts_addr,
+            https: secure,
             fleet,
             metrics,
             master,

@@ -17,6 +17,8 @@ pub struct AggregatorConfig {
     pub storage: Option<crate::storage::StorageUrl>,
     /// Address of the dashboard, JSON API and `/metrics`.
     pub http_listen: SocketAddr,
+    /// The web server: `[http.tls]` serves HTTPS.
+    pub http: HttpConfig,
     /// External broker (`mqtt://host:port`). Unset: run the embedded broker (`[broker]`).
     pub broker_url: Option<String>,
     /// Client id on the external broker; aggregators sharing the load need different ids.
@@ -49,6 +51,7 @@ impl Default for AggregatorConfig {
             data_dir: PathBuf::from("yunjian-data"),
             storage: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http: HttpConfig::default(),
             broker_url: None,
             client_id: "yunjian-aggregator-1".into(),
             ingest_queue: 16 * 1024,
@@ -61,6 +64,16 @@ impl Default for AggregatorConfig {
             reclaim: crate::reclaim::ReclaimConfig::default(),
         }
     }
+}
+
+/// `[http]` section: how the dashboard, the JSON API and `/metrics` are served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// HTTPS on `http_listen`: `cert` (PEM certificate chain, server certificate first) and
+    /// `key` (PEM private key: PKCS#8, RSA or EC). The session cookie is then marked `Secure`.
+    /// Unset: plain HTTP, for a loopback demo or behind a TLS-terminating proxy.
+    pub tls: Option<yunjian_tls::TlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +140,11 @@ impl AggregatorConfig {
                 "ingest_queue must be at least 1".into(),
             ));
         }
+        if !self.broker.plain && self.broker.tls.is_none() {
+            return Err(ConfigError::Invalid(
+                "broker.plain = false needs a [broker.tls] section (no listener otherwise)".into(),
+            ));
+        }
         if self.broker.session_queue == 0 || self.broker.max_inflight == 0 {
             return Err(ConfigError::Invalid(
                 "broker.session_queue and broker.max_inflight must be at least 1".into(),
@@ -188,5 +206,27 @@ mod tests {
             !format!("{c:?}").contains("s3cret"),
             "the password stays out of logs"
         );
+    }
+
+    #[test]
+    fn tls_sections_parse_and_a_broker_without_listener_is_refused() {
+        let c = AggregatorConfig::parse(
+            "[http.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+             [broker]\nplain = false\n\
+             [broker.tls]\nlisten = \"0.0.0.0:8883\"\ncert = \"b.pem\"\nkey = \"b.key\"\n",
+            "tls.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.tls.map(|t| (t.cert, t.key)),
+            Some((PathBuf::from("a.pem"), PathBuf::from("a.key")))
+        );
+        let tls = c.broker.tls.unwrap();
+        assert_eq!(tls.listen.port(), 8883);
+        assert!(!c.broker.plain);
+        let e = AggregatorConfig::parse("[broker]\nplain = false\n", "f.toml").unwrap_err();
+        assert!(e.to_string().contains("[broker.tls]"), "{e}");
+        let e = AggregatorConfig::parse("[http.tls]\ncert = \"a.pem\"\n", "g.toml").unwrap_err();
+        assert!(e.to_string().contains("key"), "{e}");
     }
 }

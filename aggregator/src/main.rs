@@ -285,9 +285,13 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(async {
                 let agg = Aggregator::start(&cfg).await?;
-                println!("云鉴 dashboard: http://{}/", agg.http_addr);
+                let scheme = if agg.https { "https" } else { "http" };
+                println!("云鉴 dashboard: {scheme}://{}/", agg.http_addr);
                 if let Some(m) = agg.mqtt_addr {
                     println!("embedded MQTT broker: {m}");
+                }
+                if let Some(m) = agg.mqtts_addr {
+                    println!("embedded MQTT broker (TLS): {m}");
                 }
                 shutdown_signal().await;
                 tracing::info!("shutting down");

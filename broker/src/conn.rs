@@ -13,19 +13,25 @@ use rumqttc::mqttbytes::{valid_filter, valid_topic, Error as CodecError, QoS};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
+use yunjian_tls::TlsAcceptor;
 
 /// Read buffer growth step for a connection.
 const READ_CHUNK: usize = 32 * 1024;
 
-/// Time a new connection has to send CONNECT.
+/// Time a new connection has to send CONNECT (after the TLS handshake, if any).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Time a new connection on the TLS listener has to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept on `listener`; with `tls`, each connection does its TLS handshake in its own task
+/// before the same MQTT handling as plain connections.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Arc<Router>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -33,11 +39,20 @@ pub(crate) async fn accept_loop(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
                     let router = router.clone();
                     let shutdown = shutdown.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         router.opened();
-                        if let Err(e) = serve(stream, &router, shutdown).await {
+                        let served = match tls {
+                            None => serve(stream, &router, shutdown).await,
+                            Some(tls) => match handshake(&tls, stream).await {
+                                Ok(stream) => serve(stream, &router, shutdown).await,
+                                Err(e) => Err(e),
+                            },
+                        };
+                        if let Err(e) = served {
                             router.metrics.protocol_errors.fetch_add(1, Relaxed);
                             if let Some(n) = router.proto_log.check() {
                                 tracing::warn!(%peer, suppressed = n, "MQTT connection closed: {e}");
@@ -57,10 +72,24 @@ pub(crate) async fn accept_loop(
     }
 }
 
+async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+) -> Result<yunjian_tls::server::TlsStream<TcpStream>, ConnError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream))
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+        .map_err(ConnError::Handshake)
+}
+
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("no TLS handshake within {0:?}")]
+    HandshakeTimeout(Duration),
     #[error("MQTT codec: {0}")]
     Codec(CodecError),
     #[error("no CONNECT within {0:?}")]
@@ -74,8 +103,8 @@ enum ConnError {
 }
 
 /// Read the next complete packet, reading more from the socket as needed.
-async fn read_packet(
-    rd: &mut OwnedReadHalf,
+async fn read_packet<S: AsyncRead>(
+    rd: &mut ReadHalf<S>,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Packet>, ConnError> {
@@ -95,13 +124,19 @@ fn write(packet: Result<usize, CodecError>) -> Result<(), ConnError> {
     packet.map(|_| ()).map_err(ConnError::Codec)
 }
 
-async fn serve(
-    stream: TcpStream,
+/// Write out `wbuf` and flush: a TLS stream may hold back the last record until flushed.
+async fn send<S: AsyncWrite>(wr: &mut WriteHalf<S>, wbuf: &[u8]) -> std::io::Result<()> {
+    wr.write_all(wbuf).await?;
+    wr.flush().await
+}
+
+/// One client connection, plain TCP or TLS.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     router: &Arc<Router>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let max = router.config.max_packet_bytes;
     let mut rbuf = BytesMut::with_capacity(1024);
     let mut wbuf = BytesMut::with_capacity(1024);
@@ -120,7 +155,7 @@ async fn serve(
     if client_id.is_empty() {
         if !connect.clean_session {
             refuse(&mut wbuf, ConnectReturnCode::BadClientId)?;
-            wr.write_all(&wbuf).await?;
+            send(&mut wr, &wbuf).await?;
             return Ok(());
         }
         client_id = format!("anon-{}", router.metrics.connects_total.load(Relaxed));
@@ -149,7 +184,7 @@ async fn serve(
                 _ => ConnectReturnCode::BadUserNamePassword,
             };
             refuse(&mut wbuf, code)?;
-            wr.write_all(&wbuf).await?;
+            send(&mut wr, &wbuf).await?;
             return Ok(());
         }
     };
@@ -157,7 +192,7 @@ async fn serve(
         if !acl::may_publish(&principal, &w.topic) || !valid_topic(&w.topic) {
             router.metrics.acl_denied.fetch_add(1, Relaxed);
             refuse(&mut wbuf, ConnectReturnCode::NotAuthorized)?;
-            wr.write_all(&wbuf).await?;
+            send(&mut wr, &wbuf).await?;
             return Ok(());
         }
     }
@@ -167,7 +202,7 @@ async fn serve(
     let (session, conn_id, present) =
         router.attach(&client_id, connect.clean_session, notify.clone(), kick_tx);
     write(ConnAck::new(ConnectReturnCode::Success, present).write(&mut wbuf))?;
-    wr.write_all(&wbuf).await?;
+    send(&mut wr, &wbuf).await?;
     wbuf.clear();
     notify.notify_one(); // flush anything queued while the client was away
 
@@ -206,7 +241,7 @@ async fn serve(
                 }
             }
             if !wbuf.is_empty() {
-                wr.write_all(&wbuf).await?;
+                send(&mut wr, &wbuf).await?;
                 wbuf.clear();
             }
             tokio::select! {
@@ -228,7 +263,7 @@ async fn serve(
                 _ = sleep_until(deadline) => return Err(ConnError::KeepAlive),
             }
             if !wbuf.is_empty() {
-                wr.write_all(&wbuf).await?;
+                send(&mut wr, &wbuf).await?;
                 wbuf.clear();
             }
         }

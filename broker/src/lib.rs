@@ -18,9 +18,12 @@
 //!   `yunjian_broker_dropped_total`;
 //! * retained messages and last wills (the agents' online/offline status).
 //!
+//! * MQTT over TLS on a listener of its own (`[broker.tls]`), beside or instead of the plain
+//!   one: the same connection handling runs on either stream.
+//!
 //! Not supported, by choice: MQTT 5, QoS 2 delivery (QoS 2 publishes are handled as QoS 1:
-//! PUBREC/PUBCOMP are answered, delivery is at least once), TLS (put a TLS terminator in front or
-//! use an external broker with `--broker`).
+//! PUBREC/PUBCOMP are answered, delivery is at least once), client certificates (agents log in
+//! with their key-derived password inside the TLS session).
 //!
 //! The packet codec is rumqttc's `mqttbytes::v4`, the same one the agents use.
 //!
@@ -49,6 +52,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use yunjian_protocol::MasterKey;
+use yunjian_tls::{TlsError, TlsFiles};
 
 pub(crate) use router::Router;
 
@@ -56,8 +60,11 @@ pub(crate) use router::Router;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// Address the embedded broker listens on.
+    /// Address of the plain (unencrypted) MQTT listener.
     pub listen: SocketAddr,
+    /// Serve plain MQTT on `listen`. The default keeps the demo's loopback listener; production
+    /// sets `[broker.tls]` and `plain = false`, so that reports and logins travel encrypted.
+    pub plain: bool,
     /// Largest MQTT packet accepted (bytes); a bigger one closes the connection.
     pub max_packet_bytes: usize,
     /// QoS 1 messages kept per subscriber while it is slow or away; the oldest is dropped
@@ -72,18 +79,45 @@ pub struct BrokerConfig {
     pub operator_password: Option<String>,
     /// Let clients that are not agents connect without a password (tests, lab set-ups only).
     pub allow_anonymous: bool,
+    /// MQTT over TLS: `listen` (8883 by convention), `cert` and `key` (PEM files). Unset: no
+    /// TLS listener.
+    pub tls: Option<BrokerTls>,
+}
+
+/// `[broker.tls]`: the TLS listener of the embedded broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    /// Address of the MQTT-over-TLS listener.
+    pub listen: SocketAddr,
+    /// The broker's certificate chain, PEM (server certificate first). Agents check it against
+    /// their `mqtt.tls_ca`, for the host name or address they connect to.
+    pub cert: std::path::PathBuf,
+    /// The certificate's private key, PEM (PKCS#8, RSA or EC).
+    pub key: std::path::PathBuf,
+}
+
+impl BrokerTls {
+    fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            plain: true,
             max_packet_bytes: 256 * 1024,
             session_queue: 1000,
             max_inflight: 64,
             require_login: true,
             operator_password: None,
             allow_anonymous: false,
+            tls: None,
         }
     }
 }
@@ -100,13 +134,18 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("embedded MQTT broker: {0}")]
+    Tls(#[from] TlsError),
+    #[error("embedded MQTT broker: no listener: `plain = false` needs a `[broker.tls]` section")]
+    NoListener,
 }
 
 /// A running embedded broker.
 #[derive(Debug, Clone)]
 pub struct Broker {
     router: Arc<Router>,
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -119,25 +158,59 @@ impl Broker {
         internal: Vec<(String, mpsc::Sender<Inbound>)>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Broker, BrokerError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| BrokerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        if !config.plain && config.tls.is_none() {
+            return Err(BrokerError::NoListener);
+        }
+        // everything that can fail before any listener is spawned
+        let tls = match &config.tls {
+            Some(t) => Some((
+                bind(t.listen).await?,
+                yunjian_tls::acceptor(&t.files(), &[b"mqtt"])?,
+            )),
+            None => None,
+        };
+        let plain = if config.plain {
+            Some(bind(config.listen).await?)
+        } else {
+            None
+        };
         let router = Arc::new(Router::new(config, master, metrics, internal));
-        tokio::spawn(conn::accept_loop(listener, router.clone(), shutdown));
-        tracing::info!(%local_addr, "embedded MQTT broker listening");
-        Ok(Broker { router, local_addr })
+        let mut broker = Broker {
+            router: router.clone(),
+            local_addr: None,
+            tls_addr: None,
+        };
+        if let Some((listener, addr)) = plain {
+            tokio::spawn(conn::accept_loop(
+                listener,
+                None,
+                router.clone(),
+                shutdown.clone(),
+            ));
+            tracing::info!(local_addr = %addr, "embedded MQTT broker listening");
+            broker.local_addr = Some(addr);
+        }
+        if let Some(((listener, addr), acceptor)) = tls {
+            tokio::spawn(conn::accept_loop(
+                listener,
+                Some(acceptor),
+                router,
+                shutdown,
+            ));
+            tracing::info!(local_addr = %addr, "embedded MQTT broker listening with TLS");
+            broker.tls_addr = Some(addr);
+        }
+        Ok(broker)
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The plain listener's address (`None` with `plain = false`).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The TLS listener's address (`None` without `[broker.tls]`).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Publish from the aggregator itself (e.g. a command to an agent).
@@ -151,4 +224,11 @@ impl Broker {
     pub fn connections(&self) -> usize {
         self.router.connections()
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BrokerError> {
+    let bind_error = |source| BrokerError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
 }

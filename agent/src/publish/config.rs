@@ -17,6 +17,12 @@ pub struct MqttConfig {
     pub backoff_min_ms: u64,
     /// Upper bound of the reconnect delay in milliseconds.
     pub backoff_max_ms: u64,
+    /// MQTT over TLS: the CA certificate(s), PEM, that the broker's certificate must chain to,
+    /// issued for `host`. Unset: plain MQTT.
+    pub tls_ca: Option<PathBuf>,
+    /// The name the broker's certificate must be issued for, when it is not `host` (e.g. the
+    /// agent connects by address, the certificate names the host). Needs `tls_ca`.
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for MqttConfig {
@@ -27,6 +33,8 @@ impl Default for MqttConfig {
             keep_alive_s: 30,
             backoff_min_ms: 500,
             backoff_max_ms: 60_000,
+            tls_ca: None,
+            tls_server_name: None,
         }
     }
 }

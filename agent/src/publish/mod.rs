@@ -125,7 +125,7 @@ pub(crate) use commands::hex as command_id_hex;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -262,6 +262,19 @@ impl Publisher {
                 mqtt.keep_alive_s
             )));
         }
+        // read now: a missing or bad CA file stops the start, naming the file
+        let tls = match (&mqtt.tls_ca, &mqtt.tls_server_name) {
+            (Some(ca), name) => Some(
+                yunjian_tls::client_config(ca, name.as_deref())
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "mqtt.tls_server_name is set without mqtt.tls_ca".into(),
+                ))
+            }
+            (None, None) => None,
+        };
 
         let (buf, dropped_on_open) = match &buffer.dir {
             Some(dir) => Buffer::open(dir, buffer.max_bytes)?,
@@ -287,6 +300,9 @@ impl Publisher {
                 QoS::AtLeastOnce,
                 true,
             ));
+        if let Some(tls) = tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        }
         let (client, eventloop) = AsyncClient::new(options.clone(), REQUEST_CHANNEL);
 
         let span = tracing::info_span!("publisher", node = %id.node, broker = %broker);

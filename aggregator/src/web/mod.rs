@@ -26,7 +26,7 @@
 //! show a using unit's people is its own VMs only (`scope.rs`).
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
-//! runs it on a listener until the shutdown future completes.
+//! runs it on a listener until the shutdown future completes, [`serve_tls`] the same over HTTPS.
 
 mod alarms;
 mod antivirus;
@@ -61,9 +61,14 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLockReadGuard};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Time a new HTTPS connection has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the web layer reads.
 #[derive(Debug, Clone)]
@@ -193,23 +198,95 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (closing_tx, closing_rx) = watch::channel(false);
-    let app = routes(WebState {
-        app: state,
-        closing: Closing(Some(closing_rx)),
-    });
+    let (app, closing_tx) = closable(state);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "web: dashboard and API listening");
     }
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
         closing_tx.send_replace(true);
     })
     .await
+}
+
+/// [`serve`] over HTTPS: each connection does its TLS handshake in its own task, then HTTP/1.1.
+/// The session cookie is marked `Secure`. At shutdown: stop accepting, end the event streams,
+/// wait for in-flight requests.
+pub async fn serve_tls(
+    listener: TcpListener,
+    mut state: AppState,
+    tls: yunjian_tls::TlsAcceptor,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    use tower_service::Service;
+
+    state.auth.secure_cookie = true;
+    let (app, closing_tx) = closable(state);
+    // the client's address for the sign-in audit, as with `serve`
+    let mut make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "web: dashboard and API listening (HTTPS)");
+    }
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // out of file descriptors and the like: back off briefly, keep serving
+                    tracing::warn!("web: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = match make_service.call(peer).await {
+            Ok(s) => TowerToHyperService::new(s),
+            Err(never) => match never {},
+        };
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "web: TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "web: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                    return;
+                }
+            };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%peer, "web: connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    closing_tx.send_replace(true);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The app with the closing signal its event streams end on.
+fn closable(state: AppState) -> (Router, watch::Sender<bool>) {
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let app = routes(WebState {
+        app: state,
+        closing: Closing(Some(closing_rx)),
+    });
+    (app, closing_tx)
 }
 
 async fn dashboard(who: session::Principal) -> Response {
