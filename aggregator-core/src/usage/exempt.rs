@@ -61,13 +61,12 @@ pub struct Exemption {
     pub revoked: Option<Revocation>,
 }
 
-/// What a request to add an exemption carries.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A new exemption, as the service makes it: the approver and creator are the signed-in
+/// authority who grants it, never a name from the request.
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewExemption {
     pub vm: String,
     pub reason: ExemptReason,
-    #[serde(default)]
     pub note: String,
     pub approver: String,
     pub created_by: String,
