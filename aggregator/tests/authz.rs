@@ -421,3 +421,52 @@ async fn the_administrator_creates_resets_and_disables_users() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], "own_account");
 }
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with_store(&dir);
+    let ops = state.auth.test_bearer("ops-zhang", Role::Ops, None);
+    let app = router(state);
+    let post = |uri: String, bearer: String, body: Value| {
+        let app = app.clone();
+        async move {
+            let req = Request::post(uri)
+                .header("authorization", format!("Bearer {bearer}"))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, issued) = post(
+        "/api/account/tokens".into(),
+        ops.clone(),
+        serde_json::json!({ "label": "巡检脚本", "days": 30 }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let script = issued["token"].as_str().unwrap().to_string();
+    let (status, _) = call(&app, &Method::GET, "/api/alarms", Some(&script)).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = issued["id"].as_str().unwrap();
+    let (status, _) = post(
+        format!("/api/account/tokens/{id}/revoke"),
+        ops.clone(),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&app, &Method::GET, "/api/alarms", Some(&script)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "API 令牌无效、已过期或已吊销");
+    // the other token of the same user still works
+    let (status, _) = call(&app, &Method::GET, "/api/alarms", Some(&ops)).await;
+    assert_eq!(status, StatusCode::OK);
+}
