@@ -375,15 +375,12 @@ mod tests {
 
     #[test]
     fn reasons_use_snake_case_names() {
-        let q: NewExemption = serde_json::from_value(serde_json::json!({
-            "vm": "x", "reason": "dengbao_reserve", "approver": "a", "created_by": "b",
-            "expires_ms": 1
-        }))
-        .unwrap();
-        assert_eq!(q.reason, ExemptReason::DengbaoReserve);
-        assert!(serde_json::from_value::<NewExemption>(serde_json::json!({
-            "vm": "x", "reason": "holiday", "approver": "a", "created_by": "b", "expires_ms": 1
-        }))
-        .is_err());
+        let r: ExemptReason = serde_json::from_value(serde_json::json!("dengbao_reserve")).unwrap();
+        assert_eq!(r, ExemptReason::DengbaoReserve);
+        assert_eq!(
+            serde_json::to_value(ExemptReason::DrStandby).unwrap(),
+            "dr_standby"
+        );
+        assert!(serde_json::from_value::<ExemptReason>(serde_json::json!("holiday")).is_err());
     }
 }
