@@ -317,6 +317,11 @@ async fn bad_filters_are_400_naming_the_parameter() {
         let (status, body) = get_json(app.clone(), &h.token, &format!("/api/nodes?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(body["parameter"], param, "{query}");
+        assert!(
+            ["bad_query_value", "unknown_query_parameter"]
+                .contains(&body["code"].as_str().unwrap()),
+            "{query}: {body}"
+        );
         let msg = body["error"].as_str().unwrap();
         assert!(
             msg.contains(param) && msg.contains(allowed),
@@ -343,7 +348,14 @@ async fn node_detail_has_full_state_and_unknown_node_is_404() {
     let (status, body) = get_json(app, &h.token, "/api/nodes/no-such-node").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["node"], "no-such-node");
-    assert!(body["error"].as_str().unwrap().contains("no-such-node"));
+    assert_eq!(
+        body["code"], "node_not_found",
+        "a stable code beside the message"
+    );
+    assert_eq!(
+        body["error"],
+        "节点 \"no-such-node\" 不存在（本系统从未收到它的报告）"
+    );
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ async fn acknowledge(
     .await
     .map_err(|e| match e {
         AckFailure::Alarm(AckError::NotFound(_)) => WebError::NotFound {
-            what: "open alarm",
+            what: "未解除的告警",
             id: id.to_string(),
         },
         AckFailure::Alarm(e @ AckError::AlreadyAcknowledged(_)) => {

@@ -1,5 +1,6 @@
-//! The web layer's one error type: every failure becomes `{ "error": message, ... }` with the
-//! matching HTTP status.
+//! The web layer's one error type: every failure becomes `{ "error": message, "code": code,
+//! ... }` with the matching HTTP status; the message is for people (zh-CN), the code for
+//! programs (stable).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,35 +10,35 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
     /// `/api/nodes/{id}` for a node the aggregator has never heard from.
-    #[error("unknown node {0:?}")]
+    #[error("节点 {0:?} 不存在（本系统从未收到它的报告）")]
     NodeNotFound(String),
     /// A known query parameter with a value outside its allowed set.
-    #[error("bad value {value:?} for query parameter {param:?}: allowed values are {allowed}")]
+    #[error("查询参数 {param:?} 的值 {value:?} 无效，可用的值：{allowed}")]
     BadQueryValue {
         param: &'static str,
         value: String,
         allowed: &'static str,
     },
     /// A query parameter the endpoint does not take.
-    #[error("unknown query parameter {param:?}: allowed parameters are {allowed}")]
+    #[error("不支持查询参数 {param:?}，可用的参数：{allowed}")]
     UnknownQueryParameter {
         param: String,
         allowed: &'static str,
     },
     /// A query string that does not decode as `key=value` pairs.
-    #[error("malformed query string: {0}")]
+    #[error("查询字符串格式错误：{0}")]
     MalformedQuery(String),
     /// A request body that is not what the endpoint takes.
-    #[error("bad request: {0}")]
+    #[error("请求无效：{0}")]
     BadRequest(String),
     /// Something addressed by id that does not exist (alarm, case...).
-    #[error("{what} {id} not found")]
+    #[error("{what} {id} 不存在")]
     NotFound { what: &'static str, id: String },
     /// The action does not fit the current state (already acknowledged...).
     #[error("{0}")]
     Conflict(String),
     /// Storage could not take the write; nothing was changed.
-    #[error("storage unavailable: {0}")]
+    #[error("存储暂不可用，操作未执行：{0}")]
     Unavailable(String),
     /// Refused because of the current state, with the facts behind it (a unit's requests held
     /// since when and why); `detail`'s fields join `error` in the body.
@@ -56,6 +57,21 @@ pub enum WebError {
 }
 
 impl WebError {
+    /// A stable machine code beside the message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebError::NodeNotFound(_) => "node_not_found",
+            WebError::BadQueryValue { .. } => "bad_query_value",
+            WebError::UnknownQueryParameter { .. } => "unknown_query_parameter",
+            WebError::MalformedQuery(_) => "malformed_query",
+            WebError::BadRequest(_) => "bad_request",
+            WebError::NotFound { .. } => "not_found",
+            WebError::Conflict(_) | WebError::ConflictWith { .. } => "conflict",
+            WebError::Unavailable(_) => "unavailable",
+            WebError::Unprocessable { .. } => "unprocessable",
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             WebError::NodeNotFound(_) => StatusCode::NOT_FOUND,
@@ -96,6 +112,10 @@ impl IntoResponse for WebError {
                 body
             }
         };
+        let mut body = body;
+        if let Some(b) = body.as_object_mut() {
+            b.insert("code".into(), json!(self.code()));
+        }
         (self.status(), Json(body)).into_response()
     }
 }

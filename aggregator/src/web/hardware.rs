@@ -178,7 +178,7 @@ fn server(app: &AppState, id: &str) -> Result<ServerBody, WebError> {
         .get(id)
         .filter(|s| s.role != Some(Role::Guest))
         .ok_or_else(|| WebError::NotFound {
-            what: "physical server",
+            what: "物理服务器",
             id: id.to_string(),
         })?;
     let t = &st.hardware;

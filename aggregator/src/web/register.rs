@@ -277,10 +277,13 @@ fn change_error(e: ChangeError) -> WebError {
         },
         ChangeError::Invalid(m) => WebError::BadRequest(m),
         ChangeError::UnknownVm(id) => WebError::NotFound {
-            what: "registered VM",
+            what: "已登记的虚拟机",
             id,
         },
-        ChangeError::UnknownUnit(id) => WebError::NotFound { what: "unit", id },
+        ChangeError::UnknownUnit(id) => WebError::NotFound {
+            what: "使用单位",
+            id,
+        },
         ChangeError::NotSanctioned(_) => WebError::Conflict(message),
         ChangeError::Held {
             unit,
@@ -398,7 +401,7 @@ async fn export_xlsx(
 ) -> Result<impl IntoResponse, WebError> {
     let Query(q) = query.map_err(|e| WebError::MalformedQuery(e.body_text()))?;
     let not_found = |u: String| WebError::NotFound {
-        what: "unit",
+        what: "使用单位",
         id: u,
     };
     // a unit's people export their own unit; another unit is no unit for them

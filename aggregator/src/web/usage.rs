@@ -146,7 +146,7 @@ async fn days(
     let h = &u.history;
     let Some(vh) = h.get(&vm).filter(|_| scope.sees_vm(Some(&vm))) else {
         return Err(WebError::NotFound {
-            what: "VM utilisation history",
+            what: "虚拟机利用率历史",
             id: vm,
         });
     };
@@ -281,7 +281,7 @@ struct CreateRequest {
 fn exempt_error(e: ExemptError) -> WebError {
     match e {
         ExemptError::NotFound(id) => WebError::NotFound {
-            what: "exemption",
+            what: "豁免",
             id: id.to_string(),
         },
         ExemptError::AlreadyRevoked(_) => WebError::Conflict(e.to_string()),
@@ -302,7 +302,7 @@ fn service(app: &AppState) -> ExemptionService<'_> {
 fn refused(e: ExemptionFailure) -> WebError {
     match e {
         ExemptionFailure::UnknownVm(vm) => WebError::NotFound {
-            what: "VM (neither in the register nor reporting)",
+            what: "虚拟机（既未登记也未上报）",
             id: vm,
         },
         ExemptionFailure::Refused(e) => exempt_error(e),
