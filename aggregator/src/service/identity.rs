@@ -29,10 +29,9 @@ pub type SharedDirectory = Arc<RwLock<Directory>>;
 
 impl Directory {
     pub fn new(users: Vec<User>, tokens: Vec<ApiToken>) -> Directory {
-        Directory {
-            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
-            tokens: tokens.into_iter().map(|t| (t.id.clone(), t)).collect(),
-        }
+        let mut d = Directory::default();
+        d.load(users, tokens);
+        d
     }
 
     /// Add users and tokens as read from storage (start-up, or a test's fixture).

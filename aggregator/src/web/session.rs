@@ -458,9 +458,10 @@ async fn tokens(State(app): State<AppState>, p: Principal) -> Json<serde_json::V
     Json(json!({ "tokens": list }))
 }
 
+/// A token to issue: what it is for and for how many days.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
+pub(super) struct TokenRequest {
     label: String,
     days: u32,
 }
@@ -474,11 +475,21 @@ async fn issue_token(
         Ok(b) => b,
         Err(e) => return bad_body(e),
     };
+    issue(&app, &p.actor(), &p.user.name, &req).await
+}
+
+/// Issue a token for `user` as `actor`: 201 with the token, shown this once.
+pub(super) async fn issue(
+    app: &AppState,
+    actor: &Actor,
+    user: &str,
+    req: &TokenRequest,
+) -> Response {
     let now = crate::ratelimit::now_ms();
     match app
         .auth
         .service(&app.store)
-        .issue_token(&p.actor(), &p.user.name, &req.label, req.days, now)
+        .issue_token(actor, user, &req.label, req.days, now)
         .await
     {
         Ok((secret, t)) => {

@@ -12,7 +12,7 @@
 //! | `GET /account` | anyone signed in | change one's password, one's own tokens |
 
 use super::page::page;
-use super::session::{bad_body, failed, token_view, Principal};
+use super::session::{bad_body, failed, issue, token_view, Principal, TokenRequest};
 use super::AppState;
 use crate::service::identity::{generate_password, IdentityError, NewUser};
 use axum::extract::rejection::JsonRejection;
@@ -184,13 +184,6 @@ async fn disable(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    label: String,
-    days: u32,
-}
-
 async fn issue_for(
     State(app): State<AppState>,
     who: Principal,
@@ -201,20 +194,7 @@ async fn issue_for(
         Ok(b) => b,
         Err(e) => return bad_body(e),
     };
-    let now = crate::ratelimit::now_ms();
-    match app
-        .auth
-        .service(&app.store)
-        .issue_token(&who.actor(), &name, &req.label, req.days, now)
-        .await
-    {
-        Ok((secret, t)) => {
-            let mut v = token_view(&t, now);
-            v["token"] = json!(secret);
-            (StatusCode::CREATED, Json(v)).into_response()
-        }
-        Err(e) => failed(e),
-    }
+    issue(&app, &who.actor(), &name, &req).await
 }
 
 async fn revoke_any(
