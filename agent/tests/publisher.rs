@@ -389,7 +389,11 @@ async fn reports_arrive_signed_in_order_after_the_preamble() {
     let msgs = obs.until(|m| seqs(m, node).len() == 52).await;
     let first = open(&msgs[0], node);
     assert_eq!(msgs[0].topic, topics::status(node));
-    assert_eq!((first.seq, first.body), (0, Body::Status(Status::Online)));
+    assert_eq!(first.body, Body::Status(Status::Online));
+    assert!(
+        first.seq >= T0,
+        "a status carries its connection's stamp (wall-clock ms), not a report seq"
+    );
 
     let stream: Vec<Envelope> = reports_of(&msgs, node).collect();
     assert_eq!(
@@ -559,7 +563,15 @@ async fn an_agent_restart_replays_the_disk_buffer_and_continues_the_seq() {
         "Hello first, then the replay in order, then the new reports"
     );
     match &stream[0].body {
-        Body::Hello(h) => assert_eq!(h.buffered, 5),
+        Body::Hello(h) => {
+            assert_eq!(h.buffered, 5);
+            let stored = std::fs::read(state.path().join("buffer.epoch")).unwrap();
+            assert_eq!(
+                h.epoch.to_le_bytes(),
+                stored[4..12],
+                "the Hello announces the epoch kept with the buffer"
+            );
+        }
         other => panic!("expected Hello, got {other:?}"),
     }
     for (i, env) in (1..=5).zip(&stream[1..6]) {
@@ -852,15 +864,16 @@ async fn kill_makes_the_broker_publish_the_last_will() {
         Publisher::start(&mqtt(broker.port), &memory(1 << 20), identity(node))
             .await
             .unwrap();
-    let online = obs.next(WAIT).await.expect("online status");
-    assert_eq!(open(&online, node).body, Body::Status(Status::Online));
+    let online = open(&obs.next(WAIT).await.expect("online status"), node);
+    assert_eq!(online.body, Body::Status(Status::Online));
 
     publisher.kill().await;
     let will = obs.next(WAIT).await.expect("the last will");
     let envelope = open(&will, node);
     assert_eq!(
         (envelope.seq, envelope.body),
-        (0, Body::Status(Status::Offline))
+        (online.seq, Body::Status(Status::Offline)),
+        "the will carries the stamp of the connection it belongs to"
     );
     let mut late = Observer::start(broker.port, "obs-will-late", &status, false).await;
     let retained = late.next(WAIT).await.expect("retained will");

@@ -20,6 +20,15 @@ const EVENTS_KEPT: usize = 20;
 /// Missing sequence numbers remembered per node, so that a late arrival fills its gap instead
 /// of counting as a duplicate. Older gaps stay counted as missing.
 pub const GAP_MEMORY: usize = 4096;
+/// The largest step forward a node's sequence numbers may take at once. An agent sends one
+/// report every few seconds and drops its oldest frames beyond its buffer's cap, so even a
+/// year's outage is a step of a few million; a larger one is a broken or hostile sender, and
+/// accepting it would freeze the node's stream (everything after it a "duplicate").
+pub const MAX_SEQ_STEP: u64 = 100_000_000;
+/// The highest sequence number a node may ever use (a report per millisecond for 8,900 years).
+pub const MAX_SEQ: u64 = 1 << 48;
+/// Epochs a node left behind that are remembered, so a replayed hello of one is refused.
+const RETIRED_EPOCHS: usize = 8;
 
 pub type SharedFleet = Arc<RwLock<Fleet>>;
 
@@ -37,6 +46,37 @@ pub enum Applied {
     Late,
     /// A sequence number already seen (replay after an outage): ignored.
     Duplicate,
+    /// Not applied: the frame is authentic but cannot be right (see [`Refusal`]).
+    Refused(Refusal),
+}
+
+/// Why an authentic frame was refused by the fleet state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A status of an earlier connection than one already seen (a replay).
+    StaleStatus,
+    /// A hello of an epoch the node has already left behind (a replay).
+    RetiredEpoch,
+    /// A sequence number beyond [`MAX_SEQ`] or more than [`MAX_SEQ_STEP`] ahead.
+    SeqJump,
+}
+
+impl Refusal {
+    /// Every reason, for counters (`yunjian_frames_refused_total{reason=...}`).
+    pub const ALL: [Refusal; 3] = [
+        Refusal::StaleStatus,
+        Refusal::RetiredEpoch,
+        Refusal::SeqJump,
+    ];
+
+    /// Stable label for counters and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::StaleStatus => "stale_status",
+            Refusal::RetiredEpoch => "retired_epoch",
+            Refusal::SeqJump => "seq_jump",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +108,11 @@ pub struct NodeState {
     /// The most recent missing sequence numbers (at most [`GAP_MEMORY`]).
     #[serde(skip)]
     pub gaps: std::collections::BTreeSet<u64>,
+    /// The largest connection stamp of an accepted status (see `yunjian_protocol::Status`).
+    pub status_stamp: u64,
+    /// Epochs the node's sequence numbers counted in before the current one (newest last).
+    #[serde(skip)]
+    pub retired_epochs: Vec<u64>,
     pub events: VecDeque<(u64, Event)>,
     /// The mandated antivirus: latest report and what was seen installed before.
     pub antivirus: AntivirusTrack,
@@ -151,6 +196,8 @@ impl NodeState {
             duplicates: 0,
             missing: 0,
             gaps: std::collections::BTreeSet::new(),
+            status_stamp: 0,
+            retired_epochs: Vec::new(),
             events: VecDeque::new(),
             antivirus: AntivirusTrack::default(),
             hardware: HardwareTrack::default(),
@@ -489,9 +536,14 @@ impl Fleet {
         let Some(st) = self.nodes.get_mut(&env.node) else {
             return Applied::Duplicate;
         };
+        if let Some(refusal) = check_stream(st, &env) {
+            return Applied::Refused(refusal);
+        }
         st.last_seen_ms = now_ms;
         if let Body::Status(s) = env.body {
-            // Status messages are outside the sequence stream (seq 0).
+            // Status messages are outside the sequence stream; their seq is the connection
+            // stamp, checked above.
+            st.status_stamp = env.seq;
             st.status = s;
             set_liveness(
                 st,
@@ -513,7 +565,7 @@ impl Fleet {
                 st.duplicates += 1;
                 return Applied::Duplicate;
             }
-            st.missing -= 1;
+            st.missing = st.missing.saturating_sub(1);
             st.received += 1;
             // Older than what we hold: keep its event, not its state. Antivirus reports are
             // ordered by their own track (one sent before a reconnect's Hello is still news).
@@ -537,7 +589,7 @@ impl Fleet {
             && (st.last_seq > 0 || env.seq <= GAP_MEMORY as u64)
         {
             let missing = env.seq - st.last_seq - 1;
-            st.missing += missing;
+            st.missing = st.missing.saturating_add(missing);
             let from = (st.last_seq + 1).max(env.seq.saturating_sub(GAP_MEMORY as u64));
             st.gaps.extend(from..env.seq);
             while st.gaps.len() > GAP_MEMORY {
@@ -727,6 +779,45 @@ fn log_change(log: &mut VecDeque<(u64, Changed)>, floor: &mut u64, stamp: u64, w
         .rposition(|(s, _)| *s <= stamp)
         .map_or(0, |i| i + 1);
     log.insert(at, (stamp, what));
+}
+
+/// The stream checks that come before anything is applied: a status must be of the newest
+/// connection, a hello of a new epoch starts a new count (and one of a retired epoch is a
+/// replay), and a sequence number may not leap. `None`: go on.
+fn check_stream(st: &mut NodeState, env: &Envelope) -> Option<Refusal> {
+    match &env.body {
+        Body::Status(_) => {
+            return (env.seq < st.status_stamp).then_some(Refusal::StaleStatus);
+        }
+        Body::Hello(h) if h.epoch != 0 => {
+            let current = st.hello.as_ref().map_or(0, |c| c.epoch);
+            if h.epoch != current {
+                if st.retired_epochs.contains(&h.epoch) {
+                    return Some(Refusal::RetiredEpoch);
+                }
+                if env.seq > MAX_SEQ {
+                    return Some(Refusal::SeqJump);
+                }
+                // A new count: the frames the hello says wait in the buffer (replayed after
+                // it) are the gap before it; whatever the old epoch still missed is lost for
+                // good and stays counted in `missing`.
+                if current != 0 {
+                    st.retired_epochs.push(current);
+                    if st.retired_epochs.len() > RETIRED_EPOCHS {
+                        st.retired_epochs.remove(0);
+                    }
+                }
+                st.gaps.clear();
+                // the hello itself then comes next in the new count and is applied as usual
+                st.last_seq = env.seq.saturating_sub(u64::from(h.buffered) + 1);
+                return None;
+            }
+        }
+        _ => {}
+    }
+    let leap = env.seq > MAX_SEQ
+        || (st.last_seq > 0 && env.seq.saturating_sub(st.last_seq) > MAX_SEQ_STEP);
+    leap.then_some(Refusal::SeqJump)
 }
 
 fn push_event(st: &mut NodeState, ts_ms: u64, e: Event) {

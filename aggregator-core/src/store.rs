@@ -372,6 +372,10 @@ impl NodeRow {
             duplicates: self.duplicates,
             missing: self.missing,
             gaps: Default::default(),
+            // not stored: after a restart the next status sets it (a replayed status can then
+            // mark a node online until its silence shows; its epoch is the stored hello's)
+            status_stamp: 0,
+            retired_epochs: Vec::new(),
             events: VecDeque::new(),
             antivirus,
             hardware: Default::default(),

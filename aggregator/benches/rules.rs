@@ -138,6 +138,7 @@ fn node(fleet: &mut Fleet, id: &str, role: Role, bodies: Vec<Body>) {
         role,
         interval_ms: 10_000,
         buffered: 0,
+        epoch: 1,
     });
     for (i, b) in std::iter::once(hello).chain(bodies).enumerate() {
         fleet.apply(Envelope::new(id, i as u64 + 1, T0, b), 1);

@@ -57,6 +57,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("config: {0}")]
+    Config(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -132,7 +134,25 @@ impl Aggregator {
         let usage = crate::usage::Usage::shared(&profile.usage);
         {
             let mut u = usage.write().unwrap_or_else(|p| p.into_inner());
-            u.history.restore(reader.load_usage(crate::time::Day::MIN)?);
+            // Days after the event-time bound were stored before ingest checked it (a node's
+            // clock years ahead); restoring one would move the history's "today" with it.
+            let bounds = cfg.event_time.bounds().map_err(StartError::Config)?;
+            let latest = u
+                .history
+                .day_of(now_ms().saturating_add(bounds.max_ahead_ms));
+            let (days, ahead): (Vec<_>, Vec<_>) = reader
+                .load_usage(crate::time::Day::MIN)?
+                .into_iter()
+                .partition(|r| r.summary.day <= latest);
+            if let Some(first) = ahead.first() {
+                tracing::warn!(
+                    days = ahead.len(),
+                    example_vm = %first.vm,
+                    example_day = %first.summary.day,
+                    "utilisation days after today ignored (stored from a clock that ran ahead)"
+                );
+            }
+            u.history.restore(days);
             u.exemptions = crate::usage::Exemptions::restore(reader.load_exemptions()?);
             if u.history.now_ms() > 0 {
                 let today = u.history.day_of(u.history.now_ms());
@@ -169,8 +189,9 @@ impl Aggregator {
                 })?
         };
         let mut tasks = Vec::new();
-        let ingester =
-            Ingester::new(fleet.clone(), metrics.clone(), master.clone()).with_usage(usage.clone());
+        let ingester = Ingester::new(fleet.clone(), metrics.clone(), master.clone())
+            .with_usage(usage.clone())
+            .with_time_bounds(cfg.event_time.bounds().map_err(StartError::Config)?);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let ingester = ingester.with_command_results(results_tx);
         tasks.push(tokio::spawn(ingest::run(

@@ -25,6 +25,8 @@ pub struct AggregatorConfig {
     pub client_id: String,
     /// Messages waiting between the broker and ingest; beyond it publishers are slowed down.
     pub ingest_queue: usize,
+    /// How far a frame's event time may be from the aggregator's clock.
+    pub event_time: crate::ingest::EventTimeConfig,
     /// Policy profile: a built-in one (`000`…`004`, see `aggregator-core/profiles/`) or a path to a
     /// profile file. Default `003` (徽州区, the 70% capacity warning of 第十九条).
     pub policy_profile: String,
@@ -55,6 +57,7 @@ impl Default for AggregatorConfig {
             broker_url: None,
             client_id: "yunjian-aggregator-1".into(),
             ingest_queue: 16 * 1024,
+            event_time: crate::ingest::EventTimeConfig::default(),
             policy_profile: crate::policy::profile::DEFAULT.into(),
             policy_interval: std::time::Duration::from_secs(1),
             disabled_rules: Vec::new(),
@@ -118,6 +121,7 @@ impl AggregatorConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.reclaim.validate().map_err(ConfigError::Invalid)?;
+        self.event_time.bounds().map_err(ConfigError::Invalid)?;
         if self.policy_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "policy_interval must be above 0".into(),

@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::{now_ms, LogLimiter};
 use crate::store::{EventRow, NodeRow, Schema, SelRow, WriteBatch};
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -20,6 +21,89 @@ use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, NodeKey};
 
 /// Messages handled per batch.
 pub const BATCH: usize = 1024;
+
+/// `[event_time]`: how far a frame's event time (`Envelope::ts_ms`) may be from the
+/// aggregator's wall clock. Event time drives shared state — the usage history's "today", the
+/// idle findings, exemptions' expiry — so one node's clock (or a hostile node) must not move
+/// it: a frame outside the bounds is refused (acknowledged and dropped), counted in
+/// `yunjian_frames_refused_total{reason="time_ahead"|"time_behind"}` and logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventTimeConfig {
+    /// Largest lead of an event time over the aggregator's clock (agents' clocks drift; a
+    /// simulator's accelerated clock must start far enough in the past to stay behind now).
+    #[serde(with = "crate::time::duration")]
+    pub max_ahead: Duration,
+    /// Largest lag of live data behind the aggregator's clock, e.g. `"30d"` (an agent's
+    /// buffer replays at most its cap's worth of an outage). Unset: no bound.
+    pub max_behind: Option<String>,
+    /// A declared backfill: data older than `max_behind` is still accepted from this date
+    /// (`YYYY-MM-DD`, Beijing time) on — imported history, a simulator's backfill.
+    pub backfill_from: Option<crate::time::Day>,
+}
+
+impl Default for EventTimeConfig {
+    fn default() -> Self {
+        EventTimeConfig {
+            max_ahead: Duration::from_secs(10 * 60),
+            max_behind: None,
+            backfill_from: None,
+        }
+    }
+}
+
+impl EventTimeConfig {
+    /// The bounds as checked by ingest; `Err` names the bad setting.
+    pub fn bounds(&self) -> Result<TimeBounds, String> {
+        let max_behind_ms = match &self.max_behind {
+            Some(text) => Some(
+                crate::time::duration::parse(text)
+                    .map_err(|e| format!("event_time.max_behind: {e}"))?
+                    .as_millis() as u64,
+            ),
+            None => None,
+        };
+        Ok(TimeBounds {
+            max_ahead_ms: self.max_ahead.as_millis() as u64,
+            max_behind_ms,
+            backfill_from_ms: self
+                .backfill_from
+                .map(|d| d.start_ms(crate::time::BEIJING_OFFSET_MS)),
+        })
+    }
+}
+
+/// [`EventTimeConfig`] in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    pub max_ahead_ms: u64,
+    pub max_behind_ms: Option<u64>,
+    pub backfill_from_ms: Option<u64>,
+}
+
+impl Default for TimeBounds {
+    fn default() -> Self {
+        EventTimeConfig::default().bounds().unwrap_or(TimeBounds {
+            max_ahead_ms: 600_000,
+            max_behind_ms: None,
+            backfill_from_ms: None,
+        })
+    }
+}
+
+impl TimeBounds {
+    /// `None` when `ts_ms` is acceptable at wall time `now_ms`, else the refusal's label.
+    pub fn check(&self, ts_ms: u64, now_ms: u64) -> Option<&'static str> {
+        if ts_ms > now_ms.saturating_add(self.max_ahead_ms) {
+            return Some("time_ahead");
+        }
+        let behind = self
+            .max_behind_ms
+            .is_some_and(|max| ts_ms < now_ms.saturating_sub(max));
+        let backfill = self.backfill_from_ms.is_some_and(|from| ts_ms >= from);
+        (behind && !backfill).then_some("time_behind")
+    }
+}
 
 /// Work for the storage thread: rows to write, and the acks to release once they are durable.
 #[derive(Debug, Default)]
@@ -98,9 +182,12 @@ pub struct Ingester {
     usage: Option<crate::usage::SharedUsage>,
     /// Command results go to the reclaim dispatcher (with their PUBACK) when set.
     results: Option<mpsc::UnboundedSender<crate::reclaim::CommandReply>>,
-    /// Rate-limited warnings: rejected frames, foreign topics.
+    /// Event-time bounds of accepted frames.
+    bounds: TimeBounds,
+    /// Rate-limited warnings: rejected frames, foreign topics, refused frames.
     reject_log: LogLimiter,
     topic_log: LogLimiter,
+    refuse_log: LogLimiter,
 }
 
 impl Ingester {
@@ -113,8 +200,33 @@ impl Ingester {
             decoded: Vec::with_capacity(BATCH),
             usage: None,
             results: None,
+            bounds: TimeBounds::default(),
             reject_log: LogLimiter::new(10_000),
             topic_log: LogLimiter::new(10_000),
+            refuse_log: LogLimiter::new(10_000),
+        }
+    }
+
+    /// Refuse frames whose event time is outside `bounds` (default: [`EventTimeConfig`]'s).
+    pub fn with_time_bounds(mut self, bounds: TimeBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// Count and log (rate-limited) an authentic frame that is not applied.
+    fn refuse(&self, env: &Envelope, reason: &str, now: u64) {
+        self.metrics.count_refusal(reason);
+        if let Some(n) = self.refuse_log.check() {
+            tracing::warn!(
+                node = %env.node,
+                kind = env.body.kind(),
+                seq = env.seq,
+                event_time_ms = env.ts_ms,
+                wall_ms = now,
+                reason,
+                suppressed = n,
+                "authentic frame refused (not applied): event time out of bounds, a stale status, a retired epoch or a sequence-number leap"
+            );
         }
     }
 
@@ -183,8 +295,18 @@ impl Ingester {
     pub fn process(&mut self, msgs: &mut Vec<Inbound>) -> Pending {
         let mut acks = Vec::with_capacity(msgs.len());
         self.decoded.clear();
+        let wall = now_ms();
         for mut msg in msgs.drain(..) {
-            if let Some(env) = self.verify(&msg) {
+            let env = self
+                .verify(&msg)
+                .and_then(|env| match self.bounds.check(env.ts_ms, wall) {
+                    None => Some(env),
+                    Some(reason) => {
+                        self.refuse(&env, reason, wall);
+                        None
+                    }
+                });
+            if let Some(env) = env {
                 if let (Body::CommandResult(r), Some(tx)) = (&env.body, &self.results) {
                     let _ = tx.send(crate::reclaim::CommandReply {
                         node: env.node.clone(),
@@ -249,6 +371,13 @@ impl Ingester {
                 }
                 Applied::Duplicate => {
                     m.duplicates.fetch_add(1, Relaxed);
+                    continue;
+                }
+                Applied::Refused(why) => {
+                    m.count_refusal(why.label());
+                    if let Some(n) = self.refuse_log.check() {
+                        tracing::warn!(node = %node, kind, reason = why.label(), suppressed = n, "authentic frame refused (not applied)");
+                    }
                     continue;
                 }
             };

@@ -48,6 +48,16 @@ impl Histogram {
     }
 }
 
+/// Why an authentic (correctly signed) frame was refused: its event time out of bounds
+/// (ingest's check) or its place in the node's stream (the fleet's [`crate::fleet::Refusal`]).
+pub const REFUSALS: [&str; 5] = [
+    "time_ahead",
+    "time_behind",
+    "stale_status",
+    "retired_epoch",
+    "seq_jump",
+];
+
 /// Every counter of the aggregator.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -56,6 +66,8 @@ pub struct Metrics {
     pub bytes_in: AtomicU64,
     /// Rejected frames per [`FrameError::KINDS`] entry (same order).
     decode_errors: [AtomicU64; 8],
+    /// Authentic frames refused per [`REFUSALS`] entry (same order).
+    refused: [AtomicU64; REFUSALS.len()],
     /// Messages on topics that are not Yunjian node topics.
     pub bad_topic: AtomicU64,
     pub applied: AtomicU64,
@@ -92,6 +104,20 @@ impl Metrics {
             .position(|k| *k == kind)
             .map(|i| self.decode_errors[i].load(Relaxed))
             .unwrap_or(0)
+    }
+
+    /// Count a refused frame (`reason` one of [`REFUSALS`]).
+    pub fn count_refusal(&self, reason: &str) {
+        if let Some(i) = REFUSALS.iter().position(|k| *k == reason) {
+            self.refused[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn refusals(&self, reason: &str) -> u64 {
+        REFUSALS
+            .iter()
+            .position(|k| *k == reason)
+            .map_or(0, |i| self.refused[i].load(Relaxed))
     }
 
     pub fn decode_errors_total(&self) -> u64 {
@@ -172,6 +198,17 @@ impl Metrics {
                 self.decode_errors[i].load(Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP yunjian_frames_refused_total Authentic frames refused: event time out of bounds, a stale status, a retired epoch's hello, a sequence-number leap.\n# TYPE yunjian_frames_refused_total counter"
+        );
+        for (i, k) in REFUSALS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "yunjian_frames_refused_total{{reason=\"{k}\"}} {}",
+                self.refused[i].load(Relaxed)
+            );
+        }
         counter(
             &mut out,
             "yunjian_bad_topic_total",
@@ -206,7 +243,9 @@ impl Metrics {
             &mut out,
             "yunjian_seq_missing",
             "Sequence numbers still missing, summed over nodes.",
-            fleet.nodes().map(|s| s.missing).sum(),
+            fleet
+                .nodes()
+                .fold(0u64, |sum, s| sum.saturating_add(s.missing)),
         );
         self.ingest_latency.render(
             &mut out,

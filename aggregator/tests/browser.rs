@@ -109,6 +109,7 @@ fn add(fleet: &mut Fleet, s: Spec) {
             role: s.role,
             interval_ms: 10_000,
             buffered: 0,
+            epoch: 1,
         }),
         Body::Inventory(Inventory {
             hostname: s.hostname.into(),

@@ -36,6 +36,7 @@ impl Host {
             role: Role::Host,
             interval_ms: 10_000,
             buffered: 0,
+            epoch: 1,
         });
         h.send(fleet, hello, T0, 0);
         let inv = Body::Inventory(Inventory {

@@ -38,6 +38,7 @@ fn host(fleet: &mut Fleet, id: &str, mem_pct: f64, guests: Vec<GuestView>) {
             role: Role::Host,
             interval_ms: 10_000,
             buffered: 0,
+            epoch: 1,
         }),
         Body::Inventory(Inventory {
             hostname: id.into(),

@@ -122,6 +122,7 @@ fn host(fleet: &mut Fleet, id: &str, rack: &str, sweeps: Vec<(u64, HardwareRepor
         role: Role::Host,
         interval_ms: 10_000,
         buffered: 0,
+        epoch: 1,
     });
     let inv = Body::Inventory(Inventory {
         hostname: id.into(),

@@ -437,6 +437,7 @@ fn hypervisor_lists(state: &AppState, seq: u64, vcpus: u16) {
             role: Role::Host,
             interval_ms: 10_000,
             buffered: 0,
+            epoch: 1,
         });
         f.apply(Envelope::new("h1", 1, 0, hello), 0);
     }

@@ -79,6 +79,7 @@ fn node(fleet: &mut Fleet, id: &str, role: Role, uuid: Option<&str>, rest: Vec<B
         role,
         interval_ms: 10_000,
         buffered: 0,
+        epoch: 1,
     });
     let inventory = Body::Inventory(Inventory {
         hostname: format!("{id}.local"),

@@ -107,6 +107,7 @@ fn node(fleet: &mut Fleet, id: &str, role: Role, inv: Body, rest: Vec<Body>, at:
         role,
         interval_ms: 10_000,
         buffered: 0,
+        epoch: 1,
     });
     for (i, body) in [hello, inv].into_iter().chain(rest).enumerate() {
         fleet.apply(Envelope::new(id, i as u64 + 1, at, body), at);

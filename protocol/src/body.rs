@@ -88,6 +88,12 @@ pub struct Hello {
     pub interval_ms: u32,
     /// Reports waiting in the agent's on-disk buffer at connect time (replayed next).
     pub buffered: u32,
+    /// The sequence-number epoch: a random non-zero number the agent draws when it creates its
+    /// buffer (kept with it; a memory-only buffer draws one per process). Sequence numbers
+    /// count within an epoch, so a reinstalled agent, a wiped buffer or a restarted simulator
+    /// starts a new count instead of being taken for a replay. 0 in version-1 frames (no
+    /// epoch). Since protocol version 2.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +194,14 @@ pub struct Event {
     pub message: String,
 }
 
+/// A node's connection state, retained on its status topic.
+///
+/// Freshness: a status envelope's `seq` is not a report sequence number but the **connection
+/// stamp** of the connection it belongs to: the wall-clock milliseconds at which the agent
+/// prepared that connection (the last will is signed then, the `Online` after the ConnAck
+/// carries the same stamp, a new connection a larger one). A receiver keeps the largest stamp
+/// seen and refuses a status with a smaller one, so a replayed `Offline` of an earlier
+/// connection cannot take a reporting node offline. Agents before this rule sent 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Online,

@@ -2,7 +2,8 @@
 //! wrong.
 
 use crate::auth::{NodeKey, MAC_LEN};
-use crate::{Envelope, PROTOCOL_VERSION};
+use crate::legacy::EnvelopeV1;
+use crate::{Envelope, OLDEST_VERSION, PROTOCOL_VERSION};
 
 /// Largest frame accepted or produced (bytes, MAC included). A host report is ~250 bytes; the
 /// cap leaves room for large inventories and guest lists while bounding what a bad sender costs.
@@ -15,7 +16,7 @@ pub enum FrameError {
     Empty,
     #[error("frame of {len} bytes exceeds the {max}-byte limit")]
     Oversized { len: usize, max: usize },
-    #[error("unknown protocol version {found} (this build speaks {PROTOCOL_VERSION})")]
+    #[error("unknown protocol version {found} (this build reads {OLDEST_VERSION} to {PROTOCOL_VERSION})")]
     UnknownVersion { found: u8 },
     #[error("truncated frame: {0}")]
     Truncated(String),
@@ -84,7 +85,7 @@ fn split(frame: &[u8]) -> Result<(&[u8], &[u8]), FrameError> {
             max: MAX_FRAME_LEN,
         });
     }
-    if frame[0] != PROTOCOL_VERSION {
+    if !(OLDEST_VERSION..=PROTOCOL_VERSION).contains(&frame[0]) {
         return Err(FrameError::UnknownVersion { found: frame[0] });
     }
     if frame.len() <= MAC_LEN {
@@ -97,7 +98,15 @@ fn split(frame: &[u8]) -> Result<(&[u8], &[u8]), FrameError> {
 }
 
 fn parse(signed: &[u8]) -> Result<Envelope, FrameError> {
-    match postcard::take_from_bytes::<Envelope>(signed) {
+    // `split` admitted only known versions; the first byte picks the layout
+    if signed.first() == Some(&1) {
+        return finish(postcard::take_from_bytes::<EnvelopeV1>(signed)).map(Envelope::from);
+    }
+    finish(postcard::take_from_bytes::<Envelope>(signed))
+}
+
+fn finish<T>(decoded: postcard::Result<(T, &[u8])>) -> Result<T, FrameError> {
+    match decoded {
         Ok((env, [])) => Ok(env),
         Ok((_, rest)) => Err(FrameError::TrailingBytes(rest.len())),
         Err(postcard::Error::DeserializeUnexpectedEnd) => {

@@ -13,7 +13,8 @@
 //!
 //! * `version` is the first field of [`Envelope`]; postcard encodes a `u8` as one byte, so the
 //!   first byte of every frame is the protocol version and a receiver can reject an unknown
-//!   version before decoding anything else.
+//!   version before decoding anything else. This build writes [`PROTOCOL_VERSION`] and reads
+//!   every version from [`OLDEST_VERSION`] on (see [`legacy`]).
 //! * The MAC is HMAC-SHA256 over the signed part with the sending node's enrolled key,
 //!   truncated to [`MAC_LEN`] bytes (see [`auth`]).
 //! * A frame is at most [`MAX_FRAME_LEN`] bytes.
@@ -41,6 +42,7 @@ pub mod body;
 pub mod command;
 pub mod frame;
 pub mod hardware;
+pub mod legacy;
 pub mod topics;
 
 pub use auth::{KeyError, MasterKey, NodeKey, MAC_LEN};
@@ -50,18 +52,27 @@ pub use frame::{decode, decode_unverified, encode, FrameError, MAX_FRAME_LEN};
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this build writes and reads.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build writes.
+///
+/// History: 1 — the first wire; 2 — [`Hello::epoch`] (sequence numbers count within an
+/// epoch).
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// The oldest version this build still reads (an older agent's frames are converted on
+/// decode: see [`legacy`]).
+pub const OLDEST_VERSION: u8 = 1;
 
 /// Every message on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
-    /// Always [`PROTOCOL_VERSION`] when written by this build. First byte of the frame.
+    /// Always [`PROTOCOL_VERSION`] when written by this build; the frame's own version when
+    /// decoded. First byte of the frame.
     pub version: u8,
     /// The sending node's id (see [`topics::valid_node_id`]). Must equal the node in the topic.
     pub node: String,
-    /// Per-node sequence number of reports, starting at 1, contiguous across restarts when the
-    /// agent keeps its state directory. 0 is used for status messages (outside the stream).
+    /// Per-node sequence number of reports, starting at 1 in each epoch ([`Hello::epoch`]),
+    /// contiguous across restarts when the agent keeps its state directory. Status messages
+    /// are outside the stream and carry their connection stamp here instead (see [`Status`]).
     pub seq: u64,
     /// Event time: when the sample was taken, milliseconds since the Unix epoch (UTC).
     /// Not the arrival time; the simulator's accelerated clock advances it faster than wall time.

@@ -78,7 +78,7 @@ fn golden_status_bytes() {
     assert_eq!(
         signed,
         &[
-            1, // version
+            2, // version
             2, b'h', b'1', // node: len + bytes
             0,    // seq
             0x80, 0xd0, 0x95, 0xff, 0xbc, 0x31, // ts_ms varint
@@ -99,14 +99,46 @@ fn golden_hello_bytes() {
             role: Role::Guest,
             interval_ms: 10_000,
             buffered: 3,
+            epoch: 1,
         }),
     );
     let frame = encode(&env, &key()).unwrap();
     let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
     assert_eq!(
         signed,
-        &[1, 2, b'h', b'1', 1, 5, 0, 3, b'0', b'.', b'1', 1, 0x90, 0x4e, 3]
+        &[2, 2, b'h', b'1', 1, 5, 0, 3, b'0', b'.', b'1', 1, 0x90, 0x4e, 3, 1]
     );
+}
+
+/// A version-1 hello (before the epoch) still decodes, with epoch 0 and its own version.
+#[test]
+fn version_1_hello_decodes_without_an_epoch() {
+    let signed = [
+        1, 2, b'h', b'1', 1, 5, 0, 3, b'0', b'.', b'1', 1, 0x90, 0x4e, 3,
+    ];
+    let mut frame = signed.to_vec();
+    frame.extend_from_slice(&key().mac(&signed));
+    let env = decode(&frame, "h1", &key()).unwrap();
+    assert_eq!(env.version, 1);
+    assert_eq!(
+        env.body,
+        Body::Hello(Hello {
+            agent_version: "0.1".into(),
+            role: Role::Guest,
+            interval_ms: 10_000,
+            buffered: 3,
+            epoch: 0,
+        })
+    );
+    // a version-1 frame of any other kind is read as it always was
+    let mut report = encode(&typical_host_report(), &key()).unwrap();
+    report.truncate(report.len() - MAC_LEN);
+    report[0] = 1;
+    let tag = key().mac(&report);
+    report.extend_from_slice(&tag);
+    let old = decode(&report, "gx-nn-r07-h12", &key()).unwrap();
+    assert_eq!(old.version, 1);
+    assert_eq!(old.body, typical_host_report().body);
 }
 
 #[test]
@@ -123,7 +155,7 @@ fn golden_command_bytes() {
     );
     let frame = encode(&env, &key()).unwrap();
     let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
-    let mut expected = vec![1, 2, b'h', b'1', 0, 1, 4];
+    let mut expected = vec![2, 2, b'h', b'1', 0, 1, 4];
     expected.extend([9u8; 16]);
     expected.extend([2, 0]);
     assert_eq!(signed, &expected[..]);
@@ -162,7 +194,7 @@ fn golden_antivirus_bytes() {
     assert_eq!(
         signed,
         &[
-            1, 2, b'h', b'1', 7, 1, // version, node, seq, ts_ms
+            2, 2, b'h', b'1', 7, 1, // version, node, seq, ts_ms
             8, // Body::Antivirus
             1, // one product
             2, b'a', b'v', // profile
@@ -186,11 +218,17 @@ fn garbage_truncated_and_wrong_version_get_typed_errors() {
     let node = "gx-nn-r07-h12";
 
     assert_eq!(decode(&[], node, &k), Err(FrameError::Empty));
-    let mut v2 = frame.clone();
-    v2[0] = 2;
+    let mut v3 = frame.clone();
+    v3[0] = 3;
     assert_eq!(
-        decode(&v2, node, &k),
-        Err(FrameError::UnknownVersion { found: 2 })
+        decode(&v3, node, &k),
+        Err(FrameError::UnknownVersion { found: 3 })
+    );
+    let mut v0 = frame.clone();
+    v0[0] = 0;
+    assert_eq!(
+        decode(&v0, node, &k),
+        Err(FrameError::UnknownVersion { found: 0 })
     );
     assert!(matches!(
         decode(&frame[..40], node, &k),
@@ -302,7 +340,7 @@ fn golden_hardware_bytes() {
     assert_eq!(
         signed,
         &[
-            1, 2, b'h', b'1', 7, 1, // version, node, seq, ts_ms
+            2, 2, b'h', b'1', 7, 1, // version, node, seq, ts_ms
             9, // Body::Hardware
             0, 3, b'l', b'a', b'n', // BmcState::Ok("lan")
             1, 1, 0, 0, 0, 1, // Some(chassis): on, cooling fault

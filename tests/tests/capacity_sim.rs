@@ -104,6 +104,7 @@ fn the_forecast_names_the_day_a_filling_pool_crosses_70_percent_and_the_alarm_fo
             role: sim.nodes()[i].role(),
             interval_ms: 10_000,
             buffered: 0,
+            epoch: 1,
         });
         send(&mut fleet, i, hello, T0, 0);
         send(

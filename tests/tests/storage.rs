@@ -190,6 +190,7 @@ fn story(open: Open, sql: RawSql) {
         role: Role::Host,
         interval_ms: 10_000,
         buffered: 3,
+        epoch: 1,
     };
     let h1 = NodeRow {
         node: "h1".into(),

@@ -23,6 +23,11 @@ const SEGMENT_HEADER_LEN: u64 = 16;
 /// Frame length (u32 LE) + CRC-32 (u32 LE) + seq (u64 LE).
 const RECORD_HEADER_LEN: u64 = 16;
 const ACK_MAGIC: &[u8; 4] = b"YJAK";
+/// The sequence-number epoch of the buffer: drawn when the buffer is created.
+pub(crate) const EPOCH_FILE: &str = "buffer.epoch";
+const EPOCH_MAGIC: &[u8; 4] = b"YJEP";
+/// Magic (4 bytes) + epoch (u64 LE) + CRC-32 of the first 12 bytes (u32 LE).
+const EPOCH_LEN: usize = 16;
 /// Magic (4 bytes) + watermark (u64 LE) + CRC-32 of the first 12 bytes (u32 LE).
 const ACK_LEN: usize = 16;
 /// The dead prefix of the segment (acknowledged or dropped records) is rewritten away once it
@@ -46,6 +51,64 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BufferError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// A random non-zero epoch.
+fn new_epoch() -> u64 {
+    let mut bytes = [0u8; 8];
+    // the OS's randomness; should it fail, the clock still separates two buffers' epochs
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            .to_le_bytes();
+    }
+    u64::from_le_bytes(bytes).max(1)
+}
+
+fn epoch_record(epoch: u64) -> [u8; EPOCH_LEN] {
+    let mut rec = [0u8; EPOCH_LEN];
+    rec[..4].copy_from_slice(EPOCH_MAGIC);
+    rec[4..12].copy_from_slice(&epoch.to_le_bytes());
+    let crc = crc32fast::hash(&rec[..12]);
+    rec[12..].copy_from_slice(&crc.to_le_bytes());
+    rec
+}
+
+fn parse_epoch(rec: &[u8]) -> Option<u64> {
+    let rec: &[u8; EPOCH_LEN] = rec.try_into().ok()?;
+    let crc = u32::from_le_bytes(rec[12..].try_into().ok()?);
+    let epoch = u64::from_le_bytes(rec[4..12].try_into().ok()?);
+    (&rec[..4] == EPOCH_MAGIC && crc32fast::hash(&rec[..12]) == crc && epoch != 0).then_some(epoch)
+}
+
+/// The buffer directory's epoch: read from [`EPOCH_FILE`], or drawn and written (synced, via a
+/// temporary file and rename) when the file is missing or damaged. A new epoch with the
+/// sequence numbers continuing is harmless: the receiver only restarts its count when the
+/// numbers go back.
+fn open_epoch(dir: &Path) -> Result<u64, BufferError> {
+    let path = dir.join(EPOCH_FILE);
+    match fs::read(&path) {
+        Ok(rec) => {
+            if let Some(epoch) = parse_epoch(&rec) {
+                return Ok(epoch);
+            }
+            tracing::warn!(path = %path.display(), "report buffer epoch file is damaged; drawing a new epoch");
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&path)(e)),
+    }
+    let epoch = new_epoch();
+    let tmp = dir.join(format!("{EPOCH_FILE}.tmp"));
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(&epoch_record(epoch))
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    Ok(epoch)
 }
 
 /// Where a buffered frame's bytes are.
@@ -110,6 +173,8 @@ pub(crate) struct Buffer {
     bytes: u64,
     max_bytes: u64,
     next_seq: u64,
+    /// The epoch the sequence numbers count in (announced in every `Hello`).
+    epoch: u64,
     /// Current MQTT session; bumped on every ConnAck.
     session: u32,
     /// Every entry before it was already handed to MQTT in this session (or is acked).
@@ -118,13 +183,14 @@ pub(crate) struct Buffer {
 }
 
 impl Buffer {
-    /// A buffer that lives in memory only; sequence numbers start at 1.
+    /// A buffer that lives in memory only; sequence numbers start at 1 in a new epoch.
     pub(crate) fn memory(max_bytes: u64) -> Buffer {
         Buffer {
             entries: VecDeque::new(),
             bytes: 0,
             max_bytes,
             next_seq: 1,
+            epoch: new_epoch(),
             session: 0,
             cursor: 0,
             disk: None,
@@ -184,11 +250,13 @@ impl Buffer {
                 entries.push_back(entry);
             }
         }
+        let epoch = open_epoch(dir)?;
         let mut buffer = Buffer {
             entries,
             bytes,
             max_bytes,
             next_seq: floor.max(watermark + 1).max(last_seq + 1).max(1),
+            epoch,
             session: 0,
             cursor: 0,
             disk: Some(Segment {
@@ -203,6 +271,11 @@ impl Buffer {
         };
         let dropped = buffer.enforce_cap();
         Ok((buffer, dropped))
+    }
+
+    /// The epoch this buffer's sequence numbers count in.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The seq the next appended frame must carry.
@@ -636,6 +709,42 @@ mod tests {
         let written = fs::read(dir.path().join(SEGMENT_FILE)).unwrap();
         assert!(written.ends_with(&record(3, 0x4D04_70B0, b"report three")));
         assert_eq!(encode_watermark(1)[..], ack[..]);
+    }
+
+    /// The epoch stays with its buffer directory across restarts; a wiped directory, a
+    /// damaged epoch file or a memory-only buffer each count in a new one.
+    #[test]
+    fn the_epoch_lives_with_the_buffer_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut b, _) = Buffer::open(dir.path(), 1 << 20).unwrap();
+        let epoch = b.epoch();
+        assert_ne!(epoch, 0);
+        b.append(&frame(1, 40)).unwrap();
+        drop(b);
+        let (b, _) = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            (b.epoch(), b.next_seq()),
+            (epoch, 2),
+            "same buffer, same count"
+        );
+        drop(b);
+        // the pinned layout: magic, epoch, CRC-32 of both
+        let rec = fs::read(dir.path().join(EPOCH_FILE)).unwrap();
+        assert_eq!(rec[..], epoch_record(epoch)[..]);
+        assert_eq!(&rec[..4], b"YJEP");
+        assert_eq!(rec[4..12], epoch.to_le_bytes());
+
+        fs::write(dir.path().join(EPOCH_FILE), b"YJEP garbage....").unwrap();
+        let (b, _) = Buffer::open(dir.path(), 1 << 20).unwrap();
+        assert_ne!(b.epoch(), epoch, "a damaged epoch file draws a new epoch");
+        assert_eq!(b.next_seq(), 2, "the numbers continue all the same");
+        drop(b);
+
+        let wiped = tempfile::tempdir().unwrap();
+        let (b, _) = Buffer::open(wiped.path(), 1 << 20).unwrap();
+        assert_ne!(b.epoch(), epoch);
+        assert_eq!(b.next_seq(), 1);
+        assert_ne!(Buffer::memory(1).epoch(), Buffer::memory(1).epoch());
     }
 
     #[test]

@@ -168,6 +168,16 @@ impl Driver {
                 // (rumqttc 0.24 writes a 256 KiB one when a connection breaks; dropping it lets
                 // the allocator reclaim that). Every frame not acknowledged is still in our
                 // buffer and is replayed, in order, after the next ConnAck.
+                // The next connection gets a new stamp, and its last will carries it: the
+                // lost connection's will (published now by the broker) stays the older one.
+                core.conn_stamp = super::state::next_conn_stamp(core.conn_stamp);
+                let ctx = &self.shared.ctx;
+                match super::state::last_will(&ctx.id, &ctx.topics.status, core.conn_stamp) {
+                    Ok(will) => {
+                        self.options.set_last_will(will);
+                    }
+                    Err(error) => tracing::warn!(%error, "could not encode the last will"),
+                }
                 let (client, eventloop) =
                     AsyncClient::new(self.options.clone(), super::REQUEST_CHANNEL);
                 core.client = client;

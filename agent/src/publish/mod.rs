@@ -7,9 +7,12 @@
 //! rumqttc speaking MQTT 3.1.1, client id [`topics::client_id`], **clean session off** (the
 //! broker keeps the command subscription and queues commands while the agent is away), QoS 1
 //! for everything, keep-alive from [`MqttConfig`]. The last will is a retained
-//! `Status::Offline` envelope (seq 0) on [`topics::status`]. On every ConnAck, in this order:
+//! `Status::Offline` envelope on [`topics::status`] whose seq is the connection's stamp (the
+//! wall-clock ms when the connection was prepared, above every earlier stamp; a new one for
+//! each new connection, so a replayed status of an earlier connection is stale: see
+//! [`yunjian_protocol::Status`]). On every ConnAck, in this order:
 //!
-//! 1. retained `Status::Online` (seq 0) on the status topic;
+//! 1. retained `Status::Online` (the same stamp) on the status topic;
 //! 2. subscribe to [`topics::command`] (QoS 1);
 //! 3. `Hello` (its `buffered` = frames waiting at that moment), then the inventory if one was
 //!    set, then a `buffer.dropped` event if frames were dropped since the last connection;
@@ -22,9 +25,12 @@
 //! # Sequence numbers
 //!
 //! Every envelope on the report topic (Hello, Inventory, Report, Event, Guests, CommandResult)
-//! takes the next number of **one counter per node**, starting at 1. Status envelopes use seq 0.
-//! With a buffer directory the counter continues across agent restarts; in memory-only mode it
-//! starts at 1 with each process. A number is never used twice for different content.
+//! takes the next number of **one counter per node**, starting at 1. Status envelopes carry
+//! the connection stamp instead. The counter counts within an **epoch** (announced in every
+//! `Hello`): a random number drawn when the buffer is created and kept with it in
+//! `buffer.epoch`. With a buffer directory the counter and its epoch continue across agent
+//! restarts; in memory-only mode, or with a wiped or new directory, a new epoch starts at 1.
+//! A number is never used twice in one epoch for different content.
 //!
 //! # Delivery guarantee
 //!
@@ -64,6 +70,9 @@
 //!   with the header's next-seq floor set to the next seq. The segment thus stays below about
 //!   `2 × max_bytes + 64 KiB`. The next seq after a restart is the maximum of the floor, the
 //!   watermark + 1 and the last record's seq + 1.
+//! * `buffer.epoch`: `b"YJEP" | epoch: u64 LE | crc32: u32 LE`, written once when the buffer
+//!   is created (via a temporary file, synced). Missing or damaged: a new epoch is drawn (the
+//!   numbers continue; the receiver restarts its count only when they go back).
 //! * `commands.seen`: the ids (16 bytes each, oldest first) of the last 1024 accepted commands,
 //!   rewritten via a temporary file and rename after each accepted command.
 //! * `commands.results`: the results journal of the last 1024 commands (see Commands).
@@ -125,7 +134,7 @@ pub(crate) use commands::hex as command_id_hex;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, MqttOptions, TlsConfiguration, Transport};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -140,7 +149,7 @@ use self::buffer::Buffer;
 use self::commands::CommandBook;
 use self::config::{BufferConfig, MqttConfig};
 use self::driver::Driver;
-use self::state::{status_frame, topics_for, Core, Ctx, Shared};
+use self::state::{last_will, next_conn_stamp, topics_for, Core, Ctx, Shared};
 
 /// rumqttc's request channel: the window, the status publishes, the subscription and the
 /// DISCONNECT always fit.
@@ -281,9 +290,12 @@ impl Publisher {
             None => (Buffer::memory(buffer.max_bytes), 0),
         };
         let book = Arc::new(Mutex::new(CommandBook::load(buffer.dir.as_deref())?));
-        let will = status_frame(&id, Status::Offline).map_err(|source| PublishError::Encode {
-            kind: "status",
-            source,
+        let conn_stamp = next_conn_stamp(0);
+        let will = last_will(&id, &topics::status(&id.node), conn_stamp).map_err(|source| {
+            PublishError::Encode {
+                kind: "status",
+                source,
+            }
         })?;
 
         let mut options = MqttOptions::new(topics::client_id(&id.node), &mqtt.host, mqtt.port);
@@ -294,12 +306,7 @@ impl Publisher {
             .set_credentials(id.node.clone(), id.key.mqtt_password())
             .set_inflight(MQTT_INFLIGHT)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-            .set_last_will(LastWill::new(
-                topics::status(&id.node),
-                will,
-                QoS::AtLeastOnce,
-                true,
-            ));
+            .set_last_will(will);
         if let Some(tls) = tls {
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         }
@@ -314,7 +321,7 @@ impl Publisher {
                 broker,
                 max_bytes: buffer.max_bytes,
             },
-            core: Mutex::new(Core::new(client, buf, dropped_on_open)),
+            core: Mutex::new(Core::new(client, buf, dropped_on_open, conn_stamp)),
             stop: Notify::new(),
         });
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);

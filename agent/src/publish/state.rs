@@ -73,6 +73,9 @@ pub(crate) struct Core {
     /// Shutdown in progress: give up waiting for acknowledgements at this instant.
     pub stop_deadline: Option<tokio::time::Instant>,
     pub offline_acked: bool,
+    /// The connection stamp of the current (or next) connection: its last will and its
+    /// statuses carry it (see [`yunjian_protocol::Status`]).
+    pub conn_stamp: u64,
     /// Requests in the rumqttc channel, in channel order, not yet given a packet id.
     handed: VecDeque<Tag>,
     /// Published and waiting for PubAck, by packet id.
@@ -86,7 +89,12 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(client: AsyncClient, buffer: Buffer, dropped_on_open: u64) -> Core {
+    pub(crate) fn new(
+        client: AsyncClient,
+        buffer: Buffer,
+        dropped_on_open: u64,
+        conn_stamp: u64,
+    ) -> Core {
         Core {
             client,
             buffer,
@@ -95,6 +103,7 @@ impl Core {
             closed: false,
             stop_deadline: None,
             offline_acked: false,
+            conn_stamp,
             handed: VecDeque::new(),
             inflight: Vec::new(),
             collided: None,
@@ -218,6 +227,7 @@ impl Core {
             role: ctx.id.role,
             interval_ms: ctx.id.interval_ms,
             buffered: u32::try_from(self.buffer.len()).unwrap_or(u32::MAX),
+            epoch: self.buffer.epoch(),
         };
         self.enqueue_logged(ctx, Body::Hello(hello), true);
         if let Some(inventory) = self.inventory.clone() {
@@ -241,9 +251,9 @@ impl Core {
         self.feed(ctx);
     }
 
-    /// Publish the retained status (seq 0, outside the report stream).
+    /// Publish the retained status (outside the report stream, with the connection stamp).
     pub(crate) fn hand_status(&mut self, ctx: &Ctx, status: Status) {
-        match status_frame(&ctx.id, status) {
+        match status_frame(&ctx.id, status, self.conn_stamp) {
             Ok(frame) => {
                 self.hand(&ctx.topics.status, true, frame, Tag::Status(status));
             }
@@ -310,9 +320,35 @@ impl Core {
     }
 }
 
-pub(crate) fn status_frame(id: &Identity, status: Status) -> Result<Vec<u8>, FrameError> {
-    let envelope = Envelope::new(id.node.clone(), 0, now_ms(), Body::Status(status));
+/// A status frame of the connection stamped `conn_stamp` (its `seq`).
+pub(crate) fn status_frame(
+    id: &Identity,
+    status: Status,
+    conn_stamp: u64,
+) -> Result<Vec<u8>, FrameError> {
+    let envelope = Envelope::new(id.node.clone(), conn_stamp, now_ms(), Body::Status(status));
     encode(&envelope, &id.key)
+}
+
+/// The stamp of a new connection: the wall clock in ms, and always above the previous one
+/// (a clock stepped back must not make a new connection's statuses look stale).
+pub(crate) fn next_conn_stamp(previous: u64) -> u64 {
+    now_ms().max(previous.saturating_add(1))
+}
+
+/// The last will of a connection stamped `conn_stamp`: its retained `Offline`.
+pub(crate) fn last_will(
+    id: &Identity,
+    topic: &str,
+    conn_stamp: u64,
+) -> Result<rumqttc::LastWill, FrameError> {
+    let will = status_frame(id, Status::Offline, conn_stamp)?;
+    Ok(rumqttc::LastWill::new(
+        topic,
+        will,
+        rumqttc::QoS::AtLeastOnce,
+        true,
+    ))
 }
 
 pub(crate) fn topics_for(node: &str) -> Topics {

@@ -168,6 +168,7 @@ mod tests {
             role: Role::Guest,
             interval_ms: 10_000,
             buffered: 0,
+            epoch: 1,
         });
         f.apply(Envelope::new("vm1", 1, 0, hello), 0);
         let inv = Inventory {
@@ -247,6 +248,7 @@ mod tests {
             role: Role::Host,
             interval_ms: 10_000,
             buffered: 0,
+            epoch: 1,
         });
         hosts.apply(Envelope::new("h1", 1, 0, hello), 0);
         assert!(findings(&hosts, &reg, LATER).is_empty());

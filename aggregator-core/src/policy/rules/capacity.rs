@@ -736,6 +736,7 @@ pub(crate) mod tests {
                 role,
                 interval_ms: 10_000,
                 buffered: 0,
+                epoch: 1,
             });
             fleet.apply(Envelope::new(node, 1, ts_ms, hello), ts_ms);
         }

@@ -199,6 +199,7 @@ mod tests {
                 role: Role::Host,
                 interval_ms: INTERVAL as u32,
                 buffered: 0,
+                epoch: 1,
             });
             fleet.apply(Envelope::new("h1", 1, 0, hello), 0);
             let profile = Profile::default();

@@ -100,6 +100,7 @@ mod tests {
             role: Role::Host,
             interval_ms: 1000,
             buffered: 0,
+            epoch: 1,
         });
         fleet.apply(Envelope::new("h1", 0, 0, Body::Status(Status::Online)), 0);
         fleet.apply(Envelope::new("h1", 1, 0, hello), 0);
