@@ -121,6 +121,18 @@ async fn main() -> anyhow::Result<()> {
     scenario
         .validate()
         .map_err(|e| anyhow::anyhow!("scenario after command-line overrides: {e}"))?;
+    // said when it happens within the run (or its first day, for a run without an end)
+    let horizon = args.duration.unwrap_or(Duration::from_secs(86_400));
+    if let Some(after) = scenario
+        .overtakes_wall_clock(yunjian_simulator::clock::unix_now_ms())
+        .filter(|after| *after < horizon)
+    {
+        tracing::warn!(
+            after_s = after.as_secs(),
+            accel = scenario.accel,
+            "the accelerated event time overtakes the wall clock after this many seconds; the aggregator refuses reports more than its [event_time] max_ahead (10 min by default) ahead: give the scenario a `start` further in the past"
+        );
+    }
 
     if let Some(dir) = &args.register_forms {
         let fleet = yunjian_simulator::fleet::Fleet::build(scenario)?;

@@ -305,6 +305,19 @@ impl Scenario {
     }
 
     /// Check everything serde cannot: ranges, names, uniqueness. The message names the rack.
+    /// Wall time after which the accelerated event time passes the wall clock, when the run
+    /// starts at wall time `now_ms` (`None` when it never does: real time, or a start far
+    /// enough back is not needed for `accel` ≤ 1). Aggregators refuse reports from the future.
+    pub fn overtakes_wall_clock(&self, now_ms: u64) -> Option<std::time::Duration> {
+        if self.accel <= 1.0 {
+            return None;
+        }
+        let lead_ms = now_ms.saturating_sub(self.start_ms.unwrap_or(now_ms)) as f64;
+        Some(std::time::Duration::from_secs_f64(
+            lead_ms / (self.accel - 1.0) / 1000.0,
+        ))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !(self.accel.is_finite() && self.accel > 0.0) {
             return Err(format!(
@@ -526,6 +539,22 @@ mod tests {
             let e = Scenario::from_toml_str(&format!("{text}\n{rack}")).unwrap_err();
             assert!(e.to_string().contains(says), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn an_accelerated_clock_overtakes_the_wall_clock_unless_it_starts_far_back() {
+        let mut s = Scenario::default();
+        let now = 1_790_000_000_000;
+        assert_eq!(s.overtakes_wall_clock(now), None, "real time never does");
+        s.accel = 61.0;
+        assert_eq!(s.overtakes_wall_clock(now), Some(Duration::ZERO));
+        // an hour of event time per wall minute, started a day back: a day of lead is used
+        // up in 24 wall minutes
+        s.start_ms = Some(now - 86_400_000);
+        assert_eq!(
+            s.overtakes_wall_clock(now),
+            Some(Duration::from_secs(24 * 60))
+        );
     }
 
     #[test]
