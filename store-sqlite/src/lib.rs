@@ -2,6 +2,7 @@
 //! port of [`yunjian_aggregator_core::store`]; the SQL of each domain is in its own module.
 
 mod audit;
+mod detections;
 mod hardware;
 mod reclaim;
 mod register;
@@ -17,9 +18,9 @@ use yunjian_aggregator_core::identity::{ApiToken, User};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::Register;
 use yunjian_aggregator_core::store::{
-    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore, EventRow,
-    NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
-    UserStore, WriteBatch,
+    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore,
+    DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore, ReclaimStore, RegisterStore,
+    Schema, SelRow, StorageError, UsageStore, UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
@@ -96,6 +97,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (20, usage::MIGRATION_20),
     // 30: reclaim cases, their append-only timeline, commands to agents
     (30, reclaim::MIGRATION_30),
+    // 35: the latest reclaim finding per VM, for the re-check after a restart
+    (35, detections::MIGRATION_35),
     // 40: users and API tokens
     (40, users::MIGRATION_40),
     // 41: the audit log hash-chained and append-only, retention checkpoints
@@ -535,5 +538,16 @@ impl ReclaimStore for SqliteStorage {
 
     fn commands(&mut self, outstanding_only: bool) -> Result<Vec<CommandRecord>, StorageError> {
         reclaim::commands(&self.conn, &self.err(), outstanding_only)
+    }
+}
+
+impl DetectionStore for SqliteStorage {
+    fn store_detections(&mut self, found: &[DetectionRow]) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        detections::store(&mut self.conn, found).map_err(|source| backend_error(&path, source))
+    }
+
+    fn load_detections(&mut self) -> Result<Vec<DetectionRow>, StorageError> {
+        detections::load(&self.conn, &self.err())
     }
 }
