@@ -86,7 +86,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub async fn start(cfg: &AggregatorConfig) -> Result<Aggregator, StartError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        crate::files::private_dir(&cfg.data_dir).map_err(|source| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
