@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod external;
 pub mod files;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
