@@ -87,6 +87,15 @@ pub struct SelRow {
     pub record: crate::hardware::SelRecord,
 }
 
+/// A finding fed to the reclaim service ([`crate::reclaim::Detection`]) and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionRow {
+    /// When it was fed (the re-check wants it fresher than `recheck_within`).
+    pub fed_ms: u64,
+    /// The finding; its UUID is lower-case (the service's key).
+    pub detection: crate::reclaim::Detection,
+}
+
 /// One agent event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
@@ -225,6 +234,15 @@ pub trait ReclaimStore {
     ) -> Result<Vec<crate::reclaim::CommandRecord>, StorageError>;
 }
 
+/// The latest finding fed to the reclaim service per VM, kept so that the re-check before a
+/// scheduled case acts still finds it after a restart.
+pub trait DetectionStore {
+    /// Store findings in one transaction, each replacing the stored one of its VM UUID.
+    fn store_detections(&mut self, found: &[DetectionRow]) -> Result<(), StorageError>;
+    /// Every stored finding, by VM UUID.
+    fn load_detections(&mut self) -> Result<Vec<DetectionRow>, StorageError>;
+}
+
 /// The people who sign in and their API tokens.
 pub trait UserStore {
     /// Every user, by name.
@@ -236,8 +254,8 @@ pub trait UserStore {
 /// Every port trait, for code that calls a whole backend (`use ...::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AlarmStore, AuditStore, NodeStore, ReclaimStore, RegisterStore, Schema, Storage,
-        UsageStore, UserStore,
+        AlarmStore, AuditStore, DetectionStore, NodeStore, ReclaimStore, RegisterStore, Schema,
+        Storage, UsageStore, UserStore,
     };
 }
 
@@ -250,6 +268,7 @@ pub trait Storage:
     + RegisterStore
     + UsageStore
     + ReclaimStore
+    + DetectionStore
     + UserStore
     + Send
     + std::fmt::Debug
@@ -264,6 +283,7 @@ impl<T> Storage for T where
         + RegisterStore
         + UsageStore
         + ReclaimStore
+        + DetectionStore
         + UserStore
         + Send
         + std::fmt::Debug

@@ -88,7 +88,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub async fn start(cfg: &AggregatorConfig) -> Result<Aggregator, StartError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        crate::files::private_dir(&cfg.data_dir).map_err(|source| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
         })?;
@@ -169,9 +169,11 @@ impl Aggregator {
         }
 
         let metrics = Arc::new(Metrics::default());
+        metrics.health.configure(cfg.health.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (changes_tx, changes_rx) = watch::channel(0u64);
         let (in_tx, in_rx) = mpsc::channel(cfg.ingest_queue);
+        metrics.health.ingest_queue(&in_tx);
         let (store_tx, store_rx) = mpsc::channel::<Pending>(64);
         let store = StoreHandle::new(store_tx.clone());
 
@@ -181,6 +183,8 @@ impl Aggregator {
                 .name("yj-storage".into())
                 .spawn(move || {
                     let mut storage = storage;
+                    let health = metrics.clone();
+                    let _running = health.health.storage_thread();
                     ingest::storage_loop(storage.as_mut(), store_rx, metrics)
                 })
                 .map_err(|source| StartError::DataDir {
@@ -215,17 +219,22 @@ impl Aggregator {
                 )
                 .await?;
                 let (plain, tls) = (b.local_addr(), b.tls_addr());
+                metrics
+                    .health
+                    .embedded_broker(plain.into_iter().chain(tls).collect());
                 (Some(b), plain, tls)
             }
             Some(url) => {
                 let url: BrokerUrl = url.parse()?;
                 tracing::info!(broker = %url.host, port = url.port, "using the external broker");
                 let (ready_tx, ready_rx) = oneshot::channel();
+                metrics.health.external_broker();
                 tasks.push(tokio::spawn(crate::external::run(
                     url.clone(),
                     cfg.client_id.clone(),
                     in_tx.clone(),
                     ready_tx,
+                    metrics.clone(),
                     shutdown_rx.clone(),
                 )));
                 // Start serving once subscribed, so agents started next lose nothing; a
@@ -397,6 +406,8 @@ impl Aggregator {
                 }
             }));
         }
+        // migrations ran, history is loaded, the listeners are up: `/readyz` says so
+        metrics.health.set_phase(crate::health::Phase::Ready);
         let scheme = if secure { "https" } else { "http" };
         tracing::info!(dashboard = %format!("{scheme}://{http_addr}/"), "aggregator running");
         Ok(Aggregator {
@@ -420,6 +431,9 @@ impl Aggregator {
 
     /// Stop accepting, let ingest and storage finish what they hold, and return.
     pub async fn shutdown(mut self) {
+        self.metrics
+            .health
+            .set_phase(crate::health::Phase::Stopping);
         let _ = self.shutdown.send(true);
         self.broker = None;
         for t in self.tasks.drain(..) {

@@ -45,6 +45,8 @@ pub struct AggregatorConfig {
     pub notify: crate::notify::NotifyConfig,
     /// Low-use reclaim cases: holiday calendars, command timing, the people who act (tokens).
     pub reclaim: crate::reclaim::ReclaimConfig,
+    /// `/healthz`: when storage, the broker or ingest turn from degraded to failing.
+    pub health: crate::health::HealthConfig,
 }
 
 impl Default for AggregatorConfig {
@@ -65,6 +67,7 @@ impl Default for AggregatorConfig {
             broker: BrokerConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             reclaim: crate::reclaim::ReclaimConfig::default(),
+            health: crate::health::HealthConfig::default(),
         }
     }
 }

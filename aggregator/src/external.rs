@@ -69,6 +69,7 @@ pub async fn run(
     client_id: String,
     tx: mpsc::Sender<Inbound>,
     ready: oneshot::Sender<()>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut opts = MqttOptions::new(client_id, url.host.clone(), url.port);
@@ -94,6 +95,9 @@ pub async fn run(
         };
         match ev {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                metrics
+                    .health
+                    .external_connected(true, crate::ratelimit::now_ms());
                 backoff = Duration::from_millis(250);
                 subscribed = 0;
                 tracing::info!(broker = %format!("{}:{}", url.host, url.port), "connected to external broker");
@@ -143,6 +147,9 @@ pub async fn run(
             }
             Ok(_) => {}
             Err(e) => {
+                metrics
+                    .health
+                    .external_connected(false, crate::ratelimit::now_ms());
                 if let Some(n) = conn_log.check() {
                     tracing::warn!(broker = %format!("{}:{}", url.host, url.port), suppressed = n, "external broker connection failed: {e}; retrying");
                 }

@@ -431,6 +431,7 @@ pub async fn run(
 ) {
     let mut buf = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut buf, BATCH).await > 0 {
+        ingester.metrics.health.ingest_batch(now_ms());
         let pending = ingester.process(&mut buf);
         changes.send_modify(|v| *v += 1);
         if pending.batch.is_empty() {
@@ -527,11 +528,13 @@ pub fn storage_loop<S: Schema + ?Sized>(
         loop {
             match storage.write(&batch) {
                 Ok(()) => {
+                    metrics.health.storage_committed(now_ms());
                     metrics.storage_batches.fetch_add(1, Relaxed);
                     metrics.storage_rows.fetch_add(rows, Relaxed);
                     break;
                 }
                 Err(e) => {
+                    metrics.health.storage_failed(now_ms());
                     metrics.storage_errors.fetch_add(1, Relaxed);
                     if let Some(n) = storage_log.check() {
                         tracing::error!(

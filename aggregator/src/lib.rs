@@ -10,6 +10,8 @@
 pub mod app;
 pub mod config;
 pub mod external;
+pub mod files;
+pub mod health;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;

@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
                 bail!("invalid node id {node:?}: use 1-64 characters of A-Z a-z 0-9 . _ -");
             }
             let cfg = load_config(&cli)?;
-            std::fs::create_dir_all(&cfg.data_dir)
+            yunjian_aggregator::files::private_dir(&cfg.data_dir)
                 .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
             let master = MasterKey::load_or_create(&cfg.master_key_path())?;
             master.node_key(node).write_file(out)?;

@@ -85,6 +85,8 @@ pub struct Metrics {
     /// Webhook notices delivered / given up after retries.
     pub notices_sent: AtomicU64,
     pub notices_failed: AtomicU64,
+    /// What `/healthz` and `/readyz` check (see [`crate::health`]).
+    pub health: crate::health::Health,
 }
 
 impl Metrics {

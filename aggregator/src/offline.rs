@@ -410,6 +410,9 @@ pub fn migrate_storage(
         audit: Vec::new(),
     })
     .map_err(dst)?;
+    // the latest findings, so a scheduled case's re-check still finds them on the target
+    let detections = from.load_detections().map_err(src)?;
+    to.store_detections(&detections).map_err(dst)?;
     progress("reclaim cases", copied.cases);
 
     let users = from.load_users().map_err(src)?;

@@ -153,8 +153,8 @@ use crate::alarms::Alarm;
 use crate::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use crate::register::Register;
 use crate::store::{
-    AlarmStore, AuditEntry, AuditStore, EventRow, NodeRow, NodeStore, ReclaimStore, RegisterStore,
-    Schema, SelRow, UsageStore, UserStore, WriteBatch,
+    AlarmStore, AuditEntry, AuditStore, DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore,
+    ReclaimStore, RegisterStore, Schema, SelRow, UsageStore, UserStore, WriteBatch,
 };
 use crate::usage::{Exemption, UsageDayRow};
 use yunjian_aggregator_core::identity::{ApiToken, User};
@@ -262,5 +262,14 @@ impl ReclaimStore for OffRuntime {
     }
     fn commands(&mut self, outstanding_only: bool) -> Result<Vec<CommandRecord>, StorageError> {
         blocking(|| self.0.commands(outstanding_only))
+    }
+}
+
+impl DetectionStore for OffRuntime {
+    fn store_detections(&mut self, found: &[DetectionRow]) -> Result<(), StorageError> {
+        blocking(|| self.0.store_detections(found))
+    }
+    fn load_detections(&mut self) -> Result<Vec<DetectionRow>, StorageError> {
+        blocking(|| self.0.load_detections())
     }
 }

@@ -26,9 +26,9 @@ use yunjian_aggregator_core::identity::{ApiToken, Role, User};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::{Register, ServerType, Unit, UnitRecord, VmAllocation};
 use yunjian_aggregator_core::store::{
-    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore, EventRow,
-    NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
-    UserStore, WriteBatch,
+    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore,
+    DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore, ReclaimStore, RegisterStore,
+    Schema, SelRow, StorageError, UsageStore, UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{DailySummary, Exemption, UsageDayRow};
@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("../migrations/0010_hardware_sel.sql")),
     (20, include_str!("../migrations/0020_usage.sql")),
     (30, include_str!("../migrations/0030_reclaim.sql")),
+    (
+        35,
+        include_str!("../migrations/0035_reclaim_detections.sql"),
+    ),
     (40, include_str!("../migrations/0040_users.sql")),
     (41, include_str!("../migrations/0041_audit_chain.sql")),
 ];
@@ -1139,6 +1143,53 @@ impl ReclaimStore for PostgresStorage {
         )?;
         rows.iter()
             .map(|r| decode(format!("command {}", r.get::<_, &str>(0)), r.get(1)))
+            .collect()
+    }
+}
+
+impl DetectionStore for PostgresStorage {
+    fn store_detections(&mut self, found: &[DetectionRow]) -> Result<(), StorageError> {
+        let r = (|| -> Result<(), StorageError> {
+            let target = self.target.clone();
+            let err = |e| backend(&target, e);
+            let mut tx = self.client()?.transaction().map_err(err)?;
+            if !found.is_empty() {
+                let st = tx
+                    .prepare(
+                        "INSERT INTO reclaim_detections (uuid, fed_ms, body) VALUES ($1, $2, $3)
+                         ON CONFLICT (uuid) DO UPDATE SET fed_ms = EXCLUDED.fed_ms,
+                            body = EXCLUDED.body",
+                    )
+                    .map_err(err)?;
+                for d in found {
+                    tx.execute(
+                        &st,
+                        &[&d.detection.uuid, &(d.fed_ms as i64), &json(&d.detection)],
+                    )
+                    .map_err(err)?;
+                }
+            }
+            tx.commit().map_err(err)
+        })();
+        self.note(&r);
+        r
+    }
+
+    fn load_detections(&mut self) -> Result<Vec<DetectionRow>, StorageError> {
+        let rows = self.query(
+            "SELECT uuid, fed_ms, body FROM reclaim_detections ORDER BY uuid",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(DetectionRow {
+                    fed_ms: r.get::<_, i64>(1) as u64,
+                    detection: decode(
+                        format!("reclaim detection {}", r.get::<_, &str>(0)),
+                        r.get(2),
+                    )?,
+                })
+            })
             .collect()
     }
 }

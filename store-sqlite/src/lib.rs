@@ -2,6 +2,7 @@
 //! port of [`yunjian_aggregator_core::store`]; the SQL of each domain is in its own module.
 
 mod audit;
+mod detections;
 mod hardware;
 mod reclaim;
 mod register;
@@ -17,9 +18,9 @@ use yunjian_aggregator_core::identity::{ApiToken, User};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::Register;
 use yunjian_aggregator_core::store::{
-    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore, EventRow,
-    NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, StorageError, UsageStore,
-    UserStore, WriteBatch,
+    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore,
+    DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore, ReclaimStore, RegisterStore,
+    Schema, SelRow, StorageError, UsageStore, UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
@@ -96,6 +97,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (20, usage::MIGRATION_20),
     // 30: reclaim cases, their append-only timeline, commands to agents
     (30, reclaim::MIGRATION_30),
+    // 35: the latest reclaim finding per VM, for the re-check after a restart
+    (35, detections::MIGRATION_35),
     // 40: users and API tokens
     (40, users::MIGRATION_40),
     // 41: the audit log hash-chained and append-only, retention checkpoints
@@ -108,6 +111,51 @@ fn state_str(s: AlarmState) -> &'static str {
         AlarmState::Acknowledged => "acknowledged",
         AlarmState::Cleared => "cleared",
     }
+}
+
+/// The mode of the database file and of the files SQLite keeps beside it.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Create the database file `0600` if it is missing (its directory `0700`), or tighten it and
+/// the files SQLite keeps beside it to `0600` if group or others may read them.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let beside = ["", "-wal", "-shm", "-journal"].map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    });
+    for file in beside {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(FILE_MODE))?;
+            tracing::warn!(
+                file = %file.display(),
+                was = %format!("{mode:04o}"),
+                "the database file was readable by other users; tightened to 0600"
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -134,12 +182,20 @@ fn is_busy(e: &StorageError) -> bool {
 
 impl SqliteStorage {
     /// Open (creating if needed) the database file. `:memory:` gives a private in-memory db.
+    ///
+    /// The file is created `0600` (a missing directory `0700`) before SQLite opens it, and
+    /// SQLite gives its `-wal`, `-shm` and `-journal` files the database file's mode, so only
+    /// the aggregator's user may read the register's contacts. A file found open to others
+    /// (made by an older build) is tightened, with a warning.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let p = path.display().to_string();
         let err = |source| backend_error(&p, source);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Creating the directory is best effort; opening reports the real problem.
-            let _ = std::fs::create_dir_all(dir);
+        if path != Path::new(":memory:") {
+            private_file(path).map_err(|source| StorageError::Backend {
+                backend: "sqlite",
+                target: p.clone(),
+                source: Box::new(source),
+            })?;
         }
         let conn = Connection::open(path).map_err(err)?;
         // first, so that opening while another connection migrates waits instead of failing
@@ -535,5 +591,16 @@ impl ReclaimStore for SqliteStorage {
 
     fn commands(&mut self, outstanding_only: bool) -> Result<Vec<CommandRecord>, StorageError> {
         reclaim::commands(&self.conn, &self.err(), outstanding_only)
+    }
+}
+
+impl DetectionStore for SqliteStorage {
+    fn store_detections(&mut self, found: &[DetectionRow]) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        detections::store(&mut self.conn, found).map_err(|source| backend_error(&path, source))
+    }
+
+    fn load_detections(&mut self) -> Result<Vec<DetectionRow>, StorageError> {
+        detections::load(&self.conn, &self.err())
     }
 }

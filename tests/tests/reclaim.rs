@@ -312,6 +312,11 @@ async fn wait_host_listed(addr: SocketAddr, token: &str, host: &FakeHost) {
 
 /// Open a case for the VM and walk it to `scheduled` (due now); returns its id.
 async fn open_and_schedule(addr: SocketAddr, p: &People) -> u64 {
+    open_and_schedule_at(addr, p, now_ms()).await
+}
+
+/// Open a case for the VM and walk it to `scheduled`, due at `at_ms`; returns its id.
+async fn open_and_schedule_at(addr: SocketAddr, p: &People, at_ms: u64) -> u64 {
     let (status, v) = http_request(
         addr,
         "POST",
@@ -343,7 +348,7 @@ async fn open_and_schedule(addr: SocketAddr, p: &People) -> u64 {
     )
     .await;
     assert_eq!(status, 200);
-    ok_step(addr, id, "schedule", &p.ops, json!({"at_ms": now_ms()})).await;
+    ok_step(addr, id, "schedule", &p.ops, json!({"at_ms": at_ms})).await;
     id
 }
 
@@ -438,6 +443,68 @@ async fn a_case_survives_a_restart_between_send_and_result() {
             "succeeded",
             "verify"
         ]
+    );
+    agg.shutdown().await;
+}
+
+/// Issue 11 item 8: the finding fed over HTTP lived only in memory, so a case scheduled on it
+/// and due after a restart (or a crash) was withdrawn by the re-check. Stored, it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fed_finding_survives_a_restart_and_the_scheduled_case_acts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let p = people(&cfg);
+    let ops = p.ops.as_str();
+    let agg = Aggregator::start(&cfg).await.unwrap();
+    let addr = agg.http_addr;
+    let (status, v) = import(addr, ops, 0).await;
+    assert_eq!(status, 200, "{v}");
+    let host = fake_host(&cfg, &agg).await;
+    host.answer.send_replace(false);
+    wait_host_listed(addr, ops, &host).await;
+    // due once the aggregator has been restarted
+    let due = now_ms() + 3_000;
+    let id = open_and_schedule_at(addr, &p, due).await;
+    assert_eq!(
+        case_json(addr, ops, id).await["case"]["case"]["state"],
+        "scheduled"
+    );
+    agg.shutdown().await;
+
+    let db = cfg.data_dir.join("yunjian.db");
+    let stored = {
+        use yunjian_aggregator_core::store::DetectionStore;
+        let mut s = yunjian_store_sqlite::SqliteStorage::open(&db).unwrap();
+        s.load_detections().unwrap()
+    };
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].detection.uuid, UUID.to_ascii_lowercase());
+
+    let agg = Aggregator::start(&cfg).await.unwrap();
+    let addr = agg.http_addr;
+    assert!(now_ms() < due, "restarted before the case was due");
+    let v = eventually(
+        "the case acted on after its due time",
+        WAIT,
+        || async move {
+            let v = case_json(addr, ops, id).await;
+            (v["case"]["case"]["state"] != "scheduled").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["case"]["case"]["state"], "executing", "{v}");
+    let execute = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["step"] == "execute")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        execute["detail"]["recheck"]["detected_ms"]
+            .as_u64()
+            .is_some_and(|t| t < due),
+        "the re-check found the finding fed before the restart: {execute}"
     );
     agg.shutdown().await;
 }

@@ -17,7 +17,7 @@ use yunjian_aggregator_core::policy::Profile;
 use yunjian_aggregator_core::reclaim::calendar::Calendar;
 use yunjian_aggregator_core::reclaim::case::Rules;
 use yunjian_aggregator_core::reclaim::{
-    Actor, Case, CommandRecord, CommandStatus, Kind, LogEntry, ReclaimWrite, Step,
+    Actor, Case, CommandRecord, CommandStatus, Detection, Kind, LogEntry, ReclaimWrite, Step,
 };
 use yunjian_aggregator_core::register::test_support::vm;
 use yunjian_aggregator_core::register::{
@@ -25,7 +25,7 @@ use yunjian_aggregator_core::register::{
 };
 use yunjian_aggregator_core::store::prelude::*;
 use yunjian_aggregator_core::store::{
-    AuditEntry, EventRow, NodeRow, SelRow, StorageError, WriteBatch,
+    AuditEntry, DetectionRow, EventRow, NodeRow, SelRow, StorageError, WriteBatch,
 };
 use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::exempt::Revocation;
@@ -63,6 +63,7 @@ struct Everything {
     timeline: Vec<LogEntry>,
     commands: Vec<CommandRecord>,
     outstanding: Vec<CommandRecord>,
+    detections: Vec<DetectionRow>,
     users: Vec<User>,
     tokens: Vec<ApiToken>,
 }
@@ -83,6 +84,7 @@ fn everything(s: &mut dyn Storage, case_id: u64) -> Everything {
         timeline: s.reclaim_log(case_id).unwrap(),
         commands: s.commands(false).unwrap(),
         outstanding: s.commands(true).unwrap(),
+        detections: s.load_detections().unwrap(),
         users: s.load_users().unwrap(),
         tokens: s.load_tokens().unwrap(),
     }
@@ -641,6 +643,39 @@ fn story(open: Open, sql: RawSql) {
         s.commands(true).unwrap(),
         [stop],
         "only those awaiting a result"
+    );
+
+    // The latest finding per VM fed to the reclaim service (the re-check before a scheduled
+    // case acts needs it after a restart): a newer one replaces the older of its VM.
+    let found = |uuid: &str, fed_ms: u64, kind: Kind| DetectionRow {
+        fed_ms,
+        detection: Detection {
+            uuid: uuid.into(),
+            kind,
+            evidence: serde_json::json!({ "cpu_p95_pct": 0.8, "window_days": 30 }),
+        },
+    };
+    let oversized = Kind::OverProvisioned {
+        recommended: yunjian_protocol::VmSize {
+            vcpus: 2,
+            mem_kib: 4 << 20,
+        },
+    };
+    assert!(s.load_detections().unwrap().is_empty());
+    s.store_detections(&[
+        found("bb-2", T0 + 40, Kind::Idle),
+        found("aa-1", T0 + 41, Kind::Idle),
+    ])
+    .unwrap();
+    s.store_detections(&[found("bb-2", T0 + 90, oversized.clone())])
+        .unwrap();
+    assert_eq!(
+        s.load_detections().unwrap(),
+        [
+            found("aa-1", T0 + 41, Kind::Idle),
+            found("bb-2", T0 + 90, oversized)
+        ],
+        "by UUID, the newest of each"
     );
 
     // Users and API tokens: created, then changed (a password, a disabled user, a revoked

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use yunjian_protocol::MAX_FRAME_LEN;
 
@@ -17,6 +17,10 @@ use yunjian_protocol::MAX_FRAME_LEN;
 pub(crate) const SEGMENT_FILE: &str = "buffer.seg";
 /// The acknowledgement watermark: every seq at or below it is done.
 pub(crate) const ACK_FILE: &str = "buffer.ack";
+/// The buffer directory and its files are the agent's own: signed reports waiting for the
+/// broker, command results and the ids of commands already run.
+pub(crate) const DIR_MODE: u32 = 0o700;
+pub(crate) const FILE_MODE: u32 = 0o600;
 const SEGMENT_MAGIC: &[u8; 8] = b"YJBUF001";
 /// Magic (8 bytes) + the next-seq floor (u64 LE).
 const SEGMENT_HEADER_LEN: u64 = 16;
@@ -202,13 +206,14 @@ impl Buffer {
     /// A damaged or half-written tail (a crash during an append) is cut off with a warning.
     /// Returns the buffer and how many restored frames had to be dropped to fit `max_bytes`.
     pub(crate) fn open(dir: &Path, max_bytes: u64) -> Result<(Buffer, u64), BufferError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        private_dir(dir).map_err(io_err(dir))?;
         let ack_path = dir.join(ACK_FILE);
         let ack = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(&ack_path)
             .map_err(io_err(&ack_path))?;
         let watermark = read_watermark(&ack, &ack_path)?;
@@ -507,6 +512,25 @@ impl Segment {
     }
 }
 
+/// Create the buffer directory `0700`; one that group or others may enter is tightened, with
+/// a warning.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))?;
+        tracing::warn!(
+            dir = %dir.display(),
+            was = %format!("{mode:04o}"),
+            "the report buffer directory was open to other users; tightened to 0700"
+        );
+    }
+    Ok(())
+}
+
 /// Atomically (temp file + rename) write a segment with the given next-seq floor and a copy of
 /// `src`'s byte range `(start, len)`. Returns the new file opened for reading and writing.
 fn write_segment(
@@ -521,6 +545,7 @@ fn write_segment(
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(FILE_MODE)
         .open(&tmp_path)?;
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     header[..8].copy_from_slice(SEGMENT_MAGIC);

@@ -18,12 +18,13 @@
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use yunjian_protocol::{decode, Body, Command, CommandResult, FrameError, NodeKey};
 
-use super::buffer::BufferError;
+use super::buffer::{BufferError, FILE_MODE};
 
 pub(crate) const SEEN_FILE: &str = "commands.seen";
 pub(crate) const SEEN_CAPACITY: usize = 1024;
@@ -261,6 +262,7 @@ impl Journal {
         let mut file = OpenOptions::new()
             .append(true)
             .create(true)
+            .mode(FILE_MODE)
             .open(path)
             .map_err(io)?;
         file.write_all(&line).map_err(io)?;
@@ -280,7 +282,13 @@ impl Journal {
             source,
         };
         let tmp = path.with_extension("results.tmp");
-        let mut file = File::create(&tmp).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .map_err(io)?;
         for result in &self.results {
             file.write_all(&line_of(result)).map_err(io)?;
         }
@@ -363,6 +371,7 @@ impl SeenIds {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(&tmp)
             .map_err(io)?;
         let (a, b) = self.ids.as_slices();
@@ -472,6 +481,46 @@ mod tests {
             book.check(b"\x01garbage", "h1", &key, NOW),
             Err(Rejected::Frame(_))
         ));
+    }
+
+    /// Issue 11 item 9: the buffer directory (signed reports, command ids and results) is the
+    /// agent's own: created 0700, a loose one tightened, every file in it 0600.
+    #[test]
+    fn the_buffer_directory_and_its_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let master = MasterKey::from_bytes([9; 32]);
+        let key = master.node_key("h1");
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state/buffer");
+        let (mut buffer, _) = super::super::buffer::Buffer::open(&dir, 1 << 20).unwrap();
+        buffer.append(b"a report").unwrap();
+        let mut book = CommandBook::load(Some(&dir)).unwrap();
+        let id = fresh_id(book.check(&command_frame("h1", &key, 1, NOW + 60_000), "h1", &key, NOW));
+        book.accepted(id);
+        book.record(result(1, true, "VM web-01 stopped"));
+        assert_eq!(mode(&dir), 0o700);
+        let mut files: Vec<(String, u32)> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().into_string().unwrap(), mode(&e.path()))
+            })
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                ("buffer.ack".to_string(), 0o600),
+                ("buffer.seg".to_string(), 0o600),
+                (RESULTS_FILE.to_string(), 0o600),
+                (SEEN_FILE.to_string(), 0o600),
+            ]
+        );
+        drop((buffer, book));
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        super::super::buffer::Buffer::open(&dir, 1 << 20).unwrap();
+        assert_eq!(mode(&dir), 0o700, "a loose directory is tightened");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::fleet::SharedFleet;
 use crate::policy::profile::ReclaimPolicy;
 use crate::register::changes::beijing_time;
 use crate::register::SharedRegister;
-use crate::store::{AuditEntry, Storage, StorageError};
+use crate::store::{AuditEntry, DetectionRow, Storage, StorageError};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -114,8 +114,14 @@ impl Reclaim {
             .map(|c| (c.id.clone(), c))
             .collect::<BTreeMap<_, _>>();
         let next_id = cases.keys().next_back().map_or(1, |m| m + 1);
+        let detections: HashMap<String, (u64, Detection)> = storage
+            .load_detections()?
+            .into_iter()
+            .map(|r| (r.detection.uuid.clone(), (r.fed_ms, r.detection)))
+            .collect();
         tracing::info!(
             cases = cases.len(),
+            detections = detections.len(),
             open = cases.values().filter(|c| !c.state.is_terminal()).count(),
             outstanding_commands = commands.len(),
             "reclaim cases loaded"
@@ -125,7 +131,7 @@ impl Reclaim {
                 storage,
                 cases,
                 commands,
-                detections: HashMap::new(),
+                detections,
                 next_id,
             })),
             config: Arc::new(config),
@@ -212,10 +218,30 @@ impl Reclaim {
         now_ms: u64,
     ) -> Result<Vec<u64>, ReclaimError> {
         let mut inner = self.inner.lock().await;
+        // remembered (stored first) for the re-check, which must still find them after a restart
+        let found: Vec<Detection> = found
+            .into_iter()
+            .map(|d| Detection {
+                uuid: d.uuid.to_ascii_lowercase(),
+                ..d
+            })
+            .collect();
+        let rows: Vec<DetectionRow> = found
+            .iter()
+            .map(|d| DetectionRow {
+                fed_ms: now_ms,
+                detection: d.clone(),
+            })
+            .collect();
+        inner.storage.store_detections(&rows)?;
+        for r in rows {
+            inner
+                .detections
+                .insert(r.detection.uuid.clone(), (r.fed_ms, r.detection));
+        }
         let mut opened = Vec::new();
         for d in found {
-            let uuid = d.uuid.to_ascii_lowercase();
-            inner.detections.insert(uuid.clone(), (now_ms, d.clone()));
+            let uuid = d.uuid.clone();
             if inner
                 .cases
                 .values()
@@ -1346,6 +1372,45 @@ mod tests {
         assert!(cmds.is_empty(), "nothing was sent");
         assert!(log.last().unwrap().reason.contains("re-check"));
         assert!(r.held_units().await.is_empty(), "closed cases hold nothing");
+    }
+
+    #[tokio::test]
+    async fn a_fed_finding_comes_back_from_storage_for_the_recheck() {
+        let s = setup();
+        let r = &s.reclaim;
+        let d = Detection {
+            uuid: UUID.to_uppercase(),
+            kind: Kind::Idle,
+            evidence: json!({"p95": 0.4}),
+        };
+        let id = r.detect(vec![d], T0).await.unwrap()[0];
+        for (step, who) in [
+            ("notify", ops()),
+            ("agree", unit()),
+            ("file", ops()),
+            ("approve", chief()),
+        ] {
+            r.act(id, step, &who, "", None, T0).await.unwrap();
+        }
+        r.act(id, "schedule", &ops(), "", Some(T0 + 1000), T0)
+            .await
+            .unwrap();
+        // a crash before the case is due: the finding comes back with the cases
+        let again = Reclaim::start(
+            Box::new(SqliteStorage::open(&s.db).unwrap()),
+            ReclaimConfig::default(),
+            ReclaimPolicy::default(),
+            Calendar::builtin(),
+            MasterKey::from_bytes([1; 32]),
+            Outlet::Detached,
+            r.fleet.clone(),
+            r.register.clone(),
+        )
+        .unwrap();
+        again.tick(T0 + 1000).await;
+        let (v, log, _) = again.case(id, T0 + 1000).await.unwrap();
+        assert_eq!(v.case.state, State::Executing, "{log:?}");
+        assert_eq!(log.last().unwrap().detail["recheck"]["detected_ms"], T0);
     }
 
     #[tokio::test]

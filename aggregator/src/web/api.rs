@@ -1,4 +1,4 @@
-//! JSON endpoints, `/metrics` and `/healthz`.
+//! JSON endpoints, `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Every handler copies what it needs out of the fleet under the read lock and serializes after
 //! releasing it: ingest takes the write lock for every batch.
@@ -8,9 +8,11 @@ use super::scope::Scope;
 use super::session::Principal;
 use super::{read_fleet, AppState};
 use crate::fleet::{FleetTotals, Liveness, NodeState, NodeSummary, SharedFleet};
+use crate::health::{Phase, Status};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
@@ -209,10 +211,49 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     ([(CONTENT_TYPE, PROMETHEUS_TEXT)], text)
 }
 
+/// Liveness for a supervisor (`crate::health`): the storage, broker and ingest checks with the
+/// node counts; 503 when one is failing.
 pub async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
     let (nodes, totals) = {
         let fleet = read_fleet(&app.fleet);
         (fleet.len(), fleet.totals())
     };
-    Json(json!({ "status": "ok", "nodes": nodes, "totals": totals }))
+    let report = app.metrics.health.report(now_ms());
+    let code = match report.status {
+        Status::Failing => StatusCode::SERVICE_UNAVAILABLE,
+        Status::Ok | Status::Degraded => StatusCode::OK,
+    };
+    let body = json!({
+        "status": report.status,
+        "checks": {
+            "storage": report.storage,
+            "broker": report.broker,
+            "ingest": report.ingest,
+        },
+        "nodes": nodes,
+        "totals": totals,
+    });
+    (code, Json(body))
+}
+
+/// Readiness for a load balancer: 200 once started (migrations ran, history loaded, listeners
+/// up) while no check is failing; 503 while starting, shutting down or failing.
+pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+    let health = &app.metrics.health;
+    let report = health.report(now_ms());
+    let (code, detail) = match (health.phase(), report.status) {
+        (Phase::Starting, _) => ("starting", "正在启动：迁移与数据加载尚未完成"),
+        (Phase::Stopping, _) => ("stopping", "正在停止，不再接收新请求"),
+        (Phase::Ready, Status::Failing) => ("failing", "健康检查失败，详见 /healthz"),
+        (Phase::Ready, _) => ("ready", "就绪"),
+    };
+    let status = if code == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": code == "ready", "code": code, "detail": detail })),
+    )
 }

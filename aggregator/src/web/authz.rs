@@ -138,6 +138,7 @@ pub const ROUTES: &[(Method, &str, Action)] = &[
     ),
     (Method::GET, "/assets/{name}", Action::Asset),
     (Method::GET, "/healthz", Action::Health),
+    (Method::GET, "/readyz", Action::Health),
     (Method::GET, "/", Action::ViewFleet),
     (Method::GET, "/api/nodes", Action::ViewFleet),
     (Method::GET, "/api/nodes/{id}", Action::ViewFleet),

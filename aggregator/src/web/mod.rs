@@ -8,7 +8,8 @@
 //! | `GET /api/nodes/{id}` | one node's full state and summary                           |
 //! | `GET /api/events`     | Server-Sent Events: `nodes` frames, at most one per second  |
 //! | `GET /metrics`        | Prometheus text                                             |
-//! | `GET /healthz`        | liveness probe with node counts                             |
+//! | `GET /healthz`        | liveness: storage, broker, ingest checks (503 when failing) |
+//! | `GET /readyz`         | readiness for load balancers (503 starting, stopping, failing) |
 //! | `GET /api/alarms`     | open alarms (worst first) and recently cleared ones         |
 //! | `POST /api/alarms/{id}/ack` | acknowledge as the signed-in ops user (`{"note"?}`), audited |
 //! | `GET /audit`, `/api/audit`, `/api/audit/export.xlsx` | the audit log with filters: see `audit.rs` |
@@ -176,6 +177,7 @@ fn routes(state: WebState) -> Router {
         .route("/api/events", get(sse::events))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
         .merge(alarms::routes())
         .merge(audit::routes())
         .merge(antivirus::routes())
