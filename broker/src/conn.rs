@@ -58,6 +58,8 @@ pub(crate) async fn accept_loop(
                     let shutdown = shutdown.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
+                        // counted out when the task ends, whichever way it ends
+                        let _open = Opened(&router, peer.ip());
                         let served = match tls {
                             None => serve(stream, &router, shutdown).await,
                             Some(tls) => match handshake(&tls, stream).await {
@@ -74,7 +76,6 @@ pub(crate) async fn accept_loop(
                                 tracing::warn!(%peer, suppressed = n, "MQTT connection closed: {e}");
                             }
                         }
-                        router.closed(peer.ip());
                     });
                 }
                 Err(e) => {
@@ -93,6 +94,15 @@ pub(crate) async fn accept_loop(
             },
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// A connection that [`Router::opened`] counted in; counted out on drop.
+struct Opened<'a>(&'a Router, std::net::IpAddr);
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        self.0.closed(self.1);
     }
 }
 
