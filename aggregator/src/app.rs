@@ -369,11 +369,7 @@ impl Aggregator {
                 let until = async move {
                     let _ = stop.changed().await;
                 };
-                let served = match https {
-                    Some(tls) => web::serve_tls(listener, state, tls, &http, until).await,
-                    None => web::serve(listener, state, &http, until).await,
-                };
-                if let Err(e) = served {
+                if let Err(e) = web::serve_with(listener, state, http, https, until).await {
                     tracing::error!("web server failed: {e}");
                 }
             }));

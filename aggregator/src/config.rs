@@ -197,7 +197,7 @@ impl AggregatorConfig {
         }
         if b.max_connect_bytes < 128 || b.max_connect_bytes > b.max_packet_bytes {
             return Err(ConfigError::Invalid(
-                "broker.max_connect_bytes must be at least 128 (an agent's CONNECT is about 400) \
+                "broker.max_connect_bytes must be at least 128 (an agent's CONNECT is under 400) \
                  and at most broker.max_packet_bytes"
                     .into(),
             ));

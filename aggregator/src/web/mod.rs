@@ -26,9 +26,8 @@
 //! show a using unit's people is its own VMs only (`scope.rs`).
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
-//! runs it on a listener until the shutdown future completes, [`serve_tls`] the same over HTTPS,
-//! both holding each connection to `[http]`'s limits (header and request timeouts, a cap on
-//! connections).
+//! runs it on a listener until the shutdown future completes, [`serve_with`] the same with the
+//! configured `[http]` limits (header and request timeouts, a cap on connections) and HTTPS.
 
 mod alarms;
 mod antivirus;
@@ -198,36 +197,36 @@ fn routes(state: WebState) -> Router {
 }
 
 /// Serve the app on `listener` until `shutdown` completes, then close open event streams and
-/// wait for in-flight requests. Connections are held to `http`'s limits: see [`serve_on`].
+/// wait for in-flight requests; with `[http]`'s default limits (tests, tools). The aggregator
+/// runs [`serve_with`], its configured limits and TLS.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    http: &HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "web: dashboard and API listening");
-    }
-    serve_on(listener, state, None, http, shutdown).await
+    serve_with(listener, state, HttpConfig::default(), None, shutdown).await
 }
 
-/// [`serve`] over HTTPS: each connection does its TLS handshake in its own task, then HTTP/1.1.
-/// The session cookie is marked `Secure`.
-pub async fn serve_tls(
+/// [`serve`] with `http`'s limits and, with `tls`, over HTTPS: each connection does its TLS
+/// handshake in its own task, then HTTP/1.1, and the session cookie is marked `Secure`.
+pub async fn serve_with(
     listener: TcpListener,
     mut state: AppState,
-    tls: yunjian_tls::TlsAcceptor,
-    http: &HttpConfig,
+    http: HttpConfig,
+    tls: Option<yunjian_tls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    state.auth.secure_cookie = true;
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "web: dashboard and API listening (HTTPS)");
+    if tls.is_some() {
+        state.auth.secure_cookie = true;
     }
-    serve_on(listener, state, Some(tls), http, shutdown).await
+    if let Ok(addr) = listener.local_addr() {
+        let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+        tracing::info!(%addr, "web: dashboard and API listening ({scheme})");
+    }
+    serve_on(listener, state, tls, &http, shutdown).await
 }
 
-/// The accept loop of [`serve`] and [`serve_tls`]: HTTP/1.1 on each connection, with
+/// The accept loop of [`serve_with`]: HTTP/1.1 on each connection, with
 ///
 /// * at most `http.max_connections` open: one more is closed at once;
 /// * a request's headers within `http.header_timeout` (hyper's header read timeout, which also
