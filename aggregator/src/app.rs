@@ -88,6 +88,7 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub async fn start(cfg: &AggregatorConfig) -> Result<Aggregator, StartError> {
+        raise_open_files(cfg);
         crate::files::private_dir(&cfg.data_dir).map_err(|source| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             source,
@@ -393,15 +394,12 @@ impl Aggregator {
         }
         {
             let mut stop = shutdown_rx.clone();
+            let http = cfg.http.clone();
             tasks.push(tokio::spawn(async move {
                 let until = async move {
                     let _ = stop.changed().await;
                 };
-                let served = match https {
-                    Some(tls) => web::serve_tls(listener, state, tls, until).await,
-                    None => web::serve(listener, state, until).await,
-                };
-                if let Err(e) = served {
+                if let Err(e) = web::serve_with(listener, state, http, https, until).await {
                     tracing::error!("web server failed: {e}");
                 }
             }));
@@ -443,6 +441,50 @@ impl Aggregator {
             // The storage loop ends when ingest's sender is gone: wait for it off the runtime.
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+    }
+}
+
+/// Raise the soft open-file limit to the hard one and log it. Every MQTT and HTTP connection
+/// takes a file descriptor, and the usual soft limit of 1,024 runs out long before a fleet's
+/// connections (or slow clients) reach `broker.max_connections` and `http.max_connections`:
+/// then every accept fails, MQTT logins and `/healthz` alike. Warns when even the hard limit
+/// is below what those caps let in.
+fn raise_open_files(cfg: &AggregatorConfig) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit: {e}");
+            return;
+        }
+    };
+    let limit = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(soft, hard, "cannot raise the open-file limit: {e}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let broker = match cfg.broker_url {
+        None => cfg.broker.max_connections as u64,
+        Some(_) => 0,
+    };
+    // storage, the listeners and the runtime's own descriptors
+    let wanted = broker + cfg.http.max_connections as u64 + 256;
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            wanted,
+            "open-file limit below what broker.max_connections and http.max_connections let in: \
+             accepts will fail (and back off) before the caps refuse; raise the hard limit \
+             (systemd LimitNOFILE=) or lower the caps"
+        );
+    } else {
+        tracing::info!(limit, "open-file limit");
     }
 }
 

@@ -73,13 +73,38 @@ impl Default for AggregatorConfig {
 }
 
 /// `[http]` section: how the dashboard, the JSON API and `/metrics` are served.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Time a client has to send a request's headers, from the connection's start or from the
+    /// end of the previous response; then the connection is closed. This also ends kept-alive
+    /// connections that stay idle that long.
+    #[serde(with = "crate::time::duration")]
+    pub header_timeout: std::time::Duration,
+    /// Time a request has, from its headers to the start of its response (reading the body
+    /// included); then it is answered 408 and the connection closed. A response already
+    /// streaming (the dashboard's event stream) is not cut.
+    #[serde(with = "crate::time::duration")]
+    pub request_timeout: std::time::Duration,
+    /// Connections open at once (event streams included); a new connection beyond it is
+    /// closed at once. Keep it below the open-file limit, which the aggregator raises
+    /// to the hard limit at start, minus the broker's `max_connections`.
+    pub max_connections: usize,
     /// HTTPS on `http_listen`: `cert` (PEM certificate chain, server certificate first) and
     /// `key` (PEM private key: PKCS#8, RSA or EC). The session cookie is then marked `Secure`.
     /// Unset: plain HTTP, for a loopback demo or behind a TLS-terminating proxy.
     pub tls: Option<yunjian_tls::TlsFiles>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: std::time::Duration::from_secs(10),
+            request_timeout: std::time::Duration::from_secs(60),
+            max_connections: 1024,
+            tls: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,9 +177,36 @@ impl AggregatorConfig {
                 "broker.plain = false needs a [broker.tls] section (no listener otherwise)".into(),
             ));
         }
+        if self.http.header_timeout.is_zero()
+            || self.http.request_timeout.is_zero()
+            || self.http.max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.header_timeout, http.request_timeout and http.max_connections must be above 0"
+                    .into(),
+            ));
+        }
         if self.broker.session_queue == 0 || self.broker.max_inflight == 0 {
             return Err(ConfigError::Invalid(
                 "broker.session_queue and broker.max_inflight must be at least 1".into(),
+            ));
+        }
+        let b = &self.broker;
+        if b.connect_timeout.is_zero()
+            || b.max_connections == 0
+            || b.max_connections_per_address == 0
+        {
+            return Err(ConfigError::Invalid(
+                "broker.connect_timeout, broker.max_connections and \
+                 broker.max_connections_per_address must be above 0"
+                    .into(),
+            ));
+        }
+        if b.max_connect_bytes < 128 || b.max_connect_bytes > b.max_packet_bytes {
+            return Err(ConfigError::Invalid(
+                "broker.max_connect_bytes must be at least 128 (an agent's CONNECT is under 400) \
+                 and at most broker.max_packet_bytes"
+                    .into(),
             ));
         }
         Ok(())

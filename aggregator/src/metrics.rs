@@ -6,7 +6,7 @@ use crate::fleet::{Fleet, Liveness};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use yunjian_broker::BrokerMetrics;
+use yunjian_broker::{BrokerMetrics, Refused};
 use yunjian_protocol::FrameError;
 
 /// Upper bounds (seconds) of the ingest-latency histogram buckets.
@@ -87,6 +87,17 @@ pub struct Metrics {
     pub notices_failed: AtomicU64,
     /// What `/healthz` and `/readyz` check (see [`crate::health`]).
     pub health: crate::health::Health,
+    /// HTTP connections open now (a gauge).
+    pub http_connections: AtomicU64,
+    /// HTTP connections closed at accept because `http.max_connections` were open.
+    pub http_refused: AtomicU64,
+    /// HTTP connections closed because a request's headers took longer than
+    /// `http.header_timeout` (idle kept-alive connections included).
+    pub http_header_timeouts: AtomicU64,
+    /// Requests answered 408 after `http.request_timeout`.
+    pub http_request_timeouts: AtomicU64,
+    /// Failed `accept` calls on the web listener (out of file descriptors and the like).
+    pub http_accept_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -331,6 +342,55 @@ impl Metrics {
             "yunjian_notices_failed_total",
             "Webhook notices given up after retries.",
             &self.notices_failed,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP yunjian_broker_connections_refused_total MQTT connections closed before login, by reason.\n\
+             # TYPE yunjian_broker_connections_refused_total counter"
+        );
+        for why in Refused::ALL {
+            let _ = writeln!(
+                out,
+                "yunjian_broker_connections_refused_total{{reason=\"{}\"}} {}",
+                why.as_str(),
+                self.broker.refused(why)
+            );
+        }
+        counter(
+            &mut out,
+            "yunjian_broker_accept_errors_total",
+            "Failed accepts on the MQTT listeners (out of file descriptors and the like).",
+            &self.broker.accept_errors,
+        );
+        gauge(
+            &mut out,
+            "yunjian_http_connections",
+            "HTTP connections open on the web server.",
+            self.http_connections.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "yunjian_http_connections_refused_total",
+            "HTTP connections closed at accept: http.max_connections were open.",
+            &self.http_refused,
+        );
+        counter(
+            &mut out,
+            "yunjian_http_header_timeouts_total",
+            "HTTP connections closed for headers not received within http.header_timeout.",
+            &self.http_header_timeouts,
+        );
+        counter(
+            &mut out,
+            "yunjian_http_request_timeouts_total",
+            "HTTP requests answered 408 after http.request_timeout.",
+            &self.http_request_timeouts,
+        );
+        counter(
+            &mut out,
+            "yunjian_http_accept_errors_total",
+            "Failed accepts on the web listener (out of file descriptors and the like).",
+            &self.http_accept_errors,
         );
         out
     }

@@ -3,7 +3,7 @@
 use crate::acl::{self, Principal};
 use crate::router::Router;
 use crate::router::{min_qos, SessionRef};
-use crate::AckToken;
+use crate::{AckToken, Refused};
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     self, ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
@@ -16,35 +16,50 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
+use yunjian_ratelimit::Backoff;
 use yunjian_tls::TlsAcceptor;
 
 /// Read buffer growth step for a connection.
 const READ_CHUNK: usize = 32 * 1024;
 
-/// Time a new connection has to send CONNECT (after the TLS handshake, if any).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Time a new connection on the TLS listener has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accept on `listener`; with `tls`, each connection does its TLS handshake in its own task
-/// before the same MQTT handling as plain connections.
+/// before the same MQTT handling as plain connections. A connection beyond the caps
+/// (`max_connections`, `max_connections_per_address`) is closed at once; failed accepts (out
+/// of file descriptors) back off from 10 ms to 1 s.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Arc<Router>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
+                    if let Err(why) = router.opened(peer.ip()) {
+                        if let Some(n) = router.refuse_log.check() {
+                            tracing::warn!(
+                                %peer, reason = why.as_str(), suppressed = n,
+                                max_connections = router.config.max_connections,
+                                max_connections_per_address = router.config.max_connections_per_address,
+                                "MQTT connection refused: too many open (see [broker] max_connections, \
+                                 max_connections_per_address, unlimited_addresses)"
+                            );
+                        }
+                        continue; // dropping `stream` closes it
+                    }
                     let _ = stream.set_nodelay(true);
                     let router = router.clone();
                     let shutdown = shutdown.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        router.opened();
+                        // counted out when the task ends, whichever way it ends
+                        let _open = Opened(&router, peer.ip());
                         let served = match tls {
                             None => serve(stream, &router, shutdown).await,
                             Some(tls) => match handshake(&tls, stream).await {
@@ -54,21 +69,40 @@ pub(crate) async fn accept_loop(
                         };
                         if let Err(e) = served {
                             router.metrics.protocol_errors.fetch_add(1, Relaxed);
+                            if let Some(why) = e.refused() {
+                                router.metrics.refuse(why);
+                            }
                             if let Some(n) = router.proto_log.check() {
                                 tracing::warn!(%peer, suppressed = n, "MQTT connection closed: {e}");
                             }
                         }
-                        router.closed();
                     });
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off briefly, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: every retry fails the same way
+                    // until a connection closes, so pause, longer while it lasts.
+                    router.metrics.accept_errors.fetch_add(1, Relaxed);
+                    let pause = backoff.failed();
+                    if let Some(n) = router.accept_log.check() {
+                        tracing::warn!(suppressed = n, ?pause, "MQTT accept failed: {e}");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.changed() => return,
+                    }
                 }
             },
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// A connection that [`Router::opened`] counted in; counted out on drop.
+struct Opened<'a>(&'a Router, std::net::IpAddr);
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        self.0.closed(self.1);
     }
 }
 
@@ -94,12 +128,25 @@ enum ConnError {
     Codec(CodecError),
     #[error("no CONNECT within {0:?}")]
     ConnectTimeout(Duration),
+    #[error("CONNECT of {0} bytes announced, more than max_connect_bytes ({1})")]
+    ConnectTooLarge(usize, usize),
     #[error("first packet was not CONNECT")]
     NotConnect,
     #[error("invalid topic {0:?} in PUBLISH")]
     BadTopic(String),
     #[error("keep-alive expired")]
     KeepAlive,
+}
+
+impl ConnError {
+    /// The refusal it counts as, for a connection closed before login.
+    fn refused(&self) -> Option<Refused> {
+        match self {
+            ConnError::ConnectTimeout(_) => Some(Refused::ConnectTimeout),
+            ConnError::ConnectTooLarge(..) => Some(Refused::ConnectTooLarge),
+            _ => None,
+        }
+    }
 }
 
 /// Read the next complete packet, reading more from the socket as needed.
@@ -141,9 +188,23 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut rbuf = BytesMut::with_capacity(1024);
     let mut wbuf = BytesMut::with_capacity(1024);
 
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut rd, &mut rbuf, max))
-        .await
-        .map_err(|_| ConnError::ConnectTimeout(CONNECT_TIMEOUT))??;
+    // Before login the client is nobody: a small CONNECT, soon, or the connection goes.
+    let (connect_max, connect_timeout) = (
+        router.config.max_connect_bytes,
+        router.config.connect_timeout,
+    );
+    let first = tokio::time::timeout(
+        connect_timeout,
+        read_packet(&mut rd, &mut rbuf, connect_max),
+    )
+    .await
+    .map_err(|_| ConnError::ConnectTimeout(connect_timeout))?
+    .map_err(|e| match e {
+        ConnError::Codec(CodecError::PayloadSizeLimitExceeded(n)) => {
+            ConnError::ConnectTooLarge(n, connect_max)
+        }
+        e => e,
+    })?;
     let connect = match first {
         Some(Packet::Connect(c)) => c,
         Some(_) => return Err(ConnError::NotConnect),
@@ -221,6 +282,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         k => Some(Duration::from_millis(k as u64 * 1500)),
     };
     let mut last_rx = Instant::now();
+    // a packet larger than READ_CHUNK was read since the buffer was last let go
+    let mut grown = false;
     let result: Result<bool, ConnError> = async {
         loop {
             let deadline = keep_alive.map(|k| last_rx + k);
@@ -233,12 +296,23 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             // Every complete packet already buffered first: a client may pipeline packets
             // behind its CONNECT in the same segment.
             loop {
+                let buffered = rbuf.len();
                 match v4::read(&mut rbuf, max) {
                     Ok(Packet::Disconnect) => return Ok(true),
-                    Ok(p) => conn.handle(p, &mut wbuf, last_rx).await?,
+                    Ok(p) => {
+                        grown |= buffered - rbuf.len() > READ_CHUNK;
+                        conn.handle(p, &mut wbuf, last_rx).await?
+                    }
                     Err(CodecError::InsufficientBytes(_)) => break,
                     Err(e) => return Err(ConnError::Codec(e)),
                 }
+            }
+            // A large packet grew the buffer to its size, and `reserve` would keep reusing that
+            // allocation once its payload is dropped: let it go with the payload instead, so
+            // that a connection holds READ_CHUNK between large packets, not the largest seen.
+            if grown && rbuf.is_empty() {
+                rbuf = BytesMut::new();
+                grown = false;
             }
             if !wbuf.is_empty() {
                 send(&mut wr, &wbuf).await?;

@@ -16,7 +16,10 @@
 //! * persistent sessions (clean session off) keep subscriptions and queue QoS 1 messages
 //!   (commands) while the client is away, bounded; overflow drops the oldest and is counted in
 //!   `yunjian_broker_dropped_total`;
-//! * retained messages and last wills (the agents' online/offline status).
+//! * retained messages and last wills (the agents' online/offline status);
+//! * what a client that has not logged in can hold is bounded (`limit.rs`): connections in
+//!   total and per source address, a small CONNECT (`max_connect_bytes`) within
+//!   `connect_timeout`; refusals are counted in `yunjian_broker_connections_refused_total`.
 //!
 //! * MQTT over TLS on a listener of its own (`[broker.tls]`), beside or instead of the plain
 //!   one: the same connection handling runs on either stream.
@@ -38,17 +41,18 @@
 pub mod acl;
 mod conn;
 mod inbound;
+mod limit;
 mod metrics;
 mod router;
 
 use bytes::Bytes;
 pub use inbound::{AckToken, Inbound};
-pub use metrics::BrokerMetrics;
+pub use metrics::{BrokerMetrics, Refused};
 use rumqttc::mqttbytes::QoS;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use yunjian_protocol::MasterKey;
@@ -67,6 +71,27 @@ pub struct BrokerConfig {
     pub plain: bool,
     /// Largest MQTT packet accepted (bytes); a bigger one closes the connection.
     pub max_packet_bytes: usize,
+    /// Largest packet accepted before login, i.e. the CONNECT (bytes). An agent's CONNECT,
+    /// signed last will included, is under 500 bytes; a connection announcing more is closed
+    /// before its packet is read, so that clients that never log in cannot make the broker
+    /// hold `max_packet_bytes` each.
+    pub max_connect_bytes: usize,
+    /// Time a new connection has to send its whole CONNECT (after the TLS handshake, if any);
+    /// then it is closed.
+    #[serde(with = "yunjian_time::duration")]
+    pub connect_timeout: Duration,
+    /// Client connections open at once, logged in or not, on the plain and TLS listeners
+    /// together. Beyond it a new connection is closed as soon as it is accepted. Keep it below
+    /// the open-file limit, which the aggregator raises to the hard limit at start.
+    pub max_connections: usize,
+    /// Client connections open at once from one source address. 256 covers a NAT gateway in
+    /// front of a rack or a small VPC; list the address of a gateway that a larger part of the
+    /// fleet sits behind in `unlimited_addresses`.
+    pub max_connections_per_address: usize,
+    /// Source addresses that only `max_connections` applies to: the machine itself (the demo,
+    /// the simulator, a TLS-terminating proxy on the same host) and NAT gateways in front of
+    /// many agents.
+    pub unlimited_addresses: Vec<IpAddr>,
     /// QoS 1 messages kept per subscriber while it is slow or away; the oldest is dropped
     /// (and counted) beyond this.
     pub session_queue: usize,
@@ -112,6 +137,11 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
             plain: true,
             max_packet_bytes: 256 * 1024,
+            max_connect_bytes: 4096,
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            max_connections_per_address: 256,
+            unlimited_addresses: vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
             session_queue: 1000,
             max_inflight: 64,
             require_login: true,

@@ -1,9 +1,11 @@
 //! Sessions, the subscription index, retained messages and routing.
 
-use crate::{AckToken, BrokerConfig, BrokerMetrics, Inbound};
+use crate::limit::Limits;
+use crate::{AckToken, BrokerConfig, BrokerMetrics, Inbound, Refused};
 use bytes::Bytes;
 use rumqttc::mqttbytes::{matches, QoS};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
@@ -124,12 +126,15 @@ pub(crate) struct Router {
     retained: RwLock<HashMap<String, (Bytes, QoS)>>,
     conn_ids: AtomicU64,
     open: AtomicUsize,
+    limits: Limits,
     /// Rate-limited warnings: refused logins, connections closed on errors, ACL refusals,
-    /// full subscriber queues.
+    /// full subscriber queues, connections refused at accept, failed accepts.
     pub auth_log: LogLimiter,
     pub proto_log: LogLimiter,
     pub acl_log: LogLimiter,
     drop_log: LogLimiter,
+    pub refuse_log: LogLimiter,
+    pub accept_log: LogLimiter,
 }
 
 impl Router {
@@ -139,6 +144,7 @@ impl Router {
         metrics: Arc<BrokerMetrics>,
         internal: Vec<(String, mpsc::Sender<Inbound>)>,
     ) -> Self {
+        let limits = Limits::new(&config);
         Router {
             config,
             master,
@@ -149,10 +155,13 @@ impl Router {
             retained: RwLock::new(HashMap::new()),
             conn_ids: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            limits,
             auth_log: LogLimiter::new(10_000),
             proto_log: LogLimiter::new(10_000),
             acl_log: LogLimiter::new(10_000),
             drop_log: LogLimiter::new(10_000),
+            refuse_log: LogLimiter::new(10_000),
+            accept_log: LogLimiter::new(10_000),
         }
     }
 
@@ -160,13 +169,22 @@ impl Router {
         self.open.load(Relaxed)
     }
 
-    pub fn opened(&self) {
+    /// A connection from `peer` was accepted: count it in, unless a connection cap refuses it
+    /// (counted in the refusals; the caller closes it).
+    pub fn opened(&self, peer: IpAddr) -> Result<(), Refused> {
+        if let Err(why) = self.limits.admit(peer) {
+            self.metrics.refuse(why);
+            return Err(why);
+        }
         self.open.fetch_add(1, Relaxed);
         self.metrics.connections.fetch_add(1, Relaxed);
         self.metrics.connects_total.fetch_add(1, Relaxed);
+        Ok(())
     }
 
-    pub fn closed(&self) {
+    /// A connection that [`Router::opened`] counted in has closed.
+    pub fn closed(&self, peer: IpAddr) {
+        self.limits.release(peer);
         self.open.fetch_sub(1, Relaxed);
         self.metrics.connections.fetch_sub(1, Relaxed);
     }

@@ -9,7 +9,13 @@
 //! dispatch, the external client) without depending on the aggregator or its core, and without
 //! a second copy. [`now_ms`] is the wall clock it counts periods in; the aggregator and the
 //! storage backends read the time from it too.
+//!
+//! [`Backoff`] paces what keeps failing in a loop (an accept loop out of file descriptors) so
+//! that it neither spins nor floods the log.
 
+mod backoff;
+
+pub use backoff::Backoff;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 

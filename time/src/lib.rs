@@ -10,7 +10,10 @@
 //! simulator must not depend on the aggregator. `yunjian-protocol` is the only definition of
 //! the wire and carries instants (`ts_ms`), never calendar days, so dates do not belong there
 //! either. This crate depends on nothing but serde and holds no clock: every function takes the
-//! time it works on.
+//! time it works on. [`duration`] reads and writes durations as config files write them
+//! (`90s`, `15m`), for the aggregator's config and the embedded broker's alike.
+
+pub mod duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ops::{Add, AddAssign, Sub, SubAssign};

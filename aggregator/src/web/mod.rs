@@ -27,7 +27,8 @@
 //! show a using unit's people is its own VMs only (`scope.rs`).
 //!
 //! [`router`] is the whole app (tests drive it with `tower::ServiceExt::oneshot`); [`serve`]
-//! runs it on a listener until the shutdown future completes, [`serve_tls`] the same over HTTPS.
+//! runs it on a listener until the shutdown future completes, [`serve_with`] the same with the
+//! configured `[http]` limits (header and request timeouts, a cap on connections) and HTTPS.
 
 mod alarms;
 mod antivirus;
@@ -52,17 +53,21 @@ pub use error::WebError;
 pub use sse::MIN_GAP;
 
 use crate::alarms::AlarmBook;
+use crate::config::HttpConfig;
 use crate::fleet::{Fleet, SharedFleet};
 use crate::ingest::StoreHandle;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, Profile};
+use crate::ratelimit::{Backoff, LogLimiter};
 use crate::store::Storage;
 use axum::extract::FromRef;
-use axum::response::Response;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, PoisonError, RwLockReadGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -194,47 +199,67 @@ fn routes(state: WebState) -> Router {
 }
 
 /// Serve the app on `listener` until `shutdown` completes, then close open event streams and
-/// wait for in-flight requests.
+/// wait for in-flight requests; with `[http]`'s default limits (tests, tools). The aggregator
+/// runs [`serve_with`], its configured limits and TLS.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (app, closing_tx) = closable(state);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "web: dashboard and API listening");
-    }
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        closing_tx.send_replace(true);
-    })
-    .await
+    serve_with(listener, state, HttpConfig::default(), None, shutdown).await
 }
 
-/// [`serve`] over HTTPS: each connection does its TLS handshake in its own task, then HTTP/1.1.
-/// The session cookie is marked `Secure`. At shutdown: stop accepting, end the event streams,
-/// wait for in-flight requests.
-pub async fn serve_tls(
+/// [`serve`] with `http`'s limits and, with `tls`, over HTTPS: each connection does its TLS
+/// handshake in its own task, then HTTP/1.1, and the session cookie is marked `Secure`.
+pub async fn serve_with(
     listener: TcpListener,
     mut state: AppState,
-    tls: yunjian_tls::TlsAcceptor,
+    http: HttpConfig,
+    tls: Option<yunjian_tls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::TokioIo;
+    if tls.is_some() {
+        state.auth.secure_cookie = true;
+    }
+    if let Ok(addr) = listener.local_addr() {
+        let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+        tracing::info!(%addr, "web: dashboard and API listening ({scheme})");
+    }
+    serve_on(listener, state, tls, &http, shutdown).await
+}
+
+/// The accept loop of [`serve_with`]: HTTP/1.1 on each connection, with
+///
+/// * at most `http.max_connections` open: one more is closed at once;
+/// * a request's headers within `http.header_timeout` (hyper's header read timeout, which also
+///   ends idle kept-alive connections), else the connection is closed;
+/// * a request's response started within `http.request_timeout`, else it is answered 408;
+/// * failed accepts (out of file descriptors) pausing 10 ms doubling to 1 s;
+///
+/// each counted in `/metrics` (`yunjian_http_*`) and logged rate-limited. At shutdown: stop
+/// accepting, end the event streams, wait for in-flight requests.
+async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<yunjian_tls::TlsAcceptor>,
+    http: &HttpConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower_service::Service;
 
-    state.auth.secure_cookie = true;
+    let metrics = state.metrics.clone();
     let (app, closing_tx) = closable(state);
-    // the client's address for the sign-in audit, as with `serve`
+    // the client's address for the sign-in audit
     let mut make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "web: dashboard and API listening (HTTPS)");
-    }
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let (refuse_log, accept_log) = (LogLimiter::new(10_000), LogLimiter::new(10_000));
+    let mut backoff = Backoff::default();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -242,43 +267,145 @@ pub async fn serve_tls(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // out of file descriptors and the like: back off briefly, keep serving
-                    tracing::warn!("web: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // out of file descriptors and the like: each retry fails the same way until
+                    // a connection closes, so pause, longer while it lasts
+                    metrics.http_accept_errors.fetch_add(1, Relaxed);
+                    let pause = backoff.failed();
+                    if let Some(n) = accept_log.check() {
+                        tracing::warn!(suppressed = n, ?pause, "web: accept failed: {e}");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
         };
+        backoff.succeeded();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.http_refused.fetch_add(1, Relaxed);
+            if let Some(n) = refuse_log.check() {
+                tracing::warn!(
+                    %peer, suppressed = n, max_connections = http.max_connections,
+                    "web: connection refused: http.max_connections are open"
+                );
+            }
+            // Dropping `tcp` closes it. No 503: the request the client sent meanwhile would sit
+            // unread, and closing over unread data resets the connection, answer and all.
+            continue;
+        };
+        let open = OpenConnection::new(metrics.clone(), slot);
         let service = match make_service.call(peer).await {
             Ok(s) => TowerToHyperService::new(s),
             Err(never) => match never {},
         };
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
+        let service = request_timeout(service, http.request_timeout, metrics.clone());
+        let (builder, tls, watcher) = (builder.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "web: TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "web: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
-                    return;
-                }
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(tcp),
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => Box::new(stream),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "web: TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "web: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                        return;
+                    }
+                },
             };
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+            let connection = builder.serve_connection(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(connection).await {
+                if e.is_timeout() {
+                    open.metrics.http_header_timeouts.fetch_add(1, Relaxed);
+                }
                 tracing::debug!(%peer, "web: connection ended: {e}");
             }
+            drop(open);
         });
     }
     drop(listener);
     closing_tx.send_replace(true);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// A plain or TLS connection, served alike.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One of `http.max_connections`, counted in `yunjian_http_connections` while held.
+struct OpenConnection {
+    metrics: Arc<Metrics>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(metrics: Arc<Metrics>, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics.http_connections.fetch_add(1, Relaxed);
+        OpenConnection {
+            metrics,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.http_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// `service` with each response due within `limit` of the request's headers (the handler,
+/// its reading of the body included; a streamed body, once started, is not timed). Past it,
+/// 408 and the connection closes: the rest of a slow body is not waited for.
+fn request_timeout<S>(
+    service: S,
+    limit: Duration,
+    metrics: Arc<Metrics>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone
+       + Send
+       + 'static
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    hyper::service::service_fn(move |req| {
+        let call = service.call(req);
+        let metrics = metrics.clone();
+        async move {
+            match tokio::time::timeout(limit, call).await {
+                Ok(response) => response,
+                Err(_) => {
+                    metrics.http_request_timeouts.fetch_add(1, Relaxed);
+                    let body = serde_json::json!({
+                        "error": format!("请求未在 {} 秒内完成，连接已关闭", limit.as_secs()),
+                        "code": "request_timeout",
+                    });
+                    let mut response =
+                        (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    Ok(response)
+                }
+            }
+        }
+    })
 }
 
 /// The app with the closing signal its event streams end on.
