@@ -73,6 +73,9 @@ pub struct Metrics {
     /// Webhook notices delivered / given up after retries.
     pub notices_sent: AtomicU64,
     pub notices_failed: AtomicU64,
+    /// Register imports refused for a file past the import's bounds (size, ZIP, sheet range,
+    /// cells).
+    pub imports_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -290,6 +293,12 @@ impl Metrics {
             "yunjian_notices_failed_total",
             "Webhook notices given up after retries.",
             &self.notices_failed,
+        );
+        counter(
+            &mut out,
+            "yunjian_register_imports_refused_total",
+            "Register imports refused for a file past the import's bounds.",
+            &self.imports_refused,
         );
         out
     }

@@ -26,3 +26,50 @@ pub fn vm(unit: &str, uuid: &str, vcpus: u32) -> VmAllocation {
         uuid: Some(uuid.into()),
     }
 }
+
+/// An `.xlsx` written by rust_xlsxwriter (one sheet, one shared string) with the given ZIP
+/// entries put in place of its own or added (`xl/worksheets/sheet1.xml`,
+/// `xl/sharedStrings.xml`, anything else): the hostile workbooks of the import's bounds tests.
+pub fn xlsx_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut book = rust_xlsxwriter::Workbook::new();
+    book.add_worksheet()
+        .write_string(0, 0, "序号")
+        .expect("a cell");
+    let base = book.save_to_buffer().expect("a workbook");
+    let mut base = zip::ZipArchive::new(std::io::Cursor::new(base)).expect("its ZIP");
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(false);
+    let mut written = Vec::new();
+    for i in 0..base.len() {
+        let mut entry = base.by_index(i).expect("an entry");
+        let name = entry.name().expect("a name").into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("its bytes");
+        let bytes = entries
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(bytes, |(_, b)| b.to_vec());
+        out.start_file(name.as_str(), options).expect("start");
+        out.write_all(&bytes).expect("write");
+        written.push(name);
+    }
+    for (name, bytes) in entries.iter().filter(|(n, _)| !written.iter().any(|w| w == n)) {
+        out.start_file(*name, options).expect("start");
+        out.write_all(bytes).expect("write");
+    }
+    out.finish().expect("finish").into_inner()
+}
+
+/// A worksheet's XML: `dimension` as declared, then `rows` (each `<row>…</row>` already).
+pub fn sheet_xml(dimension: &str, rows: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n\
+<worksheet xmlns=\"http://schemas.openxmlformats.org/spreadsheetml/2006/main\" \
+xmlns:r=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships\">\
+<dimension ref=\"{dimension}\"/><sheetData>{rows}</sheetData></worksheet>"
+    )
+    .into_bytes()
+}
