@@ -962,7 +962,15 @@ async fn a_workbook_past_the_import_bounds_is_refused_over_http_and_the_aggregat
     assert_eq!(body["limit"], "columns");
 
     // the aggregator still imports a real form, and counts the refusals
-    let (s, body) = http(agg.http_addr, ops, "POST", &q, XLSX_TYPE, &attachment3_xlsx()).await;
+    let (s, body) = http(
+        agg.http_addr,
+        ops,
+        "POST",
+        &q,
+        XLSX_TYPE,
+        &attachment3_xlsx(),
+    )
+    .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
     let (s, metrics) = http(agg.http_addr, ops, "GET", "/metrics", "", b"").await;
     assert_eq!(s, 200);

@@ -8,18 +8,25 @@
 
 use bytes::BytesMut;
 use ipmi_rs::connection::IpmiCommand;
-use rumqttc::mqttbytes::v4::{self, ConnAck, ConnectReturnCode, Packet, SubAck, SubscribeReasonCode};
+use rumqttc::mqttbytes::v4::{
+    self, ConnAck, ConnectReturnCode, Packet, SubAck, SubscribeReasonCode,
+};
 use rumqttc::mqttbytes::{valid_filter, valid_topic, Error as CodecError};
 use yunjian_agent::ipmi::{commands, sdr::SensorDef, sel};
 use yunjian_aggregator_core::register::form::{self, Format};
+use yunjian_aggregator_core::register::test_support;
 use yunjian_broker::acl::{self, Principal};
 use yunjian_protocol::{MasterKey, NodeKey};
 
-/// Every target by name (the name of its `fuzz_targets/` file and its corpus folder).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target: its name (of its `fuzz_targets/` file and its corpus folder) and its entry.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("protocol_frame", protocol_frame),
     ("broker_packets", broker_packets),
     ("register_xlsx", register_xlsx),
+    ("register_sheet", register_sheet),
     ("register_csv", register_csv),
     ("ipmi_sdr", ipmi_sdr),
     ("ipmi_sel", ipmi_sel),
@@ -135,6 +142,23 @@ pub fn broker_packets(data: &[u8]) {
 /// A workbook uploaded to the register import.
 pub fn register_xlsx(data: &[u8]) {
     let _ = form::read("fuzz.xlsx", Format::Xlsx, data);
+}
+
+/// A worksheet's XML (and, after a 0xFF byte, the shared strings' XML) in an otherwise real
+/// workbook: the ZIP is written around the input, so what is fuzzed is the sheet reader and the
+/// import's bounds rather than the ZIP's checksums (which refuse almost every mutation of a
+/// whole `.xlsx`).
+pub fn register_sheet(data: &[u8]) {
+    let (sheet, strings) = match data.iter().position(|&b| b == 0xFF) {
+        Some(i) => (&data[..i], Some(&data[i + 1..])),
+        None => (data, None),
+    };
+    let mut entries = vec![("xl/worksheets/sheet1.xml", sheet)];
+    if let Some(s) = strings {
+        entries.push(("xl/sharedStrings.xml", s));
+    }
+    let file = test_support::xlsx_with(&entries);
+    let _ = form::read("fuzz.xlsx", Format::Xlsx, &file);
 }
 
 /// A CSV uploaded to the register import (UTF-8 or GB18030).

@@ -25,7 +25,11 @@ fn every_committed_fuzz_input_decodes_without_a_panic() {
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
-        assert!(!files.is_empty(), "{target}: no corpus in {}", dir.display());
+        assert!(
+            !files.is_empty(),
+            "{target}: no corpus in {}",
+            dir.display()
+        );
         for file in files {
             let data = std::fs::read(&file).unwrap();
             if std::panic::catch_unwind(|| run(&data)).is_err() {
@@ -75,8 +79,9 @@ fn write_seeds() {
         running: true,
     }]);
     for (name, body) in [("hello", hello), ("guests", guests)] {
-        let frame = yunjian_protocol::encode(&Envelope::new("h1", 7, 1_700_000_000_000, body), &key)
-            .unwrap();
+        let frame =
+            yunjian_protocol::encode(&Envelope::new("h1", 7, 1_700_000_000_000, body), &key)
+                .unwrap();
         write("protocol_frame", name, &frame);
     }
 
@@ -112,16 +117,70 @@ fn write_seeds() {
     write("broker_packets", "agent", &agent);
 
     // forms: the register's own export of two VMs, a hand-written sheet, a corner workbook
-    use yunjian_aggregator_core::register::{export, test_support};
+    use yunjian_aggregator_core::register::{export, form, test_support};
     let a = test_support::vm("市财政局", "4c4c4544-0042-3510-8058-b4c04f384d32", 8);
     let b = test_support::vm("市财政局", "4c4c4544-0042-3510-8058-b4c04f384d33", 4);
-    write("register_xlsx", "export", &export::to_xlsx(&[&a, &b]).unwrap());
+    write(
+        "register_xlsx",
+        "export",
+        &export::to_xlsx(&[&a, &b]).unwrap(),
+    );
     let rows = r#"<row r="1"><c r="A1"><v>1</v></c></row><row r="1048576"><c r="XFD1048576"><v>1</v></c></row>"#;
     let corner = test_support::xlsx_with(&[(
         "xl/worksheets/sheet1.xml",
         &test_support::sheet_xml("A1", rows),
     )]);
     write("register_xlsx", "corner", &corner);
+    // a sheet as Excel writes it (shared strings after the 0xFF) and one with inline strings
+    let header = [
+        "网络分区",
+        "系统名称",
+        "子系统名称",
+        "服务器类型",
+        "vCPU核",
+        "内存GB",
+        "系统盘GB",
+        "数据盘GB",
+    ];
+    let shared_cells: String = (0..header.len())
+        .map(|i| {
+            format!(
+                r#"<c r="{}3" t="s"><v>{i}</v></c>"#,
+                (b'C' + i as u8) as char
+            )
+        })
+        .collect();
+    let vm = r#"<row r="5"><c r="C5" t="inlineStr"><is><t>政务外网</t></is></c><c r="E5" t="inlineStr"><is><t>OA</t></is></c><c r="F5" t="inlineStr"><is><t>APP</t></is></c><c r="G5"><v>8</v></c><c r="H5"><v>16.0</v></c><c r="I5"><v>60</v></c><c r="J5"><v>0</v></c></row>"#;
+    let mut sheet =
+        test_support::sheet_xml("C3:J5", &format!(r#"<row r="3">{shared_cells}</row>{vm}"#));
+    let strings: String = header
+        .iter()
+        .map(|h| format!("<si><t>{h}</t></si>"))
+        .collect();
+    sheet.push(0xFF);
+    sheet.extend_from_slice(
+        format!(r#"<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="8" uniqueCount="8">{strings}</sst>"#).as_bytes(),
+    );
+    write("register_sheet", "shared-strings", &sheet);
+    let (xml, sst) = sheet.split_at(sheet.iter().position(|&b| b == 0xFF).unwrap());
+    let book = test_support::xlsx_with(&[
+        ("xl/worksheets/sheet1.xml", xml),
+        ("xl/sharedStrings.xml", &sst[1..]),
+    ]);
+    let rows = form::read("seed.xlsx", form::Format::Xlsx, &book).unwrap();
+    assert_eq!(rows.len(), 1, "the seed is a form");
+    let inline: String = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                r#"<c r="{}3" t="inlineStr"><is><t>{h}</t></is></c>"#,
+                (b'C' + i as u8) as char
+            )
+        })
+        .collect();
+    let sheet = test_support::sheet_xml("C3:J5", &format!(r#"<row r="3">{inline}</row>{vm}"#));
+    write("register_sheet", "inline-strings", &sheet);
     let csv = "云资源使用需求表,,,\n序号,网络分区,开发商,系统名称,子系统名称,服务器类型,\"堡垒机账  号\n负责人\",堡垒机账号负责人邮箱,堡垒机账号负责人手机号码,vCPU核,内存GB,系统盘GB,数据盘GB,操作系统,集群部署,集群组号,备注,虚拟机UUID\n1,公共网络区,华为,,财务管理系统,APP,张三,zhangsan@sohu.com,13800000000,8,16,60,300,CentOS 7.0,是,集群1,　,4C4C4544-0042-3510-8058-B4C04F384D32\n2,互联网区,华为,OA,,web,李四,lisi@163.com,+86 139-8888-8888,４,8.0,60,,,否,,\"说\"\"明\"\"\",\n";
     write("register_csv", "utf8", format!("\u{feff}{csv}").as_bytes());
     let (gbk, _, _) = encoding_rs::GB18030.encode(csv);
@@ -160,7 +219,9 @@ fn write_seeds() {
     write(
         "ipmi_replies",
         "sel-info",
-        &[6, 0x51, 2, 0, 0x00, 0x10, 0x4e, 0x01, 0, 0, 0x4f, 0x01, 0, 0],
+        &[
+            6, 0x51, 2, 0, 0x00, 0x10, 0x4e, 0x01, 0, 0, 0x4f, 0x01, 0, 0,
+        ],
     );
     write("ipmi_replies", "reading", &[3, 0x2d, 0xc0, 0x00, 0x00]);
     write(

@@ -122,22 +122,21 @@ impl Column {
         }
     }
 
-    /// The column a header cell names, if any.
+    /// The column a header cell names, if any (compared as it goes: every cell of a sheet
+    /// without a header row comes here).
     fn from_header(cell: &str) -> Option<Column> {
-        let key = header_key(cell);
         Column::EXPORT
             .into_iter()
-            .find(|c| header_key(c.header()) == key)
+            .find(|c| header_chars(cell).eq(header_chars(c.header())))
     }
 }
 
 /// A header cell without what people and Excel add around the name: whitespace of any width
 /// (line breaks too), required-field stars, parentheses around units (`内存(GB)`), ASCII case.
-fn header_key(cell: &str) -> String {
+fn header_chars(cell: &str) -> impl Iterator<Item = char> + '_ {
     cell.chars()
         .filter(|c| !c.is_whitespace() && !"*＊()（）".contains(*c))
         .flat_map(char::to_lowercase)
-        .collect()
 }
 
 /// The file kinds an import takes.
@@ -267,7 +266,7 @@ pub fn read(file: &str, format: Format, bytes: &[u8]) -> Result<Vec<FormRow>, Re
             parse_grid(file, &grid).map_err(ReadError::Rows)
         }
         Format::Xlsx => {
-            let sheets = workbook_grids(file, bytes)?;
+            let sheets = read_workbook(file, bytes)?;
             // the first sheet with a header row is the form
             match sheets.iter().find(|(_, g)| find_header(g).is_some()) {
                 Some((_, grid)) => parse_grid(file, grid).map_err(ReadError::Rows),
@@ -297,7 +296,7 @@ fn unreadable(file: &str, e: impl std::fmt::Display) -> ReadError {
 ///
 /// `.xls` (and `.xlsb`, `.ods`) are refused: their readers build every sheet's whole range
 /// when the file is opened, so they cannot be bounded.
-pub fn workbook_grids(file: &str, bytes: &[u8]) -> Result<Vec<(String, Grid)>, ReadError> {
+fn read_workbook(file: &str, bytes: &[u8]) -> Result<Vec<(String, Grid)>, ReadError> {
     use calamine::Reader;
     if bytes.starts_with(OLE_MAGIC) {
         return Err(unreadable(file, "这是 .xls（Excel 97-2003）文件"));
@@ -306,7 +305,8 @@ pub fn workbook_grids(file: &str, bytes: &[u8]) -> Result<Vec<(String, Grid)>, R
         ZipCheck::Limit(l) => ReadError::limit(file, l),
         ZipCheck::Unreadable(e) => unreadable(file, e),
     })?;
-    let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).map_err(|e| unreadable(file, e))?;
+    let mut book =
+        calamine::Xlsx::new(std::io::Cursor::new(bytes)).map_err(|e| unreadable(file, e))?;
     let mut budget = Budget::default();
     let mut out = Vec::new();
     for name in book.sheet_names() {
@@ -359,6 +359,19 @@ pub fn workbook_grids(file: &str, bytes: &[u8]) -> Result<Vec<(String, Grid)>, R
     Ok(out)
 }
 
+/// Every sheet of an `.xlsx` workbook as text cells, named, read as the import reads it (within
+/// the same bounds); the error as a person reads it.
+pub fn workbook_grids(bytes: &[u8]) -> Result<Vec<(String, Grid)>, String> {
+    read_workbook("workbook.xlsx", bytes).map_err(|e| match e {
+        ReadError::Rows(rows) => rows
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        e => e.to_string(),
+    })
+}
+
 /// Why [`check_zip`] refused.
 #[derive(Debug)]
 enum ZipCheck {
@@ -386,11 +399,13 @@ fn check_zip(bytes: &[u8]) -> Result<(), ZipCheck> {
         let packed = entry.compressed_size();
         let room = limits::MAX_UNPACKED_BYTES - total;
         if entry.size() > room {
-            return Err(ZipCheck::Limit(if entry.size() > limits::MAX_UNPACKED_BYTES {
-                LimitError::EntryUnpacked { entry: name }
-            } else {
-                LimitError::Unpacked
-            }));
+            return Err(ZipCheck::Limit(
+                if entry.size() > limits::MAX_UNPACKED_BYTES {
+                    LimitError::EntryUnpacked { entry: name }
+                } else {
+                    LimitError::Unpacked
+                },
+            ));
         }
         // one byte past the room tells that the entry is over it
         let unpacked = std::io::copy(&mut entry.take(room + 1), &mut std::io::sink())
@@ -420,9 +435,7 @@ fn cell_text<'a>(d: &'a calamine::DataRef<'_>) -> Cow<'a, str> {
     use calamine::DataRef;
     match d {
         DataRef::Empty => Cow::Borrowed(""),
-        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => {
-            Cow::Borrowed(s)
-        }
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => Cow::Borrowed(s),
         DataRef::SharedString(s) => Cow::Borrowed(s),
         DataRef::Int(i) => Cow::Owned(i.to_string()),
         DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Cow::Owned(format!("{f:.0}")),
@@ -952,7 +965,11 @@ mod tests {
         let ReadError::Rows(e) = e else {
             panic!("{e:?}")
         };
-        assert!(e[0].reason.contains("不是可读取的 .xlsx 工作簿"), "{}", e[0]);
+        assert!(
+            e[0].reason.contains("不是可读取的 .xlsx 工作簿"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
@@ -960,7 +977,10 @@ mod tests {
         assert_eq!(column_letter(0), "A");
         assert_eq!(column_letter(25), "Z");
         assert_eq!(column_letter(26), "AA");
-        assert_eq!(header_key("堡垒机账  号\n负责人"), "堡垒机账号负责人");
+        assert_eq!(
+            header_chars("堡垒机账  号\n负责人").collect::<String>(),
+            "堡垒机账号负责人"
+        );
         assert_eq!(Column::from_header("*VCPU 核"), Some(Column::Vcpus));
         assert!(is_phone("+86 138-0000-0000") && is_phone("0771-1234567"));
         assert!(!is_phone("手机") && !is_phone("123"));

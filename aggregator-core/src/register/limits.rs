@@ -42,13 +42,9 @@ pub enum LimitError {
     EntryUnpacked { entry: String },
     #[error("工作簿解压后的总大小超过 {MAX_UNPACKED_BYTES} 字节，超出上限")]
     Unpacked,
-    #[error(
-        "工作簿中的 {entry} 压缩比 {ratio}:1 超出上限（最多 {MAX_RATIO}:1），疑似压缩炸弹"
-    )]
+    #[error("工作簿中的 {entry} 压缩比 {ratio}:1 超出上限（最多 {MAX_RATIO}:1），疑似压缩炸弹")]
     Ratio { entry: String, ratio: u64 },
-    #[error(
-        "工作表“{sheet}”声明的范围 {range} 超出上限（最多 {MAX_COLUMNS} 列、{MAX_ROWS} 行）"
-    )]
+    #[error("工作表“{sheet}”声明的范围 {range} 超出上限（最多 {MAX_COLUMNS} 列、{MAX_ROWS} 行）")]
     DeclaredRange { sheet: String, range: String },
     #[error("工作表“{sheet}”的单元格 {cell} 超出上限（最多 {MAX_COLUMNS} 列、{MAX_ROWS} 行）")]
     CellOutside { sheet: String, cell: String },
@@ -157,7 +153,10 @@ mod tests {
         let long = "长".repeat(MAX_CELL_CHARS);
         assert!(b.text(&long, 1, 0).is_ok());
         let e = b.text(&format!("{long}x"), 2, 27).unwrap_err();
-        assert_eq!(e.to_string(), "第 2 行第 AB 列的单元格超过 32767 个字符，超出上限");
+        assert_eq!(
+            e.to_string(),
+            "第 2 行第 AB 列的单元格超过 32767 个字符，超出上限"
+        );
     }
 
     /// What a hostile workbook gets: the bound it passed, by its code, and the message.
@@ -176,7 +175,10 @@ mod tests {
 
     #[test]
     fn a_sheet_declaring_a1_to_xfd1048576_is_refused_by_its_declaration() {
-        let sheet = sheet_xml("A1:XFD1048576", r#"<row r="1"><c r="A1"><v>1</v></c></row>"#);
+        let sheet = sheet_xml(
+            "A1:XFD1048576",
+            r#"<row r="1"><c r="A1"><v>1</v></c></row>"#,
+        );
         let file = xlsx_with(&[(SHEET, &sheet)]);
         assert!(file.len() < 8 * 1024, "{} bytes", file.len());
         assert_eq!(
@@ -256,7 +258,10 @@ mod tests {
         let file = xlsx_with(&[("xl/media/padding.bin", &padding)]);
         let (code, message) = refused(&file);
         assert_eq!(code, "zip_ratio");
-        assert!(message.starts_with("工作簿中的 xl/media/padding.bin 压缩比"), "{message}");
+        assert!(
+            message.starts_with("工作簿中的 xl/media/padding.bin 压缩比"),
+            "{message}"
+        );
     }
 
     #[test]

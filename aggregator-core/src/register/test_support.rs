@@ -56,7 +56,10 @@ pub fn xlsx_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
         out.write_all(&bytes).expect("write");
         written.push(name);
     }
-    for (name, bytes) in entries.iter().filter(|(n, _)| !written.iter().any(|w| w == n)) {
+    for (name, bytes) in entries
+        .iter()
+        .filter(|(n, _)| !written.iter().any(|w| w == n))
+    {
         out.start_file(*name, options).expect("start");
         out.write_all(bytes).expect("write");
     }

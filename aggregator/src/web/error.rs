@@ -51,7 +51,10 @@ pub enum WebError {
     /// ZIP entries and unpacked size, sheet range, cells), refused before it was read through;
     /// `limit` names the bound.
     #[error("{message}")]
-    OverLimit { message: String, limit: &'static str },
+    OverLimit {
+        message: String,
+        limit: &'static str,
+    },
     /// Content that cannot be taken as it is (an import's bad rows, all of them); `detail`'s
     /// fields join `error` in the body.
     #[error("{message}")]
