@@ -98,6 +98,9 @@ pub struct Metrics {
     pub http_request_timeouts: AtomicU64,
     /// Failed `accept` calls on the web listener (out of file descriptors and the like).
     pub http_accept_errors: AtomicU64,
+    /// Register imports refused for a file past the import's bounds (size, ZIP, sheet range,
+    /// cells).
+    pub imports_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -391,6 +394,12 @@ impl Metrics {
             "yunjian_http_accept_errors_total",
             "Failed accepts on the web listener (out of file descriptors and the like).",
             &self.http_accept_errors,
+        );
+        counter(
+            &mut out,
+            "yunjian_register_imports_refused_total",
+            "Register imports refused for a file past the import's bounds.",
+            &self.imports_refused,
         );
         out
     }

@@ -920,3 +920,82 @@ fn the_command_line_import_is_held_like_the_api_while_the_unit_has_an_open_low_u
     assert!(e.to_string().contains("003 第三十条"), "{e}");
     assert_eq!(db.load_register().unwrap().vms.len(), 1, "nothing imported");
 }
+
+/// The 4.7 KB workbook of issue 11: a cell in A1 and one in XFD1048576 (a reader that builds
+/// the range spanning its cells allocates 512 GiB and aborts).
+fn corner_workbook() -> Vec<u8> {
+    use yunjian_aggregator_core::register::test_support::{sheet_xml, xlsx_with};
+    let rows = r#"<row r="1"><c r="A1"><v>1</v></c></row><row r="1048576"><c r="XFD1048576"><v>1</v></c></row>"#;
+    xlsx_with(&[("xl/worksheets/sheet1.xml", &sheet_xml("A1", rows))])
+}
+
+#[tokio::test]
+async fn a_workbook_past_the_import_bounds_is_refused_over_http_and_the_aggregator_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AggregatorConfig {
+        data_dir: dir.path().to_path_buf(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        ..AggregatorConfig::default()
+    };
+    cfg.broker.listen = "127.0.0.1:0".parse().unwrap();
+    let tokens = seed_users(&cfg, &[("ops-zhao", UserRole::Ops, None)]);
+    let ops = &tokens[0];
+    let agg = Aggregator::start(&cfg).await.unwrap();
+    let q = format!("/api/register/import?{}&file=bomb.xlsx", who(UNIT));
+
+    let bomb = corner_workbook();
+    assert!(bomb.len() < 8 * 1024, "{} bytes", bomb.len());
+    let (s, body) = http(agg.http_addr, ops, "POST", &q, XLSX_TYPE, &bomb).await;
+    assert_eq!(s, 413, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "over_limit");
+    assert_eq!(body["limit"], "cell_position");
+    assert_eq!(
+        body["error"],
+        "bomb.xlsx：工作表“Sheet1”的单元格 XFD1048576 超出上限（最多 200 列、100000 行）；未导入任何内容"
+    );
+
+    // a whole sheet's worth of columns in a CSV: refused the same way
+    let wide = format!("{CSV_HEADER}{}\n", ",".repeat(300));
+    let (s, body) = http(agg.http_addr, ops, "POST", &q, "text/csv", wide.as_bytes()).await;
+    assert_eq!(s, 413, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["limit"], "columns");
+
+    // the aggregator still imports a real form, and counts the refusals
+    let (s, body) = http(
+        agg.http_addr,
+        ops,
+        "POST",
+        &q,
+        XLSX_TYPE,
+        &attachment3_xlsx(),
+    )
+    .await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let (s, metrics) = http(agg.http_addr, ops, "GET", "/metrics", "", b"").await;
+    assert_eq!(s, 200);
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("\nyunjian_register_imports_refused_total 2\n"),
+        "{metrics}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), agg.shutdown())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_command_line_import_refuses_a_workbook_past_the_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SqliteStorage::open(&dir.path().join("yunjian.db")).unwrap();
+    db.migrate().unwrap();
+    let bomb = dir.path().join("bomb.xlsx");
+    std::fs::write(&bomb, corner_workbook()).unwrap();
+    let e = import_file(&mut db, UNIT, "ops-zhao", &bomb, None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bomb.xlsx：工作表“Sheet1”的单元格 XFD1048576 超出上限（最多 200 列、100000 行）；未导入任何内容"
+    );
+    assert!(db.load_register().unwrap().vms.is_empty());
+}

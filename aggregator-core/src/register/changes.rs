@@ -14,7 +14,8 @@
 //! (降配) goes through. With an explicit quota (the unit's, or a sanction's lowered one), a
 //! resource may not grow past it.
 
-use super::form::{self, Column, Format, RowError};
+use super::form::{self, Column, Format, ReadError, RowError};
+use super::limits::LimitError;
 use super::{Register, Resources, Sanction, Unit, UnitRecord, VmAllocation};
 use crate::audit::{AuditEntry, AuditEvent, UnitChange};
 use crate::identity::Actor;
@@ -35,6 +36,10 @@ pub enum ChangeError {
     /// Bad rows of an import (all of them), or a file that is not the form.
     #[error("{} problem(s) in the file; nothing was imported", .0.len())]
     Rows(Vec<RowError>),
+    /// A file over one of the import's bounds (size, ZIP, sheet range, cells), refused before
+    /// it was read through.
+    #[error("{file}：{limit}；未导入任何内容")]
+    OverLimit { file: String, limit: LimitError },
     /// A request missing what it needs.
     #[error("{0}")]
     Invalid(String),
@@ -79,7 +84,10 @@ pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, C
     let unit = required(req.unit, "unit")?;
     let by = req.by;
     let file = req.file;
-    let rows = form::read(file, req.format, req.bytes).map_err(ChangeError::Rows)?;
+    let rows = form::read(file, req.format, req.bytes).map_err(|e| match e {
+        ReadError::Rows(rows) => ChangeError::Rows(rows),
+        ReadError::Limit { file, limit } => ChangeError::OverLimit { file, limit },
+    })?;
     let systems: BTreeSet<(String, String)> = rows
         .iter()
         .map(|r| (r.vm.system.clone(), r.vm.subsystem.clone()))

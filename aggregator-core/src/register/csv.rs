@@ -1,8 +1,10 @@
 //! CSV as units save it from Excel: RFC 4180 fields (quotes, doubled quotes, line breaks inside
 //! quotes), CRLF or LF records, UTF-8 with or without BOM ("CSV UTF-8"), or GB18030 (plain
 //! "CSV" saved by a Chinese-locale Excel, whose GBK is a subset of GB18030). Pure functions on
-//! bytes and text.
+//! bytes and text; [`parse`] keeps to the rows, columns, cells and cell length of
+//! [`super::limits`] as it goes.
 
+use super::limits::{self, LimitError};
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +17,8 @@ pub enum CsvError {
     Encoding,
     #[error("row {row}: a quoted field is not closed before the end of the file")]
     UnclosedQuote { row: usize },
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -40,11 +44,42 @@ pub fn decode(bytes: &[u8]) -> Result<Cow<'_, str>, CsvError> {
 /// The records of `text`, in order; record `i` is row `i + 1` as a spreadsheet shows it (a
 /// line break inside quotes stays in its cell). An empty line is a record with one empty field,
 /// so row numbers stay aligned; a final line break ends the last record. A quote inside an
-/// unquoted field, or after a closing quote, is kept as text, as Excel does.
+/// unquoted field, or after a closing quote, is kept as text, as Excel does. A file over
+/// [`limits::MAX_ROWS`] records, [`limits::MAX_COLUMNS`] fields in a record,
+/// [`limits::MAX_CELLS`] fields in all or [`limits::MAX_CELL_CHARS`] in a field is refused
+/// when the parse reaches the excess.
 pub fn parse(text: &str) -> Result<Vec<Vec<String>>, CsvError> {
     let mut records = Vec::new();
     let mut record: Vec<String> = Vec::new();
     let mut field = String::new();
+    let mut field_chars = 0usize;
+    let mut cells = 0usize;
+    // the field ends: into the record, within the bounds
+    let mut end_field = |record: &mut Vec<String>,
+                         field: &mut String,
+                         field_chars: &mut usize,
+                         row: usize|
+     -> Result<(), LimitError> {
+        if *field_chars > limits::MAX_CELL_CHARS {
+            return Err(LimitError::CellChars {
+                row,
+                column: super::form::column_letter(record.len()),
+            });
+        }
+        if record.len() >= limits::MAX_COLUMNS as usize {
+            return Err(LimitError::Columns {
+                row,
+                found: record.len() + 1,
+            });
+        }
+        cells += 1;
+        if cells > limits::MAX_CELLS {
+            return Err(LimitError::Cells);
+        }
+        record.push(std::mem::take(field));
+        *field_chars = 0;
+        Ok(())
+    };
     // the field has begun (a character or an opening quote): a later quote is text
     let mut started = false;
     let mut quoted = false;
@@ -57,7 +92,10 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, CsvError> {
                     field.push('"');
                 }
                 '"' => quoted = false,
-                _ => field.push(c),
+                _ => {
+                    field.push(c);
+                    field_chars += 1;
+                }
             }
             continue;
         }
@@ -67,19 +105,20 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, CsvError> {
                 started = true;
             }
             ',' => {
-                record.push(std::mem::take(&mut field));
+                end_field(&mut record, &mut field, &mut field_chars, records.len() + 1)?;
                 started = false;
             }
             '\r' | '\n' => {
                 if c == '\r' && chars.peek() == Some(&'\n') {
                     chars.next();
                 }
-                record.push(std::mem::take(&mut field));
-                records.push(std::mem::take(&mut record));
+                end_field(&mut record, &mut field, &mut field_chars, records.len() + 1)?;
+                end_record(&mut records, &mut record)?;
                 started = false;
             }
             _ => {
                 field.push(c);
+                field_chars += 1;
                 started = true;
             }
         }
@@ -90,10 +129,18 @@ pub fn parse(text: &str) -> Result<Vec<Vec<String>>, CsvError> {
         });
     }
     if started || !record.is_empty() {
-        record.push(field);
-        records.push(record);
+        end_field(&mut record, &mut field, &mut field_chars, records.len() + 1)?;
+        end_record(&mut records, &mut record)?;
     }
     Ok(records)
+}
+
+fn end_record(records: &mut Vec<Vec<String>>, record: &mut Vec<String>) -> Result<(), LimitError> {
+    if records.len() >= limits::MAX_ROWS as usize {
+        return Err(LimitError::Rows);
+    }
+    records.push(std::mem::take(record));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -131,6 +178,31 @@ mod tests {
             parse("a\nb\n\"open,\n"),
             Err(CsvError::UnclosedQuote { row: 3 })
         );
+    }
+
+    #[test]
+    fn files_past_the_bounds_are_refused_where_the_excess_is() {
+        let wide = ",".repeat(limits::MAX_COLUMNS as usize);
+        assert_eq!(
+            parse(&format!("a\n{wide}\n")),
+            Err(CsvError::Limit(LimitError::Columns { row: 2, found: 201 }))
+        );
+        assert!(parse(&",".repeat(limits::MAX_COLUMNS as usize - 1)).is_ok());
+        let tall = "\n".repeat(limits::MAX_ROWS as usize + 1);
+        assert_eq!(parse(&tall), Err(CsvError::Limit(LimitError::Rows)));
+        assert!(parse(&"\n".repeat(limits::MAX_ROWS as usize)).is_ok());
+        let long = format!("a,\"{}\"", "长".repeat(limits::MAX_CELL_CHARS + 1));
+        assert_eq!(
+            parse(&long),
+            Err(CsvError::Limit(LimitError::CellChars {
+                row: 1,
+                column: "B".into()
+            }))
+        );
+        // 100 columns in 10,001 rows: within the rows and columns, past the cells
+        let row = format!("{}\n", ",".repeat(99));
+        let many = row.repeat(limits::MAX_CELLS / 100 + 1);
+        assert_eq!(parse(&many), Err(CsvError::Limit(LimitError::Cells)));
     }
 
     #[test]

@@ -6,12 +6,16 @@
 //! row yields every bad row, each with its file, row number as the spreadsheet shows it,
 //! column header and reason.
 //!
-//! `.xlsx` (and `.xls`, `.ods`) go through calamine; CSV through [`super::csv`]. Both become a
-//! grid of text cells, so the validation is one function on literal rows ([`parse_grid`]).
+//! `.xlsx` goes through calamine's cell stream; CSV through [`super::csv`]. Both become a grid
+//! of text cells, so the validation is one function on literal rows ([`parse_grid`]). Both are
+//! read within the bounds of [`super::limits`]: a file past one is refused with a
+//! [`ReadError::Limit`] before it costs more than the bound.
 
+use super::limits::{self, cell_name, Budget, LimitError};
 use super::{csv, ServerType, VmAllocation};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 /// A column of the form. [`Column::FORM`] is 附件3's own order; the register's export appends
 /// 使用单位 and 虚拟机UUID ([`Column::EXPORT`]).
@@ -118,29 +122,29 @@ impl Column {
         }
     }
 
-    /// The column a header cell names, if any.
+    /// The column a header cell names, if any (compared as it goes: every cell of a sheet
+    /// without a header row comes here).
     fn from_header(cell: &str) -> Option<Column> {
-        let key = header_key(cell);
         Column::EXPORT
             .into_iter()
-            .find(|c| header_key(c.header()) == key)
+            .find(|c| header_chars(cell).eq(header_chars(c.header())))
     }
 }
 
 /// A header cell without what people and Excel add around the name: whitespace of any width
 /// (line breaks too), required-field stars, parentheses around units (`内存(GB)`), ASCII case.
-fn header_key(cell: &str) -> String {
+fn header_chars(cell: &str) -> impl Iterator<Item = char> + '_ {
     cell.chars()
         .filter(|c| !c.is_whitespace() && !"*＊()（）".contains(*c))
         .flat_map(char::to_lowercase)
-        .collect()
 }
 
 /// The file kinds an import takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// A workbook: `.xlsx` (also `.xls`, `.xlsb`, `.ods`: calamine detects which).
+    /// A workbook: `.xlsx`. (`.xls`, `.xlsb` and `.ods` are taken as workbooks too, to be refused
+    /// with a message that says to save them as `.xlsx`.)
     Xlsx,
     Csv,
 }
@@ -216,69 +220,229 @@ pub struct FormRow {
 /// A sheet as text: (row number as shown, cells).
 pub type Grid = Vec<(usize, Vec<String>)>;
 
-/// Read a file of the given format into validated rows.
-pub fn read(file: &str, format: Format, bytes: &[u8]) -> Result<Vec<FormRow>, Vec<RowError>> {
+/// Why a file was not imported.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadError {
+    /// Every bad row, or (`row: None`) a file that is not the form or not readable.
+    #[error("{} problem(s) in the file", .0.len())]
+    Rows(Vec<RowError>),
+    /// Over one of the bounds of [`super::limits`]: refused before it was read through.
+    #[error("{file}：{limit}")]
+    Limit { file: String, limit: LimitError },
+}
+
+impl ReadError {
+    fn file(file: &str, reason: impl Into<String>) -> Self {
+        ReadError::Rows(vec![RowError::file(file, reason)])
+    }
+
+    fn limit(file: &str, limit: LimitError) -> Self {
+        ReadError::Limit {
+            file: file.to_string(),
+            limit,
+        }
+    }
+}
+
+/// Read a file of the given format into validated rows, within the bounds of
+/// [`super::limits`].
+pub fn read(file: &str, format: Format, bytes: &[u8]) -> Result<Vec<FormRow>, ReadError> {
+    if bytes.len() > limits::MAX_FILE_BYTES {
+        let found = bytes.len();
+        return Err(ReadError::limit(file, LimitError::FileSize { found }));
+    }
     match format {
         Format::Csv => {
-            let text = csv::decode(bytes).map_err(|e| vec![RowError::file(file, e.to_string())])?;
-            let records =
-                csv::parse(&text).map_err(|e| vec![RowError::file(file, e.to_string())])?;
+            let text = csv::decode(bytes).map_err(|e| ReadError::file(file, e.to_string()))?;
+            let records = csv::parse(&text).map_err(|e| match e {
+                csv::CsvError::Limit(l) => ReadError::limit(file, l),
+                e => ReadError::file(file, e.to_string()),
+            })?;
             let grid: Grid = records
                 .into_iter()
                 .enumerate()
                 .map(|(i, r)| (i + 1, r))
                 .collect();
-            parse_grid(file, &grid)
+            parse_grid(file, &grid).map_err(ReadError::Rows)
         }
         Format::Xlsx => {
-            let sheets = workbook_grids(bytes).map_err(|e| vec![RowError::file(file, e)])?;
+            let sheets = read_workbook(file, bytes)?;
             // the first sheet with a header row is the form
             match sheets.iter().find(|(_, g)| find_header(g).is_some()) {
-                Some((_, grid)) => parse_grid(file, grid),
-                None => Err(vec![RowError::file(file, no_header_reason())]),
+                Some((_, grid)) => parse_grid(file, grid).map_err(ReadError::Rows),
+                None => Err(ReadError::file(file, no_header_reason())),
             }
         }
     }
 }
 
-/// Every sheet of a workbook as text cells, named.
-pub fn workbook_grids(bytes: &[u8]) -> Result<Vec<(String, Grid)>, String> {
+/// The start of an OLE compound file (`.xls` of Excel 97-2003, and WPS's `.et`).
+const OLE_MAGIC: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
+
+fn unreadable(file: &str, e: impl std::fmt::Display) -> ReadError {
+    ReadError::file(
+        file,
+        format!(
+            "不是可读取的 .xlsx 工作簿（.xls、.xlsb、.ods 请在 Excel 或 WPS 中另存为 .xlsx 或 CSV UTF-8）：{e}"
+        ),
+    )
+}
+
+/// Every sheet of an `.xlsx` workbook as text cells, named. The ZIP is checked first
+/// ([`check_zip`]); each sheet is then streamed cell by cell, its declared range and every
+/// cell's position held to [`limits::MAX_ROWS`] and [`limits::MAX_COLUMNS`] and the cells kept
+/// within [`Budget`], so no range is ever allocated from what the file claims. Only rows with
+/// a cell are in the grid, each up to its last cell (columns keep their places).
+///
+/// `.xls` (and `.xlsb`, `.ods`) are refused: their readers build every sheet's whole range
+/// when the file is opened, so they cannot be bounded.
+fn read_workbook(file: &str, bytes: &[u8]) -> Result<Vec<(String, Grid)>, ReadError> {
     use calamine::Reader;
-    let mut book = calamine::open_workbook_auto_from_rs(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("not a readable workbook (.xlsx): {e}"))?;
+    if bytes.starts_with(OLE_MAGIC) {
+        return Err(unreadable(file, "这是 .xls（Excel 97-2003）文件"));
+    }
+    check_zip(bytes).map_err(|e| match e {
+        ZipCheck::Limit(l) => ReadError::limit(file, l),
+        ZipCheck::Unreadable(e) => unreadable(file, e),
+    })?;
+    let mut book =
+        calamine::Xlsx::new(std::io::Cursor::new(bytes)).map_err(|e| unreadable(file, e))?;
+    let mut budget = Budget::default();
     let mut out = Vec::new();
-    for (name, range) in book.worksheets() {
-        let first_row = range.start().map_or(0, |(r, _)| r as usize);
-        let first_col = range.start().map_or(0, |(_, c)| c as usize);
-        let grid = range
-            .rows()
-            .enumerate()
-            .map(|(i, cells)| {
-                // cells left of the used range are empty: keep columns where they are
-                let text = std::iter::repeat_n(String::new(), first_col)
-                    .chain(cells.iter().map(cell_text))
-                    .collect();
-                (first_row + i + 1, text)
-            })
+    for name in book.sheet_names() {
+        let mut cells = match book.worksheet_cells_reader(&name) {
+            Ok(c) => c,
+            // a chart sheet: no cells
+            Err(calamine::XlsxError::NotAWorksheet(_)) => continue,
+            Err(e) => return Err(unreadable(file, e)),
+        };
+        let declared = cells.dimensions();
+        if declared.end.0 >= limits::MAX_ROWS || declared.end.1 >= limits::MAX_COLUMNS {
+            let range = format!("{}:{}", cell_name(declared.start), cell_name(declared.end));
+            let limit = LimitError::DeclaredRange { sheet: name, range };
+            return Err(ReadError::limit(file, limit));
+        }
+        let mut rows: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        while let Some(cell) = cells.next_cell().map_err(|e| unreadable(file, e))? {
+            let pos = cell.get_position();
+            let (r, c) = pos;
+            if r >= limits::MAX_ROWS || c >= limits::MAX_COLUMNS {
+                let limit = LimitError::CellOutside {
+                    sheet: name,
+                    cell: cell_name(pos),
+                };
+                return Err(ReadError::limit(file, limit));
+            }
+            let text = cell_text(cell.get_value());
+            if text.is_empty() {
+                continue;
+            }
+            let (r, c) = (r as usize, c as usize);
+            budget
+                .text(&text, r + 1, c)
+                .map_err(|l| ReadError::limit(file, l))?;
+            let row = rows.entry(pos.0).or_default();
+            if row.len() <= c {
+                budget
+                    .cells(c + 1 - row.len())
+                    .map_err(|l| ReadError::limit(file, l))?;
+                row.resize(c + 1, String::new());
+            }
+            row[c] = text.into_owned();
+        }
+        let grid = rows
+            .into_iter()
+            .map(|(r, cells)| (r as usize + 1, cells))
             .collect();
         out.push((name, grid));
     }
     Ok(out)
 }
 
+/// Every sheet of an `.xlsx` workbook as text cells, named, read as the import reads it (within
+/// the same bounds); the error as a person reads it.
+pub fn workbook_grids(bytes: &[u8]) -> Result<Vec<(String, Grid)>, String> {
+    read_workbook("workbook.xlsx", bytes).map_err(|e| match e {
+        ReadError::Rows(rows) => rows
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        e => e.to_string(),
+    })
+}
+
+/// Why [`check_zip`] refused.
+#[derive(Debug)]
+enum ZipCheck {
+    Limit(LimitError),
+    Unreadable(String),
+}
+
+/// The workbook's ZIP within [`limits::MAX_ZIP_ENTRIES`], [`limits::MAX_UNPACKED_BYTES`] and
+/// [`limits::MAX_RATIO`], measured by unpacking each entry (at most up to the bound: what an
+/// entry's header declares is not trusted), so that the reader that follows unpacks no more.
+fn check_zip(bytes: &[u8]) -> Result<(), ZipCheck> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| ZipCheck::Unreadable(e.to_string()))?;
+    if zip.len() > limits::MAX_ZIP_ENTRIES {
+        let found = zip.len();
+        return Err(ZipCheck::Limit(LimitError::ZipEntries { found }));
+    }
+    let mut total: u64 = 0;
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index(i)
+            .map_err(|e| ZipCheck::Unreadable(e.to_string()))?;
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let packed = entry.compressed_size();
+        let room = limits::MAX_UNPACKED_BYTES - total;
+        if entry.size() > room {
+            return Err(ZipCheck::Limit(
+                if entry.size() > limits::MAX_UNPACKED_BYTES {
+                    LimitError::EntryUnpacked { entry: name }
+                } else {
+                    LimitError::Unpacked
+                },
+            ));
+        }
+        // one byte past the room tells that the entry is over it
+        let unpacked = std::io::copy(&mut entry.take(room + 1), &mut std::io::sink())
+            .map_err(|e| ZipCheck::Unreadable(format!("{name}: {e}")))?;
+        if unpacked > room {
+            return Err(ZipCheck::Limit(if total == 0 {
+                LimitError::EntryUnpacked { entry: name }
+            } else {
+                LimitError::Unpacked
+            }));
+        }
+        if unpacked > limits::RATIO_FLOOR_BYTES {
+            let ratio = unpacked / packed.max(1);
+            if ratio > limits::MAX_RATIO {
+                return Err(ZipCheck::Limit(LimitError::Ratio { entry: name, ratio }));
+            }
+        }
+        total += unpacked;
+    }
+    Ok(())
+}
+
 /// A cell as the text a person sees: whole numbers without `.0` (a phone number typed as a
-/// number stays `13800000000`), errors as Excel shows them.
-fn cell_text(d: &calamine::Data) -> String {
-    use calamine::Data;
+/// number stays `13800000000`), errors as Excel shows them. Text is borrowed (a shared
+/// string is copied only once the [`Budget`] has room for it).
+fn cell_text<'a>(d: &'a calamine::DataRef<'_>) -> Cow<'a, str> {
+    use calamine::DataRef;
     match d {
-        Data::Empty => String::new(),
-        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
-        Data::Int(i) => i.to_string(),
-        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
-        Data::Float(f) => f.to_string(),
-        Data::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
-        Data::DateTime(dt) => dt.as_f64().to_string(),
-        Data::Error(e) => e.to_string(),
+        DataRef::Empty => Cow::Borrowed(""),
+        DataRef::String(s) | DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => Cow::Borrowed(s),
+        DataRef::SharedString(s) => Cow::Borrowed(s),
+        DataRef::Int(i) => Cow::Owned(i.to_string()),
+        DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => Cow::Owned(format!("{f:.0}")),
+        DataRef::Float(f) => Cow::Owned(f.to_string()),
+        DataRef::Bool(b) => Cow::Borrowed(if *b { "TRUE" } else { "FALSE" }),
+        DataRef::DateTime(dt) => Cow::Owned(dt.as_f64().to_string()),
+        DataRef::Error(e) => Cow::Owned(e.to_string()),
     }
 }
 
@@ -386,7 +550,7 @@ pub fn parse_grid(file: &str, grid: &Grid) -> Result<Vec<FormRow>, Vec<RowError>
 }
 
 /// `A`, `B`, … `AA` for a 0-based column index.
-fn column_letter(mut i: usize) -> String {
+pub(crate) fn column_letter(mut i: usize) -> String {
     let mut s = Vec::new();
     loop {
         s.push(b'A' + (i % 26) as u8);
@@ -798,7 +962,14 @@ mod tests {
             "no VM rows below the header row (one row per VM)"
         );
         let e = read("d.xlsx", Format::Xlsx, b"PK\x03\x04 not really").unwrap_err();
-        assert!(e[0].reason.contains("not a readable workbook"), "{}", e[0]);
+        let ReadError::Rows(e) = e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            e[0].reason.contains("不是可读取的 .xlsx 工作簿"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
@@ -806,7 +977,10 @@ mod tests {
         assert_eq!(column_letter(0), "A");
         assert_eq!(column_letter(25), "Z");
         assert_eq!(column_letter(26), "AA");
-        assert_eq!(header_key("堡垒机账  号\n负责人"), "堡垒机账号负责人");
+        assert_eq!(
+            header_chars("堡垒机账  号\n负责人").collect::<String>(),
+            "堡垒机账号负责人"
+        );
         assert_eq!(Column::from_header("*VCPU 核"), Some(Column::Vcpus));
         assert!(is_phone("+86 138-0000-0000") && is_phone("0771-1234567"));
         assert!(!is_phone("手机") && !is_phone("123"));

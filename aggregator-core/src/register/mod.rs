@@ -8,6 +8,7 @@
 //! |--------------|--------------------------------------------------------------------------|
 //! | [`csv`]      | RFC 4180 CSV and its text encodings (UTF-8, GB18030), pure on bytes      |
 //! | [`form`]     | the 附件3 form: header row, columns, row validation; `.xlsx` via calamine |
+//! | [`limits`]   | the bounds an imported file is read within (size, ZIP, range, cells)     |
 //! | [`export`]   | the register back to `.xlsx` in the 附件3 layout                          |
 //! | [`changes`]  | every change (import, change request, sanction, quota) as a unit record  |
 //! | [`observe`]  | what agents and hypervisors report of each VM, joined by SMBIOS UUID     |
@@ -22,6 +23,7 @@ pub mod changes;
 pub mod csv;
 pub mod export;
 pub mod form;
+pub mod limits;
 pub mod observe;
 pub mod pools;
 #[cfg(any(test, feature = "test-support"))]

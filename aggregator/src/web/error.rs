@@ -47,6 +47,14 @@ pub enum WebError {
         message: String,
         detail: serde_json::Value,
     },
+    /// An upload past one of the bounds its reader keeps (the register import's file size,
+    /// ZIP entries and unpacked size, sheet range, cells), refused before it was read through;
+    /// `limit` names the bound.
+    #[error("{message}")]
+    OverLimit {
+        message: String,
+        limit: &'static str,
+    },
     /// Content that cannot be taken as it is (an import's bad rows, all of them); `detail`'s
     /// fields join `error` in the body.
     #[error("{message}")]
@@ -69,6 +77,7 @@ impl WebError {
             WebError::Conflict(_) | WebError::ConflictWith { .. } => "conflict",
             WebError::Unavailable(_) => "unavailable",
             WebError::Unprocessable { .. } => "unprocessable",
+            WebError::OverLimit { .. } => "over_limit",
         }
     }
 
@@ -84,6 +93,7 @@ impl WebError {
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::ConflictWith { .. } => StatusCode::CONFLICT,
             WebError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            WebError::OverLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }
@@ -100,6 +110,7 @@ impl IntoResponse for WebError {
                 json!({ "error": error, "parameter": param, "allowed": allowed })
             }
             WebError::NotFound { what, id } => json!({ "error": error, "what": what, "id": id }),
+            WebError::OverLimit { limit, .. } => json!({ "error": error, "limit": limit }),
             WebError::MalformedQuery(_)
             | WebError::BadRequest(_)
             | WebError::Conflict(_)

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /register` | the page: units → systems → VMs, approved vs observed, the import form |
 //! | `GET /api/register` | units (quota, sanction, totals), their VMs (approved, observed, match), unregistered VMs, pools |
-//! | `POST /api/register/import?unit=[&format=xlsx\|csv][&file=]` | body: the 附件3 file; 200 `{imported}`, 422 `{errors: [{file,row,column,reason}]}` |
+//! | `POST /api/register/import?unit=[&format=xlsx\|csv][&file=]` | body: the 附件3 file; 200 `{imported}`, 422 `{errors: [{file,row,column,reason}]}`, 413 `{code: "over_limit", limit}` past a bound of `register::limits` |
 //! | `GET /api/register/export.xlsx[?unit=]` | the register in the 附件3 layout (+ 使用单位, 虚拟机UUID) |
 //! | `POST /api/register/vms/{uuid}/change` | an approved change request `{approved_by, vcpus?, mem_gb?, sys_disk_gb?, data_disk_gb?, reason}`; 409 while held |
 //! | `POST /api/register/units/{name}/sanction` | `{reason, quota?, hold_requests}` |
@@ -46,10 +46,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{PoisonError, RwLockReadGuard};
 
-/// Largest import accepted (a filled-in form is a few dozen KiB).
-const IMPORT_LIMIT: usize = 16 * 1024 * 1024;
+/// Largest import accepted (a filled-in form is a few dozen KiB): the register reader's own
+/// file bound.
+const IMPORT_LIMIT: usize = crate::register::limits::MAX_FILE_BYTES;
 const XLSX_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 /// The routes, for any router state the [`AppState`] can be taken from.
@@ -275,6 +277,10 @@ fn change_error(e: ChangeError) -> WebError {
             message,
             detail: json!({ "errors": errors }),
         },
+        ChangeError::OverLimit { limit, .. } => WebError::OverLimit {
+            message,
+            limit: limit.code(),
+        },
         ChangeError::Invalid(m) => WebError::BadRequest(m),
         ChangeError::UnknownVm(id) => WebError::NotFound {
             what: "已登记的虚拟机",
@@ -357,10 +363,12 @@ async fn import(
         format,
         bytes: &body,
     };
-    let update = service(&app)
-        .import(&req, now_ms())
-        .await
-        .map_err(register_error)?;
+    let update = service(&app).import(&req, now_ms()).await.map_err(|e| {
+        if matches!(e, RegisterError::Change(ChangeError::OverLimit { .. })) {
+            app.metrics.imports_refused.fetch_add(1, Relaxed);
+        }
+        register_error(e)
+    })?;
     Ok(Json(Imported {
         imported: update.audit.detail["imported"].as_u64().unwrap_or(0) as usize,
         unit: update.record.unit.name.clone(),
