@@ -284,6 +284,10 @@ pub const CHANGES_KEPT: usize = 1 << 16;
 
 /// The nodes that claim one VM UUID: hypervisors listing it, guests reporting it as their
 /// SMBIOS UUID. Sorted by node id, so two claimants resolve the same way every time.
+///
+/// Only host identities claim as hosts and only guest identities as guests: ingest refuses a
+/// guest list from a node enrolled as a guest ([`admits`]), and a host's own SMBIOS UUID is
+/// not a VM claim.
 #[derive(Debug, Default, Clone)]
 pub struct Claims {
     pub hosts: std::collections::BTreeSet<String>,
@@ -291,6 +295,95 @@ pub struct Claims {
     /// Change stamp: taken whenever a claim, or a claimant's view of the VM, changed. Kept
     /// when the last claim goes, so a rule looking for changes sees the VM disappear.
     pub stamp: u64,
+}
+
+/// Claims of one VM UUID that contradict each other: nobody can tell from the reports which
+/// claimant is the VM (or its hypervisor), so no command is addressed to the VM until the
+/// contradiction is resolved (an alarm says so: the `vm_claim_conflict` rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "nodes")]
+pub enum ClaimConflict {
+    /// Two or more hypervisor hosts list the VM (a copy left behind by a migration, a cloned
+    /// domain, or a host claiming a VM that is not its own).
+    Hosts(Vec<String>),
+    /// Two or more VMs report the UUID as their own SMBIOS UUID (a cloned VM, or a VM
+    /// claiming another's identity).
+    Guests(Vec<String>),
+}
+
+impl std::fmt::Display for ClaimConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimConflict::Hosts(n) => write!(f, "多台宿主机同时声明运行该虚拟机（{}）", n.join("、")),
+            ClaimConflict::Guests(n) => {
+                write!(f, "多个虚拟机代理上报同一 SMBIOS UUID（{}）", n.join("、"))
+            }
+        }
+    }
+}
+
+impl Claims {
+    /// The contradiction among these claims, if any (hosts first: commands go to hosts).
+    pub fn conflict(&self) -> Option<ClaimConflict> {
+        if self.hosts.len() > 1 {
+            Some(ClaimConflict::Hosts(self.hosts.iter().cloned().collect()))
+        } else if self.guests.len() > 1 {
+            Some(ClaimConflict::Guests(self.guests.iter().cloned().collect()))
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a command for a VM cannot be addressed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unaddressable {
+    /// No hypervisor host lists the VM.
+    NoHost,
+    /// The VM's claims contradict each other.
+    Conflict(ClaimConflict),
+}
+
+/// Why a verified message does not fit the role its node was enrolled with (the role is bound
+/// into the node's key, see [`yunjian_protocol::MasterKey::node_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoleMismatch {
+    #[error("the node declares itself a {declared} but is enrolled as a {enrolled}")]
+    Declared {
+        declared: &'static str,
+        enrolled: &'static str,
+    },
+    #[error("a guest list (claims of VMs) from a node enrolled as a guest")]
+    GuestsFromGuest,
+}
+
+impl RoleMismatch {
+    /// Short name for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoleMismatch::Declared { .. } => "declared_role",
+            RoleMismatch::GuestsFromGuest => "guests_from_guest",
+        }
+    }
+}
+
+/// May a node enrolled as `enrolled` send `body`? A Hello or Inventory must declare the
+/// enrolled role, and only hosts list VMs. (A guest's SMBIOS UUID is then a guest's claim,
+/// since its Inventory declares the guest role.)
+pub fn admits(enrolled: Role, body: &Body) -> Result<(), RoleMismatch> {
+    let declared = match body {
+        Body::Hello(h) => Some(h.role),
+        Body::Inventory(i) => Some(i.role),
+        Body::Guests(_) if enrolled != Role::Host => return Err(RoleMismatch::GuestsFromGuest),
+        _ => None,
+    };
+    match declared {
+        Some(d) if d != enrolled => Err(RoleMismatch::Declared {
+            declared: d.as_str(),
+            enrolled: enrolled.as_str(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl Fleet {
@@ -412,6 +505,28 @@ impl Fleet {
         self.claims.get(&uuid.to_ascii_lowercase())
     }
 
+    /// The one host a command for VM `uuid` (any case) goes to, with the VM as that host lists
+    /// it: only when exactly one host lists it and its claims do not contradict each other.
+    pub fn command_host(&self, uuid: &str) -> Result<(String, GuestView), Unaddressable> {
+        let claims = self.claims_of(uuid).ok_or(Unaddressable::NoHost)?;
+        if let Some(c) = claims.conflict() {
+            return Err(Unaddressable::Conflict(c));
+        }
+        claims
+            .hosts
+            .iter()
+            .find_map(|h| {
+                let g = self
+                    .nodes
+                    .get(h)?
+                    .guests
+                    .iter()
+                    .find(|g| g.uuid.eq_ignore_ascii_case(uuid))?;
+                Some((h.clone(), g.clone()))
+            })
+            .ok_or(Unaddressable::NoHost)
+    }
+
     /// Record that `node` claims (or stopped claiming) `uuid` as a host or a guest.
     fn claim(&mut self, uuid: &str, node: &str, host: bool, present: bool) {
         let c = self.claims.entry(uuid.to_ascii_lowercase()).or_default();
@@ -431,9 +546,10 @@ impl Fleet {
         );
     }
 
-    /// The SMBIOS UUID a node reports for itself.
+    /// The SMBIOS UUID a VM reports for itself (a host's own UUID is not a VM claim).
     fn own_uuid(st: &NodeState) -> Option<String> {
-        st.inventory.as_ref()?.smbios_uuid.clone()
+        let inv = st.inventory.as_ref().filter(|i| i.role == Role::Guest)?;
+        inv.smbios_uuid.clone()
     }
 
     /// Restore a node from storage at start-up (it stays offline until it speaks).
@@ -442,6 +558,10 @@ impl Fleet {
         state.liveness_since_ms = now_ms;
         state.status = Status::Offline;
         state.stamps = Stamps::at(self.clock.next());
+        if state.role == Some(Role::Guest) {
+            // stored before guest lists were refused from guests: not a claim
+            state.guests.clear();
+        }
         for g in &state.guests {
             self.guest_host
                 .insert(g.uuid.to_ascii_lowercase(), state.node.clone());
@@ -561,8 +681,8 @@ impl Fleet {
                     st.stamps.observed = self.clock.next();
                     let node = st.node.clone();
                     let old = Self::own_uuid(st);
-                    let new = inv.smbios_uuid.clone();
                     st.inventory = Some(inv);
+                    let new = Self::own_uuid(st);
                     if let Some(u) = old.filter(|o| Some(o) != new.as_ref()) {
                         self.claim(&u, &node, false, false);
                     }

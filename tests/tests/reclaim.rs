@@ -177,7 +177,7 @@ async fn fake_host(cfg: &AggregatorConfig, agg: &Aggregator) -> FakeHost {
     };
     let identity = Identity {
         node: HOST.into(),
-        key: agg.master.node_key(HOST),
+        key: agg.master.node_key(HOST, Role::Host),
         role: Role::Host,
         agent_version: "test".into(),
         interval_ms: 10_000,

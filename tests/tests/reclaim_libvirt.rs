@@ -217,7 +217,7 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     let agg = Aggregator::start(&cfg).await.unwrap();
     let addr = agg.http_addr;
     agg.master
-        .node_key(NODE)
+        .node_key(NODE, yunjian_protocol::Role::Host)
         .write_file(&dir.path().join("agent.key"))
         .unwrap();
     let csv = format!(
