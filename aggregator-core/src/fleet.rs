@@ -197,7 +197,8 @@ pub struct NodeSummary {
     pub liveness: Liveness,
     pub hostname: Option<String>,
     pub rack: Option<String>,
-    /// For a VM: the host whose guest list carries its SMBIOS UUID.
+    /// For a VM: the host whose guest list carries its SMBIOS UUID (none while the VM's
+    /// claims conflict: two hosts list it, or two VMs report it).
     pub host: Option<String>,
     /// For a host: how many VMs it runs.
     pub vm_count: usize,
@@ -256,8 +257,6 @@ impl FleetTotals {
 #[derive(Debug, Default)]
 pub struct Fleet {
     nodes: HashMap<String, NodeState>,
-    /// SMBIOS UUID (lower case) → host node that lists it.
-    guest_host: HashMap<String, String>,
     /// SMBIOS UUID (lower case) → every node that claims it, kept as messages arrive so a
     /// VM's observation is a lookup, not a scan of the fleet (see [`Fleet::claims`]).
     claims: HashMap<String, Claims>,
@@ -563,8 +562,6 @@ impl Fleet {
             state.guests.clear();
         }
         for g in &state.guests {
-            self.guest_host
-                .insert(g.uuid.to_ascii_lowercase(), state.node.clone());
             self.claim(&g.uuid, &state.node, true, true);
         }
         if let Some(u) = Self::own_uuid(&state) {
@@ -706,10 +703,6 @@ impl Fleet {
                 let node = st.node.clone();
                 let old: Vec<GuestView> = st.guests.drain(..).collect();
                 for o in &old {
-                    let key = o.uuid.to_ascii_lowercase();
-                    if self.guest_host.get(&key) == Some(&node) {
-                        self.guest_host.remove(&key);
-                    }
                     // gone from the list, or listed differently: both change its view
                     if !g.contains(o) {
                         let still = g.iter().any(|v| v.uuid.eq_ignore_ascii_case(&o.uuid));
@@ -717,13 +710,11 @@ impl Fleet {
                     }
                 }
                 for v in &g {
-                    self.guest_host
-                        .insert(v.uuid.to_ascii_lowercase(), node.clone());
                     if !old.contains(v) {
                         self.claim(&v.uuid, &node, true, true);
                     }
                 }
-                // re-borrow: the entry was released by the guest_host updates above
+                // re-borrow: the entry was released by the claim updates above
                 if let Some(st) = self.nodes.get_mut(&node) {
                     st.guests = g;
                 }
@@ -781,7 +772,10 @@ impl Fleet {
             liveness: st.liveness,
             hostname: inv.map(|i| i.hostname.clone()),
             rack: inv.and_then(|i| i.rack.clone()),
-            host: uuid.and_then(|u| self.guest_host.get(&u.to_ascii_lowercase()).cloned()),
+            host: uuid
+                .filter(|_| st.role == Some(Role::Guest))
+                .and_then(|u| self.command_host(u).ok())
+                .map(|(h, _)| h),
             vm_count: st.guests.len(),
             smbios_uuid: uuid.cloned(),
             cpu_pct: r.map(|r| r.cpu_busy as f64 / 100.0),

@@ -5,14 +5,14 @@
 //! * the hypervisor host the command was sent to, still the only host listing the VM, lists
 //!   it stopped (a stop) or at no more than the new size (a downsize);
 //! * the VM's own agent (the one guest identity reporting the VM's SMBIOS UUID) agrees: for a
-//!   stop it went offline or silent after the command was sent; for a downsize its inventory
-//!   shows no more vCPUs and memory than the new size.
+//!   stop it went offline (its Offline status or last will) or silent after the command was
+//!   sent; for a downsize its inventory shows no more vCPUs and memory than the new size.
 //!
 //! Pure: reads the fleet, returns the verdict; the service records it (and fails the case when
 //! no agreement came within its deadline).
 
 use super::case::{Case, Kind};
-use crate::fleet::{Fleet, Liveness, Unaddressable};
+use crate::fleet::{Fleet, Liveness, Unaddressable, SILENCE_FACTOR};
 
 /// The verdict on an executed case now.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,8 +23,9 @@ pub enum Outcome {
     Pending(String),
 }
 
-/// The verdict on `case` (executed through its `host`), whose command was sent at `sent_ms`.
-pub fn outcome(fleet: &Fleet, case: &Case, sent_ms: u64) -> Outcome {
+/// The verdict at `now_ms` on `case` (executed through its `host`), whose command was sent at
+/// `sent_ms`.
+pub fn outcome(fleet: &Fleet, case: &Case, sent_ms: u64, now_ms: u64) -> Outcome {
     let uuid = &case.uuid;
     let (host, g) = match fleet.command_host(uuid) {
         Ok(x) => x,
@@ -60,7 +61,18 @@ pub fn outcome(fleet: &Fleet, case: &Case, sent_ms: u64) -> Outcome {
         ));
     };
     let vm_done = match &case.kind {
-        Kind::Idle => vm.liveness != Liveness::Online && vm.liveness_since_ms >= sent_ms,
+        // offline since after the command: its own Offline status (clean stop or last will)
+        // came after it, or it fell silent after it. A node restored offline at an aggregator
+        // restart shows neither: it counts once it stayed unheard for as long as silence takes
+        // (a running VM's agent reconnects well before).
+        Kind::Idle => {
+            vm.liveness != Liveness::Online
+                && vm.liveness_since_ms >= sent_ms
+                && (vm.liveness == Liveness::Silent
+                    || vm.last_seen_ms >= sent_ms
+                    || now_ms.saturating_sub(vm.liveness_since_ms.max(vm.last_seen_ms))
+                        > SILENCE_FACTOR * vm.interval_ms())
+        }
         Kind::OverProvisioned { recommended } => vm.inventory.as_ref().is_some_and(|i| {
             i.cpu_cores <= recommended.vcpus && i.mem_total_kib <= recommended.mem_kib
         }),

@@ -799,7 +799,7 @@ impl Reclaim {
             .map_or(c.state_since_ms, |cmd| cmd.created_ms);
         let verdict = {
             let fleet = self.fleet.read().unwrap_or_else(|p| p.into_inner());
-            outcome(&fleet, c, sent_ms)
+            outcome(&fleet, c, sent_ms, now_ms)
         };
         match verdict {
             Outcome::Confirmed(detail) => {
