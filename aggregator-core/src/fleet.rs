@@ -968,6 +968,53 @@ mod tests {
     }
 
     #[test]
+    fn a_node_may_send_only_what_fits_its_enrolled_role() {
+        let hello = |role| {
+            Body::Hello(Hello {
+                agent_version: String::new(),
+                role,
+                interval_ms: 1,
+                buffered: 0,
+            })
+        };
+        assert_eq!(admits(Role::Host, &hello(Role::Host)), Ok(()));
+        assert!(matches!(
+            admits(Role::Guest, &hello(Role::Host)),
+            Err(RoleMismatch::Declared { .. })
+        ));
+        assert_eq!(admits(Role::Host, &Body::Guests(vec![])), Ok(()));
+        assert_eq!(
+            admits(Role::Guest, &Body::Guests(vec![])),
+            Err(RoleMismatch::GuestsFromGuest)
+        );
+        assert_eq!(admits(Role::Guest, &report(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_command_is_addressed_only_to_the_one_host_of_an_uncontested_vm() {
+        let mut f = Fleet::new();
+        let g = GuestView {
+            uuid: "AA-1".into(),
+            name: "vm".into(),
+            vcpus: 2,
+            mem_kib: 1,
+            disk_kib: 1,
+            running: true,
+        };
+        assert_eq!(f.command_host("aa-1"), Err(Unaddressable::NoHost));
+        f.apply(env("h1", 1, Body::Guests(vec![g.clone()])), 1);
+        assert_eq!(f.command_host("aa-1").map(|(h, _)| h), Ok("h1".into()));
+        f.apply(env("h2", 1, Body::Guests(vec![g])), 1);
+        assert_eq!(
+            f.command_host("AA-1"),
+            Err(Unaddressable::Conflict(ClaimConflict::Hosts(vec![
+                "h1".into(),
+                "h2".into()
+            ])))
+        );
+    }
+
+    #[test]
     fn the_change_log_names_what_changed_and_not_mere_reports() {
         let mut f = Fleet::new();
         let view = |uuid: &str, vcpus| GuestView {

@@ -100,3 +100,116 @@ pub fn outcome(fleet: &Fleet, case: &Case, sent_ms: u64, now_ms: u64) -> Outcome
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reclaim::case::State;
+    use yunjian_protocol::{Body, Envelope, GuestView, Inventory, Role, Status, VmSize};
+
+    const UUID: &str = "4c4c4544-0001-0002-0003-000000000001";
+    const SENT: u64 = 10_000;
+
+    fn listed(running: bool, vcpus: u16) -> Body {
+        Body::Guests(vec![GuestView {
+            uuid: UUID.into(),
+            name: "czj-app-01".into(),
+            vcpus,
+            mem_kib: u64::from(vcpus) << 20,
+            disk_kib: 1,
+            running,
+        }])
+    }
+
+    fn inventory(cores: u16) -> Body {
+        Body::Inventory(Inventory {
+            hostname: "vm".into(),
+            role: Role::Guest,
+            os: String::new(),
+            kernel: String::new(),
+            cpu_model: String::new(),
+            cpu_cores: cores,
+            mem_total_kib: u64::from(cores) << 20,
+            disks: vec![],
+            nics: vec![],
+            machine_id: String::new(),
+            smbios_uuid: Some(UUID.into()),
+            rack: None,
+        })
+    }
+
+    fn case(kind: Kind) -> Case {
+        let c = serde_json::json!({
+            "id": 1, "uuid": UUID, "vm_name": "czj-app-01", "unit": "财政局", "system": "s",
+            "kind": kind, "evidence": null, "state": State::Executed, "opened_ms": 0,
+            "state_since_ms": SENT, "deadline_ms": null, "scheduled_ms": null, "host": "h1",
+            "snapshot": null, "command": null, "hold_until_ms": null, "updated_ms": SENT,
+        });
+        serde_json::from_value(c).unwrap()
+    }
+
+    /// h1 lists the VM; the VM's agent is online with 8 cores.
+    fn fleet() -> Fleet {
+        let mut f = Fleet::new();
+        f.apply(Envelope::new("h1", 1, 0, listed(true, 8)), 1_000);
+        f.apply(Envelope::new("vm", 0, 0, Body::Status(Status::Online)), 1_000);
+        f.apply(Envelope::new("vm", 1, 0, inventory(8)), 1_000);
+        f
+    }
+
+    fn confirmed(o: &Outcome) -> bool {
+        matches!(o, Outcome::Confirmed(_))
+    }
+
+    #[test]
+    fn a_stop_is_confirmed_by_the_host_and_the_vms_own_agent_only() {
+        let mut f = fleet();
+        let stop = case(Kind::Idle);
+        // the host says stopped, the VM still reports: not done
+        f.apply(Envelope::new("h1", 2, 0, listed(false, 8)), 11_000);
+        let o = outcome(&f, &stop, SENT, 12_000);
+        assert!(matches!(&o, Outcome::Pending(why) if why.contains("仍在线")), "{o:?}");
+        // the VM's agent goes offline after the command: done
+        f.apply(Envelope::new("vm", 0, 0, Body::Status(Status::Offline)), 11_500);
+        assert!(confirmed(&outcome(&f, &stop, SENT, 12_000)));
+        // ... but not when the command went to another host than the one listing it
+        let mut elsewhere = stop.clone();
+        elsewhere.host = Some("h2".into());
+        assert!(!confirmed(&outcome(&f, &elsewhere, SENT, 12_000)));
+        // ... nor while a second host lists the VM
+        f.apply(Envelope::new("h2", 1, 0, listed(false, 8)), 11_600);
+        let o = outcome(&f, &stop, SENT, 12_000);
+        assert!(matches!(&o, Outcome::Pending(why) if why.contains("归属冲突")), "{o:?}");
+    }
+
+    #[test]
+    fn an_agent_offline_since_before_the_command_proves_nothing() {
+        let mut f = fleet();
+        f.apply(Envelope::new("vm", 0, 0, Body::Status(Status::Offline)), 5_000);
+        f.apply(Envelope::new("h1", 2, 0, listed(false, 8)), 11_000);
+        assert!(!confirmed(&outcome(&f, &case(Kind::Idle), SENT, 12_000)));
+    }
+
+    #[test]
+    fn a_downsize_is_confirmed_when_the_vm_reports_the_new_size() {
+        let mut f = fleet();
+        let down = case(Kind::OverProvisioned {
+            recommended: VmSize {
+                vcpus: 2,
+                mem_kib: 2 << 20,
+            },
+        });
+        f.apply(Envelope::new("h1", 2, 0, listed(true, 2)), 11_000);
+        assert!(!confirmed(&outcome(&f, &down, SENT, 12_000)));
+        f.apply(Envelope::new("vm", 2, 0, inventory(2)), 11_500);
+        assert!(confirmed(&outcome(&f, &down, SENT, 12_000)));
+    }
+
+    #[test]
+    fn a_vm_without_its_own_agent_cannot_be_confirmed() {
+        let mut f = Fleet::new();
+        f.apply(Envelope::new("h1", 1, 0, listed(false, 8)), 11_000);
+        let o = outcome(&f, &case(Kind::Idle), SENT, 12_000);
+        assert!(matches!(&o, Outcome::Pending(why) if why.contains("没有自身代理")), "{o:?}");
+    }
+}
