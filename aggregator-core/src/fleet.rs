@@ -313,7 +313,9 @@ pub enum ClaimConflict {
 impl std::fmt::Display for ClaimConflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClaimConflict::Hosts(n) => write!(f, "多台宿主机同时声明运行该虚拟机（{}）", n.join("、")),
+            ClaimConflict::Hosts(n) => {
+                write!(f, "多台宿主机同时声明运行该虚拟机（{}）", n.join("、"))
+            }
             ClaimConflict::Guests(n) => {
                 write!(f, "多个虚拟机代理上报同一 SMBIOS UUID（{}）", n.join("、"))
             }

@@ -46,7 +46,7 @@ async fn observe(port: u16, master: MasterKey) -> Arc<Mutex<Vec<Envelope>>> {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let (node, _) = topics::parse(&p.topic).expect("a report topic");
                     let envelope = decode(&p.payload, node, &master.node_key(node, Role::Host))
-            .or_else(|_| decode(&p.payload, node, &master.node_key(node, Role::Guest)))
+                        .or_else(|_| decode(&p.payload, node, &master.node_key(node, Role::Guest)))
                         .expect("every node's messages verify with its own key");
                     store.lock().unwrap().push(envelope);
                 }

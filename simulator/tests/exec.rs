@@ -66,7 +66,9 @@ impl Operator {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let (node, _) = topics::parse(&p.topic).expect("a report topic");
                         let envelope = decode(&p.payload, node, &keys.node_key(node, Role::Host))
-            .or_else(|_| decode(&p.payload, node, &keys.node_key(node, Role::Guest)))
+                            .or_else(|_| {
+                                decode(&p.payload, node, &keys.node_key(node, Role::Guest))
+                            })
                             .expect("every node's reports verify with its own key");
                         store.lock().unwrap().push(envelope);
                     }

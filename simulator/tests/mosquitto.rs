@@ -131,7 +131,7 @@ async fn subscribe(
 fn open(master: &MasterKey, topic: &str, payload: &[u8]) -> Envelope {
     let (node, _) = topics::parse(topic).unwrap_or_else(|| panic!("unexpected topic {topic}"));
     decode(payload, node, &master.node_key(node, Role::Host))
-            .or_else(|_| decode(payload, node, &master.node_key(node, Role::Guest)))
+        .or_else(|_| decode(payload, node, &master.node_key(node, Role::Guest)))
         .unwrap_or_else(|e| panic!("{topic}: frame does not verify with the node's key: {e}"))
 }
 

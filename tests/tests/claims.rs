@@ -140,7 +140,13 @@ async fn case_json(addr: SocketAddr, token: &str, id: u64) -> Value {
     get_json(addr, token, &format!("/api/reclaim/cases/{id}")).await
 }
 
-async fn wait_case(addr: SocketAddr, token: &str, id: u64, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+async fn wait_case(
+    addr: SocketAddr,
+    token: &str,
+    id: u64,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
     eventually(&format!("case {id}: {what}"), WAIT, || {
         let ok = &ok;
         async move {
@@ -159,7 +165,10 @@ async fn agent(
     node: &str,
     enrolled: Role,
     declared: Role,
-) -> (Publisher, tokio::sync::mpsc::Receiver<yunjian_protocol::Command>) {
+) -> (
+    Publisher,
+    tokio::sync::mpsc::Receiver<yunjian_protocol::Command>,
+) {
     let mqtt = MqttConfig {
         host: "127.0.0.1".into(),
         port: cfg.broker.listen.port(),
@@ -256,7 +265,13 @@ async fn node_json(addr: SocketAddr, token: &str, node: &str) -> Value {
 }
 
 /// Wait until `node` is online at the aggregator and `check` holds of its JSON.
-async fn wait_node(addr: SocketAddr, token: &str, node: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_node(
+    addr: SocketAddr,
+    token: &str,
+    node: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     eventually(&format!("{node}: {what}"), WAIT, || {
         let check = &check;
         async move {
@@ -333,7 +348,10 @@ async fn a_vm_listing_another_vm_is_refused_and_the_stop_goes_to_the_real_host()
     })
     .await;
     let evil_seen = node_json(addr, ops, "vm-evil").await;
-    assert!(!lists_vm(&evil_seen), "a VM's guest list was applied: {evil_seen}");
+    assert!(
+        !lists_vm(&evil_seen),
+        "a VM's guest list was applied: {evil_seen}"
+    );
     let liar_seen = node_json(addr, ops, "vm-liar").await;
     assert_eq!(liar_seen["summary"]["role"], Value::Null, "{liar_seen}");
     assert!(!lists_vm(&liar_seen), "{liar_seen}");
@@ -364,7 +382,10 @@ async fn a_vm_claiming_another_vms_smbios_uuid_does_not_capture_it() {
     let vm = vm_agent(&cfg, &agg, VM, UUID).await;
     let (h, at_host) = host(&cfg, &agg, HOST, Some(vm), true).await;
     list_vm(addr, ops, HOST, &h).await;
-    wait_node(addr, ops, VM, "joined to its host", |v| v["summary"]["host"] == HOST).await;
+    wait_node(addr, ops, VM, "joined to its host", |v| {
+        v["summary"]["host"] == HOST
+    })
+    .await;
 
     // another VM reports the same SMBIOS UUID as its own
     let evil = vm_agent(&cfg, &agg, "vm-evil", UUID).await;
@@ -398,8 +419,11 @@ async fn a_vm_claiming_another_vms_smbios_uuid_does_not_capture_it() {
     assert!(at_host.lock().unwrap().is_empty(), "a command went out");
 
     // resolved (the impostor reports its own UUID): the alarm clears, the stop goes out
-    evil.set_inventory(vm_inventory("vm-evil", "4c4c4544-0000-0000-0000-00000000e711"))
-        .await;
+    evil.set_inventory(vm_inventory(
+        "vm-evil",
+        "4c4c4544-0000-0000-0000-00000000e711",
+    ))
+    .await;
     eventually("the alarm cleared", WAIT, || async {
         open_alarms(addr, ops, "vm_claim_conflict")
             .await
@@ -480,12 +504,18 @@ async fn a_host_answering_ok_without_the_vm_agreeing_is_not_a_done_stop() {
     wait_node(addr, ops, VM, "online", |_| true).await;
 
     let id = open_and_schedule(addr, &p).await;
-    let v = wait_case(addr, ops, id, "executed, waiting for the VM to agree", |v| {
-        v["case"]["case"]["state"] == "executed"
-            && v["case"]["case"]["note"]
-                .as_str()
-                .is_some_and(|n| n.contains(VM) && n.contains("仍在线"))
-    })
+    let v = wait_case(
+        addr,
+        ops,
+        id,
+        "executed, waiting for the VM to agree",
+        |v| {
+            v["case"]["case"]["state"] == "executed"
+                && v["case"]["case"]["note"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(VM) && n.contains("仍在线"))
+        },
+    )
     .await;
     assert_eq!(v["commands"][0]["status"], "succeeded", "{v}");
     let v = wait_case(addr, ops, id, "execution_failed", |v| {

@@ -140,15 +140,30 @@ mod tests {
         .unwrap();
         assert_eq!(rec.expires_ms, 3_601_000);
         let frame = rec.frame(&master, 2_000).unwrap();
-        let env = decode(&frame, "rack1-h03", &master.node_key("rack1-h03", Role::Host)).unwrap();
+        let env = decode(
+            &frame,
+            "rack1-h03",
+            &master.node_key("rack1-h03", Role::Host),
+        )
+        .unwrap();
         let Body::Command(c) = env.body else {
             panic!("not a command")
         };
         assert_eq!(hex(&c.id), rec.id);
         assert_eq!(c.action, rec.action);
-        assert!(decode(&frame, "rack1-h04", &master.node_key("rack1-h04", Role::Host)).is_err());
+        assert!(decode(
+            &frame,
+            "rack1-h04",
+            &master.node_key("rack1-h04", Role::Host)
+        )
+        .is_err());
         // a VM enrolled under the host's name cannot open it
-        assert!(decode(&frame, "rack1-h03", &master.node_key("rack1-h03", Role::Guest)).is_err());
+        assert!(decode(
+            &frame,
+            "rack1-h03",
+            &master.node_key("rack1-h03", Role::Guest)
+        )
+        .is_err());
         assert!(decode(
             &frame,
             "rack1-h03",

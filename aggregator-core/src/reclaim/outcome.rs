@@ -49,7 +49,9 @@ pub fn outcome(fleet: &Fleet, case: &Case, sent_ms: u64, now_ms: u64) -> Outcome
         }
     };
     if !host_done {
-        return Outcome::Pending(format!("待核实：宿主机 {host} 的虚拟机列表尚未显示执行结果"));
+        return Outcome::Pending(format!(
+            "待核实：宿主机 {host} 的虚拟机列表尚未显示执行结果"
+        ));
     }
     let Some(vm) = fleet
         .claims_of(uuid)
@@ -152,7 +154,10 @@ mod tests {
     fn fleet() -> Fleet {
         let mut f = Fleet::new();
         f.apply(Envelope::new("h1", 1, 0, listed(true, 8)), 1_000);
-        f.apply(Envelope::new("vm", 0, 0, Body::Status(Status::Online)), 1_000);
+        f.apply(
+            Envelope::new("vm", 0, 0, Body::Status(Status::Online)),
+            1_000,
+        );
         f.apply(Envelope::new("vm", 1, 0, inventory(8)), 1_000);
         f
     }
@@ -168,9 +173,15 @@ mod tests {
         // the host says stopped, the VM still reports: not done
         f.apply(Envelope::new("h1", 2, 0, listed(false, 8)), 11_000);
         let o = outcome(&f, &stop, SENT, 12_000);
-        assert!(matches!(&o, Outcome::Pending(why) if why.contains("仍在线")), "{o:?}");
+        assert!(
+            matches!(&o, Outcome::Pending(why) if why.contains("仍在线")),
+            "{o:?}"
+        );
         // the VM's agent goes offline after the command: done
-        f.apply(Envelope::new("vm", 0, 0, Body::Status(Status::Offline)), 11_500);
+        f.apply(
+            Envelope::new("vm", 0, 0, Body::Status(Status::Offline)),
+            11_500,
+        );
         assert!(confirmed(&outcome(&f, &stop, SENT, 12_000)));
         // ... but not when the command went to another host than the one listing it
         let mut elsewhere = stop.clone();
@@ -179,13 +190,19 @@ mod tests {
         // ... nor while a second host lists the VM
         f.apply(Envelope::new("h2", 1, 0, listed(false, 8)), 11_600);
         let o = outcome(&f, &stop, SENT, 12_000);
-        assert!(matches!(&o, Outcome::Pending(why) if why.contains("归属冲突")), "{o:?}");
+        assert!(
+            matches!(&o, Outcome::Pending(why) if why.contains("归属冲突")),
+            "{o:?}"
+        );
     }
 
     #[test]
     fn an_agent_offline_since_before_the_command_proves_nothing() {
         let mut f = fleet();
-        f.apply(Envelope::new("vm", 0, 0, Body::Status(Status::Offline)), 5_000);
+        f.apply(
+            Envelope::new("vm", 0, 0, Body::Status(Status::Offline)),
+            5_000,
+        );
         f.apply(Envelope::new("h1", 2, 0, listed(false, 8)), 11_000);
         assert!(!confirmed(&outcome(&f, &case(Kind::Idle), SENT, 12_000)));
     }
@@ -210,6 +227,9 @@ mod tests {
         let mut f = Fleet::new();
         f.apply(Envelope::new("h1", 1, 0, listed(false, 8)), 11_000);
         let o = outcome(&f, &case(Kind::Idle), SENT, 12_000);
-        assert!(matches!(&o, Outcome::Pending(why) if why.contains("没有自身代理")), "{o:?}");
+        assert!(
+            matches!(&o, Outcome::Pending(why) if why.contains("没有自身代理")),
+            "{o:?}"
+        );
     }
 }

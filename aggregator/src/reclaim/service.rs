@@ -6,7 +6,6 @@ use super::case::{Actor, Case, CaseError, Kind, LogEntry, Role, Rules, State, St
 use super::dispatch::{CommandReply, Outlet};
 use super::{CommandRecord, CommandStatus};
 use super::{Detection, ReclaimConfig, ReclaimWrite};
-use yunjian_aggregator_core::reclaim::outcome::{outcome, Outcome};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::{ClaimConflict, SharedFleet, Unaddressable};
 use crate::policy::profile::ReclaimPolicy;
@@ -18,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use yunjian_aggregator_core::audit::AuditEvent;
+use yunjian_aggregator_core::reclaim::outcome::{outcome, Outcome};
 use yunjian_protocol::{Action, VmRef};
 
 /// The alarm rule name of overdue cases (not a policy rule: the service raises them).

@@ -127,7 +127,10 @@ mod tests {
     fn two_hosts_listing_one_vm_raise_one_major_alarm_that_clears_when_one_lets_go() {
         let mut f = Fleet::new();
         let reg = Register::default();
-        f.apply(Envelope::new("h1", 1, 0, Body::Guests(vec![listed(UUID)])), 0);
+        f.apply(
+            Envelope::new("h1", 1, 0, Body::Guests(vec![listed(UUID)])),
+            0,
+        );
         f.apply(Envelope::new("vm", 1, 0, guest_inventory(UUID)), 0);
         let mut rule = VmClaimConflict::default();
         assert!(evaluate(&mut rule, &f, &reg).is_empty(), "one host, one VM");
@@ -148,7 +151,10 @@ mod tests {
     fn two_vms_reporting_one_smbios_uuid_raise_the_alarm_a_host_uuid_does_not() {
         let mut f = Fleet::new();
         let reg = Register::default();
-        f.apply(Envelope::new("h1", 1, 0, Body::Guests(vec![listed(UUID)])), 0);
+        f.apply(
+            Envelope::new("h1", 1, 0, Body::Guests(vec![listed(UUID)])),
+            0,
+        );
         f.apply(Envelope::new("vm-a", 1, 0, guest_inventory(UUID)), 0);
         // a host's own SMBIOS UUID is not a VM claim
         let mut host_inv = guest_inventory(UUID);
