@@ -100,7 +100,7 @@ port_busy "$HTTP" || { echo "error: the aggregator did not start" >&2; exit 1; }
 
 # this machine's own agent: enrolled with the aggregator's master key
 node=$(hostname | tr -c 'A-Za-z0-9._\n-' '-' | cut -c1-64)
-"$BIN/yunjian-aggregator" --data-dir "$DATA" enroll "$node" --out "$DATA/agent.key"
+"$BIN/yunjian-aggregator" --data-dir "$DATA" enroll "$node" --role host --out "$DATA/agent.key"
 cat > "$DATA/agent.toml" <<TOML
 node_id = "$node"
 role = "host"

@@ -232,7 +232,7 @@ impl Observer {
 // helpers
 
 fn key(node: &str) -> NodeKey {
-    MasterKey::from_bytes([42; 32]).node_key(node)
+    MasterKey::from_bytes([42; 32]).node_key(node, Role::Host)
 }
 
 fn identity(node: &str) -> Identity {

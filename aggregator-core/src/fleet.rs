@@ -244,7 +244,8 @@ pub struct NodeSummary {
     pub liveness: Liveness,
     pub hostname: Option<String>,
     pub rack: Option<String>,
-    /// For a VM: the host whose guest list carries its SMBIOS UUID.
+    /// For a VM: the host whose guest list carries its SMBIOS UUID (none while the VM's
+    /// claims conflict: two hosts list it, or two VMs report it).
     pub host: Option<String>,
     /// For a host: how many VMs it runs.
     pub vm_count: usize,
@@ -303,8 +304,6 @@ impl FleetTotals {
 #[derive(Debug, Default)]
 pub struct Fleet {
     nodes: HashMap<String, NodeState>,
-    /// SMBIOS UUID (lower case) → host node that lists it.
-    guest_host: HashMap<String, String>,
     /// SMBIOS UUID (lower case) → every node that claims it, kept as messages arrive so a
     /// VM's observation is a lookup, not a scan of the fleet (see [`Fleet::claims`]).
     claims: HashMap<String, Claims>,
@@ -331,6 +330,10 @@ pub const CHANGES_KEPT: usize = 1 << 16;
 
 /// The nodes that claim one VM UUID: hypervisors listing it, guests reporting it as their
 /// SMBIOS UUID. Sorted by node id, so two claimants resolve the same way every time.
+///
+/// Only host identities claim as hosts and only guest identities as guests: ingest refuses a
+/// guest list from a node enrolled as a guest ([`admits`]), and a host's own SMBIOS UUID is
+/// not a VM claim.
 #[derive(Debug, Default, Clone)]
 pub struct Claims {
     pub hosts: std::collections::BTreeSet<String>,
@@ -338,6 +341,97 @@ pub struct Claims {
     /// Change stamp: taken whenever a claim, or a claimant's view of the VM, changed. Kept
     /// when the last claim goes, so a rule looking for changes sees the VM disappear.
     pub stamp: u64,
+}
+
+/// Claims of one VM UUID that contradict each other: nobody can tell from the reports which
+/// claimant is the VM (or its hypervisor), so no command is addressed to the VM until the
+/// contradiction is resolved (an alarm says so: the `vm_claim_conflict` rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "nodes")]
+pub enum ClaimConflict {
+    /// Two or more hypervisor hosts list the VM (a copy left behind by a migration, a cloned
+    /// domain, or a host claiming a VM that is not its own).
+    Hosts(Vec<String>),
+    /// Two or more VMs report the UUID as their own SMBIOS UUID (a cloned VM, or a VM
+    /// claiming another's identity).
+    Guests(Vec<String>),
+}
+
+impl std::fmt::Display for ClaimConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimConflict::Hosts(n) => {
+                write!(f, "多台宿主机同时声明运行该虚拟机（{}）", n.join("、"))
+            }
+            ClaimConflict::Guests(n) => {
+                write!(f, "多个虚拟机代理上报同一 SMBIOS UUID（{}）", n.join("、"))
+            }
+        }
+    }
+}
+
+impl Claims {
+    /// The contradiction among these claims, if any (hosts first: commands go to hosts).
+    pub fn conflict(&self) -> Option<ClaimConflict> {
+        if self.hosts.len() > 1 {
+            Some(ClaimConflict::Hosts(self.hosts.iter().cloned().collect()))
+        } else if self.guests.len() > 1 {
+            Some(ClaimConflict::Guests(self.guests.iter().cloned().collect()))
+        } else {
+            None
+        }
+    }
+}
+
+/// Why a command for a VM cannot be addressed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unaddressable {
+    /// No hypervisor host lists the VM.
+    NoHost,
+    /// The VM's claims contradict each other.
+    Conflict(ClaimConflict),
+}
+
+/// Why a verified message does not fit the role its node was enrolled with (the role is bound
+/// into the node's key, see [`yunjian_protocol::MasterKey::node_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoleMismatch {
+    #[error("the node declares itself a {declared} but is enrolled as a {enrolled}")]
+    Declared {
+        declared: &'static str,
+        enrolled: &'static str,
+    },
+    #[error("a guest list (claims of VMs) from a node enrolled as a guest")]
+    GuestsFromGuest,
+}
+
+impl RoleMismatch {
+    /// Short name for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RoleMismatch::Declared { .. } => "declared_role",
+            RoleMismatch::GuestsFromGuest => "guests_from_guest",
+        }
+    }
+}
+
+/// May a node enrolled as `enrolled` send `body`? A Hello or Inventory must declare the
+/// enrolled role, and only hosts list VMs. (A guest's SMBIOS UUID is then a guest's claim,
+/// since its Inventory declares the guest role.)
+pub fn admits(enrolled: Role, body: &Body) -> Result<(), RoleMismatch> {
+    let declared = match body {
+        Body::Hello(h) => Some(h.role),
+        Body::Inventory(i) => Some(i.role),
+        Body::Guests(_) if enrolled != Role::Host => return Err(RoleMismatch::GuestsFromGuest),
+        _ => None,
+    };
+    match declared {
+        Some(d) if d != enrolled => Err(RoleMismatch::Declared {
+            declared: d.as_str(),
+            enrolled: enrolled.as_str(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl Fleet {
@@ -459,6 +553,28 @@ impl Fleet {
         self.claims.get(&uuid.to_ascii_lowercase())
     }
 
+    /// The one host a command for VM `uuid` (any case) goes to, with the VM as that host lists
+    /// it: only when exactly one host lists it and its claims do not contradict each other.
+    pub fn command_host(&self, uuid: &str) -> Result<(String, GuestView), Unaddressable> {
+        let claims = self.claims_of(uuid).ok_or(Unaddressable::NoHost)?;
+        if let Some(c) = claims.conflict() {
+            return Err(Unaddressable::Conflict(c));
+        }
+        claims
+            .hosts
+            .iter()
+            .find_map(|h| {
+                let g = self
+                    .nodes
+                    .get(h)?
+                    .guests
+                    .iter()
+                    .find(|g| g.uuid.eq_ignore_ascii_case(uuid))?;
+                Some((h.clone(), g.clone()))
+            })
+            .ok_or(Unaddressable::NoHost)
+    }
+
     /// Record that `node` claims (or stopped claiming) `uuid` as a host or a guest.
     fn claim(&mut self, uuid: &str, node: &str, host: bool, present: bool) {
         let c = self.claims.entry(uuid.to_ascii_lowercase()).or_default();
@@ -478,9 +594,10 @@ impl Fleet {
         );
     }
 
-    /// The SMBIOS UUID a node reports for itself.
+    /// The SMBIOS UUID a VM reports for itself (a host's own UUID is not a VM claim).
     fn own_uuid(st: &NodeState) -> Option<String> {
-        st.inventory.as_ref()?.smbios_uuid.clone()
+        let inv = st.inventory.as_ref().filter(|i| i.role == Role::Guest)?;
+        inv.smbios_uuid.clone()
     }
 
     /// Restore a node from storage at start-up (it stays offline until it speaks).
@@ -489,9 +606,11 @@ impl Fleet {
         state.liveness_since_ms = now_ms;
         state.status = Status::Offline;
         state.stamps = Stamps::at(self.clock.next());
+        if state.role == Some(Role::Guest) {
+            // stored before guest lists were refused from guests: not a claim
+            state.guests.clear();
+        }
         for g in &state.guests {
-            self.guest_host
-                .insert(g.uuid.to_ascii_lowercase(), state.node.clone());
             self.claim(&g.uuid, &state.node, true, true);
         }
         if let Some(u) = Self::own_uuid(&state) {
@@ -613,8 +732,8 @@ impl Fleet {
                     st.stamps.observed = self.clock.next();
                     let node = st.node.clone();
                     let old = Self::own_uuid(st);
-                    let new = inv.smbios_uuid.clone();
                     st.inventory = Some(inv);
+                    let new = Self::own_uuid(st);
                     if let Some(u) = old.filter(|o| Some(o) != new.as_ref()) {
                         self.claim(&u, &node, false, false);
                     }
@@ -638,10 +757,6 @@ impl Fleet {
                 let node = st.node.clone();
                 let old: Vec<GuestView> = st.guests.drain(..).collect();
                 for o in &old {
-                    let key = o.uuid.to_ascii_lowercase();
-                    if self.guest_host.get(&key) == Some(&node) {
-                        self.guest_host.remove(&key);
-                    }
                     // gone from the list, or listed differently: both change its view
                     if !g.contains(o) {
                         let still = g.iter().any(|v| v.uuid.eq_ignore_ascii_case(&o.uuid));
@@ -649,13 +764,11 @@ impl Fleet {
                     }
                 }
                 for v in &g {
-                    self.guest_host
-                        .insert(v.uuid.to_ascii_lowercase(), node.clone());
                     if !old.contains(v) {
                         self.claim(&v.uuid, &node, true, true);
                     }
                 }
-                // re-borrow: the entry was released by the guest_host updates above
+                // re-borrow: the entry was released by the claim updates above
                 if let Some(st) = self.nodes.get_mut(&node) {
                     st.guests = g;
                 }
@@ -713,7 +826,10 @@ impl Fleet {
             liveness: st.liveness,
             hostname: inv.map(|i| i.hostname.clone()),
             rack: inv.and_then(|i| i.rack.clone()),
-            host: uuid.and_then(|u| self.guest_host.get(&u.to_ascii_lowercase()).cloned()),
+            host: uuid
+                .filter(|_| st.role == Some(Role::Guest))
+                .and_then(|u| self.command_host(u).ok())
+                .map(|(h, _)| h),
             vm_count: st.guests.len(),
             smbios_uuid: uuid.cloned(),
             cpu_pct: r.map(|r| r.cpu_busy as f64 / 100.0),
@@ -942,6 +1058,53 @@ mod tests {
         // the host no longer lists it: the join goes away
         f.apply(env("h1", 2, Body::Guests(vec![g("bb-2")])), 2);
         assert_eq!(f.summary(f.get("vm1").unwrap()).host, None);
+    }
+
+    #[test]
+    fn a_node_may_send_only_what_fits_its_enrolled_role() {
+        let hello = |role| {
+            Body::Hello(Hello {
+                agent_version: String::new(),
+                role,
+                interval_ms: 1,
+                buffered: 0,
+            })
+        };
+        assert_eq!(admits(Role::Host, &hello(Role::Host)), Ok(()));
+        assert!(matches!(
+            admits(Role::Guest, &hello(Role::Host)),
+            Err(RoleMismatch::Declared { .. })
+        ));
+        assert_eq!(admits(Role::Host, &Body::Guests(vec![])), Ok(()));
+        assert_eq!(
+            admits(Role::Guest, &Body::Guests(vec![])),
+            Err(RoleMismatch::GuestsFromGuest)
+        );
+        assert_eq!(admits(Role::Guest, &report(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_command_is_addressed_only_to_the_one_host_of_an_uncontested_vm() {
+        let mut f = Fleet::new();
+        let g = GuestView {
+            uuid: "AA-1".into(),
+            name: "vm".into(),
+            vcpus: 2,
+            mem_kib: 1,
+            disk_kib: 1,
+            running: true,
+        };
+        assert_eq!(f.command_host("aa-1"), Err(Unaddressable::NoHost));
+        f.apply(env("h1", 1, Body::Guests(vec![g.clone()])), 1);
+        assert_eq!(f.command_host("aa-1").map(|(h, _)| h), Ok("h1".into()));
+        f.apply(env("h2", 1, Body::Guests(vec![g])), 1);
+        assert_eq!(
+            f.command_host("AA-1"),
+            Err(Unaddressable::Conflict(ClaimConflict::Hosts(vec![
+                "h1".into(),
+                "h2".into()
+            ])))
+        );
     }
 
     #[test]

@@ -72,7 +72,7 @@ fn frames(master: &MasterKey, nodes: usize, per_node: usize) -> Vec<(String, Byt
     let keys: Vec<(String, NodeKey)> = (0..nodes)
         .map(|n| {
             let id = format!("bench-h{n:05}");
-            let k = master.node_key(&id);
+            let k = master.node_key(&id, Role::Host);
             (id, k)
         })
         .collect();
@@ -341,7 +341,7 @@ fn main() {
     let master = MasterKey::from_bytes([7; 32]);
     let sample = encode(
         &Envelope::new("bench-h00001", 1, 1, report(1)),
-        &master.node_key("bench-h00001"),
+        &master.node_key("bench-h00001", Role::Host),
     )
     .unwrap();
     println!(

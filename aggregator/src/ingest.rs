@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use yunjian_broker::{AckToken, Inbound};
-use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, NodeKey};
+use yunjian_protocol::{decode, topics, Body, Envelope, FrameError, MasterKey, NodeKey, Role};
 
 /// Messages handled per batch.
 pub const BATCH: usize = 1024;
@@ -175,8 +175,9 @@ pub struct Ingester {
     fleet: SharedFleet,
     metrics: Arc<Metrics>,
     master: MasterKey,
-    /// Verified nodes' keys (a node enters only after its first valid frame).
-    keys: HashMap<String, NodeKey>,
+    /// Verified nodes' keys and the role each was enrolled with (known from which role-bound
+    /// key verified the node's first valid frame).
+    keys: HashMap<String, (Role, NodeKey)>,
     decoded: Vec<(Envelope, Bytes, u64)>,
     /// Guest reports also go into the utilisation history when set.
     usage: Option<crate::usage::SharedUsage>,
@@ -269,18 +270,37 @@ impl Ingester {
             return None;
         };
         let result = match self.keys.get(node) {
-            Some(k) => decode(&msg.payload, node, k),
+            Some((role, k)) => decode(&msg.payload, node, k).map(|env| (*role, env)),
             None => {
-                let k = self.master.node_key(node);
-                let r = decode(&msg.payload, node, &k);
-                if r.is_ok() {
-                    self.keys.insert(node.to_string(), k);
+                // the role is bound into the key: whichever verifies is the enrolled role
+                let mut r = Err(FrameError::BadMac);
+                for role in [Role::Host, Role::Guest] {
+                    let k = self.master.node_key(node, role);
+                    r = decode(&msg.payload, node, &k).map(|env| (role, env));
+                    match &r {
+                        Ok(_) => {
+                            self.keys.insert(node.to_string(), (role, k));
+                            break;
+                        }
+                        // garbage is garbage under either key
+                        Err(FrameError::BadMac) => {}
+                        Err(_) => break,
+                    }
                 }
                 r
             }
         };
         match result {
-            Ok(env) => Some(env),
+            Ok((role, env)) => match crate::fleet::admits(role, &env.body) {
+                Ok(()) => Some(env),
+                Err(e) => {
+                    m.role_refused.fetch_add(1, Relaxed);
+                    if let Some(n) = self.reject_log.check() {
+                        tracing::warn!(topic = %msg.topic, kind = e.kind(), enrolled = role.as_str(), suppressed = n, "message refused: {e}");
+                    }
+                    None
+                }
+            },
             Err(e) => {
                 m.decode_error(&e);
                 if let Some(n) = self.reject_log.check() {

@@ -8,7 +8,7 @@ use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
 use yunjian_aggregator::offline;
 use yunjian_aggregator::storage::StorageUrl;
-use yunjian_protocol::{topics, MasterKey};
+use yunjian_protocol::{topics, MasterKey, Role};
 
 /// Yunjian (云鉴) aggregator: MQTT ingest, fleet state, storage and the dashboard.
 #[derive(Debug, Parser)]
@@ -37,6 +37,15 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The role a node is enrolled with (`enroll --role`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EnrollRole {
+    /// A physical server (hypervisor host).
+    Host,
+    /// A VM.
+    Guest,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the aggregator (default).
@@ -46,6 +55,10 @@ enum Command {
     Enroll {
         /// Node id (1-64 characters of A-Z a-z 0-9 . _ -).
         node: String,
+        /// What the node is: `host` (a physical server, may list the VMs it runs) or `guest`
+        /// (a VM). The role is bound into the key: a VM's key cannot speak for other VMs.
+        #[arg(long, value_enum)]
+        role: EnrollRole,
         /// Where to write the key.
         #[arg(long)]
         out: PathBuf,
@@ -155,7 +168,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", AggregatorConfig::default_toml());
             Ok(())
         }
-        Some(Command::Enroll { node, out }) => {
+        Some(Command::Enroll { node, role, out }) => {
             if !topics::valid_node_id(node) {
                 bail!("invalid node id {node:?}: use 1-64 characters of A-Z a-z 0-9 . _ -");
             }
@@ -163,9 +176,14 @@ fn main() -> anyhow::Result<()> {
             yunjian_aggregator::files::private_dir(&cfg.data_dir)
                 .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
             let master = MasterKey::load_or_create(&cfg.master_key_path())?;
-            master.node_key(node).write_file(out)?;
+            let role = match role {
+                EnrollRole::Host => Role::Host,
+                EnrollRole::Guest => Role::Guest,
+            };
+            master.node_key(node, role).write_file(out)?;
             eprintln!(
-                "enrolled {node}: key written to {} (mode 0600); set `key_file` in the agent's config to it",
+                "enrolled {node} as a {}: key written to {} (mode 0600); set `key_file` in the agent's config to it",
+                role.as_str(),
                 out.display()
             );
             Ok(())

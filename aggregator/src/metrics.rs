@@ -70,6 +70,9 @@ pub struct Metrics {
     refused: [AtomicU64; REFUSALS.len()],
     /// Messages on topics that are not Yunjian node topics.
     pub bad_topic: AtomicU64,
+    /// Verified messages that do not fit the role their node was enrolled with (a guest
+    /// list from a VM, a Hello or Inventory declaring another role): refused.
+    pub role_refused: AtomicU64,
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
     /// Sequence numbers found missing when a later one arrived.
@@ -230,6 +233,12 @@ impl Metrics {
             "yunjian_bad_topic_total",
             "Messages on topics outside the Yunjian scheme.",
             &self.bad_topic,
+        );
+        counter(
+            &mut out,
+            "yunjian_role_refused_total",
+            "Verified messages refused because they do not fit the role the node was enrolled with.",
+            &self.role_refused,
         );
         counter(
             &mut out,

@@ -27,7 +27,7 @@ fn agent_opts(agg: &Aggregator, node: &str, password: Option<String>) -> MqttOpt
     let mut o = MqttOptions::new(topics::client_id(node), addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(5))
         .set_max_packet_size(1 << 20, 1 << 20);
-    let pw = password.unwrap_or_else(|| agg.master.node_key(node).mqtt_password());
+    let pw = password.unwrap_or_else(|| agg.master.node_key(node, Role::Host).mqtt_password());
     o.set_credentials(node, pw);
     o
 }
@@ -94,7 +94,7 @@ async fn agents_must_log_in_as_themselves_and_stay_on_their_topics() {
     let e = connect(&mut ev).await.unwrap_err();
     assert!(e.contains("BadUserNamePassword"), "{e}");
     // h2's password does not open h1
-    let pw2 = agg.master.node_key("h2").mqtt_password();
+    let pw2 = agg.master.node_key("h2", Role::Host).mqtt_password();
     let (_c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", Some(pw2)), 10);
     assert!(connect(&mut ev).await.is_err());
     // an unknown client without the operator password
@@ -108,7 +108,7 @@ async fn agents_must_log_in_as_themselves_and_stay_on_their_topics() {
     let (c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", None), 10);
     connect(&mut ev).await.unwrap();
     let poll = spawn_poll(ev);
-    let k1 = agg.master.node_key("h1");
+    let k1 = agg.master.node_key("h1", Role::Host);
     let forged = encode(&report_env("h2", 1), &k1).unwrap();
     c.publish(topics::report("h2"), QoS::AtLeastOnce, false, forged)
         .await
@@ -135,11 +135,11 @@ async fn garbage_truncated_wrong_version_and_forged_are_counted_and_serving_goes
     let (c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", None), 10);
     connect(&mut ev).await.unwrap();
     let poll = spawn_poll(ev);
-    let k = agg.master.node_key("h1");
+    let k = agg.master.node_key("h1", Role::Host);
     let good = encode(&report_env("h1", 1), &k).unwrap();
     let mut wrong_version = good.clone();
     wrong_version[0] = 9;
-    let other_key = MasterKey::from_bytes([1; 32]).node_key("h1");
+    let other_key = MasterKey::from_bytes([1; 32]).node_key("h1", Role::Host);
     let bad: Vec<Vec<u8>> = vec![
         vec![0xde, 0xad, 0xbe, 0xef, 0x01, 0x02],
         std::iter::once(1u8).chain([0xff; 40]).collect(),
@@ -187,7 +187,7 @@ async fn last_will_marks_offline_and_persistent_sessions_keep_messages() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(&config(dir.path())).await.unwrap();
     let addr = agg.mqtt_addr.unwrap();
-    let k = agg.master.node_key("h1");
+    let k = agg.master.node_key("h1", Role::Host);
 
     // an operator tool with a persistent session watches statuses, then goes away
     let mut oo = MqttOptions::new("watcher", "127.0.0.1", addr.port());
@@ -254,7 +254,7 @@ async fn acknowledged_reports_are_in_storage_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let agg = Aggregator::start(&cfg).await.unwrap();
-    let k = agg.master.node_key("h1");
+    let k = agg.master.node_key("h1", Role::Host);
     let (c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", None), 10);
     connect(&mut ev).await.unwrap();
     for seq in 1..=7 {
@@ -334,7 +334,7 @@ async fn an_mqtt_subscriber_receives_every_message_under_load() {
         }
     }
     const N: u64 = 5_000;
-    let k = agg.master.node_key("h1");
+    let k = agg.master.node_key("h1", Role::Host);
     let (c, mut ev) = AsyncClient::new(agent_opts(&agg, "h1", None), 100);
     connect(&mut ev).await.unwrap();
     let poll = spawn_poll(ev);

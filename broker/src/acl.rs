@@ -1,6 +1,6 @@
 //! Who may connect, publish and subscribe on the embedded broker. Pure functions.
 
-use yunjian_protocol::{topics, MasterKey};
+use yunjian_protocol::{topics, MasterKey, Role};
 
 /// The identity a connection was accepted with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +50,15 @@ pub fn login(
                     user: u.to_string(),
                 });
             }
-            if !constant_time_eq(
-                p.as_bytes(),
-                master.node_key(&node).mqtt_password().as_bytes(),
-            ) {
+            // the node's key is bound to the role it was enrolled with; either role may log
+            // in (ingest tells them apart by the key that verifies the node's frames)
+            let enrolled = [Role::Host, Role::Guest].into_iter().any(|role| {
+                constant_time_eq(
+                    p.as_bytes(),
+                    master.node_key(&node, role).mqtt_password().as_bytes(),
+                )
+            });
+            if !enrolled {
                 return Err(LoginError::BadPassword { node });
             }
         }
@@ -102,13 +107,16 @@ mod tests {
     #[test]
     fn agents_log_in_with_their_derived_password_only() {
         let m = master();
-        let pw = m.node_key("h1").mqtt_password();
+        let pw = m.node_key("h1", Role::Host).mqtt_password();
         assert_eq!(
             login("yj-h1", Some(("h1", &pw)), Some(&m), true, None, false),
             Ok(Principal::Agent("h1".into()))
         );
+        // enrolled as a guest: logs in too
+        let vm_pw = m.node_key("vm1", Role::Guest).mqtt_password();
+        assert!(login("yj-vm1", Some(("vm1", &vm_pw)), Some(&m), true, None, false).is_ok());
         // h2's password does not open h1
-        let pw2 = m.node_key("h2").mqtt_password();
+        let pw2 = m.node_key("h2", Role::Guest).mqtt_password();
         assert_eq!(
             login("yj-h1", Some(("h1", &pw2)), Some(&m), true, None, false),
             Err(LoginError::BadPassword { node: "h1".into() })

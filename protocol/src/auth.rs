@@ -1,14 +1,21 @@
 //! Per-agent keys and the frame MAC.
 //!
 //! Enrollment: the aggregator holds one *master key* (32 random bytes, in a root-only file).
-//! Each node's key is derived from it: `HMAC-SHA256(master, "yunjian/node-key/v1/" + node_id)`.
-//! `yunjian-aggregator enroll <node-id>` writes that node key to a file for the agent; the agent
-//! never sees the master key, so it can sign only as itself. The aggregator re-derives a node's
-//! key to verify its frames and caches it.
+//! Each node's key is derived from it and bound to the node's role:
+//! `HMAC-SHA256(master, "yunjian/node-key/v2/" + ("host/" | "guest/") + node_id)`.
+//! `yunjian-aggregator enroll --role host|guest <node-id>` writes that node key to a file for the
+//! agent; the agent never sees the master key, so it can sign only as itself, and only in the
+//! role it was enrolled with: a VM's key is not a hypervisor's key, so a VM cannot speak for
+//! other VMs (claim them in a guest list) however its agent is configured. The aggregator finds
+//! a node's role by which of the two keys verifies its first frame, and caches the key.
+//!
+//! There is no role-less node key: the v1 derivation (`"yunjian/node-key/v1/" + node_id`) is
+//! gone, and keys enrolled with it no longer verify (re-enrol the node with its role).
 //!
 //! Keys are stored as 64 hex characters. `Debug` output of key types is redacted so a key
 //! cannot reach a log line through `{:?}`.
 
+use crate::body::Role;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -220,11 +227,28 @@ impl MasterKey {
             Ok(k)
         }
     }
-    /// The enrolled key of `node`.
-    pub fn node_key(&self, node: &str) -> NodeKey {
+    /// The key of `node` enrolled as `role`. The role is part of the derivation, so the key
+    /// of a guest and the key of a host of the same node id are unrelated.
+    pub fn node_key(&self, node: &str, role: Role) -> NodeKey {
+        let domain: &[u8] = match role {
+            Role::Host => b"yunjian/node-key/v2/host/",
+            Role::Guest => b"yunjian/node-key/v2/guest/",
+        };
+        self.derive(&[domain, node.as_bytes()])
+    }
+
+    /// The key that signs the audit chain's checkpoints. Its derivation input is the one the
+    /// role-less v1 node keys used for the name `audit/checkpoint` (not a valid node id), so
+    /// checkpoints signed before node keys were bound to roles still verify.
+    pub fn checkpoint_key(&self) -> NodeKey {
+        self.derive(&[b"yunjian/node-key/v1/", b"audit/checkpoint"])
+    }
+
+    fn derive(&self, parts: &[&[u8]]) -> NodeKey {
         let mut m = <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key size");
-        m.update(b"yunjian/node-key/v1/");
-        m.update(node.as_bytes());
+        for p in parts {
+            m.update(p);
+        }
         let mut out = [0u8; 32];
         out.copy_from_slice(&m.finalize().into_bytes());
         NodeKey::from_bytes(out)
@@ -246,10 +270,35 @@ mod tests {
     #[test]
     fn derived_keys_differ_per_node_and_roundtrip_hex() {
         let m = MasterKey::from_bytes([7; 32]);
-        let a = m.node_key("host-a");
-        let b = m.node_key("host-b");
+        let a = m.node_key("host-a", Role::Host);
+        let b = m.node_key("host-b", Role::Host);
         assert_ne!(a, b);
         assert_eq!(NodeKey::from_hex(&a.to_hex()).unwrap(), a);
+    }
+
+    #[test]
+    fn a_guest_key_is_not_a_host_key() {
+        let m = MasterKey::from_bytes([7; 32]);
+        let guest = m.node_key("vm-01", Role::Guest);
+        let tag = guest.mac(b"frame");
+        assert!(!m.node_key("vm-01", Role::Host).verify(b"frame", &tag));
+        assert!(!m.node_key("vm-02", Role::Guest).verify(b"frame", &tag));
+        assert!(guest.verify(b"frame", &tag));
+        assert_ne!(m.checkpoint_key(), m.node_key("audit", Role::Host));
+    }
+
+    #[test]
+    fn derivations_are_pinned() {
+        // an accidental change of the derivation would invalidate every enrolled key; the
+        // checkpoint key is HMAC(master, "yunjian/node-key/v1/audit/checkpoint") as before
+        let m = MasterKey::from_bytes([0x42; 32]);
+        let h = m.node_key("h1", Role::Host).to_hex();
+        let g = m.node_key("h1", Role::Guest).to_hex();
+        let c = m.checkpoint_key().to_hex();
+        assert_eq!(
+            [&h[..16], &g[..16], &c[..16]],
+            ["fadfbb2fbefc2e8f", "2a82480b8bdd984a", "d1922578fa14a80e"]
+        );
     }
 
     #[test]
@@ -270,7 +319,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("yj-key-{}", std::process::id()));
         let p = dir.join("node.key");
-        let k = MasterKey::from_bytes([1; 32]).node_key("n");
+        let k = MasterKey::from_bytes([1; 32]).node_key("n", Role::Guest);
         k.write_file(&p).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -4,7 +4,7 @@
 use yunjian_protocol::*;
 
 fn key() -> NodeKey {
-    MasterKey::from_bytes([0x42; 32]).node_key("h1")
+    MasterKey::from_bytes([0x42; 32]).node_key("h1", Role::Host)
 }
 
 /// A typical host report: 2 cores, memory, 4 filesystems, 2 NICs.
@@ -258,7 +258,7 @@ fn another_nodes_key_or_topic_is_rejected() {
     let env = typical_host_report();
     let frame = encode(&env, &key()).unwrap();
     // signed by h1's key but verified with the topic node's key
-    let other = MasterKey::from_bytes([0x42; 32]).node_key("gx-nn-r07-h12");
+    let other = MasterKey::from_bytes([0x42; 32]).node_key("gx-nn-r07-h12", Role::Host);
     assert_eq!(
         decode(&frame, "gx-nn-r07-h12", &other),
         Err(FrameError::BadMac)

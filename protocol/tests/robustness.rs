@@ -52,7 +52,7 @@ fn sample() -> Envelope {
 
 #[test]
 fn random_bytes_never_panic_and_never_verify() {
-    let key = MasterKey::from_bytes([9; 32]).node_key("h1");
+    let key = MasterKey::from_bytes([9; 32]).node_key("h1", Role::Host);
     let mut rng = Rng(1);
     for i in 0..50_000 {
         let len = (rng.next() % 600) as usize;
@@ -67,7 +67,7 @@ fn random_bytes_never_panic_and_never_verify() {
 
 #[test]
 fn every_single_bit_flip_and_truncation_is_rejected() {
-    let key = MasterKey::from_bytes([9; 32]).node_key("h1");
+    let key = MasterKey::from_bytes([9; 32]).node_key("h1", Role::Host);
     let frame = encode(&sample(), &key).unwrap();
     assert!(decode(&frame, "h1", &key).is_ok());
     for i in 0..frame.len() {

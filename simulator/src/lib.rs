@@ -1,9 +1,10 @@
 //! # yunjian-simulator: racks of servers and VMs on one machine
 //!
 //! Each simulated node is a separate MQTT client with its own identity: node id, key derived
-//! from the aggregator's master key ([`yunjian_protocol::MasterKey::node_key`]), and one
-//! instance of the agent's own publisher fed by a synthetic sample source. One process runs
-//! 10,000 nodes (a node is one tokio task; its simulation state is a few hundred bytes).
+//! from the aggregator's master key and bound to the node's role
+//! ([`yunjian_protocol::MasterKey::node_key`]), and one instance of the agent's own publisher
+//! fed by a synthetic sample source. One process runs 10,000 nodes (a node is one tokio task;
+//! its simulation state is a few hundred bytes).
 //!
 //! * [`scenario`]: the TOML scenario format (racks, templates, seed, acceleration).
 //! * [`fleet`]: the scenario expanded into nodes with deterministic ids and VM UUIDs.
@@ -69,7 +70,7 @@ use yunjian_protocol::MasterKey;
 pub struct SimConfig {
     pub broker_host: String,
     pub broker_port: u16,
-    /// The aggregator's master key; each node signs with `master_key.node_key(node)`.
+    /// The aggregator's master key; each node signs with `master_key.node_key(node, role)`.
     pub master_key: MasterKey,
     /// New connections per second; `None` connects every node at once.
     pub connect_rate: Option<u32>,

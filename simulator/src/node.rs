@@ -133,7 +133,7 @@ pub(crate) async fn run(
     let spec = &fleet.nodes()[idx];
     let identity = Identity {
         node: spec.id.clone(),
-        key: shared.master.node_key(&spec.id),
+        key: shared.master.node_key(&spec.id, spec.role()),
         role: spec.role(),
         agent_version: AGENT_VERSION.into(),
         // wall-clock spacing: the aggregator judges silence by its own clock

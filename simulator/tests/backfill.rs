@@ -9,7 +9,7 @@
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey};
+use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, Role};
 use yunjian_simulator::{Scenario, SimConfig};
 use yunjian_tests::{eventually, Mosquitto};
 
@@ -45,7 +45,8 @@ async fn observe(port: u16, master: MasterKey) -> Arc<Mutex<Vec<Envelope>>> {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let (node, _) = topics::parse(&p.topic).expect("a report topic");
-                    let envelope = decode(&p.payload, node, &master.node_key(node))
+                    let envelope = decode(&p.payload, node, &master.node_key(node, Role::Host))
+                        .or_else(|_| decode(&p.payload, node, &master.node_key(node, Role::Guest)))
                         .expect("every node's messages verify with its own key");
                     store.lock().unwrap().push(envelope);
                 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use yunjian_protocol::{
     decode, encode, topics, Action, Body, Command, CommandResult, Envelope, GuestView, MasterKey,
-    VmRef, VmSize,
+    Role, VmRef, VmSize,
 };
 use yunjian_simulator::fleet::NodeKind;
 use yunjian_simulator::{Scenario, SimConfig};
@@ -65,7 +65,10 @@ impl Operator {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let (node, _) = topics::parse(&p.topic).expect("a report topic");
-                        let envelope = decode(&p.payload, node, &keys.node_key(node))
+                        let envelope = decode(&p.payload, node, &keys.node_key(node, Role::Host))
+                            .or_else(|_| {
+                                decode(&p.payload, node, &keys.node_key(node, Role::Guest))
+                            })
                             .expect("every node's reports verify with its own key");
                         store.lock().unwrap().push(envelope);
                     }
@@ -94,7 +97,7 @@ impl Operator {
         };
         encode(
             &Envelope::new(HOST, 0, now_ms(), Body::Command(command)),
-            &self.master.node_key(HOST),
+            &self.master.node_key(HOST, Role::Host),
         )
         .unwrap()
     }

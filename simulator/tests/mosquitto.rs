@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, Status};
+use yunjian_protocol::{decode, topics, Body, Envelope, MasterKey, Role, Status};
 use yunjian_simulator::{Scenario, SimConfig};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -130,7 +130,8 @@ async fn subscribe(
 
 fn open(master: &MasterKey, topic: &str, payload: &[u8]) -> Envelope {
     let (node, _) = topics::parse(topic).unwrap_or_else(|| panic!("unexpected topic {topic}"));
-    decode(payload, node, &master.node_key(node))
+    decode(payload, node, &master.node_key(node, Role::Host))
+        .or_else(|_| decode(payload, node, &master.node_key(node, Role::Guest)))
         .unwrap_or_else(|e| panic!("{topic}: frame does not verify with the node's key: {e}"))
 }
 

@@ -59,7 +59,7 @@ async fn vm_agent(agg: &Aggregator, cfg: &AggregatorConfig, node: &str) -> Publi
     };
     let identity = Identity {
         node: node.into(),
-        key: agg.master.node_key(node),
+        key: agg.master.node_key(node, Role::Guest),
         role: Role::Guest,
         agent_version: "test".into(),
         interval_ms: 10_000,

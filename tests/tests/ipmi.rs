@@ -413,7 +413,10 @@ async fn the_agent_binary_raises_a_hardware_alarm_and_keeps_reporting_while_the_
     let http = agg.http_addr;
     let node = "rack1-h01";
     let key_file = dir.path().join("node.key");
-    agg.master.node_key(node).write_file(&key_file).unwrap();
+    agg.master
+        .node_key(node, yunjian_protocol::Role::Host)
+        .write_file(&key_file)
+        .unwrap();
     let credentials = sim.credentials_file("admin", "secret");
     let conf = dir.path().join("agent.toml");
     std::fs::write(

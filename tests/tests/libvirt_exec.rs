@@ -20,7 +20,7 @@ use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
 use yunjian_protocol::{
     decode, encode, topics, Action, Body, Command, CommandResult, Envelope, GuestView, NodeKey,
-    VmRef, VmSize,
+    Role, VmRef, VmSize,
 };
 use yunjian_tests::{eventually, free_port, require_tool};
 
@@ -267,7 +267,7 @@ async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_co
     cfg.broker.operator_password = Some(OPERATOR_PASSWORD.into());
     let agg = Aggregator::start(&cfg).await.unwrap();
     let port = cfg.broker.listen.port();
-    let key = agg.master.node_key(NODE);
+    let key = agg.master.node_key(NODE, Role::Host);
     key.write_file(&dir.path().join("agent.key")).unwrap();
     let config = yunjian_tests::write_hypervisor_agent_config(
         dir.path(),

@@ -8,7 +8,7 @@
 //!   completes the case, and the VM was stopped exactly once.
 //! * `a_full_case_through_the_api_with_rollback_and_release`: detected → notified → agreed →
 //!   filed → approved → scheduled → executed (stop with snapshot) → verified (the host's guest
-//!   list shows the VM stopped); a rollback brings it back; a second case goes on to closed
+//!   list shows the VM stopped and the VM's own agent went offline); a rollback brings it back; a second case goes on to closed
 //!   (release after the hold period). Roles are enforced, every step is in the audit trail,
 //!   and while the unit has open cases its requests for more are held (003 第三十条).
 //!
@@ -28,11 +28,13 @@ use yunjian_agent::publish::{Identity, Publisher};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
 use yunjian_aggregator_core::identity::Role as UserRole;
-use yunjian_protocol::{Action, Body, CommandResult, GuestView, Role};
+use yunjian_protocol::{Action, Body, CommandResult, GuestView, Inventory, NodeKey, Role};
 use yunjian_tests::{eventually, free_port, get_json, http_request, seed_users};
 
 const UUID: &str = "4c4c4544-0052-3510-8052-b4c04f4d3332";
 const HOST: &str = "rack1-h01";
+/// The VM's own agent.
+const VM_NODE: &str = "czj-budget-01";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn now_ms() -> u64 {
@@ -159,8 +161,44 @@ struct Hypervisor {
     snapshots: Vec<String>,
 }
 
+/// The VM's own agent: the real publisher, enrolled as a guest, reporting the VM's SMBIOS
+/// UUID. It runs while the VM runs (the case is verified when the host lists the VM stopped
+/// and this agent has gone offline).
+async fn vm_agent(mqtt: &MqttConfig, key: NodeKey) -> Publisher {
+    let identity = Identity {
+        node: VM_NODE.into(),
+        key,
+        role: Role::Guest,
+        agent_version: "test".into(),
+        // short: after the restart the stopped VM counts as silent 3 intervals on
+        interval_ms: 1_000,
+    };
+    let buffer = BufferConfig {
+        dir: None,
+        max_bytes: 1 << 20,
+    };
+    let (vm, _commands) = Publisher::start(mqtt, &buffer, identity).await.unwrap();
+    vm.set_inventory(Inventory {
+        hostname: VM_NODE.into(),
+        role: Role::Guest,
+        os: "openEuler 22.03".into(),
+        kernel: String::new(),
+        cpu_model: String::new(),
+        cpu_cores: 8,
+        mem_total_kib: 16 << 20,
+        disks: vec![],
+        nics: vec![],
+        machine_id: String::new(),
+        smbios_uuid: Some(UUID.into()),
+        rack: None,
+    })
+    .await;
+    vm
+}
+
 /// The host agent: the real publisher; commands executed on the model, answered when `answer`
-/// is true (the test holds answers back to stop the aggregator in between).
+/// is true (the test holds answers back to stop the aggregator in between). Stopping the VM
+/// stops its agent; reverting it to its snapshot starts the agent again.
 struct FakeHost {
     publisher: Arc<Publisher>,
     hv: Arc<Mutex<Hypervisor>>,
@@ -177,7 +215,7 @@ async fn fake_host(cfg: &AggregatorConfig, agg: &Aggregator) -> FakeHost {
     };
     let identity = Identity {
         node: HOST.into(),
-        key: agg.master.node_key(HOST),
+        key: agg.master.node_key(HOST, Role::Host),
         role: Role::Host,
         agent_version: "test".into(),
         interval_ms: 10_000,
@@ -200,6 +238,8 @@ async fn fake_host(cfg: &AggregatorConfig, agg: &Aggregator) -> FakeHost {
         ..Hypervisor::default()
     }));
     let (answer, answer_rx) = watch::channel(true);
+    let vm_key = agg.master.node_key(VM_NODE, Role::Guest);
+    let mut vm = Some(vm_agent(&mqtt, vm_key.clone()).await);
     {
         let (publisher, hv) = (publisher.clone(), hv.clone());
         tokio::spawn(async move {
@@ -238,6 +278,17 @@ async fn fake_host(cfg: &AggregatorConfig, agg: &Aggregator) -> FakeHost {
                         other => (false, format!("{} not modelled", other.kind())),
                     }
                 };
+                match (&cmd.action, ok) {
+                    (Action::Stop(..), true) => {
+                        if let Some(vm) = vm.take() {
+                            vm.shutdown().await;
+                        }
+                    }
+                    (Action::Rollback(..), true) if vm.is_none() => {
+                        vm = Some(vm_agent(&mqtt, vm_key.clone()).await);
+                    }
+                    _ => {}
+                }
                 let mut gate = answer_rx.clone();
                 let _ = gate.wait_for(|open| *open).await;
                 publisher

@@ -1,9 +1,10 @@
 //! Reclaim cases carried out by a REAL host agent: the real aggregator (embedded broker, JSON
 //! API), the `yunjian-agent` binary built with the `libvirt` feature, and libvirt's test driver
 //! (`test:///<tmp>/domains.xml`). Three cases on one VM, each walked through the API:
-//! idle → stop (snapshot first) → verified from the agent's guest list → rollback → running;
-//! over-provisioned → downsize → verified at the new size → closed; idle → stop → closed after
-//! the hold → released (gone from libvirt).
+//! idle → stop (snapshot first) → verified from the agent's guest list and the VM's own agent
+//! going offline → rollback → running; over-provisioned → downsize → verified at the new size
+//! (host and VM agree) → closed; idle → stop → closed after the hold → released (gone from
+//! libvirt). The VM's own agent is played by the test (the test driver runs no guest).
 //!
 //! The agent start-up follows `libvirt_exec.rs`. Needs `virsh` (libvirt-clients) and
 //! libvirt-dev; without them the test prints SKIP, and fails under CI. People are users seeded
@@ -14,9 +15,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use yunjian_agent::publish::config::{BufferConfig, MqttConfig};
+use yunjian_agent::publish::{Identity, Publisher};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
 use yunjian_aggregator::reclaim::Role;
+use yunjian_protocol::{Inventory, NodeKey, Role as ProtoRole};
 use yunjian_tests::{eventually, free_port, get_json, http_request, require_tool, seed_users};
 
 const NODE: &str = "hv-reclaim-1";
@@ -64,6 +68,62 @@ impl Drop for Agent {
             eprintln!("----- agent log -----\n{log}\n---------------------");
         }
     }
+}
+
+/// The VM's own agent (the real publisher, enrolled as a guest, reporting VM_A's SMBIOS UUID).
+/// libvirt's test driver runs no guest, so the test plays the VM: its agent runs while the
+/// domain runs, as the host reports it, and reports the domain's size (a downsized VM comes
+/// back with its new size). A case is verified only when this agent agrees with the host.
+fn follow_the_domain(addr: SocketAddr, ops: String, mqtt: MqttConfig, key: NodeKey) {
+    tokio::spawn(async move {
+        let inventory = |(vcpus, mem_kib): (u64, u64)| Inventory {
+            hostname: "vm-a".into(),
+            role: ProtoRole::Guest,
+            os: "openEuler 22.03".into(),
+            kernel: String::new(),
+            cpu_model: String::new(),
+            cpu_cores: vcpus as u16,
+            mem_total_kib: mem_kib,
+            disks: vec![],
+            nics: vec![],
+            machine_id: String::new(),
+            smbios_uuid: Some(VM_A.into()),
+            rack: None,
+        };
+        let mut vm: Option<(Publisher, (u64, u64))> = None;
+        loop {
+            let g = guest(addr, &ops).await;
+            let running = g.as_ref().is_some_and(|g| g["running"] == true);
+            let size = g.as_ref().map_or((0, 0), |g| {
+                (g["vcpus"].as_u64().unwrap(), g["mem_kib"].as_u64().unwrap())
+            });
+            match vm.take() {
+                Some((agent, _)) if !running => agent.shutdown().await,
+                Some((agent, was)) if was != size => {
+                    agent.set_inventory(inventory(size)).await;
+                    vm = Some((agent, size));
+                }
+                other => vm = other,
+            }
+            if running && vm.is_none() {
+                let identity = Identity {
+                    node: "vm-a".into(),
+                    key: key.clone(),
+                    role: ProtoRole::Guest,
+                    agent_version: "test".into(),
+                    interval_ms: 1_000,
+                };
+                let buffer = BufferConfig {
+                    dir: None,
+                    max_bytes: 1 << 20,
+                };
+                let (agent, _commands) = Publisher::start(&mqtt, &buffer, identity).await.unwrap();
+                agent.set_inventory(inventory(size)).await;
+                vm = Some((agent, size));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 fn start_agent(bin: &Path, dir: &Path, broker_port: u16, uri: &str) -> Agent {
@@ -217,7 +277,7 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     let agg = Aggregator::start(&cfg).await.unwrap();
     let addr = agg.http_addr;
     agg.master
-        .node_key(NODE)
+        .node_key(NODE, ProtoRole::Host)
         .write_file(&dir.path().join("agent.key"))
         .unwrap();
     let csv = format!(
@@ -247,6 +307,19 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
         guest(addr, ops).await.filter(|g| g["running"] == true)
     })
     .await;
+    let mqtt = MqttConfig {
+        host: "127.0.0.1".into(),
+        port: cfg.broker.listen.port(),
+        backoff_min_ms: 50,
+        backoff_max_ms: 300,
+        ..MqttConfig::default()
+    };
+    follow_the_domain(
+        addr,
+        p.ops.clone(),
+        mqtt,
+        agg.master.node_key("vm-a", ProtoRole::Guest),
+    );
 
     // 1. idle: stop with a snapshot, verified from the guest list, then rolled back
     let id = walk_to_schedule(addr, &p, json!({"kind": "idle"})).await;

@@ -185,7 +185,12 @@ fn story(open: Open, sql: RawSql) {
     let master = MasterKey::from_bytes([7; 32]);
     let frame = |node: &str, seq: u64, body: Body| {
         let env = Envelope::new(node, seq, T0 + seq, body);
-        Some(encode(&env, &master.node_key(node)).unwrap().into())
+        let role = if node.starts_with('g') {
+            Role::Guest
+        } else {
+            Role::Host
+        };
+        Some(encode(&env, &master.node_key(node, role)).unwrap().into())
     };
     let hello = Hello {
         agent_version: "0.1.0".into(),

@@ -91,7 +91,10 @@ fn start_agent(
     (ca, server_name): (&Path, Option<&str>),
 ) -> (Agent, PathBuf) {
     let key = dir.join(format!("{node}.key"));
-    agg.master.node_key(node).write_file(&key).unwrap();
+    agg.master
+        .node_key(node, yunjian_protocol::Role::Host)
+        .write_file(&key)
+        .unwrap();
     let conf = dir.join(format!("{node}.toml"));
     std::fs::write(
         &conf,

@@ -386,7 +386,7 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use yunjian_protocol::{encode, Action, Envelope, MasterKey};
+    use yunjian_protocol::{encode, Action, Envelope, MasterKey, Role};
 
     const NOW: u64 = 1_700_000_000_000;
 
@@ -417,7 +417,7 @@ mod tests {
     #[test]
     fn accepts_a_fresh_signed_command_once_and_resends_its_result() {
         let master = MasterKey::from_bytes([9; 32]);
-        let key = master.node_key("h1");
+        let key = master.node_key("h1", Role::Host);
         let mut book = CommandBook::load(None).unwrap();
         let frame = command_frame("h1", &key, 1, NOW + 60_000);
         let id = fresh_id(book.check(&frame, "h1", &key, NOW));
@@ -451,9 +451,9 @@ mod tests {
     #[test]
     fn refuses_forged_misaddressed_expired_and_foreign_bodies() {
         let master = MasterKey::from_bytes([9; 32]);
-        let key = master.node_key("h1");
+        let key = master.node_key("h1", Role::Host);
         let mut book = CommandBook::load(None).unwrap();
-        let other = command_frame("h1", &master.node_key("h2"), 2, NOW + 60_000);
+        let other = command_frame("h1", &master.node_key("h2", Role::Host), 2, NOW + 60_000);
         assert!(matches!(
             book.check(&other, "h1", &key, NOW),
             Err(Rejected::Frame(FrameError::BadMac))
@@ -526,7 +526,7 @@ mod tests {
     #[test]
     fn results_survive_a_restart_and_an_unanswered_command_is_not_run_again() {
         let master = MasterKey::from_bytes([9; 32]);
-        let key = master.node_key("h1");
+        let key = master.node_key("h1", Role::Host);
         let dir = tempfile::tempdir().unwrap();
         let done = command_frame("h1", &key, 1, NOW + 60_000);
         let cut_off = command_frame("h1", &key, 2, NOW + 60_000);

@@ -146,7 +146,7 @@ pub enum Step {
     Retry {
         command: String,
     },
-    /// The host's guest list shows the VM stopped / downsized.
+    /// The host's guest list and the VM's own agent show the VM stopped / downsized.
     Verify,
     /// Close a verified case: a downsize closes; a stop sends the release command once the
     /// hold period is over.
@@ -386,6 +386,8 @@ impl Case {
             (Executing, Step::Succeeded) => Executed,
             (Executing, Step::Failed) => ExecutionFailed,
             (Executed, Step::Verify) => Verified,
+            // the host said done but the VM's own reports did not agree in time
+            (Executed, Step::Failed) => ExecutionFailed,
             (Verified, Step::Close { command: None }) if !self.is_stop() => Closed,
             (Verified, Step::Close { command: Some(_) }) if self.is_stop() => Releasing,
             (Releasing, Step::Released) => Closed,
@@ -639,6 +641,13 @@ mod tests {
                 ExecutionFailed,
             ),
             (idle.clone(), Executed, Step::Verify, Role::System, Verified),
+            (
+                over.clone(),
+                Executed,
+                Step::Failed,
+                Role::System,
+                ExecutionFailed,
+            ),
             (
                 idle.clone(),
                 Verified,

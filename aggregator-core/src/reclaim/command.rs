@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use yunjian_protocol::{encode, Action, Body, Command, Envelope, MasterKey};
+use yunjian_protocol::{encode, Action, Body, Command, Envelope, MasterKey, Role};
 
 /// Where a command stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +88,8 @@ impl CommandRecord {
         };
         // seq 0: commands are outside the node's report stream
         let env = Envelope::new(self.node.clone(), 0, now_ms, Body::Command(cmd));
-        encode(&env, &master.node_key(&self.node)).ok()
+        // commands act on VMs through their hypervisor: only a host's key opens them
+        encode(&env, &master.node_key(&self.node, Role::Host)).ok()
     }
 }
 
@@ -139,17 +140,34 @@ mod tests {
         .unwrap();
         assert_eq!(rec.expires_ms, 3_601_000);
         let frame = rec.frame(&master, 2_000).unwrap();
-        let env = decode(&frame, "rack1-h03", &master.node_key("rack1-h03")).unwrap();
+        let env = decode(
+            &frame,
+            "rack1-h03",
+            &master.node_key("rack1-h03", Role::Host),
+        )
+        .unwrap();
         let Body::Command(c) = env.body else {
             panic!("not a command")
         };
         assert_eq!(hex(&c.id), rec.id);
         assert_eq!(c.action, rec.action);
-        assert!(decode(&frame, "rack1-h04", &master.node_key("rack1-h04")).is_err());
+        assert!(decode(
+            &frame,
+            "rack1-h04",
+            &master.node_key("rack1-h04", Role::Host)
+        )
+        .is_err());
+        // a VM enrolled under the host's name cannot open it
         assert!(decode(
             &frame,
             "rack1-h03",
-            &MasterKey::from_bytes([8; 32]).node_key("rack1-h03")
+            &master.node_key("rack1-h03", Role::Guest)
+        )
+        .is_err());
+        assert!(decode(
+            &frame,
+            "rack1-h03",
+            &MasterKey::from_bytes([8; 32]).node_key("rack1-h03", Role::Host)
         )
         .is_err());
         // ids are random and round-trip through hex

@@ -4,11 +4,13 @@
 //!
 //! * [`calendar`]: working days from a holiday calendar file;
 //! * [`case`]: the state machine (pure);
-//! * [`command`]: commands to agents as stored (same id on every resend).
+//! * [`command`]: commands to agents as stored (same id on every resend);
+//! * [`outcome`]: whether an executed action is shown done by the host and the VM itself.
 
 pub mod calendar;
 pub mod case;
 pub mod command;
+pub mod outcome;
 
 pub use case::{Actor, Case, CaseError, Kind, LogEntry, Role, State, Step};
 pub use command::{CommandRecord, CommandStatus};

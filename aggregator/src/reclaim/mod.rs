@@ -44,6 +44,12 @@ pub struct ReclaimConfig {
     /// An outstanding command is published again (same id) this often until answered.
     #[serde(with = "crate::time::duration")]
     pub resend_every: Duration,
+    /// After a host reports a stop or downsize done, the case is verified only once the
+    /// host's guest list and the VM's own agent both show it (a stopped VM's agent goes
+    /// offline; a downsized VM's inventory shows the new size). Without that agreement within
+    /// this time the case goes to `execution_failed` instead.
+    #[serde(with = "crate::time::duration")]
+    pub verify_within: Duration,
     /// No longer used: people sign in as users (`yunjian-aggregator user add`); a config that
     /// still lists tokens is refused with that advice rather than acted on.
     #[serde(default, skip_serializing)]
@@ -58,6 +64,7 @@ impl Default for ReclaimConfig {
             detect_every: Duration::from_secs(60),
             command_ttl: Duration::from_secs(24 * 3600),
             resend_every: Duration::from_secs(30),
+            verify_within: Duration::from_secs(30 * 60),
             tokens: None,
         }
     }
@@ -69,9 +76,10 @@ impl ReclaimConfig {
             || self.detect_every.is_zero()
             || self.resend_every.is_zero()
             || self.command_ttl.is_zero()
+            || self.verify_within.is_zero()
         {
             return Err(
-                "reclaim: tick, detect_every, resend_every and command_ttl must be above 0".into(),
+                "reclaim: tick, detect_every, resend_every, command_ttl and verify_within must be above 0".into(),
             );
         }
         if self.tokens.is_some() {

@@ -7,7 +7,7 @@ use super::dispatch::{CommandReply, Outlet};
 use super::{CommandRecord, CommandStatus};
 use super::{Detection, ReclaimConfig, ReclaimWrite};
 use crate::alarms::{AlarmKey, Finding, Level};
-use crate::fleet::SharedFleet;
+use crate::fleet::{ClaimConflict, SharedFleet, Unaddressable};
 use crate::policy::profile::ReclaimPolicy;
 use crate::register::changes::beijing_time;
 use crate::register::SharedRegister;
@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use yunjian_aggregator_core::audit::AuditEvent;
+use yunjian_aggregator_core::reclaim::outcome::{outcome, Outcome};
 use yunjian_protocol::{Action, VmRef};
 
 /// The alarm rule name of overdue cases (not a policy rule: the service raises them).
@@ -52,6 +53,8 @@ pub enum ReclaimError {
     },
     #[error("node {0} is not a VM a host lists, so there is nothing to stop")]
     UnknownVm(String),
+    #[error("虚拟机 {uuid} 归属冲突：{conflict}；冲突消除前不向该虚拟机下发指令（见告警 vm_claim_conflict）")]
+    Contested { uuid: String, conflict: String },
 }
 
 #[derive(Debug)]
@@ -341,11 +344,12 @@ impl Reclaim {
                     &self.rules(),
                     now_ms,
                 )?;
-                // where the VM is listed now (it may have moved), else where it was acted on
+                // where the VM is listed now (it may have moved), else where it was acted on;
+                // never while its claims conflict
                 let (host, vm) = match (self.locate(&case), &case.host) {
                     (Ok(found), _) => found,
-                    (Err(_), Some(h)) => (h.clone(), self.vm_ref(&case)),
-                    (Err(e), None) => return Err(e),
+                    (Err(ReclaimError::NoHost { .. }), Some(h)) => (h.clone(), self.vm_ref(&case)),
+                    (Err(e), _) => return Err(e),
                 };
                 let action = match step {
                     "retry" => self.action_for(&case, vm),
@@ -457,7 +461,8 @@ impl Reclaim {
 
     fn vm_ref(&self, case: &Case) -> VmRef {
         let name = self
-            .guest(&case.uuid)
+            .command_host(&case.uuid)
+            .ok()
             .map(|(_, g)| g.name)
             .unwrap_or_else(|| case.vm_name.clone());
         VmRef {
@@ -468,9 +473,12 @@ impl Reclaim {
 
     /// The host listing the VM, and the VM as the host names it.
     fn locate(&self, case: &Case) -> Result<(String, VmRef), ReclaimError> {
-        let (host, g) = self.guest(&case.uuid).ok_or_else(|| ReclaimError::NoHost {
-            case: case.id,
-            uuid: case.uuid.clone(),
+        let (host, g) = self.command_host(&case.uuid).map_err(|e| match e {
+            Unaddressable::NoHost => ReclaimError::NoHost {
+                case: case.id,
+                uuid: case.uuid.clone(),
+            },
+            Unaddressable::Conflict(c) => contested(&case.uuid, c),
         })?;
         Ok((
             host,
@@ -481,15 +489,13 @@ impl Reclaim {
         ))
     }
 
-    fn guest(&self, uuid: &str) -> Option<(String, yunjian_protocol::GuestView)> {
+    /// The one host a command for the VM goes to (none while its claims conflict).
+    fn command_host(
+        &self,
+        uuid: &str,
+    ) -> Result<(String, yunjian_protocol::GuestView), Unaddressable> {
         let fleet = self.fleet.read().unwrap_or_else(|p| p.into_inner());
-        let found = fleet.nodes().find_map(|st| {
-            st.guests
-                .iter()
-                .find(|g| g.uuid.eq_ignore_ascii_case(uuid))
-                .map(|g| (st.node.clone(), g.clone()))
-        });
-        found
+        fleet.command_host(uuid)
     }
 
     fn action_for(&self, case: &Case, vm: VmRef) -> Action {
@@ -775,16 +781,8 @@ impl Reclaim {
         let (host, vm) = match self.locate(c) {
             Ok(x) => x,
             Err(e) => {
-                let note = e.to_string();
-                if c.note.as_deref() != Some(note.as_str()) {
-                    let mut n = c.clone();
-                    n.note = Some(note);
-                    inner.storage.reclaim_write(&ReclaimWrite {
-                        cases: vec![n.clone()],
-                        ..ReclaimWrite::default()
-                    })?;
-                    inner.cases.insert(n.id, n);
-                }
+                // the step waits (the next tick tries again), saying why on the case
+                note(inner, c, e.to_string())?;
                 return Err(e);
             }
         };
@@ -816,32 +814,56 @@ impl Reclaim {
         Ok(())
     }
 
-    /// An executed case: the host's guest list shows the VM stopped (or at the new size).
+    /// An executed case: verified when the host it went through and the VM's own agent both
+    /// show the VM stopped (or at the new size), see [`outcome`]; failed when they do not agree
+    /// within `verify_within` of the result (the host's "ok" alone is not a done stop).
     async fn verify(&self, inner: &mut Inner, c: &Case, now_ms: u64) -> Result<(), ReclaimError> {
-        let Some((host, g)) = self.guest(&c.uuid) else {
-            return Ok(());
+        let sent_ms = c
+            .command
+            .as_ref()
+            .and_then(|id| inner.commands.get(id))
+            .map_or(c.state_since_ms, |cmd| cmd.created_ms);
+        let verdict = {
+            let fleet = self.fleet.read().unwrap_or_else(|p| p.into_inner());
+            outcome(&fleet, c, sent_ms, now_ms)
         };
-        let done = match &c.kind {
-            Kind::Idle => !g.running,
-            Kind::OverProvisioned { recommended } => {
-                g.vcpus <= recommended.vcpus && g.mem_kib <= recommended.mem_kib
+        match verdict {
+            Outcome::Confirmed(detail) => {
+                self.transition(
+                    inner,
+                    c,
+                    Step::Verify,
+                    &Actor::system(),
+                    "",
+                    detail,
+                    None,
+                    now_ms,
+                )
+                .await?;
             }
-        };
-        if !done {
-            return Ok(());
+            Outcome::Pending(why) => {
+                let within = self.config.verify_within;
+                if now_ms.saturating_sub(c.state_since_ms) < within.as_millis() as u64 {
+                    note(inner, c, why)?;
+                } else {
+                    let reason = format!(
+                        "执行结果未获证实：宿主机报告成功后 {} 内，宿主机与虚拟机自身的上报未一致显示已执行（{why}）；请核查后重试或回滚",
+                        crate::time::duration::format(&within)
+                    );
+                    self.transition(
+                        inner,
+                        c,
+                        Step::Failed,
+                        &Actor::system(),
+                        &reason,
+                        json!({"command": c.command, "host": c.host, "unconfirmed": true}),
+                        None,
+                        now_ms,
+                    )
+                    .await?;
+                }
+            }
         }
-        let detail = json!({"host": host, "guest": {"name": g.name, "running": g.running, "vcpus": g.vcpus, "mem_kib": g.mem_kib}});
-        self.transition(
-            inner,
-            c,
-            Step::Verify,
-            &Actor::system(),
-            "",
-            detail,
-            None,
-            now_ms,
-        )
-        .await?;
         Ok(())
     }
 
@@ -945,9 +967,10 @@ impl Reclaim {
                 .and_then(|i| i.smbios_uuid.clone())
         }
         .ok_or_else(|| ReclaimError::UnknownVm(vm_node.into()))?;
-        let (host, g) = self
-            .guest(&uuid)
-            .ok_or_else(|| ReclaimError::UnknownVm(vm_node.into()))?;
+        let (host, g) = self.command_host(&uuid).map_err(|e| match e {
+            Unaddressable::NoHost => ReclaimError::UnknownVm(vm_node.into()),
+            Unaddressable::Conflict(c) => contested(&uuid, c),
+        })?;
         Ok((
             host,
             VmRef {
@@ -1000,6 +1023,27 @@ fn notice_finding(c: &Case) -> Finding {
             "evidence": c.evidence,
         }),
     }
+}
+
+fn contested(uuid: &str, c: ClaimConflict) -> ReclaimError {
+    ReclaimError::Contested {
+        uuid: uuid.to_ascii_lowercase(),
+        conflict: c.to_string(),
+    }
+}
+
+/// Say on the case why it waits (stored only when the reason changed).
+fn note(inner: &mut Inner, c: &Case, why: String) -> Result<(), ReclaimError> {
+    if c.note.as_deref() != Some(why.as_str()) {
+        let mut n = c.clone();
+        n.note = Some(why);
+        inner.storage.reclaim_write(&ReclaimWrite {
+            cases: vec![n.clone()],
+            ..ReclaimWrite::default()
+        })?;
+        inner.cases.insert(n.id, n);
+    }
+    Ok(())
 }
 
 pub fn snapshot_name(case: u64) -> String {

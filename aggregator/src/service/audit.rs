@@ -12,7 +12,7 @@ use yunjian_protocol::MasterKey;
 /// The key that signs retention checkpoints: derived from the master key under a name that is
 /// not a valid node id, so no enrolled agent holds it.
 pub fn checkpoint_key(master: &MasterKey) -> Vec<u8> {
-    master.node_key("audit/checkpoint").to_hex().into_bytes()
+    master.checkpoint_key().to_hex().into_bytes()
 }
 
 /// Remove the entries older than `months` calendar months, logging what was done.

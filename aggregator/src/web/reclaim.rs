@@ -78,6 +78,7 @@ impl From<ReclaimError> for ApiError {
             }
             ReclaimError::Case(_)
             | ReclaimError::NoHost { .. }
+            | ReclaimError::Contested { .. }
             | ReclaimError::NoSnapshot { .. }
             | ReclaimError::UnknownVm(_) => StatusCode::CONFLICT,
             ReclaimError::Storage(_) | ReclaimError::Random(_) => StatusCode::SERVICE_UNAVAILABLE,

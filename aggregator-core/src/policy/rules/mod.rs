@@ -9,6 +9,7 @@ pub mod peak;
 pub mod quota_unit;
 pub mod quota_vm;
 pub mod unregistered_vm;
+pub mod vm_claim_conflict;
 
 use super::{Profile, Rule};
 
@@ -55,6 +56,11 @@ pub const REGISTRY: &[Registration] = &[
         name: unregistered_vm::NAME,
         enabled_by_default: true,
         build: unregistered_vm::build,
+    },
+    Registration {
+        name: vm_claim_conflict::NAME,
+        enabled_by_default: true,
+        build: vm_claim_conflict::build,
     },
     Registration {
         name: quota_vm::NAME,
