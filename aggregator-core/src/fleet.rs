@@ -1068,6 +1068,7 @@ mod tests {
                 role,
                 interval_ms: 1,
                 buffered: 0,
+                epoch: 1,
             })
         };
         assert_eq!(admits(Role::Host, &hello(Role::Host)), Ok(()));

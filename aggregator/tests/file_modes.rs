@@ -45,7 +45,12 @@ fn modes(dir: &Path) -> Vec<(String, String)> {
 async fn store_a_report(agg: &Aggregator) {
     let mqtt = agg.mqtt_addr.unwrap();
     let mut opts = MqttOptions::new(topics::client_id("h1"), mqtt.ip().to_string(), mqtt.port());
-    opts.set_credentials("h1", agg.master.node_key("h1").mqtt_password());
+    opts.set_credentials(
+        "h1",
+        agg.master
+            .node_key("h1", yunjian_protocol::Role::Host)
+            .mqtt_password(),
+    );
     let (client, mut ev) = AsyncClient::new(opts, 10);
     let env = Envelope::new(
         "h1",
@@ -62,7 +67,11 @@ async fn store_a_report(agg: &Aggregator) {
             topics::report("h1"),
             QoS::AtLeastOnce,
             false,
-            encode(&env, &agg.master.node_key("h1")).unwrap(),
+            encode(
+                &env,
+                &agg.master.node_key("h1", yunjian_protocol::Role::Host),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();

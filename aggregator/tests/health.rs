@@ -90,7 +90,12 @@ async fn healthz_names_failing_storage_and_readyz_follows() {
     let lock = rusqlite::Connection::open(cfg.database_path()).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut opts = MqttOptions::new(topics::client_id("h1"), mqtt.ip().to_string(), mqtt.port());
-    opts.set_credentials("h1", agg.master.node_key("h1").mqtt_password());
+    opts.set_credentials(
+        "h1",
+        agg.master
+            .node_key("h1", yunjian_protocol::Role::Host)
+            .mqtt_password(),
+    );
     let (client, mut ev) = AsyncClient::new(opts, 10);
     let poll = tokio::spawn(async move {
         let mut acks = 0;
@@ -103,7 +108,7 @@ async fn healthz_names_failing_storage_and_readyz_follows() {
             }
         }
     });
-    let key = agg.master.node_key("h1");
+    let key = agg.master.node_key("h1", yunjian_protocol::Role::Host);
     client
         .publish(
             topics::report("h1"),

@@ -53,7 +53,12 @@ async fn read_until_closed(s: &mut TcpStream, within: Duration) -> Option<String
 async fn agent_logs_in(agg: &Aggregator, node: &str) {
     let addr = agg.mqtt_addr.unwrap();
     let mut o = MqttOptions::new(topics::client_id(node), addr.ip().to_string(), addr.port());
-    o.set_credentials(node, agg.master.node_key(node).mqtt_password());
+    o.set_credentials(
+        node,
+        agg.master
+            .node_key(node, yunjian_protocol::Role::Host)
+            .mqtt_password(),
+    );
     let (_client, mut ev) = AsyncClient::new(o, 10);
     loop {
         match tokio::time::timeout(Duration::from_secs(5), ev.poll()).await {

@@ -60,7 +60,12 @@ async fn accept_failures_back_off_and_the_broker_serves_again_after() {
     // descriptors free again: the waiting connections are served within the longest pause
     let node = "n-1";
     let mut connect = Connect::new(topics::client_id(node));
-    connect.set_login(node, master.node_key(node).mqtt_password());
+    connect.set_login(
+        node,
+        master
+            .node_key(node, yunjian_protocol::Role::Host)
+            .mqtt_password(),
+    );
     let mut packet = BytesMut::new();
     connect.write(&mut packet).unwrap();
     let s = &mut streams[0];

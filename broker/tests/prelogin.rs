@@ -59,7 +59,7 @@ async fn connect_from(from: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
 fn agent_connect(master: &MasterKey) -> (String, BytesMut) {
     let node = "n".repeat(64);
     assert!(topics::valid_node_id(&node));
-    let key = master.node_key(&node);
+    let key = master.node_key(&node, yunjian_protocol::Role::Host);
     let will = encode(
         &Envelope::new(
             node.clone(),

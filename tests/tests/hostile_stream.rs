@@ -55,11 +55,11 @@ struct Raw {
     _poll: tokio::task::JoinHandle<()>,
 }
 
-fn options(agg: &Aggregator, node: &str) -> MqttOptions {
+fn options(agg: &Aggregator, node: &str, role: Role) -> MqttOptions {
     let addr = agg.mqtt_addr.unwrap();
     let mut o = MqttOptions::new(topics::client_id(node), addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(5))
-        .set_credentials(node, agg.master.node_key(node).mqtt_password());
+        .set_credentials(node, agg.master.node_key(node, role).mqtt_password());
     o
 }
 
@@ -75,15 +75,15 @@ async fn connected(mut ev: EventLoop) -> tokio::task::JoinHandle<()> {
 }
 
 impl Raw {
-    async fn connect(agg: &Aggregator, node: &str) -> Raw {
-        Raw::connect_with(agg, node, options(agg, node)).await
+    async fn connect(agg: &Aggregator, node: &str, role: Role) -> Raw {
+        Raw::connect_with(agg, node, role, options(agg, node, role)).await
     }
 
-    async fn connect_with(agg: &Aggregator, node: &str, opts: MqttOptions) -> Raw {
+    async fn connect_with(agg: &Aggregator, node: &str, role: Role, opts: MqttOptions) -> Raw {
         let (client, ev) = AsyncClient::new(opts, 64);
         Raw {
             client,
-            key: agg.master.node_key(node),
+            key: agg.master.node_key(node, role),
             node: node.into(),
             _poll: connected(ev).await,
         }
@@ -211,7 +211,7 @@ async fn a_report_from_400_days_ahead_moves_no_clock() {
         .unwrap();
     }
     let agg = Aggregator::start(&cfg).await.unwrap();
-    let vm = Raw::connect(&agg, "vm-a").await;
+    let vm = Raw::connect(&agg, "vm-a", Role::Guest).await;
     let t = now_ms();
     vm.send(1, t, hello(Role::Guest, 11, 0)).await;
     vm.send(
@@ -266,7 +266,7 @@ async fn a_report_from_400_days_ahead_moves_no_clock() {
 async fn a_sequence_leap_is_refused_and_a_new_epoch_restarts_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(&config(dir.path())).await.unwrap();
-    let h = Raw::connect(&agg, "h1").await;
+    let h = Raw::connect(&agg, "h1", Role::Host).await;
     let t = now_ms();
     h.send(1, t, hello(Role::Host, 0xA, 0)).await;
     for seq in 2..=4 {
@@ -346,7 +346,7 @@ async fn a_reinstalled_agent_is_heard_at_once() {
     };
     let identity = || Identity {
         node: "h2".into(),
-        key: agg.master.node_key("h2"),
+        key: agg.master.node_key("h2", Role::Host),
         role: Role::Host,
         agent_version: "test".into(),
         interval_ms: 10_000,
@@ -386,21 +386,21 @@ async fn a_reinstalled_agent_is_heard_at_once() {
 async fn a_replayed_offline_status_is_stale() {
     let dir = tempfile::tempdir().unwrap();
     let agg = Aggregator::start(&config(dir.path())).await.unwrap();
-    let key = agg.master.node_key("h3");
+    let key = agg.master.node_key("h3", Role::Host);
     let stamp1 = now_ms();
     let will = encode(
         &Envelope::new("h3", stamp1, now_ms(), Body::Status(Status::Offline)),
         &key,
     )
     .unwrap();
-    let mut opts = options(&agg, "h3");
+    let mut opts = options(&agg, "h3", Role::Host);
     opts.set_last_will(LastWill::new(
         topics::status("h3"),
         will.clone(),
         QoS::AtLeastOnce,
         true,
     ));
-    let first = Raw::connect_with(&agg, "h3", opts).await;
+    let first = Raw::connect_with(&agg, "h3", Role::Host, opts).await;
     first.status(stamp1, Status::Online).await;
     first.send(1, now_ms(), hello(Role::Host, 5, 0)).await;
     until("online", || {
@@ -415,7 +415,7 @@ async fn a_replayed_offline_status_is_stale() {
     })
     .await;
 
-    let second = Raw::connect(&agg, "h3").await;
+    let second = Raw::connect(&agg, "h3", Role::Host).await;
     let stamp2 = stamp1 + 1_000;
     second.status(stamp2, Status::Online).await;
     second.send(2, now_ms(), hello(Role::Host, 5, 0)).await;

@@ -104,7 +104,13 @@ fn open_epoch(dir: &Path) -> Result<u64, BufferError> {
     }
     let epoch = new_epoch();
     let tmp = dir.join(format!("{EPOCH_FILE}.tmp"));
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     file.write_all(&epoch_record(epoch))
         .and_then(|()| file.sync_all())
         .map_err(io_err(&tmp))?;

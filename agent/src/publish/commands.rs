@@ -490,7 +490,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let master = MasterKey::from_bytes([9; 32]);
-        let key = master.node_key("h1");
+        let key = master.node_key("h1", Role::Host);
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("state/buffer");
         let (mut buffer, _) = super::super::buffer::Buffer::open(&dir, 1 << 20).unwrap();
@@ -512,6 +512,7 @@ mod tests {
             files,
             [
                 ("buffer.ack".to_string(), 0o600),
+                ("buffer.epoch".to_string(), 0o600),
                 ("buffer.seg".to_string(), 0o600),
                 (RESULTS_FILE.to_string(), 0o600),
                 (SEEN_FILE.to_string(), 0o600),
