@@ -61,9 +61,13 @@ impl FrameError {
     ];
 }
 
-/// Encode and sign an envelope.
+/// Encode and sign an envelope, always in this build's layout: the version byte written is
+/// [`PROTOCOL_VERSION`] whatever `env.version` says (an envelope decoded from an older frame
+/// is re-encoded in today's layout, never in a layout its version byte would misname).
 pub fn encode(env: &Envelope, key: &NodeKey) -> Result<Vec<u8>, FrameError> {
     let mut out = postcard::to_stdvec(env).map_err(|e| FrameError::Encode(e.to_string()))?;
+    // `version` is the first field, a u8: postcard writes it as the first byte
+    out[0] = PROTOCOL_VERSION;
     let tag = key.mac(&out);
     out.extend_from_slice(&tag);
     if out.len() > MAX_FRAME_LEN {

@@ -139,6 +139,12 @@ fn version_1_hello_decodes_without_an_epoch() {
     let old = decode(&report, "gx-nn-r07-h12", &key()).unwrap();
     assert_eq!(old.version, 1);
     assert_eq!(old.body, typical_host_report().body);
+    // re-encoded, an old envelope is written in today's layout under today's version
+    let hello_v1 = decode(&frame, "h1", &key()).unwrap();
+    let again = encode(&hello_v1, &key()).unwrap();
+    assert_eq!(again[0], PROTOCOL_VERSION);
+    let back = decode(&again, "h1", &key()).unwrap();
+    assert_eq!((back.version, back.body), (PROTOCOL_VERSION, hello_v1.body));
 }
 
 #[test]
