@@ -144,9 +144,9 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
         stalled.push(stall(agg.http_addr, b"GET / HTTP/1.1\r\n").await);
     }
     let mut extra = stall(agg.http_addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let answer = read_until_closed(&mut extra, Duration::from_millis(500))
+    let answer = read_until_closed(&mut extra, Duration::from_secs(5))
         .await
-        .expect("closed before the header timeout");
+        .expect("closed, unanswered (an accepted one would be answered 200)");
     assert!(answer.is_empty(), "{answer}");
     assert_eq!(agg.metrics.http_refused.load(Relaxed), 1);
 

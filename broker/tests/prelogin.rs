@@ -164,7 +164,9 @@ async fn oversized_connects_are_closed_at_the_header_and_leave_no_memory_behind(
             let mut s = connect_from(10 + (i % 4) as u8, addr).await.unwrap();
             // the broker may close before all of it is sent: that is the point
             let _ = s.write_all(&attack).await;
-            closed_within(&mut s, Duration::from_secs(3)).await
+            // well before the 10 s connect timeout (so a close is the size check's), with
+            // room for a loaded CI machine
+            closed_within(&mut s, Duration::from_secs(8)).await
         }));
     }
     let mut closed = 0;
@@ -223,7 +225,7 @@ async fn stalled_connects_are_capped_per_address_and_closed_at_the_deadline() {
     }
     let at_once = closed_after
         .iter()
-        .filter(|t| **t < Duration::from_millis(500))
+        .filter(|t| **t < Duration::from_millis(900))
         .count();
     let at_deadline = closed_after
         .iter()
