@@ -484,8 +484,15 @@ impl AggregatorProcess {
         let start = Instant::now();
         for port in [self.http.port(), self.mqtt_port] {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                    panic!("the aggregator exited ({status}) while starting:\n{}", self.log());
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "the aggregator exited ({status}) while starting:\n{}",
+                        self.log()
+                    );
                 }
                 assert!(
                     start.elapsed() < Duration::from_secs(60),

@@ -101,7 +101,13 @@ struct Node {
 
 /// `count` nodes `{prefix}-01`… publishing to the broker at `127.0.0.1:port`, each buffering
 /// in `dir/{node}`; a broken connection is noticed within a few seconds (2 s keep-alive).
-async fn start_nodes(master: &MasterKey, prefix: &str, count: usize, port: u16, dir: &Path) -> Vec<Node> {
+async fn start_nodes(
+    master: &MasterKey,
+    prefix: &str,
+    count: usize,
+    port: u16,
+    dir: &Path,
+) -> Vec<Node> {
     let mqtt = MqttConfig {
         host: "127.0.0.1".into(),
         port,
@@ -187,9 +193,10 @@ fn send_streams(nodes: &[Node], count: u64, every: Duration) -> Vec<JoinHandle<(
 
 /// The nodes' counters added up.
 fn totals(nodes: &[Node]) -> PublisherStats {
-    nodes.iter().map(|n| n.publisher.stats()).fold(
-        PublisherStats::default(),
-        |mut t, s| {
+    nodes
+        .iter()
+        .map(|n| n.publisher.stats())
+        .fold(PublisherStats::default(), |mut t, s| {
             t.sent += s.sent;
             t.acked += s.acked;
             t.buffered += s.buffered;
@@ -197,8 +204,7 @@ fn totals(nodes: &[Node]) -> PublisherStats {
             t.replayed += s.replayed;
             t.reconnects += s.reconnects;
             t
-        },
-    )
+        })
 }
 
 /// Wait for the senders to finish and every node's buffer to empty (all acknowledged).
@@ -215,7 +221,11 @@ async fn delivered(nodes: &[Node], senders: Vec<JoinHandle<()>>) {
 /// Stop the aggregator with SIGKILL and read what its database holds of each node: every
 /// message the node sent is stored exactly once, none missing. Returns the duplicates the
 /// aggregator recognised (replays after the faults).
-fn assert_stored_exactly_once(agg: &mut AggregatorProcess, cfg: &AggregatorConfig, nodes: &[Node]) -> u64 {
+fn assert_stored_exactly_once(
+    agg: &mut AggregatorProcess,
+    cfg: &AggregatorConfig,
+    nodes: &[Node],
+) -> u64 {
     agg.kill();
     let rows: HashMap<String, NodeRow> = {
         let mut db = cfg.storage_url().open().expect("open the database");
@@ -270,7 +280,10 @@ async fn sigkill_during_ingest_loses_nothing_and_stores_nothing_twice() {
     let acked = totals(&nodes).acked;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dead = totals(&nodes);
-    assert_eq!(dead.acked, acked, "nothing is acknowledged by a dead aggregator");
+    assert_eq!(
+        dead.acked, acked,
+        "nothing is acknowledged by a dead aggregator"
+    );
     assert!(dead.buffered > 0, "the nodes keep what they send: {dead:?}");
 
     // the second, as soon as the restarted aggregator acknowledges again: the nodes are
@@ -316,7 +329,8 @@ impl RawNode {
     async fn connect(master: &MasterKey, node: &str, port: u16) -> RawNode {
         use rumqttc::{Event as MqttEvent, MqttOptions, Packet};
         let key = enrol(master, node);
-        let mut options = MqttOptions::new(yunjian_protocol::topics::client_id(node), "127.0.0.1", port);
+        let mut options =
+            MqttOptions::new(yunjian_protocol::topics::client_id(node), "127.0.0.1", port);
         options
             .set_credentials(node, key.mqtt_password())
             .set_clean_session(false);
@@ -569,9 +583,7 @@ async fn a_register_import_killed_while_writing_leaves_all_rows_or_none() {
     let base = wal_size(&cfg);
     let mut killed: Child = import();
     block_in_place(|| {
-        wait_for_the_write(&cfg, base, || {
-            matches!(killed.try_wait(), Ok(Some(_)))
-        });
+        wait_for_the_write(&cfg, base, || matches!(killed.try_wait(), Ok(Some(_))));
         killed.kill().unwrap();
         killed.wait().unwrap();
     });
@@ -589,7 +601,9 @@ async fn a_register_import_killed_while_writing_leaves_all_rows_or_none() {
         block_in_place(|| units_in_database(&cfg)).get("卫健委"),
         Some(&ROWS)
     );
-    eprintln!("offline import killed while writing: {after_kill} of {ROWS} rows stored; redone: all");
+    eprintln!(
+        "offline import killed while writing: {after_kill} of {ROWS} rows stored; redone: all"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -633,7 +647,10 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("----- agent log -----\n{}\n---------------------", self.log());
+            eprintln!(
+                "----- agent log -----\n{}\n---------------------",
+                self.log()
+            );
         }
     }
 }
@@ -753,7 +770,10 @@ async fn a_reclaim_command_in_flight_when_the_aggregator_is_killed_runs_once() {
     block_in_place(|| {
         let start = Instant::now();
         while !agent.log().contains("command received") {
-            assert!(start.elapsed() < WAIT, "the command never reached the agent");
+            assert!(
+                start.elapsed() < WAIT,
+                "the command never reached the agent"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         agg.kill();
