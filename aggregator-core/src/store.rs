@@ -108,7 +108,7 @@ pub fn encode_gaps(gaps: &std::collections::BTreeSet<u64>) -> Option<Bytes> {
 
 /// Read back what [`encode_gaps`] wrote; at most [`crate::fleet::GAP_MEMORY`] numbers.
 pub fn decode_gaps(bytes: &[u8]) -> Result<std::collections::BTreeSet<u64>, String> {
-    if bytes.len() % 16 != 0 {
+    if !bytes.len().is_multiple_of(16) {
         return Err(format!("gaps: {} bytes, not runs of 16", bytes.len()));
     }
     let mut gaps = std::collections::BTreeSet::new();

@@ -145,7 +145,7 @@ async fn start_nodes(
 /// The `i`-th message of a stream: mostly reports; every third an event whose row the database
 /// keeps (so that storage grows as the stream goes on).
 fn message(i: u64) -> Body {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         return Body::Event(Event {
             severity: Severity::Warning,
             code: "fault.suite".into(),
