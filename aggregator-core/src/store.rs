@@ -78,6 +78,56 @@ pub struct NodeRow {
     pub antivirus: Option<Bytes>,
     /// What the node's antivirus was seen like before ([`crate::antivirus::AvHistory`], JSON).
     pub antivirus_history: Option<String>,
+    /// The sequence numbers still awaited ([`NodeState::gaps`], as [`encode_gaps`] writes
+    /// them), so that a replay reaching a restarted aggregator fills its gap instead of being
+    /// taken for a duplicate. Unlike the frames, `None` means "none awaited": every row
+    /// carries the node's whole set.
+    pub gaps: Option<Bytes>,
+}
+
+/// The awaited sequence numbers as runs `first..=last`, each two u64 LE; `None` for none.
+pub fn encode_gaps(gaps: &std::collections::BTreeSet<u64>) -> Option<Bytes> {
+    let mut out = Vec::new();
+    let mut run: Option<(u64, u64)> = None;
+    for &seq in gaps {
+        run = match run {
+            Some((first, last)) if last + 1 == seq => Some((first, seq)),
+            Some((first, last)) => {
+                out.extend_from_slice(&first.to_le_bytes());
+                out.extend_from_slice(&last.to_le_bytes());
+                Some((seq, seq))
+            }
+            None => Some((seq, seq)),
+        };
+    }
+    let (first, last) = run?;
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&last.to_le_bytes());
+    Some(out.into())
+}
+
+/// Read back what [`encode_gaps`] wrote; at most [`crate::fleet::GAP_MEMORY`] numbers.
+pub fn decode_gaps(bytes: &[u8]) -> Result<std::collections::BTreeSet<u64>, String> {
+    if !bytes.len().is_multiple_of(16) {
+        return Err(format!("gaps: {} bytes, not runs of 16", bytes.len()));
+    }
+    let mut gaps = std::collections::BTreeSet::new();
+    for run in bytes.chunks_exact(16) {
+        let (first, last) = run.split_at(8);
+        let first = u64::from_le_bytes(first.try_into().unwrap_or_default());
+        let last = u64::from_le_bytes(last.try_into().unwrap_or_default());
+        if first > last || last - first >= crate::fleet::GAP_MEMORY as u64 {
+            return Err(format!("gaps: run {first}..={last}"));
+        }
+        gaps.extend(first..=last);
+        if gaps.len() > crate::fleet::GAP_MEMORY {
+            return Err(format!(
+                "gaps: more than {} numbers",
+                crate::fleet::GAP_MEMORY
+            ));
+        }
+    }
+    Ok(gaps)
 }
 
 /// One BMC System Event Log entry of a node.
@@ -308,6 +358,7 @@ impl NodeRow {
             guests: None,
             antivirus: None,
             antivirus_history: s.antivirus.history_to_store(s.last_seq),
+            gaps: encode_gaps(&s.gaps),
         }
     }
 
@@ -375,6 +426,16 @@ impl NodeRow {
             what: format!("node {node}"),
             reason,
         })?;
+        let gaps = self
+            .gaps
+            .as_deref()
+            .map(decode_gaps)
+            .transpose()
+            .map_err(|reason| StorageError::Corrupt {
+                what: format!("node {node}"),
+                reason,
+            })?
+            .unwrap_or_default();
         Ok(NodeState {
             node: self.node,
             role: self.role,
@@ -391,7 +452,7 @@ impl NodeRow {
             received: self.received,
             duplicates: self.duplicates,
             missing: self.missing,
-            gaps: Default::default(),
+            gaps,
             // not stored: after a restart the next status sets it (a replayed status can then
             // mark a node online until its silence shows; its epoch is the stored hello's)
             status_stamp: 0,
@@ -429,5 +490,25 @@ pub fn severity_from(s: &str) -> Severity {
         "critical" => Severity::Critical,
         "warning" => Severity::Warning,
         _ => Severity::Info,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn awaited_seqs_are_stored_as_runs_and_read_back() {
+        assert_eq!(encode_gaps(&BTreeSet::new()), None);
+        let gaps = BTreeSet::from([3, 6, 7, 8, 9, 20]);
+        let bytes = encode_gaps(&gaps).unwrap();
+        assert_eq!(bytes.len(), 3 * 16, "three runs: 3, 6..=9, 20");
+        assert_eq!(decode_gaps(&bytes).unwrap(), gaps);
+        assert!(decode_gaps(&bytes[..15]).is_err());
+        let backwards = [9u64.to_le_bytes(), 6u64.to_le_bytes()].concat();
+        assert!(decode_gaps(&backwards).is_err());
+        let huge = [1u64.to_le_bytes(), u64::MAX.to_le_bytes()].concat();
+        assert!(decode_gaps(&huge).is_err(), "bounded by GAP_MEMORY");
     }
 }

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_alarms_audit.sql")),
     (3, include_str!("../migrations/0003_register.sql")),
     (4, include_str!("../migrations/0004_antivirus.sql")),
+    (5, include_str!("../migrations/0005_gaps.sql")),
     (10, include_str!("../migrations/0010_hardware_sel.sql")),
     (20, include_str!("../migrations/0020_usage.sql")),
     (30, include_str!("../migrations/0030_reclaim.sql")),
@@ -313,10 +314,11 @@ fn write_nodes(tx: &mut Transaction<'_>, nodes: &[NodeRow]) -> Result<(), postgr
     let frame = |f: fn(&NodeRow) -> Option<&[u8]>| folded.iter().map(f).collect::<Vec<_>>();
     tx.execute(
         "INSERT INTO nodes (node, role, last_seen_ms, last_report_ts_ms, last_seq, received,
-            duplicates, missing, hello, inventory, report, guests, antivirus, antivirus_history)
+            duplicates, missing, hello, inventory, report, guests, antivirus, antivirus_history,
+            gaps)
          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[],
             $6::BIGINT[], $7::BIGINT[], $8::BIGINT[], $9::BYTEA[], $10::BYTEA[], $11::BYTEA[],
-            $12::BYTEA[], $13::BYTEA[], $14::TEXT[])
+            $12::BYTEA[], $13::BYTEA[], $14::TEXT[], $15::BYTEA[])
          ON CONFLICT (node) DO UPDATE SET role = EXCLUDED.role,
             last_seen_ms = EXCLUDED.last_seen_ms,
             last_report_ts_ms = EXCLUDED.last_report_ts_ms,
@@ -327,7 +329,8 @@ fn write_nodes(tx: &mut Transaction<'_>, nodes: &[NodeRow]) -> Result<(), postgr
             report = COALESCE(EXCLUDED.report, nodes.report),
             guests = COALESCE(EXCLUDED.guests, nodes.guests),
             antivirus = COALESCE(EXCLUDED.antivirus, nodes.antivirus),
-            antivirus_history = COALESCE(EXCLUDED.antivirus_history, nodes.antivirus_history)",
+            antivirus_history = COALESCE(EXCLUDED.antivirus_history, nodes.antivirus_history),
+            gaps = EXCLUDED.gaps",
         &[
             &folded.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
             &folded.iter().map(|n| role_str(n.role)).collect::<Vec<_>>(),
@@ -346,6 +349,7 @@ fn write_nodes(tx: &mut Transaction<'_>, nodes: &[NodeRow]) -> Result<(), postgr
                 .iter()
                 .map(|n| n.antivirus_history.as_deref())
                 .collect::<Vec<_>>(),
+            &frame(|n| n.gaps.as_deref()),
         ],
     )?;
     Ok(())
@@ -673,7 +677,7 @@ impl NodeStore for PostgresStorage {
     fn load_nodes(&mut self) -> Result<Vec<NodeRow>, StorageError> {
         let rows = self.query(
             "SELECT node, role, last_seen_ms, last_report_ts_ms, last_seq, received, duplicates,
-                    missing, hello, inventory, report, guests, antivirus, antivirus_history
+                    missing, hello, inventory, report, guests, antivirus, antivirus_history, gaps
              FROM nodes",
             &[],
         )?;
@@ -695,6 +699,7 @@ impl NodeStore for PostgresStorage {
                 guests: frame(r, 11),
                 antivirus: frame(r, 12),
                 antivirus_history: r.get(13),
+                gaps: frame(r, 14),
             })
             .collect())
     }

@@ -91,6 +91,9 @@ const MIGRATIONS: &[(u32, &str)] = &[
         "ALTER TABLE nodes ADD COLUMN antivirus BLOB;
     ALTER TABLE nodes ADD COLUMN antivirus_history TEXT;",
     ),
+    // 5: the sequence numbers each node's stream still awaits (`store::encode_gaps`), so a
+    // replay reaching a restarted aggregator fills its gap
+    (5, "ALTER TABLE nodes ADD COLUMN gaps BLOB;"),
     // 10: BMC System Event Log entries, one row each
     (10, hardware::MIGRATION_10),
     // 20: utilisation history (one compact row per VM and day) and the exemption register
@@ -305,8 +308,8 @@ impl Schema for SqliteStorage {
                 .prepare_cached(
                     "INSERT INTO nodes (node, role, last_seen_ms, last_report_ts_ms, last_seq,
                         received, duplicates, missing, hello, inventory, report, guests,
-                        antivirus, antivirus_history)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                        antivirus, antivirus_history, gaps)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                      ON CONFLICT(node) DO UPDATE SET role = excluded.role,
                         last_seen_ms = excluded.last_seen_ms,
                         last_report_ts_ms = excluded.last_report_ts_ms,
@@ -318,7 +321,8 @@ impl Schema for SqliteStorage {
                         guests = COALESCE(excluded.guests, nodes.guests),
                         antivirus = COALESCE(excluded.antivirus, nodes.antivirus),
                         antivirus_history =
-                            COALESCE(excluded.antivirus_history, nodes.antivirus_history)",
+                            COALESCE(excluded.antivirus_history, nodes.antivirus_history),
+                        gaps = excluded.gaps",
                 )
                 .map_err(&err)?;
             for n in &batch.nodes {
@@ -337,6 +341,7 @@ impl Schema for SqliteStorage {
                     n.guests.as_deref(),
                     n.antivirus.as_deref(),
                     n.antivirus_history.as_deref(),
+                    n.gaps.as_deref(),
                 ])
                 .map_err(&err)?;
             }
@@ -395,7 +400,7 @@ impl NodeStore for SqliteStorage {
             .prepare(
                 "SELECT node, role, last_seen_ms, last_report_ts_ms, last_seq, received,
                         duplicates, missing, hello, inventory, report, guests, antivirus,
-                        antivirus_history FROM nodes",
+                        antivirus_history, gaps FROM nodes",
             )
             .map_err(&e)?;
         let rows = st
@@ -415,6 +420,7 @@ impl NodeStore for SqliteStorage {
                     guests: r.get::<_, Option<Vec<u8>>>(11)?.map(Bytes::from),
                     antivirus: r.get::<_, Option<Vec<u8>>>(12)?.map(Bytes::from),
                     antivirus_history: r.get(13)?,
+                    gaps: r.get::<_, Option<Vec<u8>>>(14)?.map(Bytes::from),
                 })
             })
             .map_err(&e)?;

@@ -328,18 +328,37 @@ where
 /// same target directory (a test crate cannot depend on another package's binary). Panics with
 /// the cause when the build fails.
 pub fn agent_binary(features: &[&str]) -> PathBuf {
+    let profile_dir = profile_dir();
+    assert!(
+        build_binary(&profile_dir, "yunjian-agent", features),
+        "building yunjian-agent with features {features:?} failed (for `libvirt`: is libvirt-dev installed?)"
+    );
+    profile_dir.join("yunjian-agent")
+}
+
+/// The directory of this test build's profile: `target/<profile>` (the test binary runs from
+/// `target/<profile>/deps/<test>-<hash>`).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
+    exe.parent()
         .and_then(std::path::Path::parent)
         .expect("a test binary under target/<profile>/deps")
-        .to_path_buf();
+        .to_path_buf()
+}
+
+/// `cargo build` the binary `name` of the workspace package of the same name, with `features`,
+/// into the target directory holding `profile_dir`; whether the build succeeded.
+fn build_binary(profile_dir: &std::path::Path, name: &str, features: &[&str]) -> bool {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    // the manifest of the tree under test: cargo sets the variable for the running test; the
+    // value baked in at compile time may be another checkout's when target directories are
+    // shared
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let manifest = package.join("../Cargo.toml");
     let mut build = std::process::Command::new(cargo);
     build
-        .args(["build", "-p", "yunjian-agent", "--bin", "yunjian-agent"])
+        .args(["build", "-p", name, "--bin", name])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
@@ -350,12 +369,7 @@ pub fn agent_binary(features: &[&str]) -> PathBuf {
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
     }
-    let status = build.status().expect("cargo runs");
-    assert!(
-        status.success(),
-        "building yunjian-agent with features {features:?} failed (for `libvirt`: is libvirt-dev installed?)"
-    );
-    profile_dir.join("yunjian-agent")
+    build.status().expect("cargo runs").success()
 }
 
 /// Write `dir/agent.toml` for a host agent `node` on the broker at `127.0.0.1:broker_port` with
@@ -400,4 +414,235 @@ guests_interval = \"1s\"
     )
     .expect("write the agent config");
     config
+}
+
+/// The `yunjian-aggregator` binary of this test build's profile, built into the same target
+/// directory (as [`agent_binary`]). Panics when the build fails.
+pub fn aggregator_binary() -> PathBuf {
+    let profile_dir = profile_dir();
+    assert!(
+        build_binary(&profile_dir, "yunjian-aggregator", &[]),
+        "building yunjian-aggregator failed"
+    );
+    profile_dir.join("yunjian-aggregator")
+}
+
+/// The `yunjian-aggregator` binary running as a child process on a config the test wrote: a
+/// process that can be killed with SIGKILL (no shutdown path runs) and started again on the
+/// same data directory and ports. Killed when dropped; its log (every start, appended) is
+/// printed when the test fails.
+#[derive(Debug)]
+pub struct AggregatorProcess {
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The dashboard / API / `/metrics` address.
+    pub http: SocketAddr,
+    /// The embedded broker's plain MQTT port.
+    pub mqtt_port: u16,
+}
+
+impl AggregatorProcess {
+    /// Write `cfg` as `dir/aggregator.toml` and start the binary `bin` on it; returns once the
+    /// HTTP and MQTT ports accept connections. `cfg` must name fixed ports (e.g. from
+    /// [`free_port`]) for both, so that a restart comes back where the peers look for it.
+    pub fn start(bin: &std::path::Path, cfg: &AggregatorConfigFile, dir: &std::path::Path) -> Self {
+        let config = dir.join("aggregator.toml");
+        std::fs::write(&config, &cfg.toml).expect("write the aggregator's config");
+        let mut p = AggregatorProcess {
+            bin: bin.to_path_buf(),
+            config,
+            log: dir.join("aggregator.log"),
+            child: None,
+            http: cfg.http,
+            mqtt_port: cfg.mqtt_port,
+        };
+        p.restart();
+        p
+    }
+
+    /// Start (again, after [`Self::kill`]) and wait until both ports accept connections.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the aggregator is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the aggregator's log");
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            // its log goes to standard output, a panic's message to standard error
+            .stdout(log.try_clone().expect("the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("the aggregator starts");
+        self.child = Some(child);
+        let start = Instant::now();
+        for port in [self.http.port(), self.mqtt_port] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "the aggregator exited ({status}) while starting:\n{}",
+                        self.log()
+                    );
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the aggregator did not listen on {port} within 60 s:\n{}",
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL: the process ends at once, between any two instructions; nothing of its own
+    /// shutdown runs. Waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running (it has not exited on its own).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Everything the aggregator logged so far, over all its starts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AggregatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- aggregator log -----\n{}\n--------------------------",
+                self.log()
+            );
+        }
+    }
+}
+
+/// An aggregator config as the binary reads it (TOML), with the ports it listens on.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfigFile {
+    pub toml: String,
+    pub http: SocketAddr,
+    pub mqtt_port: u16,
+}
+
+impl AggregatorConfigFile {
+    /// `cfg` with its HTTP and embedded-broker addresses set to free loopback ports.
+    pub fn on_free_ports(cfg: &mut yunjian_aggregator::config::AggregatorConfig) -> Self {
+        cfg.http_listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        cfg.broker.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        AggregatorConfigFile {
+            toml: toml::to_string(cfg).expect("the config as TOML"),
+            http: cfg.http_listen,
+            mqtt_port: cfg.broker.listen.port(),
+        }
+    }
+}
+
+/// The value of the unlabelled sample `name` on `/metrics` (read as the holder of `token`);
+/// `None` when the aggregator does not answer or has no such sample.
+pub async fn metric(addr: SocketAddr, token: &str, name: &str) -> Option<f64> {
+    // `http_get` panics on a refused connection; a killed aggregator is an answer here
+    tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (status, body) = http_get(addr, token, "/metrics").await;
+    if status != 200 {
+        return None;
+    }
+    body.lines().find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// A TCP proxy between MQTT clients and a broker that the test can partition: while
+/// partitioned, open connections stop carrying bytes either way (frozen, not closed, as when
+/// a network path goes away) and new connections are accepted and never answered; healing
+/// drops the frozen and held connections and forwards new ones again.
+#[derive(Debug)]
+pub struct TcpProxy {
+    /// The port clients connect to instead of the broker's.
+    pub port: u16,
+    partitioned: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Listen on a free loopback port, forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("the proxy's address").port();
+        let (partitioned, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(Self::carry(client, upstream, rx.clone()));
+            }
+        });
+        TcpProxy {
+            port,
+            partitioned,
+            task,
+        }
+    }
+
+    async fn carry(
+        mut client: tokio::net::TcpStream,
+        upstream: SocketAddr,
+        mut partitioned: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let cut = |p: &bool| *p;
+        let whole = |p: &bool| !*p;
+        if *partitioned.borrow() {
+            // held until the partition heals, then dropped: the client has given up by then
+            let _ = partitioned.wait_for(whole).await;
+            return;
+        }
+        let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let frozen = tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+            r = partitioned.wait_for(cut) => r.is_ok(),
+        };
+        if frozen {
+            let _ = partitioned.wait_for(whole).await;
+        }
+    }
+
+    /// Cut the path: nothing passes until [`Self::heal`].
+    pub fn partition(&self) {
+        self.partitioned.send_replace(true);
+    }
+
+    /// Restore the path (frozen connections are dropped; new ones are forwarded).
+    pub fn heal(&self) {
+        self.partitioned.send_replace(false);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
