@@ -726,6 +726,11 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
 
     let (status, v) = step(addr, id, "dispute", &p.unit, json!({"reason": ""})).await;
     assert_eq!(status, 400, "a dispute needs a reason: {v}");
+    assert_eq!(v["code"], "case_reason_required", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("须填写理由"),
+        "the reason in zh-CN: {v}"
+    );
     ok_step(
         addr,
         id,

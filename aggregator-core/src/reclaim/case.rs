@@ -277,34 +277,46 @@ pub struct LogEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaseError {
-    #[error("case {case}: cannot {step} in state {state}")]
+    #[error("案件 {case}：当前状态（{state}）下不能执行“{step}”")]
     Illegal {
         case: u64,
         state: &'static str,
         step: &'static str,
     },
-    #[error("case {case}: the role {role} may not {step} (allowed: {allowed})")]
+    #[error("案件 {case}：角色 {role} 无权执行“{step}”（可执行的角色：{allowed}）")]
     Forbidden {
         case: u64,
         role: &'static str,
         step: &'static str,
         allowed: String,
     },
-    #[error("case {case} belongs to unit {owner:?}; {actor} of unit {unit:?} may not act on it")]
+    #[error("案件 {case} 属于单位“{owner}”，{actor}（单位“{unit}”）无权办理")]
     OtherUnit {
         case: u64,
         owner: String,
         actor: String,
         unit: String,
     },
-    #[error("case {case}: {step} needs a reason")]
+    #[error("案件 {case}：“{step}”须填写理由")]
     NoReason { case: u64, step: &'static str },
-    #[error(
-        "case {case}: the stopped VM is held until {until} (hold period); release is not due yet"
-    )]
+    #[error("案件 {case}：已停机的虚拟机保留至 {until}（保留期），尚不能释放")]
     HoldNotOver { case: u64, until: String },
-    #[error("case {case}: cannot schedule in the past")]
+    #[error("案件 {case}：执行时间不能早于当前时间")]
     PastSchedule { case: u64 },
+}
+
+impl CaseError {
+    /// Stable machine code beside the zh-CN message (API errors).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CaseError::Illegal { .. } => "case_illegal_step",
+            CaseError::Forbidden { .. } => "case_role_forbidden",
+            CaseError::OtherUnit { .. } => "case_other_unit",
+            CaseError::NoReason { .. } => "case_reason_required",
+            CaseError::HoldNotOver { .. } => "case_hold_not_over",
+            CaseError::PastSchedule { .. } => "case_schedule_in_past",
+        }
+    }
 }
 
 /// What the step functions need besides the case.

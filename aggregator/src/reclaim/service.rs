@@ -30,31 +30,48 @@ pub const NOTICE_RULE: &str = "reclaim_notice";
 pub enum ReclaimError {
     #[error(transparent)]
     Case(#[from] CaseError),
-    #[error("no reclaim case {0}")]
+    #[error("降配回收案件 {0} 不存在")]
     NotFound(u64),
-    #[error("unknown step {0:?}; steps are notify, agree, dispute, file, approve, reject, schedule, withdraw, retry, close, rollback")]
+    #[error("未知的办理步骤 {0:?}；可用步骤：notify、agree、dispute、file、approve、reject、schedule、withdraw、retry、close、rollback")]
     UnknownStep(String),
-    #[error("schedule needs `at_ms` (when to act)")]
+    #[error("安排执行须给出 `at_ms`（执行时间）")]
     NoTime,
-    #[error(
-        "case {case}: no host lists VM {uuid} in its guest list; the command cannot be addressed"
-    )]
+    #[error("案件 {case}：没有宿主机在其虚拟机清单中列出虚拟机 {uuid}，指令无处下发")]
     NoHost { case: u64, uuid: String },
-    #[error("case {case}: no snapshot was taken, nothing to roll back to")]
+    #[error("案件 {case}：未做快照，无法回退")]
     NoSnapshot { case: u64 },
-    #[error("storage: {0}")]
+    #[error("存储不可用：{0}")]
     Storage(#[from] StorageError),
-    #[error("cannot make a command id: {0}")]
+    #[error("无法生成指令编号：{0}")]
     Random(#[from] std::io::Error),
-    #[error("the role {role} may not {what}")]
+    #[error("角色 {role} 无权{what}")]
     Forbidden {
         role: &'static str,
         what: &'static str,
     },
-    #[error("node {0} is not a VM a host lists, so there is nothing to stop")]
+    #[error("节点 {0} 不是宿主机所列的虚拟机，无可停机对象")]
     UnknownVm(String),
     #[error("虚拟机 {uuid} 归属冲突：{conflict}；冲突消除前不向该虚拟机下发指令（见告警 vm_claim_conflict）")]
     Contested { uuid: String, conflict: String },
+}
+
+impl ReclaimError {
+    /// Stable machine code beside the zh-CN message (API errors).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReclaimError::Case(e) => e.code(),
+            ReclaimError::NotFound(_) => "case_not_found",
+            ReclaimError::UnknownStep(_) => "unknown_step",
+            ReclaimError::NoTime => "schedule_time_required",
+            ReclaimError::NoHost { .. } => "vm_no_host",
+            ReclaimError::NoSnapshot { .. } => "no_snapshot",
+            ReclaimError::Storage(_) => "storage_unavailable",
+            ReclaimError::Random(_) => "command_id_failed",
+            ReclaimError::Forbidden { .. } => "forbidden",
+            ReclaimError::UnknownVm(_) => "unknown_vm",
+            ReclaimError::Contested { .. } => "vm_claim_conflict",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1091,7 +1108,7 @@ pub fn may_feed(role: Role) -> Result<(), ReclaimError> {
         Role::Ops => Ok(()),
         r => Err(ReclaimError::Forbidden {
             role: r.as_str(),
-            what: "feed detections",
+            what: "录入降配回收发现",
         }),
     }
 }

@@ -56,14 +56,24 @@ async fn case_page(who: Principal) -> Response {
     page("case.html", "reclaim", Some(&who), Value::UNDEFINED)
 }
 
-/// This page's errors: `{ "error": message }` with the matching status.
+/// This page's errors: `{ "error": zh-CN message, "code": stable code }` with the matching
+/// status.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(json!({ "error": self.2, "code": self.1 }))).into_response()
     }
+}
+
+/// A request body that is not what the endpoint takes.
+fn bad_request(e: JsonRejection) -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        format!("请求无效：{}", e.body_text()),
+    )
 }
 
 impl From<ReclaimError> for ApiError {
@@ -83,14 +93,15 @@ impl From<ReclaimError> for ApiError {
             | ReclaimError::UnknownVm(_) => StatusCode::CONFLICT,
             ReclaimError::Storage(_) | ReclaimError::Random(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError(status, e.to_string())
+        ApiError(status, e.code(), e.to_string())
     }
 }
 
 fn service(app: &AppState) -> Result<&Reclaim, ApiError> {
     app.reclaim.as_ref().ok_or(ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
-        "reclaim cases are not available in this set-up".into(),
+        "reclaim_unavailable",
+        "本部署未启用降配回收".into(),
     ))
 }
 
@@ -217,7 +228,7 @@ async fn act(
         }
     }
     let who = principal.actor();
-    let Json(req) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(req) = body.map_err(bad_request)?;
     let view = r
         .act(id, &step, &who, &req.reason, req.at_ms, now_ms())
         .await?;
@@ -231,7 +242,7 @@ async fn detections(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let r = service(&app)?;
     may_feed(principal.role())?;
-    let Json(found) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Json(found) = body.map_err(bad_request)?;
     let opened = r.detect(found, now_ms()).await?;
     Ok(Json(json!({ "opened": opened })))
 }
