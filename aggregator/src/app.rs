@@ -57,8 +57,6 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config: {0}")]
-    Config(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -133,14 +131,14 @@ impl Aggregator {
         // Utilisation history (by event time) and the exemption register; days older than the
         // retention before the latest stored day are dropped.
         let usage = crate::usage::Usage::shared(&profile.usage);
+        let time_bounds = cfg.event_time.bounds();
         {
             let mut u = usage.write().unwrap_or_else(|p| p.into_inner());
             // Days after the event-time bound were stored before ingest checked it (a node's
             // clock years ahead); restoring one would move the history's "today" with it.
-            let bounds = cfg.event_time.bounds().map_err(StartError::Config)?;
             let latest = u
                 .history
-                .day_of(now_ms().saturating_add(bounds.max_ahead_ms));
+                .day_of(now_ms().saturating_add(time_bounds.max_ahead_ms));
             let (days, ahead): (Vec<_>, Vec<_>) = reader
                 .load_usage(crate::time::Day::MIN)?
                 .into_iter()
@@ -196,7 +194,7 @@ impl Aggregator {
         let mut tasks = Vec::new();
         let ingester = Ingester::new(fleet.clone(), metrics.clone(), master.clone())
             .with_usage(usage.clone())
-            .with_time_bounds(cfg.event_time.bounds().map_err(StartError::Config)?);
+            .with_time_bounds(time_bounds);
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         let ingester = ingester.with_command_results(results_tx);
         tasks.push(tokio::spawn(ingest::run(

@@ -149,7 +149,6 @@ impl AggregatorConfig {
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.reclaim.validate().map_err(ConfigError::Invalid)?;
-        self.event_time.bounds().map_err(ConfigError::Invalid)?;
         if self.policy_interval.is_zero() {
             return Err(ConfigError::Invalid(
                 "policy_interval must be above 0".into(),
@@ -243,6 +242,31 @@ mod tests {
             AggregatorConfig::parse(&text, "default").unwrap(),
             AggregatorConfig::default()
         );
+    }
+
+    /// `[event_time]`: the lag bound and a declared backfill as written in a config file; a
+    /// bad duration names the key.
+    #[test]
+    fn event_time_bounds_read_from_the_file() {
+        let cfg = AggregatorConfig::parse(
+            "[event_time]\nmax_ahead = \"5m\"\nmax_behind = \"30d\"\nbackfill_from = \"2025-01-01\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        let b = cfg.event_time.bounds();
+        let now = 1_790_000_000_000; // 2026-09-21
+        let day = 86_400_000;
+        assert_eq!(b.check(now + 4 * 60_000, now), None);
+        assert_eq!(b.check(now + 6 * 60_000, now), Some("time_ahead"));
+        assert_eq!(b.check(now - 29 * day, now), None);
+        // older than 30 days but after the declared backfill's start: accepted
+        assert_eq!(b.check(now - 200 * day, now), None);
+        // before it (2024): refused
+        assert_eq!(b.check(now - 700 * day, now), Some("time_behind"));
+        let e = AggregatorConfig::parse("[event_time]\nmax_behind = \"30 days\"", "a.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_behind"), "{e}");
     }
 
     #[test]

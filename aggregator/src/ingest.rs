@@ -36,7 +36,8 @@ pub struct EventTimeConfig {
     pub max_ahead: Duration,
     /// Largest lag of live data behind the aggregator's clock, e.g. `"30d"` (an agent's
     /// buffer replays at most its cap's worth of an outage). Unset: no bound.
-    pub max_behind: Option<String>,
+    #[serde(with = "crate::time::duration::option")]
+    pub max_behind: Option<Duration>,
     /// A declared backfill: data older than `max_behind` is still accepted from this date
     /// (`YYYY-MM-DD`, Beijing time) on — imported history, a simulator's backfill.
     pub backfill_from: Option<crate::time::Day>,
@@ -53,23 +54,15 @@ impl Default for EventTimeConfig {
 }
 
 impl EventTimeConfig {
-    /// The bounds as checked by ingest; `Err` names the bad setting.
-    pub fn bounds(&self) -> Result<TimeBounds, String> {
-        let max_behind_ms = match &self.max_behind {
-            Some(text) => Some(
-                crate::time::duration::parse(text)
-                    .map_err(|e| format!("event_time.max_behind: {e}"))?
-                    .as_millis() as u64,
-            ),
-            None => None,
-        };
-        Ok(TimeBounds {
+    /// The bounds as checked by ingest.
+    pub fn bounds(&self) -> TimeBounds {
+        TimeBounds {
             max_ahead_ms: self.max_ahead.as_millis() as u64,
-            max_behind_ms,
+            max_behind_ms: self.max_behind.map(|d| d.as_millis() as u64),
             backfill_from_ms: self
                 .backfill_from
                 .map(|d| d.start_ms(crate::time::BEIJING_OFFSET_MS)),
-        })
+        }
     }
 }
 
@@ -83,11 +76,7 @@ pub struct TimeBounds {
 
 impl Default for TimeBounds {
     fn default() -> Self {
-        EventTimeConfig::default().bounds().unwrap_or(TimeBounds {
-            max_ahead_ms: 600_000,
-            max_behind_ms: None,
-            backfill_from_ms: None,
-        })
+        EventTimeConfig::default().bounds()
     }
 }
 
@@ -349,7 +338,7 @@ impl Ingester {
                 committed: None,
             };
         }
-        let now = now_ms();
+        let now = wall;
         let m = &self.metrics;
         let mut rows: HashMap<String, NodeRow> = HashMap::new();
         let mut usage_samples = Vec::new();

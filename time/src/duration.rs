@@ -46,3 +46,22 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     let s = String::deserialize(d)?;
     parse(&s).map_err(serde::de::Error::custom)
 }
+
+/// `#[serde(default, with = "duration::option")]`: an optional duration, absent when unset.
+pub mod option {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| super::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
