@@ -15,6 +15,7 @@
 //!
 //! ```text
 //! store                      the ports: persist every domain's state
+//! lifecycle                  applications (申请 → 终止): steps, deadlines, register effects
 //! reclaim                    cases from usage findings, deadlines on the calendar
 //! policy                     the profile and the rules over fleet, register and usage
 //! register   usage           allocations and changes; utilisation history and its findings
@@ -34,6 +35,7 @@ pub mod audit;
 pub mod fleet;
 pub mod hardware;
 pub mod identity;
+pub mod lifecycle;
 pub mod liveness;
 pub mod policy;
 pub mod reclaim;

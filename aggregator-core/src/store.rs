@@ -286,6 +286,29 @@ pub trait ReclaimStore {
 
 /// The latest finding fed to the reclaim service per VM, kept so that the re-check before a
 /// scheduled case acts still finds it after a restart.
+/// Applications (申请) with their timelines and files (see [`crate::lifecycle`]).
+pub trait ApplicationStore {
+    /// One transaction: the applications as they now are, their new timeline lines, new files,
+    /// the register changes their steps made and the audit entries.
+    fn application_write(
+        &mut self,
+        w: &crate::lifecycle::ApplicationWrite,
+    ) -> Result<(), StorageError>;
+    /// Every application, by id.
+    fn applications(&mut self) -> Result<Vec<crate::lifecycle::Application>, StorageError>;
+    /// One application's timeline, oldest first.
+    fn application_log(
+        &mut self,
+        application: u64,
+    ) -> Result<Vec<crate::lifecycle::LogEntry>, StorageError>;
+    /// An attached file's name and bytes.
+    fn application_file(
+        &mut self,
+        application: u64,
+        id: u64,
+    ) -> Result<Option<(String, Vec<u8>)>, StorageError>;
+}
+
 pub trait DetectionStore {
     /// Store findings in one transaction, each replacing the stored one of its VM UUID.
     fn store_detections(&mut self, found: &[DetectionRow]) -> Result<(), StorageError>;
@@ -320,6 +343,7 @@ pub trait Storage:
     + ReclaimStore
     + DetectionStore
     + UserStore
+    + ApplicationStore
     + Send
     + std::fmt::Debug
 {
@@ -335,6 +359,7 @@ impl<T> Storage for T where
         + ReclaimStore
         + DetectionStore
         + UserStore
+        + ApplicationStore
         + Send
         + std::fmt::Debug
 {

@@ -209,6 +209,7 @@ fn build(hosts: usize, vms: usize) -> (Fleet, Register) {
                     cluster_group: String::new(),
                     note: String::new(),
                     uuid: Some(u),
+                    term: Default::default(),
                 });
             }
         }

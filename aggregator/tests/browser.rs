@@ -890,6 +890,7 @@ fn serve_capacity() -> CapacityServed {
             cluster_group: String::new(),
             note: String::new(),
             uuid: Some(CAP_VM.into()),
+            term: Default::default(),
         }],
         pools: vec![Pool {
             name: "甲".into(),

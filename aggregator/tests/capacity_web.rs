@@ -124,6 +124,7 @@ fn vm(uuid: &str) -> VmAllocation {
         cluster_group: String::new(),
         note: String::new(),
         uuid: Some(uuid.into()),
+        term: Default::default(),
     }
 }
 

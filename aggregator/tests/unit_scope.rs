@@ -136,6 +136,7 @@ fn allocation(unit: &str, owner: &str, email: &str, phone: &str, uuid: &str) -> 
         cluster_group: String::new(),
         note: String::new(),
         uuid: Some(uuid.into()),
+        term: Default::default(),
     }
 }
 

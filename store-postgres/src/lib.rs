@@ -23,12 +23,15 @@ use yunjian_aggregator_core::audit::{
 };
 use yunjian_aggregator_core::hardware::SelRecord;
 use yunjian_aggregator_core::identity::{ApiToken, Role, User};
+use yunjian_aggregator_core::lifecycle::{Application, ApplicationWrite};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
-use yunjian_aggregator_core::register::{Register, ServerType, Unit, UnitRecord, VmAllocation};
+use yunjian_aggregator_core::register::{
+    Register, ServerType, Term, Unit, UnitRecord, VmAllocation,
+};
 use yunjian_aggregator_core::store::{
-    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore,
-    DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore, ReclaimStore, RegisterStore,
-    Schema, SelRow, StorageError, UsageStore, UserStore, WriteBatch,
+    role_from, role_str, severity_from, severity_str, AlarmStore, ApplicationStore, AuditEntry,
+    AuditStore, DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore, ReclaimStore,
+    RegisterStore, Schema, SelRow, StorageError, UsageStore, UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{DailySummary, Exemption, UsageDayRow};
@@ -51,6 +54,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (40, include_str!("../migrations/0040_users.sql")),
     (41, include_str!("../migrations/0041_audit_chain.sql")),
+    (50, include_str!("../migrations/0050_applications.sql")),
 ];
 
 /// How long the check of a suspect connection may take.
@@ -502,9 +506,9 @@ fn write_register(tx: &mut Transaction<'_>, records: &[UnitRecord]) -> Result<()
     let vm = tx.prepare(
         "INSERT INTO register_vms (unit, pos, zone, developer, system, subsystem, server_type,
             owner, email, phone, vcpus, mem_gb, sys_disk_gb, data_disk_gb, os, clustered,
-            cluster_group, note, uuid)
+            cluster_group, note, uuid, term)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-            $18, $19)",
+            $18, $19, $20)",
     )?;
     for r in records {
         let u = &r.unit;
@@ -516,6 +520,7 @@ fn write_register(tx: &mut Transaction<'_>, records: &[UnitRecord]) -> Result<()
         tx.execute(&unit, &[&u.name, &quota, &sanction])?;
         tx.execute(&clear, &[&u.name])?;
         for (pos, v) in r.vms.iter().enumerate() {
+            let term = (v.term != Term::default()).then(|| serde_json::json!(v.term).to_string());
             tx.execute(
                 &vm,
                 &[
@@ -538,6 +543,7 @@ fn write_register(tx: &mut Transaction<'_>, records: &[UnitRecord]) -> Result<()
                     &v.cluster_group,
                     &v.note,
                     &v.uuid,
+                    &term,
                 ],
             )?;
         }
@@ -920,7 +926,8 @@ impl RegisterStore for PostgresStorage {
         }
         for r in self.query(
             "SELECT unit, zone, developer, system, subsystem, server_type, owner, email, phone,
-                vcpus, mem_gb, sys_disk_gb, data_disk_gb, os, clustered, cluster_group, note, uuid
+                vcpus, mem_gb, sys_disk_gb, data_disk_gb, os, clustered, cluster_group, note, uuid,
+                term
              FROM register_vms ORDER BY unit, pos",
             &[],
         )? {
@@ -949,6 +956,12 @@ impl RegisterStore for PostgresStorage {
                 cluster_group: r.get(15),
                 note: r.get(16),
                 uuid: r.get(17),
+                term: r
+                    .get::<_, Option<&str>>(18)
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(|e| bad(&format!("allocation term: {e}")))?
+                    .unwrap_or_default(),
                 unit,
             });
         }
@@ -1149,6 +1162,117 @@ impl ReclaimStore for PostgresStorage {
         rows.iter()
             .map(|r| decode(format!("command {}", r.get::<_, &str>(0)), r.get(1)))
             .collect()
+    }
+}
+
+impl ApplicationStore for PostgresStorage {
+    fn application_write(&mut self, w: &ApplicationWrite) -> Result<(), StorageError> {
+        let r = (|| -> Result<(), StorageError> {
+            let target = self.target.clone();
+            let err = |e| backend(&target, e);
+            let mut tx = self.client()?.transaction().map_err(err)?;
+            if !w.applications.is_empty() {
+                let st = tx
+                    .prepare(
+                        "INSERT INTO applications (id, unit, kind, state, submitted_ms, updated_ms,
+                            body)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state,
+                            submitted_ms = EXCLUDED.submitted_ms,
+                            updated_ms = EXCLUDED.updated_ms, body = EXCLUDED.body",
+                    )
+                    .map_err(err)?;
+                for a in &w.applications {
+                    tx.execute(
+                        &st,
+                        &[
+                            &(a.id as i64),
+                            &a.unit,
+                            &a.kind.as_str(),
+                            &a.state.as_str(),
+                            &(a.submitted_ms as i64),
+                            &(a.updated_ms as i64),
+                            &json(a),
+                        ],
+                    )
+                    .map_err(err)?;
+                }
+            }
+            if !w.log.is_empty() {
+                let st = tx
+                    .prepare(
+                        "INSERT INTO application_log (application, ts_ms, body)
+                         VALUES ($1, $2, $3)",
+                    )
+                    .map_err(err)?;
+                for l in &w.log {
+                    tx.execute(&st, &[&(l.application as i64), &(l.ts_ms as i64), &json(l)])
+                        .map_err(err)?;
+                }
+            }
+            if !w.files.is_empty() {
+                let st = tx
+                    .prepare(
+                        "INSERT INTO application_files (application, id, name, bytes)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .map_err(err)?;
+                for f in &w.files {
+                    tx.execute(
+                        &st,
+                        &[
+                            &(f.application as i64),
+                            &(f.id as i64),
+                            &f.name,
+                            &f.bytes.as_ref(),
+                        ],
+                    )
+                    .map_err(err)?;
+                }
+            }
+            write_register(&mut tx, &w.register).map_err(err)?;
+            write_audit(&mut tx, &w.audit).map_err(err)?;
+            tx.commit().map_err(err)
+        })();
+        self.note(&r);
+        r
+    }
+
+    fn applications(&mut self) -> Result<Vec<Application>, StorageError> {
+        let rows = self.query("SELECT id, body FROM applications ORDER BY id", &[])?;
+        rows.iter()
+            .map(|r| decode(format!("application {}", r.get::<_, i64>(0)), r.get(1)))
+            .collect()
+    }
+
+    fn application_log(
+        &mut self,
+        application: u64,
+    ) -> Result<Vec<yunjian_aggregator_core::lifecycle::LogEntry>, StorageError> {
+        let rows = self.query(
+            "SELECT id, body FROM application_log WHERE application = $1 ORDER BY id",
+            &[&(application as i64)],
+        )?;
+        rows.iter()
+            .map(|r| {
+                decode(
+                    format!("application log entry {}", r.get::<_, i64>(0)),
+                    r.get(1),
+                )
+            })
+            .collect()
+    }
+
+    fn application_file(
+        &mut self,
+        application: u64,
+        id: u64,
+    ) -> Result<Option<(String, Vec<u8>)>, StorageError> {
+        let rows = self.query(
+            "SELECT name, bytes FROM application_files WHERE application = $1 AND id = $2",
+            &[&(application as i64), &(id as i64)],
+        )?;
+        Ok(rows.first().map(|r| (r.get(0), r.get::<_, Vec<u8>>(1))))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The SQLite storage backend: the embedded default, one file, WAL mode. Implements every
 //! port of [`yunjian_aggregator_core::store`]; the SQL of each domain is in its own module.
 
+mod applications;
 mod audit;
 mod detections;
 mod hardware;
@@ -15,12 +16,13 @@ use std::path::Path;
 use yunjian_aggregator_core::alarms::{Alarm, AlarmState};
 use yunjian_aggregator_core::audit::{AuditFilter, ChainedEntry, Checkpoint};
 use yunjian_aggregator_core::identity::{ApiToken, User};
+use yunjian_aggregator_core::lifecycle::{Application, ApplicationWrite};
 use yunjian_aggregator_core::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use yunjian_aggregator_core::register::Register;
 use yunjian_aggregator_core::store::{
-    role_from, role_str, severity_from, severity_str, AlarmStore, AuditEntry, AuditStore,
-    DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore, ReclaimStore, RegisterStore,
-    Schema, SelRow, StorageError, UsageStore, UserStore, WriteBatch,
+    role_from, role_str, severity_from, severity_str, AlarmStore, ApplicationStore, AuditEntry,
+    AuditStore, DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore, ReclaimStore,
+    RegisterStore, Schema, SelRow, StorageError, UsageStore, UserStore, WriteBatch,
 };
 use yunjian_aggregator_core::time::Day;
 use yunjian_aggregator_core::usage::{Exemption, UsageDayRow};
@@ -106,6 +108,8 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (40, users::MIGRATION_40),
     // 41: the audit log hash-chained and append-only, retention checkpoints
     (41, audit::MIGRATION_41),
+    // 50: applications (申请) with their timelines and files; allocation terms in the register
+    (50, applications::MIGRATION_50),
 ];
 
 fn state_str(s: AlarmState) -> &'static str {
@@ -597,6 +601,32 @@ impl ReclaimStore for SqliteStorage {
 
     fn commands(&mut self, outstanding_only: bool) -> Result<Vec<CommandRecord>, StorageError> {
         reclaim::commands(&self.conn, &self.err(), outstanding_only)
+    }
+}
+
+impl ApplicationStore for SqliteStorage {
+    fn application_write(&mut self, w: &ApplicationWrite) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        applications::write(&mut self.conn, w).map_err(|source| backend_error(&path, source))
+    }
+
+    fn applications(&mut self) -> Result<Vec<Application>, StorageError> {
+        applications::applications(&self.conn, &self.err())
+    }
+
+    fn application_log(
+        &mut self,
+        application: u64,
+    ) -> Result<Vec<yunjian_aggregator_core::lifecycle::LogEntry>, StorageError> {
+        applications::log(&self.conn, &self.err(), application)
+    }
+
+    fn application_file(
+        &mut self,
+        application: u64,
+        id: u64,
+    ) -> Result<Option<(String, Vec<u8>)>, StorageError> {
+        applications::file(&self.conn, &self.err(), application, id)
     }
 }
 

@@ -3,7 +3,9 @@
 //! is upserted and its VMs replaced, in the order they are kept in memory.
 
 use rusqlite::{params, Connection, Transaction};
-use yunjian_aggregator_core::register::{Register, ServerType, Unit, UnitRecord, VmAllocation};
+use yunjian_aggregator_core::register::{
+    Register, ServerType, Term, Unit, UnitRecord, VmAllocation,
+};
 use yunjian_aggregator_core::store::StorageError;
 
 pub(crate) const MIGRATION: &str = "CREATE TABLE register_units (
@@ -44,9 +46,9 @@ pub(crate) fn write(tx: &Transaction<'_>, records: &[UnitRecord]) -> rusqlite::R
     let mut vm = tx.prepare_cached(
         "INSERT INTO register_vms (unit, pos, zone, developer, system, subsystem, server_type,
             owner, email, phone, vcpus, mem_gb, sys_disk_gb, data_disk_gb, os, clustered,
-            cluster_group, note, uuid)
+            cluster_group, note, uuid, term)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19)",
+            ?18, ?19, ?20)",
     )?;
     for r in records {
         let u = &r.unit;
@@ -79,6 +81,7 @@ pub(crate) fn write(tx: &Transaction<'_>, records: &[UnitRecord]) -> rusqlite::R
                 v.cluster_group,
                 v.note,
                 v.uuid,
+                (v.term != Term::default()).then(|| serde_json::json!(v.term).to_string()),
             ])?;
         }
     }
@@ -127,15 +130,18 @@ pub(crate) fn load(
     let mut st = conn
         .prepare(
             "SELECT unit, zone, developer, system, subsystem, server_type, owner, email, phone,
-                vcpus, mem_gb, sys_disk_gb, data_disk_gb, os, clustered, cluster_group, note, uuid
+                vcpus, mem_gb, sys_disk_gb, data_disk_gb, os, clustered, cluster_group, note, uuid,
+                term
              FROM register_vms ORDER BY unit, pos",
         )
         .map_err(err)?;
     let rows = st
         .query_map([], |r| {
             let server_type: String = r.get(5)?;
+            let term: Option<String> = r.get(18)?;
             Ok((
                 server_type,
+                term,
                 VmAllocation {
                     unit: r.get(0)?,
                     zone: r.get(1)?,
@@ -155,12 +161,21 @@ pub(crate) fn load(
                     cluster_group: r.get(15)?,
                     note: r.get(16)?,
                     uuid: r.get(17)?,
+                    term: Term::default(),
                 },
             ))
         })
         .map_err(err)?;
     for row in rows {
-        let (server_type, mut vm) = row.map_err(err)?;
+        let (server_type, term, mut vm) = row.map_err(err)?;
+        if let Some(t) = term {
+            vm.term = serde_json::from_str(&t).map_err(|e| {
+                corrupt(
+                    format!("register unit {}", vm.unit),
+                    format!("allocation term: {e}"),
+                )
+            })?;
+        }
         vm.server_type = ServerType::parse(&server_type).ok_or_else(|| {
             corrupt(
                 format!("register unit {}", vm.unit),

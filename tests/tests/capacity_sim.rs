@@ -56,6 +56,7 @@ fn register(sim: &SimFleet) -> Register {
                 cluster_group: String::new(),
                 note: String::new(),
                 uuid: Some(uuid.clone()),
+                term: Default::default(),
             })
         })
         .collect();

@@ -277,6 +277,7 @@ fn story(open: Open, sql: RawSql) {
         cluster_group: "pg-1".into(),
         note: "待开通".into(),
         uuid: None,
+        term: Default::default(),
         ..vm("市财政局", "", 16)
     };
     let jiaoyu = UnitRecord {

@@ -7,6 +7,7 @@
 
 pub mod forecast;
 pub mod hysteresis;
+pub mod lifecycle;
 pub mod profile;
 pub mod rules;
 #[cfg(test)]

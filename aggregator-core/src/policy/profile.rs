@@ -34,8 +34,10 @@ pub struct Profile {
     pub antivirus: AntivirusPolicy,
     /// Retention of operation and audit logs: 000 第二十三条 (≥ 6 months), 001 第十九条 (≥ 1 year).
     pub retention: RetentionPolicy,
-    /// Deadlines in working days (工作日) per step of the resource lifecycle.
-    pub deadlines: Deadlines,
+    /// The resource lifecycle (申请 → 受理 → 审核 → 审批 → 测试 → 开通 → 变更 → 终止): who takes
+    /// each step, its deadline in working days (工作日) and its clause; test, trial and
+    /// temporary periods ([`super::lifecycle`]).
+    pub lifecycle: super::lifecycle::LifecyclePolicy,
     /// Low-use reclaim cases (降配 / 回收): 002 第十一条, 003 第二十一条, 003 第二十条.
     #[serde(default)]
     pub reclaim: ReclaimPolicy,
@@ -119,20 +121,6 @@ pub struct RetentionPolicy {
     pub audit_months: u32,
 }
 
-/// Working days allowed per step (0 = the regulation sets none).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Deadlines {
-    pub accept: u32,
-    pub review: u32,
-    pub approve: u32,
-    pub provide_test_env: u32,
-    pub change_review: u32,
-    pub change_do: u32,
-    pub terminate_review: u32,
-    pub reclaim: u32,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("policy profile {origin}: {message}")]
@@ -197,6 +185,7 @@ impl Profile {
             }
         }
         crate::usage::validate(&self.usage, &self.idle, &self.rightsizing).map_err(bad)?;
+        self.lifecycle.validate().map_err(bad)?;
         Ok(())
     }
 }

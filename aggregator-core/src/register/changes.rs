@@ -416,7 +416,7 @@ fn system_name(v: &VmAllocation) -> String {
 
 /// A unit going from `old` to `new`: held if it grows while requests are held; refused if a
 /// resource grows past an explicit quota.
-fn check_growth(old: &UnitRecord, new: &UnitRecord) -> Result<(), ChangeError> {
+pub(crate) fn check_growth(old: &UnitRecord, new: &UnitRecord) -> Result<(), ChangeError> {
     let grown = growth(old, new);
     if grown.is_empty() {
         return Ok(());
@@ -469,14 +469,14 @@ fn growth(old: &UnitRecord, new: &UnitRecord) -> Vec<(&'static str, f64, f64)> {
 /// more of any resource is held; one that gives back goes through.
 pub fn check_low_use_hold(
     reg: &Register,
-    update: &Update,
+    record: &UnitRecord,
     holds: &std::collections::BTreeMap<String, (Vec<u64>, u64)>,
 ) -> Result<(), ChangeError> {
-    let unit = &update.record.unit.name;
+    let unit = &record.unit.name;
     let Some((cases, since_ms)) = holds.get(unit) else {
         return Ok(());
     };
-    if growth(&reg.record(unit), &update.record).is_empty() {
+    if growth(&reg.record(unit), record).is_empty() {
         return Ok(());
     }
     Err(ChangeError::Held {

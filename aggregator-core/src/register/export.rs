@@ -120,6 +120,7 @@ mod tests {
             cluster_group: "集群1".into(),
             note: "第一行\n第二行, \"引号\"".into(),
             uuid: uuid.map(Into::into),
+            term: Default::default(),
         }
     }
 

@@ -687,6 +687,7 @@ fn validate_row<'a>(
         cluster_group: text(Column::ClusterGroup),
         note: text(Column::Note),
         uuid,
+        term: Default::default(),
     }
 }
 

@@ -137,6 +137,63 @@ pub struct VmAllocation {
     pub note: String,
     /// SMBIOS UUID of the VM once provisioned (the join key with agents); `None` before.
     pub uuid: Option<String>,
+    /// Formal, test, trial or temporary, with its dates and the application behind it.
+    #[serde(default)]
+    pub term: Term,
+}
+
+/// What kind of allocation a VM is (正式 / 测试 / 试运行 / 临时), since when and until when.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Term {
+    pub kind: AllocationKind,
+    /// When the resources were provided (开通 / test environment provided).
+    #[serde(default)]
+    pub starts_ms: Option<u64>,
+    /// When a test or temporary allocation ends (an approved extension moves it).
+    #[serde(default)]
+    pub ends_ms: Option<u64>,
+    /// The application that granted it (imported rows: none).
+    #[serde(default)]
+    pub application: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocationKind {
+    /// 正式
+    #[default]
+    Formal,
+    /// 测试 (004 第十九条; the test period of 000 / 001 / 003)
+    Test,
+    /// 试运行 (003 第十四条)
+    Trial,
+    /// 临时 (004 第二十条)
+    Temporary,
+}
+
+impl AllocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocationKind::Formal => "formal",
+            AllocationKind::Test => "test",
+            AllocationKind::Trial => "trial",
+            AllocationKind::Temporary => "temporary",
+        }
+    }
+
+    pub fn zh(self) -> &'static str {
+        match self {
+            AllocationKind::Formal => "正式",
+            AllocationKind::Test => "测试",
+            AllocationKind::Trial => "试运行",
+            AllocationKind::Temporary => "临时",
+        }
+    }
+
+    /// Ends on a date (test and temporary resources).
+    pub fn expires(self) -> bool {
+        matches!(self, AllocationKind::Test | AllocationKind::Temporary)
+    }
 }
 
 impl VmAllocation {

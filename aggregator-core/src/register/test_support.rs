@@ -24,6 +24,7 @@ pub fn vm(unit: &str, uuid: &str, vcpus: u32) -> VmAllocation {
         cluster_group: String::new(),
         note: String::new(),
         uuid: Some(uuid.into()),
+        term: Default::default(),
     }
 }
 

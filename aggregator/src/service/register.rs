@@ -126,7 +126,7 @@ impl RegisterService<'_> {
         let update = make(&self.read())?;
         // 003 第三十条: open low-use cases hold the unit's requests for more
         let holds = self.holds.get().await;
-        changes::check_low_use_hold(&self.read(), &update, &holds)?;
+        changes::check_low_use_hold(&self.read(), &update.record, &holds)?;
         self.store
             .commit(WriteBatch {
                 register: vec![update.record.clone()],

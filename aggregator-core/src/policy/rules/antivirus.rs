@@ -132,6 +132,7 @@ mod tests {
                 cluster_group: String::new(),
                 note: String::new(),
                 uuid: Some(UUID.to_ascii_uppercase()),
+                term: Default::default(),
             }],
             ..Register::default()
         }

@@ -720,6 +720,7 @@ pub(crate) mod tests {
             cluster_group: String::new(),
             note: String::new(),
             uuid: Some(uuid.into()),
+            term: Default::default(),
         }
     }
 
