@@ -419,6 +419,18 @@ pub enum AuditEvent {
         id: String,
         user: String,
     },
+    /// An application took a step (`submit`, `accept`, `approve`…); `register`: the unit's VMs
+    /// before and after when the step changed the register.
+    ApplicationStep {
+        application: u64,
+        step: String,
+        kind: String,
+        unit: String,
+        from: Option<String>,
+        to: String,
+        reason: String,
+        register: Option<Value>,
+    },
     /// A reclaim case took a step (`step`: `notify`, `approve`...).
     ReclaimStep {
         case: u64,
@@ -647,6 +659,23 @@ impl AuditEvent {
             AuditEvent::ReclaimStep { case, step, detail } => {
                 (format!("reclaim.{step}"), format!("reclaim:{case}"), detail)
             }
+            AuditEvent::ApplicationStep {
+                application,
+                step,
+                kind,
+                unit,
+                from,
+                to,
+                reason,
+                register,
+            } => (
+                format!("application.{step}"),
+                format!("application:{application}"),
+                json!({
+                    "kind": kind, "unit": unit, "from": from, "to": to, "reason": reason,
+                    "register": register,
+                }),
+            ),
         }
     }
 }

@@ -327,8 +327,8 @@ pub trait UserStore {
 /// Every port trait, for code that calls a whole backend (`use ...::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AlarmStore, AuditStore, DetectionStore, NodeStore, ReclaimStore, RegisterStore, Schema,
-        Storage, UsageStore, UserStore,
+        AlarmStore, ApplicationStore, AuditStore, DetectionStore, NodeStore, ReclaimStore,
+        RegisterStore, Schema, Storage, UsageStore, UserStore,
     };
 }
 

@@ -296,6 +296,23 @@ impl Aggregator {
             )));
             r
         };
+        // Applications (申请 → 终止): their register changes take the register's turn.
+        let register_turn: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let applications = crate::service::applications::Applications::start(
+            url.open_off_runtime()?,
+            profile.clone(),
+            reclaim.calendar.clone(),
+            register.clone(),
+            register_turn.clone(),
+            Some(reclaim.clone()),
+        )?;
+        tasks.push(tokio::spawn(crate::service::applications::run(
+            applications.clone(),
+            policy.clone(),
+            alarm_sink.clone(),
+            cfg.reclaim.tick,
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(crate::notify::run(
             cfg.notify.clone(),
             metrics.clone(),
@@ -374,8 +391,9 @@ impl Aggregator {
             store: store.clone(),
             reader: Some(Arc::new(Mutex::new(reader))),
             reclaim: Some(reclaim),
+            applications: Some(applications),
             usage: usage.clone(),
-            register_turn: Arc::default(),
+            register_turn,
             exemption_turn: Arc::default(),
             auth: crate::web::session::Auth {
                 directory: Arc::new(std::sync::RwLock::new(directory)),

@@ -153,11 +153,13 @@ use crate::alarms::Alarm;
 use crate::reclaim::{Case, CommandRecord, LogEntry, ReclaimWrite};
 use crate::register::Register;
 use crate::store::{
-    AlarmStore, AuditEntry, AuditStore, DetectionRow, DetectionStore, EventRow, NodeRow, NodeStore,
-    ReclaimStore, RegisterStore, Schema, SelRow, UsageStore, UserStore, WriteBatch,
+    AlarmStore, ApplicationStore, AuditEntry, AuditStore, DetectionRow, DetectionStore, EventRow,
+    NodeRow, NodeStore, ReclaimStore, RegisterStore, Schema, SelRow, UsageStore, UserStore,
+    WriteBatch,
 };
 use crate::usage::{Exemption, UsageDayRow};
 use yunjian_aggregator_core::identity::{ApiToken, User};
+use yunjian_aggregator_core::lifecycle::{Application, ApplicationWrite};
 
 impl Schema for OffRuntime {
     fn backend(&self) -> &'static str {
@@ -262,6 +264,28 @@ impl ReclaimStore for OffRuntime {
     }
     fn commands(&mut self, outstanding_only: bool) -> Result<Vec<CommandRecord>, StorageError> {
         blocking(|| self.0.commands(outstanding_only))
+    }
+}
+
+impl ApplicationStore for OffRuntime {
+    fn application_write(&mut self, w: &ApplicationWrite) -> Result<(), StorageError> {
+        blocking(|| self.0.application_write(w))
+    }
+    fn applications(&mut self) -> Result<Vec<Application>, StorageError> {
+        blocking(|| self.0.applications())
+    }
+    fn application_log(
+        &mut self,
+        application: u64,
+    ) -> Result<Vec<yunjian_aggregator_core::lifecycle::LogEntry>, StorageError> {
+        blocking(|| self.0.application_log(application))
+    }
+    fn application_file(
+        &mut self,
+        application: u64,
+        id: u64,
+    ) -> Result<Option<(String, Vec<u8>)>, StorageError> {
+        blocking(|| self.0.application_file(application, id))
     }
 }
 

@@ -12,10 +12,13 @@
 //! * [`antivirus`]: the stop of a VM whose antivirus was removed, requested, approved by
 //!   another person and carried out as a signed command;
 //! * [`exemptions`]: exemptions from the idle rule, created and revoked;
-//! * [`identity`]: users, sign-in with lock-out, sessions, API tokens.
+//! * [`identity`]: users, sign-in with lock-out, sessions, API tokens;
+//! * [`applications`]: applications (申请 → 终止) through the steps the active profile names,
+//!   each with its register change and audit entry, and their deadline alarms.
 
 pub mod alarms;
 pub mod antivirus;
+pub mod applications;
 pub mod audit;
 pub mod exemptions;
 pub mod identity;

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 /// Every asset by name.
-pub(super) const ASSETS: [(&str, &str); 23] = [
+pub(super) const ASSETS: [(&str, &str); 26] = [
     ("base.css", include_str!("../../assets/base.css")),
     ("common.js", include_str!("../../assets/common.js")),
     ("dashboard.js", include_str!("../../assets/dashboard.js")),
@@ -25,6 +25,18 @@ pub(super) const ASSETS: [(&str, &str); 23] = [
     ("hardware.css", include_str!("../../assets/hardware.css")),
     ("reclaim.css", include_str!("../../assets/reclaim.css")),
     ("reclaim.js", include_str!("../../assets/reclaim.js")),
+    (
+        "applications.css",
+        include_str!("../../assets/applications.css"),
+    ),
+    (
+        "applications.js",
+        include_str!("../../assets/applications.js"),
+    ),
+    (
+        "application.js",
+        include_str!("../../assets/application.js"),
+    ),
     ("register.css", include_str!("../../assets/register.css")),
     ("register.js", include_str!("../../assets/register.js")),
     ("session.js", include_str!("../../assets/session.js")),

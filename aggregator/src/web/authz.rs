@@ -70,6 +70,10 @@ pub enum Action {
     ManageExemptions,
     ViewReclaim,
     ReclaimStep,
+    ViewApplications,
+    SubmitApplication,
+    ApplicationStep,
+    AttachToApplication,
     FeedDetections,
     ViewUsers,
     ManageUsers,
@@ -84,7 +88,7 @@ impl Action {
             | RevokeOwnToken => Access::SignedIn,
             // the handlers filter these to a unit's own VMs, alarms and cases
             ViewFleet | ViewAlarms | ViewRegister | ViewAntivirus | ViewUsage | ViewExemptions
-            | ViewReclaim => Access::Roles(EVERYONE),
+            | ViewReclaim | ViewApplications => Access::Roles(EVERYONE),
             // cloud-wide: hosts' hardware and pool capacity
             ViewHardware | ViewCapacity => Access::Roles(CLOUD),
             ViewAudit => Access::Roles(AUDIT),
@@ -94,6 +98,9 @@ impl Action {
             }
             Sanction | SetQuota | ApproveStop | ManageExemptions => Access::Roles(AUTHORITY),
             ReclaimStep => Access::Roles(CASE_PARTIES),
+            // a unit applies; the profile says which role takes which step
+            SubmitApplication => Access::Roles(&[Role::Unit]),
+            ApplicationStep | AttachToApplication => Access::Roles(CASE_PARTIES),
             ViewUsers => Access::Roles(AUDIT),
             ManageUsers => Access::Roles(ADMIN),
         }
@@ -213,6 +220,35 @@ pub const ROUTES: &[(Method, &str, Action)] = &[
         Method::POST,
         "/api/exemptions/{id}/revoke",
         Action::ManageExemptions,
+    ),
+    (Method::GET, "/applications", Action::ViewApplications),
+    (Method::GET, "/applications/{id}", Action::ViewApplications),
+    (Method::GET, "/api/applications", Action::ViewApplications),
+    (Method::POST, "/api/applications", Action::SubmitApplication),
+    (
+        Method::POST,
+        "/api/applications/form",
+        Action::SubmitApplication,
+    ),
+    (
+        Method::GET,
+        "/api/applications/{id}",
+        Action::ViewApplications,
+    ),
+    (
+        Method::POST,
+        "/api/applications/{id}/attachments",
+        Action::AttachToApplication,
+    ),
+    (
+        Method::GET,
+        "/api/applications/{id}/attachments/{file}",
+        Action::ViewApplications,
+    ),
+    (
+        Method::POST,
+        "/api/applications/{id}/steps/{step}",
+        Action::ApplicationStep,
     ),
     (Method::GET, "/reclaim", Action::ViewReclaim),
     (Method::GET, "/reclaim/{id}", Action::ViewReclaim),

@@ -14,6 +14,7 @@
 //! | `POST /api/alarms/{id}/ack` | acknowledge as the signed-in ops user (`{"note"?}`), audited |
 //! | `GET /audit`, `/api/audit`, `/api/audit/export.xlsx` | the audit log with filters: see `audit.rs` |
 //! | `GET /reclaim`, `/reclaim/{id}`, `/api/reclaim/...` | low-use reclaim cases: see `reclaim.rs` |
+//! | `GET /applications`, `/applications/{id}`, `/api/applications/...` | applications (申请 → 终止): see `applications.rs` |
 //! | `/api/usage/...`, `/api/exemptions` | utilisation history, idle / oversized findings, exemptions: see `usage.rs` |
 //! | `GET /racks`, `/servers/{id}`, `/api/racks`, `/api/servers/{id}/hardware` | server hardware (BMC): see `hardware.rs` |
 //! | `GET /login`, `/api/session`, `/api/account/...` | sign-in, sign-out, own password and tokens: see `session.rs` |
@@ -33,6 +34,7 @@
 mod alarms;
 mod antivirus;
 mod api;
+mod applications;
 mod assets;
 mod audit;
 pub mod authz;
@@ -93,6 +95,8 @@ pub struct AppState {
     pub reader: Option<SharedReader>,
     /// Low-use reclaim cases; `None` in tests without them.
     pub reclaim: Option<crate::reclaim::Reclaim>,
+    /// Applications (申请 → 终止); `None` in tests without them.
+    pub applications: Option<crate::service::applications::Applications>,
     /// Utilisation history and exemptions (`/api/usage`, `/api/exemptions`).
     pub usage: crate::usage::SharedUsage,
     /// Register changes take turns (see [`crate::service::RegisterService`]).
@@ -123,6 +127,7 @@ impl AppState {
             store: StoreHandle::detached(),
             reader: None,
             reclaim: None,
+            applications: None,
             register_turn: Arc::default(),
             exemption_turn: Arc::default(),
             auth: session::Auth::default(),
@@ -189,6 +194,7 @@ fn routes(state: WebState) -> Router {
         .merge(capacity::routes())
         .merge(hardware::routes())
         .merge(reclaim::routes())
+        .merge(applications::routes())
         .merge(register::routes())
         .merge(usage::routes())
         .merge(session::routes())

@@ -37,13 +37,19 @@ const HEADERS: [(HeaderName, &str); 5] = [
 
 /// The navigation, in order: label, link, page key, what the page shows (a link appears only
 /// to those who may see it).
-const NAV: [(&str, &str, &str, Action); 9] = [
+const NAV: [(&str, &str, &str, Action); 10] = [
     ("总览", "/", "dashboard", Action::ViewFleet),
     ("机柜", "/racks", "racks", Action::ViewHardware),
     ("容量", "/capacity", "capacity", Action::ViewCapacity),
     ("告警", "/alarms", "alarms", Action::ViewAlarms),
     ("登记", "/register", "register", Action::ViewRegister),
     ("杀毒软件", "/antivirus", "antivirus", Action::ViewAntivirus),
+    (
+        "资源申请",
+        "/applications",
+        "applications",
+        Action::ViewApplications,
+    ),
     ("降配回收", "/reclaim", "reclaim", Action::ViewReclaim),
     ("审计", "/audit", "audit", Action::ViewAudit),
     ("用户", "/users", "users", Action::ViewUsers),
@@ -73,7 +79,7 @@ pub(super) fn nav(current: &str, role: Option<Role>) -> Vec<NavItem> {
 }
 
 /// The templates, by name, compiled into the binary.
-const TEMPLATES: [(&str, &str); 16] = [
+const TEMPLATES: [(&str, &str); 18] = [
     ("base.html", include_str!("../../templates/base.html")),
     (
         "dashboard.html",
@@ -90,6 +96,14 @@ const TEMPLATES: [(&str, &str); 16] = [
     ),
     ("case.html", include_str!("../../templates/case.html")),
     ("reclaim.html", include_str!("../../templates/reclaim.html")),
+    (
+        "applications.html",
+        include_str!("../../templates/applications.html"),
+    ),
+    (
+        "application.html",
+        include_str!("../../templates/application.html"),
+    ),
     (
         "register.html",
         include_str!("../../templates/register.html"),
@@ -204,7 +218,7 @@ mod tests {
     use yunjian_protocol::{Body, Envelope, Status};
 
     /// Every page route, one of each kind.
-    const PAGES: [&str; 12] = [
+    const PAGES: [&str; 14] = [
         "/",
         "/racks",
         "/servers/h1",
@@ -214,6 +228,8 @@ mod tests {
         "/antivirus",
         "/reclaim",
         "/reclaim/1",
+        "/applications",
+        "/applications/1",
         "/audit",
         "/users",
         "/account",
@@ -329,7 +345,14 @@ mod tests {
         let unit: Vec<_> = nav("", Some(Role::Unit)).iter().map(|i| i.href).collect();
         assert_eq!(
             unit,
-            ["/", "/alarms", "/register", "/antivirus", "/reclaim"]
+            [
+                "/",
+                "/alarms",
+                "/register",
+                "/antivirus",
+                "/applications",
+                "/reclaim"
+            ]
         );
         assert!(nav("", None).is_empty(), "nothing before sign-in");
     }
