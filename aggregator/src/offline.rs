@@ -208,6 +208,9 @@ pub struct Copied {
     pub commands: usize,
     pub users: usize,
     pub tokens: usize,
+    pub applications: usize,
+    pub application_log: usize,
+    pub application_files: usize,
 }
 
 impl std::fmt::Display for Copied {
@@ -216,7 +219,7 @@ impl std::fmt::Display for Copied {
             f,
             "{} nodes, {} events, {} open alarms, {} audit entries, {} units, {} usage days, \
              {} exemptions, {} SEL entries, {} reclaim cases ({} timeline entries), {} commands, \
-             {} users, {} API tokens",
+             {} users, {} API tokens, {} applications ({} timeline entries, {} files)",
             self.nodes,
             self.events,
             self.open_alarms,
@@ -229,7 +232,10 @@ impl std::fmt::Display for Copied {
             self.case_log,
             self.commands,
             self.users,
-            self.tokens
+            self.tokens,
+            self.applications,
+            self.application_log,
+            self.application_files
         )
     }
 }
@@ -284,6 +290,9 @@ pub fn migrate_storage(
     }
     if !to.load_users().map_err(dst)?.is_empty() {
         return Err(MigrateError::TargetNotEmpty("users"));
+    }
+    if !to.applications().map_err(dst)?.is_empty() {
+        return Err(MigrateError::TargetNotEmpty("applications"));
     }
     let mut copied = Copied::default();
     let write = |to: &mut dyn Storage, batch: WriteBatch| to.write(&batch).map_err(dst);
@@ -429,6 +438,33 @@ pub fn migrate_storage(
     )?;
     progress("users", copied.users);
 
+    // applications one by one, each with its timeline and files
+    for a in from.applications().map_err(src)? {
+        let log = from.application_log(a.id).map_err(src)?;
+        let mut files = Vec::new();
+        for f in &a.attachments {
+            if let Some((name, bytes)) = from.application_file(a.id, f.id).map_err(src)? {
+                files.push(yunjian_aggregator_core::lifecycle::FileRow {
+                    application: a.id,
+                    id: f.id,
+                    name,
+                    bytes: bytes.into(),
+                });
+            }
+        }
+        copied.applications += 1;
+        copied.application_log += log.len();
+        copied.application_files += files.len();
+        to.application_write(&yunjian_aggregator_core::lifecycle::ApplicationWrite {
+            applications: vec![a],
+            log,
+            files,
+            ..Default::default()
+        })
+        .map_err(dst)?;
+    }
+    progress("applications", copied.applications);
+
     verify(to, &copied)?;
     Ok(copied)
 }
@@ -440,6 +476,15 @@ fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
     let mut case_log = 0;
     for c in &cases {
         case_log += to.reclaim_log(c.id).map_err(dst)?.len();
+    }
+    let apps = to.applications().map_err(dst)?;
+    let (mut application_log, mut application_files) = (0, 0);
+    for a in &apps {
+        application_log += to.application_log(a.id).map_err(dst)?.len();
+        for f in &a.attachments {
+            application_files +=
+                usize::from(to.application_file(a.id, f.id).map_err(dst)?.is_some());
+        }
     }
     let found = Copied {
         nodes: to.load_nodes().map_err(dst)?.len(),
@@ -455,6 +500,9 @@ fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
         commands: to.commands(false).map_err(dst)?.len(),
         users: to.load_users().map_err(dst)?.len(),
         tokens: to.load_tokens().map_err(dst)?.len(),
+        applications: apps.len(),
+        application_log,
+        application_files,
     };
     let pairs = [
         ("nodes", copied.nodes, found.nodes),
@@ -470,6 +518,17 @@ fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
         ("commands", copied.commands, found.commands),
         ("users", copied.users, found.users),
         ("API tokens", copied.tokens, found.tokens),
+        ("applications", copied.applications, found.applications),
+        (
+            "application timeline entries",
+            copied.application_log,
+            found.application_log,
+        ),
+        (
+            "application files",
+            copied.application_files,
+            found.application_files,
+        ),
     ];
     for (what, expected, found) in pairs {
         if expected != found {

@@ -13,6 +13,7 @@ use yunjian_aggregator_core::alarms::{
 };
 use yunjian_aggregator_core::hardware::SelRecord;
 use yunjian_aggregator_core::identity::{ApiToken, Role as UserRole, User};
+use yunjian_aggregator_core::lifecycle::Application;
 use yunjian_aggregator_core::policy::Profile;
 use yunjian_aggregator_core::reclaim::calendar::Calendar;
 use yunjian_aggregator_core::reclaim::case::Rules;
@@ -66,6 +67,9 @@ struct Everything {
     detections: Vec<DetectionRow>,
     users: Vec<User>,
     tokens: Vec<ApiToken>,
+    applications: Vec<Application>,
+    application_log: Vec<yunjian_aggregator_core::lifecycle::LogEntry>,
+    application_file: Option<(String, Vec<u8>)>,
 }
 
 fn everything(s: &mut dyn Storage, case_id: u64) -> Everything {
@@ -87,6 +91,9 @@ fn everything(s: &mut dyn Storage, case_id: u64) -> Everything {
         detections: s.load_detections().unwrap(),
         users: s.load_users().unwrap(),
         tokens: s.load_tokens().unwrap(),
+        applications: s.applications().unwrap(),
+        application_log: s.application_log(1).unwrap(),
+        application_file: s.application_file(1, 1).unwrap(),
     }
 }
 
@@ -740,10 +747,92 @@ fn story(open: Open, sql: RawSql) {
     );
     assert_eq!(s.load_tokens().unwrap(), [revoked_token]);
 
-    // The timeline cannot be rewritten, not even with SQL.
+    // An application's step: the application, its timeline line, its file, the register
+    // change and the audit entry, in one transaction.
+    let profile = Profile::default();
+    let app_rules = yunjian_aggregator_core::lifecycle::Rules {
+        policy: &profile.lifecycle,
+        calendar: &calendar,
+    };
+    let unit_actor = Actor::person("edu-wang", UserRole::Unit, Some("区教育局".into()));
+    let mut row = vm("区教育局", "", 2);
+    row.uuid = None;
+    let (mut app, submitted) = Application::submit(
+        1,
+        "区教育局",
+        "学籍管理",
+        "上云",
+        yunjian_aggregator_core::lifecycle::Request::Grant {
+            vms: vec![row.clone()],
+            ends_ms: None,
+        },
+        &unit_actor,
+        &app_rules,
+        T0 + 80,
+    );
+    app.attachments
+        .push(yunjian_aggregator_core::lifecycle::Attachment {
+            id: 1,
+            kind: "申请表".into(),
+            name: "附件1.xlsx".into(),
+            size: 4,
+            sha256: String::new(),
+            by: "edu-wang".into(),
+            ts_ms: T0 + 80,
+        });
+    let mut granted = row.clone();
+    granted.term.kind = yunjian_aggregator_core::register::AllocationKind::Test;
+    granted.term.application = Some(1);
+    granted.term.ends_ms = Some(T0 + 15 * 86_400_000);
+    let edu = UnitRecord {
+        unit: Unit {
+            name: "区教育局".into(),
+            ..Unit::default()
+        },
+        vms: vec![granted.clone()],
+    };
+    s.application_write(&yunjian_aggregator_core::lifecycle::ApplicationWrite {
+        applications: vec![app.clone()],
+        log: vec![submitted.clone()],
+        files: vec![yunjian_aggregator_core::lifecycle::FileRow {
+            application: 1,
+            id: 1,
+            name: "附件1.xlsx".into(),
+            bytes: bytes::Bytes::from_static(b"PK\x03\x04"),
+        }],
+        register: vec![edu],
+        audit: vec![audit(
+            T0 + 80,
+            "edu-wang",
+            "application.submit",
+            "application:1",
+        )],
+    })
+    .unwrap();
+    assert_eq!(s.applications().unwrap(), [app.clone()]);
+    assert_eq!(s.application_log(1).unwrap(), [submitted.clone()]);
+    assert_eq!(
+        s.application_file(1, 1).unwrap(),
+        Some(("附件1.xlsx".to_string(), b"PK\x03\x04".to_vec()))
+    );
+    assert_eq!(s.application_file(1, 2).unwrap(), None);
+    assert_eq!(
+        s.load_register().unwrap().record("区教育局").vms,
+        [granted],
+        "the allocation term is stored with the row"
+    );
+    assert_eq!(
+        s.audit(Some("application:1"), 10).unwrap()[0].action,
+        "application.submit"
+    );
+
+    // The timelines cannot be rewritten, not even with SQL.
     for attempt in [
         "DELETE FROM reclaim_log",
         "UPDATE reclaim_log SET body = '{}'",
+        "DELETE FROM application_log",
+        "UPDATE application_log SET body = '{}'",
+        "UPDATE application_files SET name = 'x'",
     ] {
         let e = sql(attempt).expect_err(attempt);
         assert!(e.contains("append-only"), "{attempt}: {e}");
@@ -760,7 +849,7 @@ fn story(open: Open, sql: RawSql) {
     // Retention removes only what is older than asked, leaving a checkpoint the rest of the
     // chain verifies from.
     assert_eq!(s.expire_audit(T0 + 20, b"key").unwrap(), 1);
-    assert_eq!(s.audit(None, 100).unwrap().len(), 3);
+    assert_eq!(s.audit(None, 100).unwrap().len(), 4);
     let checkpoint = s.audit_checkpoint().unwrap().expect("a checkpoint");
     let chain = s.audit_chain(0, 100).unwrap();
     assert_eq!(chain.first().map(|c| c.id), Some(checkpoint.first_kept_id));
@@ -941,6 +1030,6 @@ fn migrate_storage_moves_the_story_from_sqlite_to_postgresql() {
         copied.nodes > 0 && copied.audit > 0 && copied.cases > 0,
         "{copied}"
     );
-    assert_eq!(kinds.len(), 9, "progress for every kind: {kinds:?}");
+    assert_eq!(kinds.len(), 10, "progress for every kind: {kinds:?}");
     assert_eq!(everything(&mut *to, 3), everything(&mut *from, 3));
 }
