@@ -1345,7 +1345,7 @@ fn a_unit_user_is_offered_only_their_pages_in_chromium() {
     );
     assert_eq!(page.eval("document.title"), "云鉴 · 政务云资源监管");
     assert_eq!(page.eval("document.documentElement.lang"), "zh-CN");
-    assert_eq!(page.eval(NAV), "总览,告警,登记,杀毒软件,降配回收");
+    assert_eq!(page.eval(NAV), "总览,告警,登记,杀毒软件,资源申请,降配回收");
     assert_eq!(
         page.eval("document.getElementById('who').dataset.unit"),
         "市数据局"
@@ -1375,7 +1375,7 @@ fn a_unit_user_is_offered_only_their_pages_in_chromium() {
         "the unit's alarm",
         "[...document.querySelectorAll('#open tr')].some(r => r.innerText.includes('002 第十一条'))",
     );
-    assert_eq!(page.eval(NAV), "总览,告警,登记,杀毒软件,降配回收");
+    assert_eq!(page.eval(NAV), "总览,告警,登记,杀毒软件,资源申请,降配回收");
     let open = page.eval("document.querySelector('#open').innerText");
     let open = open.as_str().unwrap();
     assert!(open.contains("市数据局"), "{open}");
@@ -1417,7 +1417,7 @@ fn an_auditor_reads_the_alarms_but_is_offered_no_acknowledgement_in_chromium() {
     // the auditor reads every page (the audit log is theirs), the reclaim cases included
     assert_eq!(
         page.eval(NAV),
-        "总览,机柜,容量,告警,登记,杀毒软件,降配回收,审计,用户"
+        "总览,机柜,容量,告警,登记,杀毒软件,资源申请,降配回收,审计,用户"
     );
     page.assert_no_blocked_content();
 }
@@ -1439,7 +1439,10 @@ fn the_authority_reads_but_is_not_offered_what_ops_does_in_chromium() {
         0,
         "acknowledging is for ops"
     );
-    assert_eq!(page.eval(NAV), "总览,机柜,容量,告警,登记,杀毒软件,降配回收");
+    assert_eq!(
+        page.eval(NAV),
+        "总览,机柜,容量,告警,登记,杀毒软件,资源申请,降配回收"
+    );
     page.assert_no_blocked_content();
 
     // the users page is the administrator's (and the auditor's to read): refused, in zh-CN
@@ -1487,7 +1490,167 @@ fn the_administrator_is_offered_user_management_in_chromium() {
     );
     assert_eq!(
         page.eval(NAV),
-        "总览,机柜,容量,告警,登记,杀毒软件,降配回收,审计,用户"
+        "总览,机柜,容量,告警,登记,杀毒软件,资源申请,降配回收,审计,用户"
     );
+    page.assert_no_blocked_content();
+}
+
+/// The web layer with applications on a SQLite file, one VM of 市教育局 registered.
+fn serve_applications() -> (String, Auth, Runtime, tempfile::TempDir) {
+    use yunjian_aggregator_core::store::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("yunjian.db");
+    let mut s = yunjian_store_sqlite::SqliteStorage::open(&db).unwrap();
+    s.migrate().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (_changes, changes_rx) = watch::channel(0u64);
+    let mut state = AppState::new(Fleet::shared(), Arc::new(Metrics::default()), changes_rx);
+    {
+        let mut reg = state.register.write().unwrap();
+        reg.vms
+            .push(yunjian_aggregator_core::register::test_support::vm(
+                "市教育局",
+                "4c4c4544-0000-0000-0000-0000000000e1",
+                4,
+            ));
+    }
+    let apps = yunjian_aggregator::service::applications::Applications::start(
+        Box::new(s),
+        state.profile.clone(),
+        Arc::new(yunjian_aggregator::reclaim::calendar::Calendar::builtin()),
+        state.register.clone(),
+        state.register_turn.clone(),
+        None,
+    )
+    .unwrap();
+    state.applications = Some(apps);
+    let auth = state.auth.clone();
+    rt.spawn(serve(listener, state, std::future::pending()));
+    (url, auth, rt, dir)
+}
+
+#[test]
+fn an_application_is_submitted_approved_and_carried_out_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let (url, auth, _rt, _dir) = serve_applications();
+    let unit = auth.test_bearer("jyj-wang", UserRole::Unit, Some("市教育局"));
+    let other = auth.test_bearer("wjw-li", UserRole::Unit, Some("市卫健委"));
+    let chief = auth.test_bearer("dsj-liu", UserRole::Authority, None);
+    let ops = auth.test_bearer("ops-zhao", UserRole::Ops, None);
+
+    // the unit files a termination from the form on the queue page
+    let mut page = Browser::launch_with_token(&bin, &format!("{url}applications"), &unit, &[]);
+    page.wait_for("the form", "!document.getElementById('new').hidden");
+    assert_eq!(
+        page.eval("document.querySelector('header nav a[aria-current=page]').textContent"),
+        "资源申请"
+    );
+    page.eval(
+        "document.getElementById('n-kind').value = 'termination'; \
+         document.getElementById('n-kind').dispatchEvent(new Event('change')); \
+         document.getElementById('n-system').value = '预算一体化'; \
+         document.getElementById('n-uuids').value = '4c4c4544-0000-0000-0000-0000000000e1'; \
+         document.getElementById('n-decl').value = ''; \
+         document.getElementById('new-form').requestSubmit(); true",
+    );
+    // without the declaration: refused, the clause of the active profile (003) named
+    page.wait_for(
+        "the refusal",
+        "document.getElementById('n-result').textContent.includes('第十六条')",
+    );
+    page.eval(
+        "document.getElementById('n-kind').value = 'termination'; \
+         document.getElementById('n-kind').dispatchEvent(new Event('change')); \
+         document.getElementById('n-system').value = '预算一体化'; \
+         document.getElementById('n-uuids').value = '4c4c4544-0000-0000-0000-0000000000e1'; \
+         document.getElementById('n-decl').value = '系统已下线，数据已迁移备份'; \
+         document.getElementById('new-form').requestSubmit(); true",
+    );
+    page.wait_for(
+        "the submission",
+        "document.getElementById('n-result').textContent.includes('已提交：申请 #1')",
+    );
+    page.wait_for(
+        "the queue row",
+        "document.getElementById('queues').innerText.includes('待主管部门办理')",
+    );
+    let queues = page.eval("document.getElementById('queues').innerText");
+    assert!(
+        queues.as_str().unwrap().contains("第十六条（终止审核）"),
+        "{queues}"
+    );
+    page.assert_no_blocked_content();
+    drop(page);
+
+    // another unit sees nothing of it
+    let mut page = Browser::launch_with_token(&bin, &format!("{url}applications"), &other, &[]);
+    page.wait_for(
+        "the empty queue",
+        "document.getElementById('t-open').textContent === '0'",
+    );
+    let html = page.html();
+    assert!(!html.contains("市教育局") && !html.contains("预算一体化"));
+    drop(page);
+
+    // ops is not offered the authority's step; the authority approves on the page
+    let mut page = Browser::launch_with_token(&bin, &format!("{url}applications/1"), &ops, &[]);
+    page.wait_for(
+        "the application",
+        "document.getElementById('facts').innerText.includes('市教育局')",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#steps button').length"),
+        0
+    );
+    drop(page);
+    let mut page = Browser::launch_with_token(&bin, &format!("{url}applications/1"), &chief, &[]);
+    page.wait_for(
+        "the approve button",
+        "[...document.querySelectorAll('#steps button')].some(b => b.textContent === '审批通过')",
+    );
+    page.eval(
+        "[...document.querySelectorAll('#steps button')].find(b => b.textContent === '审批通过').click(); true",
+    );
+    page.wait_for(
+        "approved",
+        "document.getElementById('meta').textContent === '待开通'",
+    );
+    drop(page);
+
+    // ops carries it out: done, the timeline complete
+    let mut page = Browser::launch_with_token(&bin, &format!("{url}applications/1"), &ops, &[]);
+    page.wait_for(
+        "the carry-out button",
+        "[...document.querySelectorAll('#steps button')].some(b => b.textContent === '办理完成')",
+    );
+    page.eval(
+        "[...document.querySelectorAll('#steps button')].find(b => b.textContent === '办理完成').click(); true",
+    );
+    page.wait_for(
+        "done",
+        "document.getElementById('meta').textContent === '已办结'",
+    );
+    page.wait_for(
+        "the timeline",
+        "document.querySelectorAll('#timeline tbody tr').length === 3",
+    );
+    let timeline = page.eval("document.getElementById('timeline').innerText");
+    let timeline = timeline.as_str().unwrap();
+    for part in [
+        "提交申请",
+        "审批通过",
+        "办理完成",
+        "dsj-liu",
+        "ops-zhao",
+        "主管部门",
+    ] {
+        assert!(timeline.contains(part), "{part} not in {timeline}");
+    }
     page.assert_no_blocked_content();
 }
