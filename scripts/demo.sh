@@ -90,6 +90,14 @@ if [ ! -e "$USERS" ]; then
   mv "$USERS.tmp" "$USERS"
 fi
 
+# A few applications of the demo's units walked through their steps by the demo's users, once:
+# a new system in its test period, one overdue for acceptance, a change and a termination
+# waiting, a test resource about to end (see /applications).
+if [ ! -e "$DATA/applications-seeded" ]; then
+  "$BIN/yunjian-aggregator" --config "$CONFIG" --data-dir "$DATA" demo-applications
+  touch "$DATA/applications-seeded"
+fi
+
 "$BIN/yunjian-aggregator" --config "$CONFIG" --data-dir "$DATA" --http-listen "$HTTP" --mqtt-listen "$MQTT" &
 pids+=($!)
 for _ in $(seq 1 100); do
@@ -129,6 +137,7 @@ echo "  sign in as (role, login name, password, unit; kept in $USERS):"
 sed 's/^/    /' "$USERS"
 echo "  The simulator first sends the scenario's history (demo.toml: 36 days; its log says"
 echo "  \"backfill: N of M reports\"); the idle VMs' cases appear on /reclaim soon after it."
+echo "  Applications (申请 → 终止) of the demo's units wait on /applications for each role."
 echo "  Ctrl-C stops the aggregator, the simulator and the agent."
 echo
 wait -n "${pids[@]}"

@@ -94,6 +94,9 @@ enum Command {
     /// Users who sign in to the dashboard and the API.
     #[command(subcommand)]
     User(UserCommand),
+    /// For the demo only (scripts/demo.sh runs it once, with the aggregator stopped): a few
+    /// applications of the demo's units walked through their steps by the demo's users.
+    DemoApplications,
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -279,6 +282,24 @@ fn main() -> anyhow::Result<()> {
                     if u.disabled { "已停用" } else { "正常" }
                 );
             }
+            Ok(())
+        }
+        Some(Command::DemoApplications) => {
+            let cfg = load_config(&cli)?;
+            let mut db = cfg.storage_url().open()?;
+            db.migrate()?;
+            let profile = yunjian_aggregator_core::policy::Profile::load(&cfg.policy_profile)?;
+            let calendar =
+                yunjian_aggregator::reclaim::calendar::Calendar::load(&cfg.reclaim.calendars)?;
+            let done = offline::demo_applications(
+                db,
+                std::sync::Arc::new(profile),
+                std::sync::Arc::new(calendar),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            )?;
+            eprintln!("演示申请（依据《{}》）：\n{done}", cfg.policy_profile);
             Ok(())
         }
         Some(Command::MigrateStorage { from, to }) => {

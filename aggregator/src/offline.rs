@@ -541,3 +541,256 @@ fn verify(to: &mut dyn Storage, copied: &Copied) -> Result<(), MigrateError> {
     }
     Ok(())
 }
+
+/// What `demo-applications` did: one line per application.
+#[derive(Debug, Default)]
+pub struct DemoApplications {
+    pub lines: Vec<String>,
+}
+
+impl std::fmt::Display for DemoApplications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for l in &self.lines {
+            writeln!(f, "{l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the demo's applications could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the demo needs users of the roles ops, authority and unit (for at least {0} units): create them first (scripts/demo.sh does)")]
+    Users(usize),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The demo's applications (scripts/demo.sh runs this once, before the aggregator starts): a
+/// few applications of the demo's units walked through their steps by the demo's users, at
+/// times in the past, so the queue shows one of each: a new system in its test period, one
+/// overdue for acceptance, a change waiting for review, a termination waiting to be carried
+/// out and a test resource about to end. Every step goes through the application service with
+/// the user's role checked and is audited, marked as made by the demo script.
+pub fn demo_applications(
+    storage: Box<dyn Storage>,
+    profile: Arc<crate::policy::Profile>,
+    calendar: Arc<crate::reclaim::calendar::Calendar>,
+    now_ms: u64,
+) -> Result<DemoApplications, DemoError> {
+    use crate::identity::{Actor, Role};
+    use crate::service::applications::{Applications, Draft};
+    use yunjian_aggregator_core::lifecycle::{Kind, Request, SizeChange};
+    let mut storage = storage;
+    let users = storage.load_users()?;
+    let register = storage.load_register()?;
+    let person = |u: &yunjian_aggregator_core::identity::User| {
+        Actor::person(u.name.clone(), u.role, u.unit.clone()).from_source("scripts/demo.sh")
+    };
+    let first = |role: Role| users.iter().find(|u| u.role == role && !u.disabled);
+    let (Some(ops), Some(chief)) = (first(Role::Ops), first(Role::Authority)) else {
+        return Err(DemoError::Users(1));
+    };
+    let (ops, chief) = (person(ops), person(chief));
+    // units with a demo user and registered VMs
+    let units: Vec<(Actor, Vec<crate::register::VmAllocation>)> = users
+        .iter()
+        .filter(|u| u.role == Role::Unit && !u.disabled)
+        .filter_map(|u| {
+            let vms = register.record(u.unit.as_deref()?).vms;
+            (!vms.is_empty()).then(|| (person(u), vms))
+        })
+        .take(3)
+        .collect();
+    if units.len() < 3 {
+        return Err(DemoError::Users(3));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DemoError::Runtime)?;
+    let shared = Arc::new(RwLock::new(register));
+    let apps = Applications::start(
+        storage,
+        profile.clone(),
+        calendar,
+        shared,
+        Arc::default(),
+        None,
+    )?;
+    const DAY: u64 = 86_400_000;
+    let mut out = DemoApplications::default();
+    rt.block_on(async {
+        let walk = |lines: &mut Vec<String>, what: String, r: Result<_, _>| match r {
+            Ok(v) => {
+                let v: crate::service::applications::View = v;
+                lines.push(format!(
+                    "  #{} {}（{}）：{}",
+                    v.application.id, what, v.application.unit, v.state_zh
+                ));
+                Some(v.application.id)
+            }
+            Err(e) => {
+                lines.push(format!("  {what}：未完成（{e}）"));
+                None
+            }
+        };
+        let row = |unit: &str, st: crate::register::ServerType, vcpus: u32| {
+            let mut v = units[0].1[0].clone();
+            v.unit = unit.into();
+            v.uuid = None;
+            v.server_type = st;
+            v.vcpus = vcpus;
+            v.mem_gb = vcpus * 4;
+            v.system = "一网通办（演示）".into();
+            v.subsystem = String::new();
+            v.term = Default::default();
+            v
+        };
+        let grant = |vms| Draft {
+            kind: Kind::New,
+            system: "一网通办（演示）".into(),
+            purpose: "新建系统上云（演示数据）".into(),
+            request: Request::Grant { vms, ends_ms: None },
+            files: Vec::new(),
+        };
+        let (u1, u2, u3) = (&units[0].0, &units[1].0, &units[2].0);
+        let unit1 = u1.unit.clone().unwrap_or_default();
+        // 1. a new system: accepted, reviewed, approved, test resources provided
+        let t = now_ms - 8 * DAY;
+        let id = walk(
+            &mut out.lines,
+            "资源申请".into(),
+            apps.submit(
+                u1,
+                grant(vec![
+                    row(&unit1, crate::register::ServerType::App, 4),
+                    row(&unit1, crate::register::ServerType::Dat, 8),
+                ]),
+                t,
+            )
+            .await,
+        );
+        if let Some(id) = id {
+            let p = &profile.lifecycle;
+            let steps = [
+                ("accept", p.accept.by),
+                ("review", p.review.by),
+                ("approve", p.approve.by),
+                ("provision", p.provision.by),
+            ];
+            for (i, (step, by)) in steps.into_iter().enumerate() {
+                let who = if by == Role::Ops { &ops } else { &chief };
+                let r = apps
+                    .act(who, id, step, "演示", t + (i as u64 + 1) * DAY / 2)
+                    .await;
+                walk(&mut out.lines, format!("资源申请 → {step}"), r);
+            }
+        }
+        // 2. a new system nobody accepted in time: overdue
+        let r = apps
+            .submit(
+                u1,
+                Draft {
+                    system: "12345 热线（演示）".into(),
+                    ..grant(vec![row(&unit1, crate::register::ServerType::Web, 2)])
+                },
+                now_ms - 10 * DAY,
+            )
+            .await;
+        walk(&mut out.lines, "资源申请（逾期未受理）".into(), r);
+        // 3. a change waiting for review
+        if let Some(v) = units[1].1.iter().find(|v| v.uuid.is_some()) {
+            let r = apps
+                .submit(
+                    u2,
+                    Draft {
+                        kind: Kind::Change,
+                        system: v.system.clone(),
+                        purpose: "业务量增长，扩容内存（演示）".into(),
+                        request: Request::Change {
+                            changes: vec![SizeChange {
+                                uuid: v.uuid.clone().unwrap_or_default(),
+                                mem_gb: Some(v.mem_gb * 2),
+                                ..SizeChange::default()
+                            }],
+                        },
+                        files: Vec::new(),
+                    },
+                    now_ms - DAY,
+                )
+                .await;
+            walk(&mut out.lines, "资源变更".into(), r);
+        }
+        // 4. a termination approved, waiting for ops to take the resources back
+        if let Some(v) = units[2].1.iter().rev().find(|v| v.uuid.is_some()) {
+            let r = apps
+                .submit(
+                    u3,
+                    Draft {
+                        kind: Kind::Termination,
+                        system: v.system.clone(),
+                        purpose: "系统整合后停用（演示）".into(),
+                        request: Request::Termination {
+                            uuids: vec![v.uuid.clone().unwrap_or_default()],
+                            declaration: "系统已下线，业务数据已迁移至新平台并完成备份".into(),
+                        },
+                        files: Vec::new(),
+                    },
+                    now_ms - 3 * DAY,
+                )
+                .await;
+            if let Some(id) = walk(&mut out.lines, "资源终止".into(), r) {
+                let r = apps
+                    .act(&chief, id, "approve", "同意终止", now_ms - 2 * DAY)
+                    .await;
+                walk(&mut out.lines, "资源终止 → approve".into(), r);
+            }
+        }
+        // 5. a test resource opened two weeks ago: about to end
+        let unit2 = u2.unit.clone().unwrap_or_default();
+        let t = now_ms - 14 * DAY;
+        let r = apps
+            .submit(
+                u2,
+                Draft {
+                    kind: Kind::Test,
+                    system: "数据共享平台测试环境（演示）".into(),
+                    purpose: "开发测试（演示）".into(),
+                    request: Request::Grant {
+                        vms: vec![row(&unit2, crate::register::ServerType::Tst, 2)],
+                        ends_ms: None,
+                    },
+                    files: Vec::new(),
+                },
+                t - DAY,
+            )
+            .await;
+        if let Some(id) = walk(&mut out.lines, "测试资源".into(), r) {
+            let p = &profile.lifecycle;
+            for (i, (step, by)) in [
+                ("accept", p.accept.by),
+                ("review", p.review.by),
+                ("approve", p.approve.by),
+                ("provision", p.provision.by),
+                ("confirm", Role::Unit),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let who = match by {
+                    Role::Ops => &ops,
+                    Role::Unit => u2,
+                    _ => &chief,
+                };
+                let r = apps
+                    .act(who, id, step, "演示", t + i as u64 * 3_600_000)
+                    .await;
+                walk(&mut out.lines, format!("测试资源 → {step}"), r);
+            }
+        }
+    });
+    Ok(out)
+}

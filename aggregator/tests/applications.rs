@@ -493,3 +493,113 @@ async fn bad_submissions_are_refused_with_a_code_and_nothing_is_kept() {
     let (_, b) = call(&h.app, Method::GET, "/api/applications", &h.ops, None).await;
     assert!(b["applications"].as_array().unwrap().is_empty(), "{b}");
 }
+
+#[test]
+fn the_demo_walks_one_application_of_each_kind_and_its_alarms_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("yunjian.db");
+    let mut s = SqliteStorage::open(&db).unwrap();
+    s.migrate().unwrap();
+    let mut users = Vec::new();
+    let mut register = Vec::new();
+    for (i, unit) in ["区财政局", "区教育局", "区卫健委"].into_iter().enumerate() {
+        users.push(
+            yunjian_aggregator::service::identity::test_user(
+                &format!("demo-unit{}", i + 1),
+                Role::Unit,
+                Some(unit),
+            )
+            .0,
+        );
+        register.push(UnitRecord {
+            unit: Unit {
+                name: unit.into(),
+                ..Unit::default()
+            },
+            vms: vec![vm(
+                unit,
+                &format!("4c4c4544-0000-0000-0000-00000000000{i}"),
+                4,
+            )],
+        });
+    }
+    for (name, role) in [("demo-ops", Role::Ops), ("demo-authority", Role::Authority)] {
+        users.push(yunjian_aggregator::service::identity::test_user(name, role, None).0);
+    }
+    s.write(&yunjian_aggregator_core::store::WriteBatch {
+        users,
+        register,
+        ..Default::default()
+    })
+    .unwrap();
+    let now = 1_790_000_000_000; // 2026-09-21, Beijing
+    let profile = Arc::new(Profile::default());
+    let calendar = Arc::new(Calendar::builtin());
+    let done = yunjian_aggregator::offline::demo_applications(
+        Box::new(s),
+        profile.clone(),
+        calendar.clone(),
+        now,
+    )
+    .unwrap()
+    .to_string();
+    assert!(!done.contains("未完成"), "{done}");
+    // what the aggregator finds when it starts on that database
+    let mut s = SqliteStorage::open(&db).unwrap();
+    let register = s.load_register().unwrap();
+    let (_, apps) = start(&db, register);
+    let ops = yunjian_aggregator_core::identity::Actor::person("demo-ops", Role::Ops, None);
+    let states: Vec<(String, &str)> = apps
+        .list(&ops, now)
+        .await_blocking()
+        .into_iter()
+        .map(|v| {
+            (
+                v.application.kind.as_str().to_string(),
+                v.application.state.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("test".to_string(), "in_service"),
+            ("termination".into(), "approved"),
+            ("change".into(), "submitted"),
+            ("new".into(), "submitted"),
+            ("new".into(), "testing"),
+        ],
+        "{done}"
+    );
+    let rules: Vec<String> = apps
+        .findings(now)
+        .await_blocking()
+        .into_iter()
+        .map(|f| f.key.rule)
+        .collect();
+    assert!(rules.contains(&OVERDUE_RULE.to_string()), "{rules:?}");
+    assert!(
+        rules.contains(&"allocation_expiry".to_string()),
+        "{rules:?}"
+    );
+    assert!(s
+        .audit(None, 100)
+        .unwrap()
+        .iter()
+        .any(|e| e.action == "application.confirm"
+            && e.actor == "demo-unit2"
+            && e.source.as_deref() == Some("scripts/demo.sh")));
+}
+
+/// Drive a future to completion on a small runtime (for a plain `#[test]`).
+trait AwaitBlocking: std::future::Future + Sized {
+    fn await_blocking(self) -> Self::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(self)
+    }
+}
+
+impl<F: std::future::Future> AwaitBlocking for F {}
