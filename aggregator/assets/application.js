@@ -7,9 +7,10 @@ const STEP = {
   submit: '提交申请', accept: '受理', refuse: '不予受理', resubmit: '整改后重新提交', review: '审核通过',
   approve: '审批通过', reject: '不予通过', provision: '开通（提供资源）', pass_test: '测试通过',
   go_live: '转为正式运行', confirm: '确认开通', carry_out: '办理完成', withdraw: '撤回申请', attach: '添加附件',
+  shortfall: '资源不足，登记调整',
 };
 const STATE = {
-  submitted: '待受理', returned: '不予受理（待整改）', accepted: '待审核', reviewed: '待审批', approved: '待开通',
+  submitted: '待受理', returned: '不予受理（待整改）', accepted: '待审核', reviewed: '待审批', approved: '待开通', shortfall: '资源不足，调整中',
   testing: '测试中', trial: '试运行', opened: '待使用单位确认', in_service: '正式运行', done: '已办结',
   rejected: '未通过', withdrawn: '已撤回',
 };
@@ -50,7 +51,7 @@ function steps(b) {
   const offers = b.view.steps;
   if (!offers.length) { box.append(el('span', 'muted', '当前无可由您办理的步骤')); return; }
   for (const s of offers) {
-    const btn = el('button', 'act' + (['refuse', 'reject', 'withdraw'].includes(s.step) ? ' danger' : ''), s.zh);
+    const btn = el('button', 'act' + (['refuse', 'reject', 'withdraw', 'shortfall'].includes(s.step) ? ' danger' : ''), s.zh);
     btn.type = 'button';
     btn.title = s.clause;
     btn.addEventListener('click', () => act(s, btn));

@@ -91,6 +91,9 @@ pub enum State {
     Accepted,
     Reviewed,
     Approved,
+    /// Approved, but the pool cannot meet the need: the shortfall is being resolved (002 第十条:
+    /// within 10 working days).
+    Shortfall,
     /// The test environment is provided; the test period runs.
     Testing,
     /// 试运行 (003 第十四条).
@@ -104,12 +107,13 @@ pub enum State {
     Withdrawn,
 }
 
-pub const ALL_STATES: [State; 12] = [
+pub const ALL_STATES: [State; 13] = [
     State::Submitted,
     State::Returned,
     State::Accepted,
     State::Reviewed,
     State::Approved,
+    State::Shortfall,
     State::Testing,
     State::Trial,
     State::Opened,
@@ -127,6 +131,7 @@ impl State {
             State::Accepted => "accepted",
             State::Reviewed => "reviewed",
             State::Approved => "approved",
+            State::Shortfall => "shortfall",
             State::Testing => "testing",
             State::Trial => "trial",
             State::Opened => "opened",
@@ -148,6 +153,7 @@ impl State {
             State::Accepted => "待审核",
             State::Reviewed => "待审批",
             State::Approved => "待开通",
+            State::Shortfall => "资源不足，调整中",
             State::Testing => "测试中",
             State::Trial => "试运行",
             State::Opened => "待使用单位确认",
@@ -179,6 +185,8 @@ pub enum Step {
     Approve,
     Reject,
     Provision,
+    /// The pool cannot meet the approved need now (002 第十条): tracked until provided.
+    Shortfall,
     PassTest,
     GoLive,
     Confirm,
@@ -187,7 +195,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 13] = [
         Step::Accept,
         Step::Refuse,
         Step::Resubmit,
@@ -195,6 +203,7 @@ impl Step {
         Step::Approve,
         Step::Reject,
         Step::Provision,
+        Step::Shortfall,
         Step::PassTest,
         Step::GoLive,
         Step::Confirm,
@@ -211,6 +220,7 @@ impl Step {
             Step::Approve => "approve",
             Step::Reject => "reject",
             Step::Provision => "provision",
+            Step::Shortfall => "shortfall",
             Step::PassTest => "pass_test",
             Step::GoLive => "go_live",
             Step::Confirm => "confirm",
@@ -232,6 +242,7 @@ impl Step {
             Step::Approve => "审批通过",
             Step::Reject => "不予通过",
             Step::Provision => "开通（提供资源）",
+            Step::Shortfall => "资源不足，登记调整",
             Step::PassTest => "测试通过",
             Step::GoLive => "转为正式运行",
             Step::Confirm => "确认开通",
@@ -242,7 +253,10 @@ impl Step {
 
     /// A reason is required (refusal, rejection, withdrawal).
     pub fn needs_reason(self) -> bool {
-        matches!(self, Step::Refuse | Step::Reject | Step::Withdraw)
+        matches!(
+            self,
+            Step::Refuse | Step::Reject | Step::Withdraw | Step::Shortfall
+        )
     }
 }
 
@@ -504,6 +518,11 @@ impl Application {
             rules.calendar.deadline(from, r.days)
         });
         self.deadline_clause = rule.filter(|r| r.days > 0).map(|r| r.clause.clone());
+        if self.state == State::Shortfall {
+            let p = rules.policy;
+            self.deadline_ms = Some(rules.calendar.deadline(now_ms, p.shortfall_days));
+            self.deadline_clause = Some(p.clauses.shortfall.clone());
+        }
         if self.state == State::Testing {
             self.deadline_ms = self.period_until_ms;
             self.deadline_clause = Some(rules.policy.clauses.test.clone());
@@ -523,7 +542,8 @@ impl Application {
             (Submitted, Step::Approve) if !grant => Approved,
             (Accepted | Reviewed, Step::Reject) => Rejected,
             (Submitted, Step::Reject) if !grant => Rejected,
-            (Approved, Step::Provision) if grant => {
+            (Approved, Step::Shortfall) if grant && rules.policy.shortfall_days > 0 => Shortfall,
+            (Approved | Shortfall, Step::Provision) if grant => {
                 if self.kind == Kind::New && rules.policy.test.is_some() {
                     Testing
                 } else {
@@ -565,6 +585,8 @@ impl Application {
                     p.clauses.test.clone()
                 },
             ),
+            Step::Shortfall => (p.provision.by, p.clauses.shortfall.clone()),
+            _ if self.state == State::Shortfall => (p.provision.by, p.clauses.shortfall.clone()),
             _ => rules
                 .waiting(self.kind, self.state)
                 .map(|r| (r.by, r.clause.clone()))

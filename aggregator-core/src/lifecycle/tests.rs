@@ -624,3 +624,54 @@ fn approval_registers_the_rows_and_a_quota_refuses_growth() {
     .unwrap_err();
     assert_eq!(e.code(), "application_over_quota");
 }
+
+#[test]
+fn under_002_a_shortfall_is_tracked_for_10_working_days() {
+    let cal = Calendar::builtin();
+    let now = cal.start_of(day("2026-09-29")) + 15 * HOUR;
+    let mut reg = register();
+    for (name, allowed) in [("002", true), ("003", false)] {
+        let profile = Profile::load(name).unwrap();
+        let rules = Rules {
+            policy: &profile.lifecycle,
+            calendar: &cal,
+        };
+        let req = request(Kind::New, now, &mut reg, &cal);
+        let (mut a, _) = Application::submit(
+            9,
+            "区教育局",
+            "学籍",
+            "",
+            req,
+            &person(Role::Unit),
+            &rules,
+            now,
+        );
+        a.state = State::Approved;
+        let r = a.apply(
+            Step::Shortfall,
+            &person(Role::Ops),
+            "资源池内存已满，待扩容",
+            serde_json::Value::Null,
+            &rules,
+            now,
+        );
+        assert_eq!(r.is_ok(), allowed, "{name}: {r:?}");
+        let Ok((short, _)) = r else { continue };
+        assert_eq!(short.state, State::Shortfall);
+        // Wed 30 Sep, 8, 9, 10 (调休), 12–16, 19 Oct: the end of Monday 19 October
+        assert_eq!(short.deadline_ms, Some(cal.start_of(day("2026-10-20"))));
+        assert!(short.deadline_clause.as_deref().unwrap().contains("第十条"));
+        let (done, _) = short
+            .apply(
+                Step::Provision,
+                &person(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                now + HOUR,
+            )
+            .unwrap();
+        assert_eq!(done.state, State::Opened);
+    }
+}
