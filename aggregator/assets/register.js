@@ -2,6 +2,7 @@
 // Everything from the API (unit, system and VM names, reasons) is set with textContent only.
 const POLL_MS = 10000;
 const STATUS = { matched: '已匹配', unseen: '未上报', no_uuid: '无UUID' };
+const TERM = { test: '测试资源', trial: '试运行', temporary: '临时资源' };
 const SOURCE = { sanction: '限制期配额', unit: '单位配额', approved_sum: '核准合计' };
 
 function el(tag, cls, text) {
@@ -67,6 +68,17 @@ function unitSection(u) {
       const r = el('tr', over.size ? 'vm over' : 'vm');
       const name = el('td', 'name');
       name.append(el('span', 'id', a.uuid || '（未填UUID）'));
+      // the allocation's term: test / trial / temporary with its end, and the application
+      const term = a.term || {};
+      if (term.kind && term.kind !== 'formal') {
+        const end = term.ends_ms ? ' · 至 ' + new Date(term.ends_ms - 1).toLocaleDateString('zh-CN') : '';
+        name.append(el('span', 'badge term', (TERM[term.kind] || term.kind) + end));
+      }
+      if (term.application) {
+        const link = el('a', 'muted', ' 申请 #' + term.application);
+        link.href = '/applications/' + term.application;
+        name.append(link);
+      }
       r.append(name, el('td', null, a.server_type), el('td', null, a.zone));
       const o = v.observed;
       r.append(pairCell(v.approved.vcpus, o && o.vcpus, over.has('vcpus')));
