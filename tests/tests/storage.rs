@@ -810,7 +810,7 @@ fn story(open: Open, sql: RawSql) {
     })
     .unwrap();
     assert_eq!(s.applications().unwrap(), [app.clone()]);
-    assert_eq!(s.application_log(1).unwrap(), [submitted.clone()]);
+    assert_eq!(s.application_log(1).unwrap(), [submitted]);
     assert_eq!(
         s.application_file(1, 1).unwrap(),
         Some(("附件1.xlsx".to_string(), b"PK\x03\x04".to_vec()))

@@ -443,6 +443,7 @@ fn date(ms: u64) -> String {
 
 impl Application {
     /// A new application (state `submitted`, deadline per the profile).
+    #[allow(clippy::too_many_arguments)]
     pub fn submit(
         id: u64,
         unit: &str,

@@ -52,7 +52,7 @@ fn by_hand(cal: &Calendar, from_ms: u64, n: u32) -> u64 {
 
 fn person(role: Role) -> Actor {
     let unit = (role == Role::Unit).then(|| "区教育局".to_string());
-    Actor::person(&format!("{}-1", role.as_str()), role, unit)
+    Actor::person(format!("{}-1", role.as_str()), role, unit)
 }
 
 fn register() -> Register {
