@@ -485,9 +485,9 @@ fn golden_command_evidence_bytes() {
     expected.extend([
         0, // Evidence::Wipe
         1, b'u', 1, b'a', // the VM
-        3, // three disks
+        3,    // three disks
         3, b'v', b'd', b'a', 4, b'/', b'p', b'/', b'v', // target, source
-        2, // DiskWipeState::Wiped
+        2,    // DiskWipeState::Wiped
         1, b'p', 1, b'v', 0x80, 0x80, 0x80, 0x80, 0x04, // volume: pool, name, 1 GiB
         0, 5, 1, // WipeAlgorithm::Zero, wiped_ms, deleted
         3, b'v', b'd', b'b', 2, b'/', b'f', // target, source

@@ -314,7 +314,10 @@ impl<K: Fn(usize) -> bool> Domains for HostDomains<'_, K> {
     }
 
     fn limit(&mut self, vm: &VmRef, caps: VmLimits) -> Result<(VmLimits, String), DomainError> {
-        Ok((std::mem::replace(&mut self.vm(vm)?.caps, caps), String::new()))
+        Ok((
+            std::mem::replace(&mut self.vm(vm)?.caps, caps),
+            String::new(),
+        ))
     }
 
     fn disks(&mut self, vm: &VmRef) -> Result<Vec<VmDisk>, DomainError> {
@@ -549,7 +552,10 @@ mod tests {
             disk_iops_sec: Some(50),
         };
         let out = run(&hv, Action::Limit(vm.clone(), caps));
-        assert!(out.ok && out.message.contains("limited to vCPU ≤ 25% each"), "{out:?}");
+        assert!(
+            out.ok && out.message.contains("limited to vCPU ≤ 25% each"),
+            "{out:?}"
+        );
         assert_eq!(hv.limits(1), caps);
         assert_eq!(hv.limits(2), VmLimits::NONE, "the other VM is untouched");
         assert!(hv.powered(1), "a limited VM keeps running");
@@ -567,7 +573,10 @@ mod tests {
         let disks = synth::hardware(&fleet, 1).disks;
         assert!(!disks.is_empty());
         let refused = run(&hv, Action::ReleaseAndWipe(vm.clone()));
-        assert!(!refused.ok && refused.message.contains("running"), "{refused:?}");
+        assert!(
+            !refused.ok && refused.message.contains("running"),
+            "{refused:?}"
+        );
         assert!(run(&hv, Action::Stop(vm.clone(), "s".into())).ok);
         let out = run(&hv, Action::ReleaseAndWipe(vm.clone()));
         assert!(out.ok, "{out:?}");
@@ -582,7 +591,10 @@ mod tests {
             let DiskWipeState::Wiped { volume, .. } = &disk.state else {
                 panic!("{disk:?}")
             };
-            assert_eq!((volume.pool.as_str(), volume.capacity_bytes), (SIM_POOL, kib * 1024));
+            assert_eq!(
+                (volume.pool.as_str(), volume.capacity_bytes),
+                (SIM_POOL, kib * 1024)
+            );
         }
         assert_eq!(evidence.disks[0].target, "vda");
         let again = run(&hv, Action::ReleaseAndWipe(vm));

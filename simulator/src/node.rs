@@ -460,14 +460,22 @@ mod tests {
         let hv = SimHypervisors::new(&fleet);
         let none = |_: usize| false;
         let vm = vm_ref(&fleet, 1);
-        let (evidence, r) = answer(&hv, 0, none, command(3, Action::Stop(vm.clone(), "s".into())));
+        let (evidence, r) = answer(
+            &hv,
+            0,
+            none,
+            command(3, Action::Stop(vm.clone(), "s".into())),
+        );
         assert!(r.ok && evidence.is_none(), "{r:?}");
         let (evidence, r) = answer(&hv, 0, none, command(4, Action::ReleaseAndWipe(vm.clone())));
         assert!(r.ok, "{r:?}");
         let evidence = evidence.expect("a wiping release leaves evidence");
         assert_eq!(evidence.id, [4; 16]);
         let yunjian_protocol::Evidence::Wipe(wipe) = evidence.evidence;
-        assert!(wipe.complete() && wipe.vm == vm && !wipe.disks.is_empty(), "{wipe:?}");
+        assert!(
+            wipe.complete() && wipe.vm == vm && !wipe.disks.is_empty(),
+            "{wipe:?}"
+        );
     }
 
     #[test]

@@ -445,7 +445,10 @@ mod tests {
                 ),
                 ("vdc".into(), DiskSource::Path("/dev/vg0/x".into())),
                 ("vdd".into(), DiskSource::Other("network".into())),
-                ("vde".into(), DiskSource::Other("file, without a source".into())),
+                (
+                    "vde".into(),
+                    DiskSource::Other("file, without a source".into())
+                ),
             ]
         );
         assert_eq!(disk_elements(xml).len(), 5, "the CD-ROM is left out");
@@ -484,7 +487,11 @@ mod tests {
         let lifted = set_limits(&tuned, VmLimits::NONE);
         assert_eq!(parse_limits(&lifted), VmLimits::NONE);
         assert!(lifted.contains("<cputune><shares>2048</shares></cputune>"));
-        assert_eq!(set_limits(&set_limits(QEMU, capped), VmLimits::NONE).replace("<cputune></cputune>", ""), QEMU);
+        assert_eq!(
+            set_limits(&set_limits(QEMU, capped), VmLimits::NONE)
+                .replace("<cputune></cputune>", ""),
+            QEMU
+        );
         // a domain without <vcpu> (not libvirt's output, but harmless)
         let bare = set_limits("<domain type='kvm'><name>x</name></domain>", cpu_only);
         assert_eq!(parse_limits(&bare), cpu_only);

@@ -176,7 +176,9 @@ impl Libvirt {
                 match StoragePool::lookup_by_name(self.conn()?, pool) {
                     Ok(p) => StorageVol::lookup_by_name(&p, volume),
                     Err(e) if e.code() == ErrorNumber::NoStoragePool => {
-                        return Ok(Err(format!("its pool {pool:?} is not defined on this host")))
+                        return Ok(Err(format!(
+                            "its pool {pool:?} is not defined on this host"
+                        )))
                     }
                     Err(e) => return Err(self.fail("cannot look up the disk's pool", &e)),
                 }
@@ -553,8 +555,15 @@ mod tests {
         );
         let xml = definition(&mut lv, VM_A);
         assert_eq!(parse_limits(&xml), caps, "{xml}");
-        assert_eq!(xml.matches("<total_bytes_sec>10485760</total_bytes_sec>").count(), 2);
-        assert_eq!(xml.matches("<total_iops_sec>300</total_iops_sec>").count(), 2);
+        assert_eq!(
+            xml.matches("<total_bytes_sec>10485760</total_bytes_sec>")
+                .count(),
+            2
+        );
+        assert_eq!(
+            xml.matches("<total_iops_sec>300</total_iops_sec>").count(),
+            2
+        );
         // the rest of the definition survived the round trip
         let facts = parse_domain(&xml).unwrap();
         assert_eq!((facts.vcpus, facts.mem_kib), (4, 4 << 20));
@@ -563,7 +572,10 @@ mod tests {
 
         let lifted = execute(&mut lv, &Action::Limit(a, VmLimits::NONE));
         assert!(lifted.ok, "{lifted:?}");
-        assert!(lifted.message.contains("before: vCPU ≤ 50% each"), "{lifted:?}");
+        assert!(
+            lifted.message.contains("before: vCPU ≤ 50% each"),
+            "{lifted:?}"
+        );
         let xml = definition(&mut lv, VM_A);
         assert_eq!(parse_limits(&xml), VmLimits::NONE, "{xml}");
         assert!(!xml.contains("iotune") && !xml.contains("<quota>"), "{xml}");
@@ -575,14 +587,23 @@ mod tests {
         let mut lv = test_driver(&dir);
         let (a, b) = (vm(VM_A, "vm-a"), vm(VM_B, "vm-b"));
         let running = execute(&mut lv, &Action::ReleaseAndWipe(a.clone()));
-        assert!(!running.ok && running.message.contains("running"), "{running:?}");
+        assert!(
+            !running.ok && running.message.contains("running"),
+            "{running:?}"
+        );
         for v in [&a, &b] {
             assert!(execute(&mut lv, &Action::Stop(v.clone(), "before-release".into())).ok);
         }
 
         // vm-b's second disk is a plain file: the release is refused, nothing touched
         let out = execute(&mut lv, &Action::ReleaseAndWipe(b.clone()));
-        assert!(!out.ok && out.message.contains("disk(s) vdb are not libvirt storage volumes"), "{out:?}");
+        assert!(
+            !out.ok
+                && out
+                    .message
+                    .contains("disk(s) vdb are not libvirt storage volumes"),
+            "{out:?}"
+        );
         let evidence = wipe_evidence(&out);
         assert_eq!(
             evidence.disks[0].state,
@@ -601,10 +622,16 @@ mod tests {
         // vm-a: both disks resolve to their volumes (by path and by pool/volume); the test
         // driver cannot wipe, so the release stops at the first disk with libvirt's reason
         let out = execute(&mut lv, &Action::ReleaseAndWipe(a.clone()));
-        assert!(!out.ok && out.message.contains("failed at disk vda"), "{out:?}");
+        assert!(
+            !out.ok && out.message.contains("failed at disk vda"),
+            "{out:?}"
+        );
         let evidence = wipe_evidence(&out);
         assert_eq!(
-            (evidence.disks[0].target.as_str(), evidence.disks[0].source.as_str()),
+            (
+                evidence.disks[0].target.as_str(),
+                evidence.disks[0].source.as_str()
+            ),
             ("vda", "/pool-a/root.img")
         );
         assert!(
@@ -613,10 +640,16 @@ mod tests {
         );
         assert_eq!(
             evidence.disks[1].state,
-            DiskWipeState::NotWiped(volume("data.img", 100), "not reached: the wipe of vda failed".into())
+            DiskWipeState::NotWiped(
+                volume("data.img", 100),
+                "not reached: the wipe of vda failed".into()
+            )
         );
         assert_eq!(evidence.disks[1].source, "pool-a/data.img");
-        assert!(lv.find(&a).unwrap().is_some(), "still defined: the release can be retried");
+        assert!(
+            lv.find(&a).unwrap().is_some(),
+            "still defined: the release can be retried"
+        );
 
         // deleting a volume is real on the test driver: afterwards the disk is in no pool
         lv.delete(&volume("root.img", 20)).unwrap();

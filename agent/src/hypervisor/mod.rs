@@ -419,7 +419,8 @@ fn release_and_wipe<D: Domains>(domains: &mut D, vm: &VmRef, state: DomainState)
     for (i, volume) in volumes.iter().enumerate() {
         if let Err(e) = domains.wipe(volume, WIPE_ALGORITHM) {
             let failed = evidence[i].target.clone();
-            evidence[i].state = DiskWipeState::NotWiped(volume.clone(), format!("wipe failed: {e}"));
+            evidence[i].state =
+                DiskWipeState::NotWiped(volume.clone(), format!("wipe failed: {e}"));
             for later in &mut evidence[i + 1..] {
                 if let DiskWipeState::NotWiped(_, reason) = &mut later.state {
                     *reason = format!("not reached: the wipe of {failed} failed");

@@ -69,7 +69,10 @@ impl Fake {
                 },
                 snapshots: BTreeMap::new(),
                 caps: VmLimits::NONE,
-                disks: vec![volume_disk("vda", "web-01-root", 20), volume_disk("vdb", "web-01-data", 100)],
+                disks: vec![
+                    volume_disk("vda", "web-01-root", 20),
+                    volume_disk("vdb", "web-01-data", 100),
+                ],
             },
         );
         fake
@@ -146,7 +149,8 @@ impl Domains for Fake {
         if self.fail_wipe.contains(&volume.name) {
             return Err("wiping is not supported by this pool".into());
         }
-        self.log.push(format!("wipe {} {}", volume.name, algorithm.as_str()));
+        self.log
+            .push(format!("wipe {} {}", volume.name, algorithm.as_str()));
         Ok(())
     }
     fn delete(&mut self, volume: &VolumeInfo) -> Result<(), String> {
@@ -306,23 +310,40 @@ fn limit_sets_the_whole_set_of_caps_and_no_caps_lifts_them() {
     let out = execute(&mut fake, &Action::Limit(vm(), cpu_only));
     assert!(out.ok, "{out:?}");
     assert!(
-        out.message.contains("not applied live: unsupported; the caps apply in full from its next start")
-            && out.message.contains("before: vCPU ≤ 30% each, disk ≤ 5242880 B/s"),
+        out.message
+            .contains("not applied live: unsupported; the caps apply in full from its next start")
+            && out
+                .message
+                .contains("before: vCPU ≤ 30% each, disk ≤ 5242880 B/s"),
         "{out:?}"
     );
     assert!(fake.state().running);
     // no caps: lifted
     fake.live_note.clear();
     let lifted = execute(&mut fake, &Action::Limit(vm(), VmLimits::NONE));
-    assert!(lifted.ok && lifted.message.contains("caps of VM web-01"), "{lifted:?}");
-    assert!(lifted.message.contains("lifted") && lifted.message.contains("before: vCPU ≤ 50% each"));
+    assert!(
+        lifted.ok && lifted.message.contains("caps of VM web-01"),
+        "{lifted:?}"
+    );
+    assert!(
+        lifted.message.contains("lifted") && lifted.message.contains("before: vCPU ≤ 50% each")
+    );
     assert_eq!(fake.vms[UUID].caps, VmLimits::NONE);
     // nonsense caps are refused before anything changes
     let changes = fake.log.len();
     for bad in [
-        VmLimits { vcpu_percent: Some(0), ..VmLimits::NONE },
-        VmLimits { vcpu_percent: Some(101), ..VmLimits::NONE },
-        VmLimits { disk_iops_sec: Some(0), ..VmLimits::NONE },
+        VmLimits {
+            vcpu_percent: Some(0),
+            ..VmLimits::NONE
+        },
+        VmLimits {
+            vcpu_percent: Some(101),
+            ..VmLimits::NONE
+        },
+        VmLimits {
+            disk_iops_sec: Some(0),
+            ..VmLimits::NONE
+        },
     ] {
         let out = execute(&mut fake, &Action::Limit(vm(), bad));
         assert!(!out.ok && out.message.contains("refused"), "{out:?}");
@@ -331,7 +352,10 @@ fn limit_sets_the_whole_set_of_caps_and_no_caps_lifts_them() {
     // a stopped VM is limited in its definition, from its next start
     execute(&mut fake, &Action::Stop(vm(), "s".into()));
     let out = execute(&mut fake, &Action::Limit(vm(), cpu_only));
-    assert!(out.ok && out.message.contains("from its next start"), "{out:?}");
+    assert!(
+        out.ok && out.message.contains("from its next start"),
+        "{out:?}"
+    );
 }
 
 fn wipe_evidence(out: &Outcome) -> &WipeEvidence {
@@ -360,7 +384,8 @@ fn release_and_wipe_wipes_every_volume_then_undefines_then_deletes() {
     );
     assert!(fake.vms.is_empty());
     assert!(
-        out.message.contains("2 volume(s), 122880 MiB, overwritten (zero) and deleted"),
+        out.message
+            .contains("2 volume(s), 122880 MiB, overwritten (zero) and deleted"),
         "{out:?}"
     );
     let evidence = wipe_evidence(&out);
@@ -376,14 +401,23 @@ fn release_and_wipe_wipes_every_volume_then_undefines_then_deletes() {
     else {
         panic!("{evidence:?}")
     };
-    assert_eq!((v, *algorithm, *deleted), (&volume("web-01-data", 100), WipeAlgorithm::Zero, true));
+    assert_eq!(
+        (v, *algorithm, *deleted),
+        (&volume("web-01-data", 100), WipeAlgorithm::Zero, true)
+    );
     assert!((before..=after).contains(wiped_ms));
     assert_eq!(evidence.disks[1].target, "vdb");
-    assert_eq!(evidence.disks[1].source, "/var/lib/libvirt/images/web-01-data");
+    assert_eq!(
+        evidence.disks[1].source,
+        "/var/lib/libvirt/images/web-01-data"
+    );
 
     // once released there is nothing to find the disks by: said, not pretended
     let again = execute(&mut fake, &Action::ReleaseAndWipe(vm()));
-    assert!(!again.ok && again.message.contains("nothing was wiped"), "{again:?}");
+    assert!(
+        !again.ok && again.message.contains("nothing was wiped"),
+        "{again:?}"
+    );
     assert!(again.evidence.is_none());
 }
 
@@ -391,7 +425,10 @@ fn release_and_wipe_wipes_every_volume_then_undefines_then_deletes() {
 fn release_and_wipe_is_refused_while_running_or_with_a_disk_outside_every_pool() {
     let mut fake = Fake::with_running_vm();
     let running = execute(&mut fake, &Action::ReleaseAndWipe(vm()));
-    assert!(!running.ok && running.message.contains("running"), "{running:?}");
+    assert!(
+        !running.ok && running.message.contains("running"),
+        "{running:?}"
+    );
 
     let mut fake = Fake::with_stopped_vm();
     fake.vms.get_mut(UUID).unwrap().disks.push(VmDisk {
@@ -401,7 +438,11 @@ fn release_and_wipe_is_refused_while_running_or_with_a_disk_outside_every_pool()
     });
     let out = execute(&mut fake, &Action::ReleaseAndWipe(vm()));
     assert!(!out.ok, "{out:?}");
-    assert!(out.message.contains("refused, nothing was wiped or removed: disk(s) vdc"), "{out:?}");
+    assert!(
+        out.message
+            .contains("refused, nothing was wiped or removed: disk(s) vdc"),
+        "{out:?}"
+    );
     assert!(fake.log.is_empty(), "nothing touched: {:?}", fake.log);
     assert!(fake.vms.contains_key(UUID));
     let evidence = wipe_evidence(&out);
@@ -426,7 +467,11 @@ fn a_failed_wipe_stops_the_release_and_a_failed_delete_is_reported() {
     let out = execute(&mut fake, &Action::ReleaseAndWipe(vm()));
     assert!(!out.ok, "{out:?}");
     assert!(out.message.contains("failed at disk vdb") && out.message.contains("still defined"));
-    assert_eq!(fake.log, ["wipe web-01-root zero"], "no undefine, no delete");
+    assert_eq!(
+        fake.log,
+        ["wipe web-01-root zero"],
+        "no undefine, no delete"
+    );
     assert!(fake.vms.contains_key(UUID));
     let evidence = wipe_evidence(&out);
     assert!(matches!(
@@ -448,13 +493,20 @@ fn a_failed_wipe_stops_the_release_and_a_failed_delete_is_reported() {
     let out = execute(&mut fake, &Action::ReleaseAndWipe(vm()));
     assert!(!out.ok, "{out:?}");
     assert!(
-        out.message.contains("not deleted") && out.message.contains("default/web-01-root: volume is busy"),
+        out.message.contains("not deleted")
+            && out.message.contains("default/web-01-root: volume is busy"),
         "{out:?}"
     );
     assert!(fake.vms.is_empty());
     let evidence = wipe_evidence(&out);
-    assert!(matches!(evidence.disks[0].state, DiskWipeState::Wiped { deleted: false, .. }));
-    assert!(matches!(evidence.disks[1].state, DiskWipeState::Wiped { deleted: true, .. }));
+    assert!(matches!(
+        evidence.disks[0].state,
+        DiskWipeState::Wiped { deleted: false, .. }
+    ));
+    assert!(matches!(
+        evidence.disks[1].state,
+        DiskWipeState::Wiped { deleted: true, .. }
+    ));
 }
 
 #[test]
