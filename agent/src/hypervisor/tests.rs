@@ -161,7 +161,7 @@ impl Domains for Fake {
         Ok(())
     }
     fn guests(&mut self) -> Result<Vec<GuestView>, String> {
-        unreachable!("execute never lists guests")
+        Ok(Vec::new())
     }
 }
 
@@ -507,6 +507,45 @@ fn a_failed_wipe_stops_the_release_and_a_failed_delete_is_reported() {
         evidence.disks[1].state,
         DiskWipeState::Wiped { deleted: true, .. }
     ));
+}
+
+/// The hypervisor thread's loop queues a command's evidence right before its result (the
+/// publisher keeps that order on the wire), and a command without evidence sends none.
+#[test]
+fn the_evidence_goes_out_right_before_its_result() {
+    let (commands, queue) = std::sync::mpsc::sync_channel(2);
+    let (out, mut outs) = tokio::sync::mpsc::unbounded_channel();
+    let cfg = HypervisorConfig {
+        guests_interval: Duration::from_secs(3600),
+        ..HypervisorConfig::default()
+    };
+    let thread = std::thread::spawn(move || serve(Fake::with_running_vm(), &cfg, &queue, &out));
+    for (id, action) in [
+        (1, Action::Stop(vm(), "s".into())),
+        (2, Action::ReleaseAndWipe(vm())),
+    ] {
+        let command = Command {
+            id: [id; 16],
+            expires_ms: u64::MAX,
+            action,
+        };
+        commands.send(command).unwrap();
+    }
+    drop(commands);
+    thread.join().unwrap();
+    let mut sent = Vec::new();
+    while let Ok(o) = outs.try_recv() {
+        match o {
+            Out::Guests(_) => {}
+            Out::Evidence(e) => sent.push(format!("evidence {}", e.id[0])),
+            Out::Result(r) => sent.push(format!("result {} {}", r.id[0], r.ok)),
+        }
+    }
+    assert_eq!(
+        sent,
+        ["result 1 true", "evidence 2", "result 2 true"],
+        "the stop leaves no evidence; the release's comes first"
+    );
 }
 
 #[test]
