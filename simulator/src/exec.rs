@@ -13,7 +13,9 @@
 //! * the VM's own node ([`SimHypervisors::powered`]): it reports nothing while it is stopped or
 //!   released, and resumes once started or rolled back to a running snapshot;
 //! * the host's load counts only the VMs that run;
-//! * a `Limit` is kept with the VM (its caps, [`SimHypervisors::limits`]); each simulated disk
+//! * a `Limit` is kept with the VM (its caps, [`SimHypervisors::limits`]) and the VM's own
+//!   reports show it ([`cap_report`]: no core busier than its vCPU share, no disk faster than
+//!   its throughput cap); each simulated disk
 //!   is a storage volume of the pool `sim`, so a wiping release wipes and deletes them all and
 //!   its evidence names each with its size.
 //!
@@ -26,7 +28,7 @@ use crate::synth::hardware;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use yunjian_agent::hypervisor::{DomainState, Domains, VmDisk};
-use yunjian_protocol::{GuestView, VmLimits, VmRef, VmSize, VolumeInfo, WipeAlgorithm};
+use yunjian_protocol::{GuestView, Report, VmLimits, VmRef, VmSize, VolumeInfo, WipeAlgorithm};
 
 /// The storage pool the simulated disks are volumes of.
 pub const SIM_POOL: &str = "sim";
@@ -215,6 +217,33 @@ impl SimHypervisors {
     pub fn guests(&self, host: usize, killed: impl Fn(usize) -> bool) -> Option<Vec<GuestView>> {
         let h = self.lock(host)?;
         h.has_guests.then(|| h.list(killed))
+    }
+}
+
+/// A VM's report as its caps let it be: every core at most the vCPU share (`cpu_busy` is their
+/// mean again), every disk's read plus write rate at most the throughput cap (scaled down
+/// together).
+pub fn cap_report(report: &mut Report, caps: VmLimits) {
+    if let Some(percent) = caps.vcpu_percent {
+        let most = u16::from(percent.min(100)) * 100;
+        for core in &mut report.per_core {
+            *core = (*core).min(most);
+        }
+        if !report.per_core.is_empty() {
+            let sum: u32 = report.per_core.iter().map(|&c| u32::from(c)).sum();
+            report.cpu_busy = (sum / report.per_core.len() as u32) as u16;
+        } else {
+            report.cpu_busy = report.cpu_busy.min(most);
+        }
+    }
+    if let Some(most) = caps.disk_bytes_sec {
+        for disk in &mut report.disks {
+            let total = disk.read_bps + disk.write_bps;
+            if total > most {
+                disk.read_bps = disk.read_bps * most / total;
+                disk.write_bps = most - disk.read_bps;
+            }
+        }
     }
 }
 
@@ -562,6 +591,34 @@ mod tests {
         let lifted = run(&hv, Action::Limit(vm, VmLimits::NONE));
         assert!(lifted.ok && lifted.message.contains("lifted"), "{lifted:?}");
         assert_eq!(hv.limits(1), VmLimits::NONE);
+    }
+
+    #[test]
+    fn a_limited_vms_reports_stay_within_its_caps() {
+        let fleet = fleet();
+        let mut sim = synth::NodeSim::new(&fleet, 1, 1_700_000_000_000, 10_000);
+        let mut report = sim.report(&fleet, 1_700_000_000_000, |_| true);
+        report.per_core = vec![9_000, 1_000];
+        report.cpu_busy = 5_000;
+        report.disks[0].read_bps = 3_000_000;
+        report.disks[0].write_bps = 1_000_000;
+        let untouched = report.clone();
+        cap_report(&mut report, VmLimits::NONE);
+        assert_eq!(report, untouched, "no caps, no change");
+        let caps = VmLimits {
+            vcpu_percent: Some(30),
+            disk_bytes_sec: Some(2_000_000),
+            disk_iops_sec: None,
+        };
+        cap_report(&mut report, caps);
+        assert_eq!(
+            (report.per_core.as_slice(), report.cpu_busy),
+            (&[3_000, 1_000][..], 2_000)
+        );
+        assert_eq!(
+            (report.disks[0].read_bps, report.disks[0].write_bps),
+            (1_500_000, 500_000)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::antivirus::AvSim;
 use crate::backfill::{self, Backfill};
 use crate::bmc::BmcSim;
 use crate::clock::AccelClock;
-use crate::exec::SimHypervisors;
+use crate::exec::{cap_report, SimHypervisors};
 use crate::fleet::{Fleet, NodeKind};
 use crate::rng::{hash_u64s, unit_f64};
 use crate::synth::{self, NodeSim};
@@ -220,7 +220,10 @@ pub(crate) async fn run(
                             if let Some(list) = guests.due(hypervisors, idx, killed) {
                                 bodies.push(Body::Guests(list));
                             }
-                            let report = sim.report(fleet, ts, up);
+                            let mut report = sim.report(fleet, ts, up);
+                            if is_vm {
+                                cap_report(&mut report, hypervisors.limits(idx));
+                            }
                             let busy = f64::from(report.cpu_busy) / 10_000.0;
                             bodies.push(Body::Report(report));
                             if let Some(hw) = bmc.as_mut().and_then(|b| b.due(ts, busy)) {
