@@ -54,8 +54,8 @@ pub enum Action {
     Limit(VmRef, VmLimits),
     /// After the unit's handover is confirmed: wipe every disk volume of the stopped VM (libvirt
     /// storage volume wipe, then delete) and undefine it. Refused while it runs, and refused
-    /// with nothing changed when any disk is not a libvirt storage volume (a plain file or
-    /// device outside every storage pool cannot be wiped through libvirt: the evidence names
+    /// with nothing changed when any disk cannot be wiped through libvirt (a plain file or
+    /// device outside every storage pool, or a disk shared with other VMs: the evidence names
     /// it). The agent sends a [`CommandEvidence`] with what was wiped before the
     /// [`CommandResult`].
     ReleaseAndWipe(VmRef),
@@ -197,9 +197,10 @@ pub struct DiskWipe {
 /// What happened to one disk. Only append.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DiskWipeState {
-    /// Not a libvirt storage volume (a file or device outside every storage pool, a network
-    /// disk...): it was not wiped, and because of it nothing of the VM was. The reason.
-    NotAVolume(String),
+    /// Cannot be wiped through libvirt: not a storage volume (a file or device outside every
+    /// storage pool, a network disk...), or shared with other VMs (`<shareable/>`,
+    /// `<readonly/>`). It was not wiped, and because of it nothing of the VM was. The reason.
+    NotWipeable(String),
     /// A storage volume that was not wiped: the release stopped before it or its wipe failed.
     /// The reason.
     NotWiped(VolumeInfo, String),

@@ -459,7 +459,7 @@ fn golden_command_evidence_bytes() {
             DiskWipe {
                 target: "vdb".into(),
                 source: "/f".into(),
-                state: DiskWipeState::NotAVolume("x".into()),
+                state: DiskWipeState::NotWipeable("x".into()),
             },
             DiskWipe {
                 target: "vdc".into(),
@@ -491,7 +491,7 @@ fn golden_command_evidence_bytes() {
         1, b'p', 1, b'v', 0x80, 0x80, 0x80, 0x80, 0x04, // volume: pool, name, 1 GiB
         0, 5, 1, // WipeAlgorithm::Zero, wiped_ms, deleted
         3, b'v', b'd', b'b', 2, b'/', b'f', // target, source
-        0, 1, b'x', // DiskWipeState::NotAVolume("x")
+        0, 1, b'x', // DiskWipeState::NotWipeable("x")
         3, b'v', b'd', b'c', 0, // target, no source
         1, 1, b'p', 1, b'v', 0x80, 0x80, 0x80, 0x80, 0x04, 1, b'y', // NotWiped(volume, "y")
     ]);

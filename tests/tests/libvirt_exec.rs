@@ -513,7 +513,7 @@ async fn limit_and_the_wiping_release_through_the_agents_libvirt_connection() {
         !refused.ok
             && refused
                 .message
-                .contains("disk(s) vdb are not libvirt storage volumes"),
+                .contains("disk vdb cannot be wiped through libvirt"),
         "{refused:?}"
     );
     let (evidence, evidence_seq, result_seq) = {
@@ -540,7 +540,7 @@ async fn limit_and_the_wiping_release_through_the_agents_libvirt_connection() {
         "{wipe:?}"
     );
     assert!(
-        matches!(&wipe.disks[1].state, DiskWipeState::NotAVolume(why) if why.contains("plain.img is in no libvirt storage pool")),
+        matches!(&wipe.disks[1].state, DiskWipeState::NotWipeable(why) if why.contains("plain.img is in no libvirt storage pool")),
         "{wipe:?}"
     );
     // nothing was touched: still defined

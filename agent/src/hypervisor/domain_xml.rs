@@ -63,8 +63,18 @@ impl DiskSource {
     }
 }
 
-/// The target and source of every disk (`<disk device='disk'>`), in definition order.
-pub fn parse_disk_sources(xml: &str) -> Vec<(String, DiskSource)> {
+/// One disk of a domain, as a wiping release needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskRef {
+    /// Its target, e.g. `vda`.
+    pub target: String,
+    pub source: DiskSource,
+    /// Marked `<shareable/>` or `<readonly/>`: it may be other VMs' disk too.
+    pub shared: bool,
+}
+
+/// Every disk (`<disk device='disk'>`), in definition order.
+pub fn parse_disk_sources(xml: &str) -> Vec<DiskRef> {
     elements(xml, "disk")
         .filter(|d| attr(d.attrs, "device").unwrap_or("disk") == "disk")
         .filter_map(|d| {
@@ -82,11 +92,18 @@ pub fn parse_disk_sources(xml: &str) -> Vec<(String, DiskSource)> {
                     .map(|(pool, volume)| DiskSource::Volume { pool, volume }),
                 _ => None,
             };
-            let found = found.unwrap_or_else(|| match source {
+            let source = found.unwrap_or_else(|| match source {
                 None => DiskSource::Other(format!("{kind}, without a source")),
                 Some(_) => DiskSource::Other(kind.to_string()),
             });
-            Some((target, found))
+            let shared = ["shareable", "readonly"]
+                .iter()
+                .any(|flag| elements(body, flag).next().is_some());
+            Some(DiskRef {
+                target,
+                source,
+                shared,
+            })
         })
         .collect()
 }
@@ -431,27 +448,38 @@ mod tests {
     <disk type='block' device='disk'><source dev='/dev/vg0/x'/><target dev='vdc'/></disk>
     <disk type='network' device='disk'><source protocol='rbd' name='p/x'/><target dev='vdd'/></disk>
     <disk type='file' device='disk'><target dev='vde'/></disk>
+    <disk type='file' device='disk'><source file='/img/shared'/><target dev='vdf'/><shareable/></disk>
+    <disk type='file' device='disk'><source file='/img/base'/><target dev='vdg'/><readonly/></disk>
 </devices></domain>"#;
+        let disk = |target: &str, source, shared| DiskRef {
+            target: target.into(),
+            source,
+            shared,
+        };
         assert_eq!(
             parse_disk_sources(xml),
             vec![
-                ("vda".into(), DiskSource::Path("/img/a&b.qcow2".into())),
-                (
-                    "vdb".into(),
+                disk("vda", DiskSource::Path("/img/a&b.qcow2".into()), false),
+                disk(
+                    "vdb",
                     DiskSource::Volume {
                         pool: "ssd".into(),
                         volume: "web-data".into()
-                    }
+                    },
+                    false
                 ),
-                ("vdc".into(), DiskSource::Path("/dev/vg0/x".into())),
-                ("vdd".into(), DiskSource::Other("network".into())),
-                (
-                    "vde".into(),
-                    DiskSource::Other("file, without a source".into())
+                disk("vdc", DiskSource::Path("/dev/vg0/x".into()), false),
+                disk("vdd", DiskSource::Other("network".into()), false),
+                disk(
+                    "vde",
+                    DiskSource::Other("file, without a source".into()),
+                    false
                 ),
+                disk("vdf", DiskSource::Path("/img/shared".into()), true),
+                disk("vdg", DiskSource::Path("/img/base".into()), true),
             ]
         );
-        assert_eq!(disk_elements(xml).len(), 5, "the CD-ROM is left out");
+        assert_eq!(disk_elements(xml).len(), 7, "the CD-ROM is left out");
     }
 
     #[test]

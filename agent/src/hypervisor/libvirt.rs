@@ -378,11 +378,18 @@ impl Domains for Libvirt {
             .get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
             .map_err(|e| self.fail("cannot read the domain's definition", &e))?;
         let mut disks = Vec::new();
-        for (target, source) in parse_disk_sources(&xml) {
-            let volume = self.volume_of(&source)?;
+        for disk in parse_disk_sources(&xml) {
+            let volume =
+                if disk.shared {
+                    Err("shared with other VMs (<shareable/> or <readonly/> in its definition): it \
+                     may hold their data; detach it before a wiping release"
+                    .to_string())
+                } else {
+                    self.volume_of(&disk.source)?
+                };
             disks.push(VmDisk {
-                target,
-                source: source.describe(),
+                target: disk.target,
+                source: disk.source.describe(),
                 volume,
             });
         }
@@ -455,7 +462,7 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     /// vm-a: a file disk and a `type='volume'` disk, both in pool-a, and a CD-ROM; vm-b: a disk
-    /// in pool-a and a plain file in no pool. Both run.
+    /// in pool-a, a plain file in no pool and a shareable volume. Both run.
     const NODE: &str = "<node>
   <cpu><mhz>2000</mhz><model>x86</model><nodes>1</nodes><sockets>1</sockets><cores>8</cores><threads>1</threads><active>8</active></cpu>
   <memory>16777216</memory>
@@ -480,6 +487,7 @@ mod tests {
     <devices>
       <disk type='file' device='disk'><source file='/pool-a/b.img'/><target dev='vda' bus='virtio'/></disk>
       <disk type='file' device='disk'><source file='/srv/plain.img'/><target dev='vdb' bus='virtio'/></disk>
+      <disk type='file' device='disk'><source file='/pool-a/shared.img'/><target dev='vdc' bus='virtio'/><shareable/></disk>
     </devices>
   </domain>
   <pool type='dir'>
@@ -492,6 +500,7 @@ mod tests {
     <volume type='file'><name>root.img</name><capacity unit='GiB'>20</capacity><allocation>0</allocation><target><path>/pool-a/root.img</path></target></volume>
     <volume type='file'><name>data.img</name><capacity unit='GiB'>100</capacity><allocation>0</allocation><target><path>/pool-a/data.img</path></target></volume>
     <volume type='file'><name>b.img</name><capacity unit='GiB'>8</capacity><allocation>0</allocation><target><path>/pool-a/b.img</path></target></volume>
+    <volume type='file'><name>shared.img</name><capacity unit='GiB'>1</capacity><allocation>0</allocation><target><path>/pool-a/shared.img</path></target></volume>
   </pool>
 </node>";
 
@@ -595,13 +604,13 @@ mod tests {
             assert!(execute(&mut lv, &Action::Stop(v.clone(), "before-release".into())).ok);
         }
 
-        // vm-b's second disk is a plain file: the release is refused, nothing touched
+        // vm-b's second disk is a plain file, its third a shared volume: refused, nothing touched
         let out = execute(&mut lv, &Action::ReleaseAndWipe(b.clone()));
         assert!(
             !out.ok
                 && out
                     .message
-                    .contains("disk(s) vdb are not libvirt storage volumes"),
+                    .contains("disk vdb cannot be wiped through libvirt"),
             "{out:?}"
         );
         let evidence = wipe_evidence(&out);
@@ -609,12 +618,17 @@ mod tests {
             evidence.disks[0].state,
             DiskWipeState::NotWiped(
                 volume("b.img", 8),
-                "not wiped: vdb not a libvirt storage volume".into()
+                "not wiped: vdb, vdc cannot be wiped".into()
             )
         );
         assert_eq!(evidence.disks[1].source, "/srv/plain.img");
         assert!(
-            matches!(&evidence.disks[1].state, DiskWipeState::NotAVolume(why) if why.contains("/srv/plain.img is in no libvirt storage pool")),
+            matches!(&evidence.disks[1].state, DiskWipeState::NotWipeable(why) if why.contains("/srv/plain.img is in no libvirt storage pool")),
+            "{evidence:?}"
+        );
+        // a volume like any other, but shared: never wiped for one VM's release
+        assert!(
+            matches!(&evidence.disks[2].state, DiskWipeState::NotWipeable(why) if why.starts_with("shared with other VMs")),
             "{evidence:?}"
         );
         assert!(lv.find(&b).unwrap().is_some());

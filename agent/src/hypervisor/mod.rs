@@ -16,7 +16,8 @@
 //!   applies them live where the hypervisor allows, saying what waits for the next start;
 //! * `ReleaseAndWipe` wipes every disk volume (libvirt storage volume wipe), undefines the VM,
 //!   then deletes the volumes, and sends the evidence ([`Body::CommandEvidence`]) before its
-//!   result. It never pretends: a disk that is not a libvirt storage volume refuses the whole
+//!   result. It never pretends: a disk that cannot be wiped through libvirt (not a storage
+//!   volume, or shared with other VMs) refuses the whole
 //!   release before anything is touched, and every disk's fate is in the evidence;
 //! * results are journaled before they are published (see
 //!   [`Publisher::send_result`](crate::publish::Publisher::send_result)), so a replayed command
@@ -376,7 +377,7 @@ fn release_and_wipe<D: Domains>(domains: &mut D, vm: &VmRef, state: DomainState)
             source: d.source.clone(),
             state: match &d.volume {
                 Ok(v) => DiskWipeState::NotWiped(v.clone(), "not reached".into()),
-                Err(why) => DiskWipeState::NotAVolume(why.clone()),
+                Err(why) => DiskWipeState::NotWipeable(why.clone()),
             },
         })
         .collect();
@@ -388,16 +389,18 @@ fn release_and_wipe<D: Domains>(domains: &mut D, vm: &VmRef, state: DomainState)
             disks,
         })),
     };
-    let outside: Vec<&str> = disks
+    let unwipeable: Vec<(&str, &str)> = disks
         .iter()
-        .filter(|d| d.volume.is_err())
-        .map(|d| d.target.as_str())
+        .filter_map(|d| {
+            d.volume
+                .as_ref()
+                .err()
+                .map(|why| (d.target.as_str(), why.as_str()))
+        })
         .collect();
-    if !outside.is_empty() {
-        let reason = format!(
-            "not wiped: {} not a libvirt storage volume",
-            outside.join(", ")
-        );
+    if !unwipeable.is_empty() {
+        let targets: Vec<&str> = unwipeable.iter().map(|(t, _)| *t).collect();
+        let reason = format!("not wiped: {} cannot be wiped", targets.join(", "));
         for d in &mut evidence {
             if let DiskWipeState::NotWiped(_, why) = &mut d.state {
                 why.clone_from(&reason);
@@ -406,11 +409,16 @@ fn release_and_wipe<D: Domains>(domains: &mut D, vm: &VmRef, state: DomainState)
         return finish(
             false,
             format!(
-                "release of {vm_label} refused, nothing was wiped or removed: disk(s) {} are \
-                 not libvirt storage volumes and cannot be wiped through libvirt (put the \
+                "release of {vm_label} refused, nothing was wiped or removed: {} (put a plain \
                  file or device into a storage pool, or wipe it by hand and release without \
-                 wiping)",
-                outside.join(", ")
+                 wiping; detach a shared disk first)",
+                unwipeable
+                    .iter()
+                    .map(|(target, why)| format!(
+                        "disk {target} cannot be wiped through libvirt: {why}"
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             evidence,
         );

@@ -440,7 +440,7 @@ fn release_and_wipe_is_refused_while_running_or_with_a_disk_outside_every_pool()
     assert!(!out.ok, "{out:?}");
     assert!(
         out.message
-            .contains("refused, nothing was wiped or removed: disk(s) vdc"),
+            .contains("refused, nothing was wiped or removed: disk vdc cannot be wiped through libvirt: /srv/old.img is in no libvirt storage pool"),
         "{out:?}"
     );
     assert!(fake.log.is_empty(), "nothing touched: {:?}", fake.log);
@@ -449,13 +449,13 @@ fn release_and_wipe_is_refused_while_running_or_with_a_disk_outside_every_pool()
     assert!(!evidence.complete());
     assert_eq!(
         evidence.disks[2].state,
-        DiskWipeState::NotAVolume("/srv/old.img is in no libvirt storage pool".into())
+        DiskWipeState::NotWipeable("/srv/old.img is in no libvirt storage pool".into())
     );
     assert_eq!(
         evidence.disks[0].state,
         DiskWipeState::NotWiped(
             volume("web-01-root", 20),
-            "not wiped: vdc not a libvirt storage volume".into()
+            "not wiped: vdc cannot be wiped".into()
         )
     );
 }
