@@ -782,7 +782,10 @@ impl Fleet {
                 st.stamps.state = self.clock.next();
             }
             // Commands flow the other way; results are recorded by the command path.
-            Body::Command(_) | Body::CommandResult(_) | Body::Status(_) => {}
+            Body::Command(_)
+            | Body::CommandResult(_)
+            | Body::CommandEvidence(_)
+            | Body::Status(_) => {}
         }
         applied
     }

@@ -4,7 +4,7 @@
 //! sizes in KiB, rates in bytes per second, percentages in hundredths of a percent
 //! ([`Centi`]: 0..=10000), load averages ×100.
 
-use crate::command::{Command, CommandResult};
+use crate::command::{Command, CommandEvidence, CommandResult};
 use serde::{Deserialize, Serialize};
 
 /// Hundredths of a percent: 7000 = 70.00 %.
@@ -41,6 +41,9 @@ pub enum Body {
     Antivirus(AntivirusReport),
     /// The BMC over IPMI: sensors, new SEL entries, chassis (physical hosts only).
     Hardware(crate::hardware::HardwareReport),
+    /// Agent → aggregator, what a command did to the data (a wiping release), sent right
+    /// before its [`CommandResult`].
+    CommandEvidence(CommandEvidence),
 }
 
 impl Body {
@@ -57,6 +60,7 @@ impl Body {
             Body::Guests(_) => "guests",
             Body::Antivirus(_) => "antivirus",
             Body::Hardware(_) => "hardware",
+            Body::CommandEvidence(_) => "command_evidence",
         }
     }
 }

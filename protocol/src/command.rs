@@ -42,8 +42,23 @@ pub enum Action {
     /// running state come back).
     Rollback(VmRef, String),
     /// After the hold period: undefine the stopped VM, returning its resources. Refused while
-    /// it runs.
+    /// it runs. Its disks are kept (see [`Action::ReleaseAndWipe`] for the release that clears
+    /// the data).
     Release(VmRef),
+    /// 004 第十六条's last step before reclaiming everything, "limit service": cap the VM's vCPU
+    /// time and disk I/O (persistent definition, and live where the hypervisor allows), or,
+    /// with every cap `None` ([`VmLimits::NONE`]), lift the caps again. Each `Limit` states the
+    /// whole set of caps: a cap left `None` is lifted. Takes nothing away, so it names no
+    /// snapshot. Since the `Limit` action was appended (no protocol version change: an older
+    /// agent refuses it as an undecodable command).
+    Limit(VmRef, VmLimits),
+    /// After the unit's handover is confirmed: wipe every disk volume of the stopped VM (libvirt
+    /// storage volume wipe, then delete) and undefine it. Refused while it runs, and refused
+    /// with nothing changed when any disk cannot be wiped through libvirt (a plain file or
+    /// device outside every storage pool, or a disk shared with other VMs: the evidence names
+    /// it). The agent sends a [`CommandEvidence`] with what was wiped before the
+    /// [`CommandResult`].
+    ReleaseAndWipe(VmRef),
 }
 
 impl Action {
@@ -57,6 +72,8 @@ impl Action {
             Action::Start(..) => "start",
             Action::Rollback(..) => "rollback",
             Action::Release(..) => "release",
+            Action::Limit(..) => "limit",
+            Action::ReleaseAndWipe(..) => "release_wipe",
         }
     }
 
@@ -69,7 +86,9 @@ impl Action {
             | Action::Downsize(vm, _, _)
             | Action::Start(vm)
             | Action::Rollback(vm, _)
-            | Action::Release(vm) => Some(vm),
+            | Action::Release(vm)
+            | Action::Limit(vm, _)
+            | Action::ReleaseAndWipe(vm) => Some(vm),
         }
     }
 }
@@ -89,10 +108,134 @@ pub struct VmSize {
     pub mem_kib: u64,
 }
 
+/// The caps of [`Action::Limit`]; `None` is "no cap".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmLimits {
+    /// Share of each vCPU's time the VM may use, in percent (1..=100): libvirt's
+    /// `vcpu_quota` over a `vcpu_period` of [`VmLimits::VCPU_PERIOD_US`] µs
+    /// (`<cputune><period>/<quota>`).
+    pub vcpu_percent: Option<u8>,
+    /// Disk throughput per disk, bytes per second (`<iotune><total_bytes_sec>`).
+    pub disk_bytes_sec: Option<u64>,
+    /// Disk operations per disk, per second (`<iotune><total_iops_sec>`).
+    pub disk_iops_sec: Option<u64>,
+}
+
+impl VmLimits {
+    /// No cap at all: a `Limit` with these lifts every cap.
+    pub const NONE: VmLimits = VmLimits {
+        vcpu_percent: None,
+        disk_bytes_sec: None,
+        disk_iops_sec: None,
+    };
+    /// The scheduler period the vCPU cap is set over, in microseconds (libvirt's default).
+    pub const VCPU_PERIOD_US: u64 = 100_000;
+
+    /// Whether this lifts every cap.
+    pub fn is_none(&self) -> bool {
+        *self == VmLimits::NONE
+    }
+
+    /// The vCPU quota for [`VmLimits::VCPU_PERIOD_US`], in microseconds.
+    pub fn vcpu_quota_us(&self) -> Option<u64> {
+        self.vcpu_percent
+            .map(|p| u64::from(p) * VmLimits::VCPU_PERIOD_US / 100)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandResult {
     pub id: [u8; 16],
     pub ok: bool,
     /// Human-readable outcome or error.
     pub message: String,
+}
+
+/// Agent → aggregator: the evidence of what a command did to the data, sent (as
+/// [`Body::CommandEvidence`](crate::Body::CommandEvidence)) right before the command's
+/// [`CommandResult`] on the same ordered stream. A replayed command gets its journaled result
+/// again, not a second evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandEvidence {
+    /// The command's id, as in its [`CommandResult`].
+    pub id: [u8; 16],
+    pub evidence: Evidence,
+}
+
+/// What a command left as evidence. Only append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// [`Action::ReleaseAndWipe`]: every disk of the VM and what happened to it.
+    Wipe(WipeEvidence),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WipeEvidence {
+    pub vm: VmRef,
+    /// Every disk of the VM (`<disk device='disk'>`), in definition order.
+    pub disks: Vec<DiskWipe>,
+}
+
+impl WipeEvidence {
+    /// Every disk was wiped and its volume deleted.
+    pub fn complete(&self) -> bool {
+        self.disks
+            .iter()
+            .all(|d| matches!(d.state, DiskWipeState::Wiped { deleted: true, .. }))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskWipe {
+    /// The disk's target in the VM, e.g. `vda`.
+    pub target: String,
+    /// Its source: a file or device path, or `pool/volume`; empty when it has none.
+    pub source: String,
+    pub state: DiskWipeState,
+}
+
+/// What happened to one disk. Only append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DiskWipeState {
+    /// Cannot be wiped through libvirt: not a storage volume (a file or device outside every
+    /// storage pool, a network disk...), or shared with other VMs (`<shareable/>`,
+    /// `<readonly/>`). It was not wiped, and because of it nothing of the VM was. The reason.
+    NotWipeable(String),
+    /// A storage volume that was not wiped: the release stopped before it or its wipe failed.
+    /// The reason.
+    NotWiped(VolumeInfo, String),
+    /// Overwritten with `algorithm`, completed at `wiped_ms` (Unix ms, the agent's clock);
+    /// `deleted`: the volume was deleted afterwards (false: the release stopped after the
+    /// wipe, the result's message says why).
+    Wiped {
+        volume: VolumeInfo,
+        algorithm: WipeAlgorithm,
+        wiped_ms: u64,
+        deleted: bool,
+    },
+}
+
+/// A libvirt storage volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub pool: String,
+    pub name: String,
+    /// Its capacity (the size the guest saw), bytes.
+    pub capacity_bytes: u64,
+}
+
+/// libvirt's wipe algorithms (`virStorageVolWipeAlgorithm`) the agent uses. Only append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WipeAlgorithm {
+    /// One pass of zeroes (`VIR_STORAGE_VOL_WIPE_ALG_ZERO`).
+    Zero,
+}
+
+impl WipeAlgorithm {
+    /// libvirt's (and `virsh vol-wipe --algorithm`'s) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WipeAlgorithm::Zero => "zero",
+        }
+    }
 }

@@ -47,7 +47,10 @@ pub mod topics;
 
 pub use auth::{KeyError, MasterKey, NodeKey, MAC_LEN};
 pub use body::*;
-pub use command::{Action, Command, CommandResult, VmRef, VmSize};
+pub use command::{
+    Action, Command, CommandEvidence, CommandResult, DiskWipe, DiskWipeState, Evidence, VmLimits,
+    VmRef, VmSize, VolumeInfo, WipeAlgorithm, WipeEvidence,
+};
 pub use frame::{decode, decode_unverified, encode, FrameError, MAX_FRAME_LEN};
 
 use serde::{Deserialize, Serialize};

@@ -366,3 +366,137 @@ fn golden_hardware_bytes() {
     assert_eq!(decode(&frame, "h1", &key()).unwrap(), env);
     assert_eq!(env.body.kind(), "hardware");
 }
+
+fn vm_ab() -> VmRef {
+    VmRef {
+        uuid: "u".into(),
+        name: "a".into(),
+    }
+}
+
+fn command_bytes(action: Action) -> Vec<u8> {
+    let env = Envelope::new(
+        "h1",
+        0,
+        1,
+        Body::Command(Command {
+            id: [9; 16],
+            expires_ms: 2,
+            action,
+        }),
+    );
+    let frame = encode(&env, &key()).unwrap();
+    assert_eq!(decode(&frame, "h1", &key()).unwrap(), env);
+    let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
+    // version, node, seq, ts_ms, Body::Command, id, expires_ms
+    let mut head = vec![2, 2, b'h', b'1', 0, 1, 4];
+    head.extend([9u8; 16]);
+    head.push(2);
+    assert_eq!(&signed[..head.len()], &head[..]);
+    signed[head.len()..].to_vec()
+}
+
+/// `Action::Limit` is variant 7 and `Action::ReleaseAndWipe` variant 8, appended after
+/// `Release`: the older actions keep their bytes (a `Release` is still 6).
+#[test]
+fn golden_limit_and_release_and_wipe_bytes() {
+    assert_eq!(
+        command_bytes(Action::Release(vm_ab())),
+        [6, 1, b'u', 1, b'a']
+    );
+    let cap = VmLimits {
+        vcpu_percent: Some(50),
+        disk_bytes_sec: Some(10_485_760),
+        disk_iops_sec: None,
+    };
+    assert_eq!(
+        command_bytes(Action::Limit(vm_ab(), cap)),
+        [
+            7, // Action::Limit
+            1, b'u', 1, b'a', // VmRef
+            1, 50, // Some(50) %
+            1, 0x80, 0x80, 0x80, 0x05, // Some(10 MiB/s) varint
+            0,    // no IOPS cap
+        ]
+    );
+    // lifting every cap: the same action with no caps
+    assert_eq!(
+        command_bytes(Action::Limit(vm_ab(), VmLimits::NONE)),
+        [7, 1, b'u', 1, b'a', 0, 0, 0]
+    );
+    assert_eq!(cap.vcpu_quota_us(), Some(50_000));
+    assert!(VmLimits::NONE.is_none() && !cap.is_none());
+    assert_eq!(
+        command_bytes(Action::ReleaseAndWipe(vm_ab())),
+        [8, 1, b'u', 1, b'a']
+    );
+    assert_eq!(Action::Limit(vm_ab(), cap).kind(), "limit");
+    assert_eq!(Action::ReleaseAndWipe(vm_ab()).kind(), "release_wipe");
+    assert_eq!(Action::ReleaseAndWipe(vm_ab()).vm(), Some(&vm_ab()));
+}
+
+/// `Body::CommandEvidence` is variant 10, appended after `Hardware`.
+#[test]
+fn golden_command_evidence_bytes() {
+    let volume = VolumeInfo {
+        pool: "p".into(),
+        name: "v".into(),
+        capacity_bytes: 1 << 30,
+    };
+    let evidence = WipeEvidence {
+        vm: vm_ab(),
+        disks: vec![
+            DiskWipe {
+                target: "vda".into(),
+                source: "/p/v".into(),
+                state: DiskWipeState::Wiped {
+                    volume: volume.clone(),
+                    algorithm: WipeAlgorithm::Zero,
+                    wiped_ms: 5,
+                    deleted: true,
+                },
+            },
+            DiskWipe {
+                target: "vdb".into(),
+                source: "/f".into(),
+                state: DiskWipeState::NotWipeable("x".into()),
+            },
+            DiskWipe {
+                target: "vdc".into(),
+                source: String::new(),
+                state: DiskWipeState::NotWiped(volume, "y".into()),
+            },
+        ],
+    };
+    assert!(!evidence.complete());
+    let env = Envelope::new(
+        "h1",
+        7,
+        1,
+        Body::CommandEvidence(CommandEvidence {
+            id: [3; 16],
+            evidence: Evidence::Wipe(evidence),
+        }),
+    );
+    let frame = encode(&env, &key()).unwrap();
+    let (signed, _) = frame.split_at(frame.len() - MAC_LEN);
+    let mut expected = vec![2, 2, b'h', b'1', 7, 1, 10]; // Body::CommandEvidence
+    expected.extend([3u8; 16]);
+    expected.extend([
+        0, // Evidence::Wipe
+        1, b'u', 1, b'a', // the VM
+        3,    // three disks
+        3, b'v', b'd', b'a', 4, b'/', b'p', b'/', b'v', // target, source
+        2,    // DiskWipeState::Wiped
+        1, b'p', 1, b'v', 0x80, 0x80, 0x80, 0x80, 0x04, // volume: pool, name, 1 GiB
+        0, 5, 1, // WipeAlgorithm::Zero, wiped_ms, deleted
+        3, b'v', b'd', b'b', 2, b'/', b'f', // target, source
+        0, 1, b'x', // DiskWipeState::NotWipeable("x")
+        3, b'v', b'd', b'c', 0, // target, no source
+        1, 1, b'p', 1, b'v', 0x80, 0x80, 0x80, 0x80, 0x04, 1, b'y', // NotWiped(volume, "y")
+    ]);
+    assert_eq!(signed, &expected[..]);
+    assert_eq!(decode(&frame, "h1", &key()).unwrap(), env);
+    assert_eq!(env.body.kind(), "command_evidence");
+    assert_eq!(WipeAlgorithm::Zero.as_str(), "zero");
+}

@@ -12,7 +12,12 @@
 //!   downsized one at its new size, a released one gone;
 //! * the VM's own node ([`SimHypervisors::powered`]): it reports nothing while it is stopped or
 //!   released, and resumes once started or rolled back to a running snapshot;
-//! * the host's load counts only the VMs that run.
+//! * the host's load counts only the VMs that run;
+//! * a `Limit` is kept with the VM (its caps, [`SimHypervisors::limits`]) and the VM's own
+//!   reports show it ([`cap_report`]: no core busier than its vCPU share, no disk faster than
+//!   its throughput cap); each simulated disk
+//!   is a storage volume of the pool `sim`, so a wiping release wipes and deletes them all and
+//!   its evidence names each with its size.
 //!
 //! A VM whose node the simulation killed ([`crate::Simulation::kill_node`]) counts as not
 //! running; it cannot be started again (its node task is gone), so a start, or a rollback to a
@@ -22,8 +27,11 @@ use crate::fleet::{Fleet, NodeKind};
 use crate::synth::hardware;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use yunjian_agent::hypervisor::{DomainState, Domains};
-use yunjian_protocol::{GuestView, VmRef, VmSize};
+use yunjian_agent::hypervisor::{DomainState, Domains, VmDisk};
+use yunjian_protocol::{GuestView, Report, VmLimits, VmRef, VmSize, VolumeInfo, WipeAlgorithm};
+
+/// The storage pool the simulated disks are volumes of.
+pub const SIM_POOL: &str = "sim";
 
 /// Why a simulated hypervisor operation failed (quoted in the command's result).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +42,8 @@ pub enum DomainError {
     NoSnapshot(String),
     #[error("the simulated VM's node was killed by the simulation and cannot boot again")]
     Killed,
+    #[error("storage volume not found: no storage vol with matching name {0:?}")]
+    NoVolume(String),
 }
 
 /// One simulated VM, as its hypervisor knows it.
@@ -44,6 +54,9 @@ struct SimVm {
     uuid: String,
     name: String,
     disk_kib: u64,
+    /// Its disks: target and volume, in the pool [`SIM_POOL`].
+    disks: Vec<(String, VolumeInfo)>,
+    caps: VmLimits,
     state: DomainState,
     /// Snapshot name → the VM's state when it was taken.
     snapshots: BTreeMap<String, DomainState>,
@@ -113,6 +126,21 @@ impl SimHypervisors {
                             uuid: uuid.clone(),
                             name: vm.id.clone(),
                             disk_kib: hw.disks.iter().map(|d| d.1).sum(),
+                            disks: hw
+                                .disks
+                                .iter()
+                                .enumerate()
+                                .map(|(i, (_, kib))| {
+                                    let target = format!("vd{}", char::from(b'a' + (i % 26) as u8));
+                                    let volume = VolumeInfo {
+                                        pool: SIM_POOL.into(),
+                                        name: format!("{}-{target}", vm.id),
+                                        capacity_bytes: kib * 1024,
+                                    };
+                                    (target, volume)
+                                })
+                                .collect(),
+                            caps: VmLimits::NONE,
                             state: DomainState {
                                 running: true,
                                 size: VmSize {
@@ -170,12 +198,52 @@ impl SimHypervisors {
             .is_some_and(|h| h.vms.iter().any(|vm| vm.node == node && vm.state.running))
     }
 
+    /// The caps of VM node `node` (no caps for one not defined, or not a VM).
+    pub fn limits(&self, node: usize) -> VmLimits {
+        let Some(&host) = node
+            .checked_sub(self.hosts.len())
+            .and_then(|i| self.host_of.get(i))
+        else {
+            return VmLimits::NONE;
+        };
+        self.lock(host)
+            .and_then(|h| h.vms.iter().find(|vm| vm.node == node).map(|vm| vm.caps))
+            .unwrap_or(VmLimits::NONE)
+    }
+
     /// Host `host`'s guest list (every VM defined there); `killed(i)` as in
     /// [`SimHypervisors::host`]. `None` for a node that is not a host, or a host the scenario
     /// gave no VMs; `Some` of an empty list once all its VMs are released.
     pub fn guests(&self, host: usize, killed: impl Fn(usize) -> bool) -> Option<Vec<GuestView>> {
         let h = self.lock(host)?;
         h.has_guests.then(|| h.list(killed))
+    }
+}
+
+/// A VM's report as its caps let it be: every core at most the vCPU share (`cpu_busy` is their
+/// mean again), every disk's read plus write rate at most the throughput cap (scaled down
+/// together).
+pub fn cap_report(report: &mut Report, caps: VmLimits) {
+    if let Some(percent) = caps.vcpu_percent {
+        let most = u16::from(percent.min(100)) * 100;
+        for core in &mut report.per_core {
+            *core = (*core).min(most);
+        }
+        if !report.per_core.is_empty() {
+            let sum: u32 = report.per_core.iter().map(|&c| u32::from(c)).sum();
+            report.cpu_busy = (sum / report.per_core.len() as u32) as u16;
+        } else {
+            report.cpu_busy = report.cpu_busy.min(most);
+        }
+    }
+    if let Some(most) = caps.disk_bytes_sec {
+        for disk in &mut report.disks {
+            let total = disk.read_bps + disk.write_bps;
+            if total > most {
+                disk.read_bps = disk.read_bps * most / total;
+                disk.write_bps = most - disk.read_bps;
+            }
+        }
     }
 }
 
@@ -271,6 +339,43 @@ impl<K: Fn(usize) -> bool> Domains for HostDomains<'_, K> {
         if self.vms.vms.len() == before {
             return Err(DomainError::NotDefined);
         }
+        Ok(())
+    }
+
+    fn limit(&mut self, vm: &VmRef, caps: VmLimits) -> Result<(VmLimits, String), DomainError> {
+        Ok((
+            std::mem::replace(&mut self.vm(vm)?.caps, caps),
+            String::new(),
+        ))
+    }
+
+    fn disks(&mut self, vm: &VmRef) -> Result<Vec<VmDisk>, DomainError> {
+        Ok(self
+            .vm(vm)?
+            .disks
+            .iter()
+            .map(|(target, volume)| VmDisk {
+                target: target.clone(),
+                source: format!("/sim/{}", volume.name),
+                volume: Ok(volume.clone()),
+            })
+            .collect())
+    }
+
+    fn wipe(&mut self, volume: &VolumeInfo, _: WipeAlgorithm) -> Result<(), DomainError> {
+        // a simulated volume holds no data; it must still exist (owned by a defined VM)
+        let exists = self
+            .vms
+            .vms
+            .iter()
+            .any(|v| v.disks.iter().any(|(_, d)| d == volume));
+        exists
+            .then_some(())
+            .ok_or_else(|| DomainError::NoVolume(volume.name.clone()))
+    }
+
+    fn delete(&mut self, _: &VolumeInfo) -> Result<(), DomainError> {
+        // the volume went with its VM's definition (`undefine` drops the SimVm)
         Ok(())
     }
 
@@ -463,6 +568,94 @@ mod tests {
         assert!(run(&hv, Action::Stop(other.clone(), "s".into())).ok);
         assert!(run(&hv, Action::Release(other)).ok);
         assert_eq!(hv.guests(0, none_killed), Some(Vec::new()));
+    }
+
+    #[test]
+    fn limit_is_kept_with_the_vm_and_lifted_by_no_caps() {
+        let fleet = fleet();
+        let hv = SimHypervisors::new(&fleet);
+        let vm = vm_ref(&fleet, 1);
+        let caps = VmLimits {
+            vcpu_percent: Some(25),
+            disk_bytes_sec: None,
+            disk_iops_sec: Some(50),
+        };
+        let out = run(&hv, Action::Limit(vm.clone(), caps));
+        assert!(
+            out.ok && out.message.contains("limited to vCPU ≤ 25% each"),
+            "{out:?}"
+        );
+        assert_eq!(hv.limits(1), caps);
+        assert_eq!(hv.limits(2), VmLimits::NONE, "the other VM is untouched");
+        assert!(hv.powered(1), "a limited VM keeps running");
+        let lifted = run(&hv, Action::Limit(vm, VmLimits::NONE));
+        assert!(lifted.ok && lifted.message.contains("lifted"), "{lifted:?}");
+        assert_eq!(hv.limits(1), VmLimits::NONE);
+    }
+
+    #[test]
+    fn a_limited_vms_reports_stay_within_its_caps() {
+        let fleet = fleet();
+        let mut sim = synth::NodeSim::new(&fleet, 1, 1_700_000_000_000, 10_000);
+        let mut report = sim.report(&fleet, 1_700_000_000_000, |_| true);
+        report.per_core = vec![9_000, 1_000];
+        report.cpu_busy = 5_000;
+        report.disks[0].read_bps = 3_000_000;
+        report.disks[0].write_bps = 1_000_000;
+        let untouched = report.clone();
+        cap_report(&mut report, VmLimits::NONE);
+        assert_eq!(report, untouched, "no caps, no change");
+        let caps = VmLimits {
+            vcpu_percent: Some(30),
+            disk_bytes_sec: Some(2_000_000),
+            disk_iops_sec: None,
+        };
+        cap_report(&mut report, caps);
+        assert_eq!(
+            (report.per_core.as_slice(), report.cpu_busy),
+            (&[3_000, 1_000][..], 2_000)
+        );
+        assert_eq!(
+            (report.disks[0].read_bps, report.disks[0].write_bps),
+            (1_500_000, 500_000)
+        );
+    }
+
+    #[test]
+    fn release_and_wipe_gives_evidence_for_every_simulated_disk() {
+        use yunjian_protocol::{DiskWipeState, Evidence};
+        let fleet = fleet();
+        let hv = SimHypervisors::new(&fleet);
+        let vm = vm_ref(&fleet, 1);
+        let disks = synth::hardware(&fleet, 1).disks;
+        assert!(!disks.is_empty());
+        let refused = run(&hv, Action::ReleaseAndWipe(vm.clone()));
+        assert!(
+            !refused.ok && refused.message.contains("running"),
+            "{refused:?}"
+        );
+        assert!(run(&hv, Action::Stop(vm.clone(), "s".into())).ok);
+        let out = run(&hv, Action::ReleaseAndWipe(vm.clone()));
+        assert!(out.ok, "{out:?}");
+        assert_eq!(listed(&hv, 1), None, "released");
+        let Some(Evidence::Wipe(evidence)) = &out.evidence else {
+            panic!("no evidence: {out:?}")
+        };
+        assert!(evidence.complete());
+        assert_eq!(evidence.vm, vm);
+        assert_eq!(evidence.disks.len(), disks.len());
+        for (disk, (_, kib)) in evidence.disks.iter().zip(&disks) {
+            let DiskWipeState::Wiped { volume, .. } = &disk.state else {
+                panic!("{disk:?}")
+            };
+            assert_eq!(
+                (volume.pool.as_str(), volume.capacity_bytes),
+                (SIM_POOL, kib * 1024)
+            );
+        }
+        assert_eq!(evidence.disks[0].target, "vda");
+        let again = run(&hv, Action::ReleaseAndWipe(vm));
+        assert!(!again.ok && again.evidence.is_none(), "{again:?}");
     }
 
     #[test]

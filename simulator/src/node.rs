@@ -10,7 +10,7 @@ use crate::antivirus::AvSim;
 use crate::backfill::{self, Backfill};
 use crate::bmc::BmcSim;
 use crate::clock::AccelClock;
-use crate::exec::SimHypervisors;
+use crate::exec::{cap_report, SimHypervisors};
 use crate::fleet::{Fleet, NodeKind};
 use crate::rng::{hash_u64s, unit_f64};
 use crate::synth::{self, NodeSim};
@@ -23,7 +23,7 @@ use tokio::time::{sleep_until, Instant};
 use yunjian_agent::hypervisor::{execute, label, Outcome};
 use yunjian_agent::publish::config::{BufferConfig, MqttConfig};
 use yunjian_agent::publish::{Identity, Publisher, PublisherStats};
-use yunjian_protocol::{Body, Command, CommandResult, GuestView, MasterKey};
+use yunjian_protocol::{Body, Command, CommandEvidence, CommandResult, GuestView, MasterKey};
 
 /// Version string the simulated agents announce in `Hello`.
 pub const AGENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "-sim");
@@ -188,7 +188,14 @@ pub(crate) async fn run(
                 kind = &mut stop => break kind.unwrap_or(Stop::Shutdown),
                 cmd = commands.recv(), if commands_open && powered => match cmd {
                     Some(cmd) => {
-                        publisher.send_result(answer(hypervisors, idx, killed, cmd)).await;
+                        let (evidence, result) = answer(hypervisors, idx, killed, cmd);
+                        // like the agent: the evidence right before its result
+                        if let Some(evidence) = evidence {
+                            if let Err(e) = publisher.send(shared.clock.now_ms(), Body::CommandEvidence(evidence)).await {
+                                tracing::warn!(error = %e, "cannot queue a command's evidence");
+                            }
+                        }
+                        publisher.send_result(result).await;
                         // like the agent: the guest list follows every command at once
                         if let Some(list) = hypervisors.guests(idx, killed) {
                             guests.sent(&list);
@@ -213,7 +220,10 @@ pub(crate) async fn run(
                             if let Some(list) = guests.due(hypervisors, idx, killed) {
                                 bodies.push(Body::Guests(list));
                             }
-                            let report = sim.report(fleet, ts, up);
+                            let mut report = sim.report(fleet, ts, up);
+                            if is_vm {
+                                cap_report(&mut report, hypervisors.limits(idx));
+                            }
                             let busy = f64::from(report.cpu_busy) / 10_000.0;
                             bodies.push(Body::Report(report));
                             if let Some(hw) = bmc.as_mut().and_then(|b| b.due(ts, busy)) {
@@ -303,37 +313,37 @@ async fn publish_history(
 
 /// The answer to a command, with the agent's semantics: a host carries out VM actions on its
 /// simulated VMs ([`execute`] over [`SimHypervisors::host`]); a VM node answers pings only.
+/// The evidence, when the command leaves some, goes out before the result.
 fn answer(
     hypervisors: &SimHypervisors,
     idx: usize,
     killed: impl Fn(usize) -> bool,
     cmd: Command,
-) -> CommandResult {
+) -> (Option<CommandEvidence>, CommandResult) {
     let outcome = match (cmd.action.vm(), hypervisors.host(idx, killed)) {
         (Some(_), Some(mut domains)) => execute(&mut domains, &cmd.action),
-        (None, _) => Outcome {
-            ok: true,
-            message: "pong".into(),
-        },
-        (Some(vm), None) => Outcome {
-            ok: false,
-            message: format!(
-                "{} of {} refused: this node is a VM, not a hypervisor host",
-                cmd.action.kind(),
-                label(vm)
-            ),
-        },
+        (None, _) => Outcome::done("pong".into()),
+        (Some(vm), None) => Outcome::failed(format!(
+            "{} of {} refused: this node is a VM, not a hypervisor host",
+            cmd.action.kind(),
+            label(vm)
+        )),
     };
     if outcome.ok {
         tracing::info!(action = cmd.action.kind(), message = %outcome.message, "command carried out");
     } else {
         tracing::warn!(action = cmd.action.kind(), message = %outcome.message, "command failed");
     }
-    CommandResult {
+    let evidence = outcome.evidence.map(|evidence| CommandEvidence {
+        id: cmd.id,
+        evidence,
+    });
+    let result = CommandResult {
         id: cmd.id,
         ok: outcome.ok,
         message: outcome.message,
-    }
+    };
+    (evidence, result)
 }
 
 /// When a host sends its guest list: first report, any change, every 60 reports, and right
@@ -424,7 +434,7 @@ mod tests {
         assert!(t.due(&hv, 0, none).is_some());
         assert!(t.due(&hv, 0, none).is_none());
 
-        let r = answer(
+        let (_, r) = answer(
             &hv,
             0,
             none,
@@ -440,11 +450,35 @@ mod tests {
         );
 
         // a list sent after a command is not sent again with the next report
-        let r = answer(&hv, 0, none, command(2, Action::Start(vm_ref(&fleet, 1))));
+        let (_, r) = answer(&hv, 0, none, command(2, Action::Start(vm_ref(&fleet, 1))));
         assert!(r.ok, "{r:?}");
         t.sent(&hv.guests(0, none).unwrap());
         assert!(t.due(&hv, 0, none).is_none());
         assert!(hv.powered(1));
+    }
+
+    #[test]
+    fn a_wiping_release_answers_with_its_evidence_under_the_commands_id() {
+        let fleet = Fleet::build(Scenario::uniform(1, 1, 1, 1)).unwrap();
+        let hv = SimHypervisors::new(&fleet);
+        let none = |_: usize| false;
+        let vm = vm_ref(&fleet, 1);
+        let (evidence, r) = answer(
+            &hv,
+            0,
+            none,
+            command(3, Action::Stop(vm.clone(), "s".into())),
+        );
+        assert!(r.ok && evidence.is_none(), "{r:?}");
+        let (evidence, r) = answer(&hv, 0, none, command(4, Action::ReleaseAndWipe(vm.clone())));
+        assert!(r.ok, "{r:?}");
+        let evidence = evidence.expect("a wiping release leaves evidence");
+        assert_eq!(evidence.id, [4; 16]);
+        let yunjian_protocol::Evidence::Wipe(wipe) = evidence.evidence;
+        assert!(
+            wipe.complete() && wipe.vm == vm && !wipe.disks.is_empty(),
+            "{wipe:?}"
+        );
     }
 
     #[test]
@@ -453,11 +487,11 @@ mod tests {
         let hv = SimHypervisors::new(&fleet);
         let none = |_: usize| false;
         for node in [0, 1] {
-            let r = answer(&hv, node, none, command(7, Action::Ping));
+            let (_, r) = answer(&hv, node, none, command(7, Action::Ping));
             assert_eq!((r.id, r.ok, r.message.as_str()), ([7; 16], true, "pong"));
         }
         let vm = vm_ref(&fleet, 1);
-        let r = answer(
+        let (_, r) = answer(
             &hv,
             1,
             none,

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use yunjian_aggregator::app::Aggregator;
 use yunjian_aggregator::config::AggregatorConfig;
 use yunjian_protocol::{
-    decode, encode, topics, Action, Body, Command, CommandResult, Envelope, GuestView, NodeKey,
-    Role, VmRef, VmSize,
+    decode, encode, topics, Action, Body, Command, CommandResult, DiskWipeState, Envelope,
+    Evidence, GuestView, NodeKey, Role, VmLimits, VmRef, VmSize,
 };
 use yunjian_tests::{eventually, free_port, require_tool};
 
@@ -245,11 +245,21 @@ fn guest<'a>(list: &'a [GuestView], uuid: &str) -> Option<&'a GuestView> {
     list.iter().find(|g| g.uuid == uuid)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_connection() {
-    if require_tool(&["virsh"], "libvirt-clients libvirt-dev").is_none() {
-        return;
-    }
+/// A real aggregator (its embedded broker), the operator client and the real agent on
+/// libvirt's test driver with `domains` (the node file's text).
+struct Bed {
+    dir: tempfile::TempDir,
+    agg: Aggregator,
+    op: Operator,
+    agent: Agent,
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+/// `None` (after a SKIP line, or a failure under CI) without libvirt.
+async fn bed(domains_xml: impl FnOnce(&Path) -> String) -> Option<Bed> {
+    require_tool(&["virsh"], "libvirt-clients libvirt-dev")?;
     let bin = tokio::task::spawn_blocking(|| yunjian_tests::agent_binary(&["libvirt"]))
         .await
         .unwrap();
@@ -277,7 +287,32 @@ async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_co
     );
     let op = Operator::start(port, key).await;
     let log = dir.path().join("agent.log");
-    let mut agent = Agent::start(&bin, &config, &log);
+    let agent = Agent::start(&bin, &config, &log);
+    Some(Bed {
+        dir,
+        agg,
+        op,
+        agent,
+        bin,
+        config,
+        log,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_connection() {
+    let Some(Bed {
+        dir: _dir,
+        agg,
+        op,
+        mut agent,
+        bin,
+        config,
+        log,
+    }) = bed(domains_xml).await
+    else {
+        return;
+    };
 
     // the first guest list: both domains, running, with their sizes and vm-a's disk
     let first = op
@@ -392,4 +427,126 @@ async fn stop_replay_rollback_downsize_and_release_through_the_agents_libvirt_co
     );
 
     agg.shutdown().await;
+}
+
+const VM_C: &str = "8895eb01-f6a4-8304-79aa-97f2502e1941";
+
+/// vm-c: one disk that is a volume of pool-a, one plain file in no pool.
+fn wipe_domains_xml(dir: &Path) -> String {
+    let plain = dir.join("plain.img");
+    std::fs::File::create(&plain).unwrap();
+    format!(
+        "<node>
+  <cpu><mhz>2000</mhz><model>x86</model><nodes>1</nodes><sockets>1</sockets><cores>8</cores><threads>1</threads><active>8</active></cpu>
+  <memory>16777216</memory>
+  <domain type='test'>
+    <name>vm-c</name>
+    <uuid>{VM_C}</uuid>
+    <memory unit='KiB'>2097152</memory>
+    <vcpu>2</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>
+    <devices>
+      <disk type='file' device='disk'><source file='/pool-a/c.img'/><target dev='vda' bus='virtio'/></disk>
+      <disk type='file' device='disk'><source file='{}'/><target dev='vdb' bus='virtio'/></disk>
+    </devices>
+  </domain>
+  <pool type='dir'>
+    <name>pool-a</name>
+    <uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid>
+    <capacity unit='GiB'>500</capacity>
+    <allocation>0</allocation>
+    <available unit='GiB'>500</available>
+    <target><path>/pool-a</path></target>
+    <volume type='file'><name>c.img</name><capacity unit='GiB'>8</capacity><allocation>0</allocation><target><path>/pool-a/c.img</path></target></volume>
+  </pool>
+</node>
+",
+        plain.display()
+    )
+}
+
+/// 004 第十六条's "limit service" and the release that clears the data, through the real agent
+/// binary: the caps are set and lifted; the wiping release of a VM with a disk outside every
+/// storage pool is refused with nothing touched, and its evidence arrives before its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_and_the_wiping_release_through_the_agents_libvirt_connection() {
+    let Some(bed) = bed(wipe_domains_xml).await else {
+        return;
+    };
+    let op = &bed.op;
+    let vm_c = VmRef {
+        uuid: VM_C.into(),
+        name: "vm-c".into(),
+    };
+    op.guests_after(0, "the first guest list", |l| l.len() == 1)
+        .await;
+
+    let caps = VmLimits {
+        vcpu_percent: Some(20),
+        disk_bytes_sec: Some(1 << 20),
+        disk_iops_sec: None,
+    };
+    let limited = op.run(1, Action::Limit(vm_c.clone(), caps)).await;
+    assert!(limited.ok, "{limited:?}");
+    assert!(
+        limited
+            .message
+            .contains("limited to vCPU ≤ 20% each, disk ≤ 1048576 B/s per disk")
+            && limited.message.contains("before: no caps"),
+        "{limited:?}"
+    );
+    let lifted = op.run(2, Action::Limit(vm_c.clone(), VmLimits::NONE)).await;
+    assert!(
+        lifted.ok
+            && lifted.message.contains("lifted")
+            && lifted.message.contains("before: vCPU ≤ 20% each"),
+        "{lifted:?}"
+    );
+
+    assert!(
+        op.run(3, Action::Stop(vm_c.clone(), "before-release".into()))
+            .await
+            .ok
+    );
+    let refused = op.run(4, Action::ReleaseAndWipe(vm_c.clone())).await;
+    assert!(
+        !refused.ok
+            && refused
+                .message
+                .contains("disk vdb cannot be wiped through libvirt"),
+        "{refused:?}"
+    );
+    let (evidence, evidence_seq, result_seq) = {
+        let seen = op.seen.lock().unwrap();
+        let evidence = seen
+            .iter()
+            .find_map(|e| match &e.body {
+                Body::CommandEvidence(c) if c.id == [4; 16] => Some((c.clone(), e.seq)),
+                _ => None,
+            })
+            .expect("the evidence was published");
+        let result_seq = seen
+            .iter()
+            .find(|e| matches!(&e.body, Body::CommandResult(r) if r.id == [4; 16]))
+            .map(|e| e.seq)
+            .unwrap();
+        (evidence.0, evidence.1, result_seq)
+    };
+    assert!(evidence_seq < result_seq, "the evidence comes first");
+    let Evidence::Wipe(wipe) = evidence.evidence;
+    assert_eq!(wipe.vm, vm_c);
+    assert!(
+        matches!(&wipe.disks[0].state, DiskWipeState::NotWiped(v, _) if v.name == "c.img" && v.capacity_bytes == 8 << 30),
+        "{wipe:?}"
+    );
+    assert!(
+        matches!(&wipe.disks[1].state, DiskWipeState::NotWipeable(why) if why.contains("plain.img is in no libvirt storage pool")),
+        "{wipe:?}"
+    );
+    // nothing was touched: still defined
+    let mark = op.mark();
+    op.guests_after(mark, "vm-c still defined", |l| guest(l, VM_C).is_some())
+        .await;
+    assert!(op.run(5, Action::Ping).await.ok);
+    bed.agg.shutdown().await;
 }

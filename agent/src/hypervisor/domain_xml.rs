@@ -1,6 +1,9 @@
-//! The few facts the agent reads from a libvirt domain XML, and the snapshot XML it writes.
-//! Pure functions over strings: libvirt's own output is regular (one element per fact, attribute
-//! values quoted), so a small scanner does and no XML library is pulled in.
+//! The few facts the agent reads from a libvirt domain XML, the snapshot XML it writes, and the
+//! one edit it makes (the caps of `Limit`). Pure functions over strings: libvirt's own output is
+//! regular (one element per fact, attribute values quoted), so a small scanner does and no XML
+//! library is pulled in.
+
+use yunjian_protocol::VmLimits;
 
 /// What the guest report needs from a domain's (persistent) definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,241 @@ pub fn parse_domain(xml: &str) -> Option<DomainFacts> {
         mem_kib,
         disks,
     })
+}
+
+/// Where a disk's data lives, as its `<disk>` element says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// `type='file'` (`<source file=…>`) or `type='block'` (`<source dev=…>`): a path, which
+    /// is a storage volume only when some storage pool holds it.
+    Path(String),
+    /// `type='volume'`: a volume named in a pool.
+    Volume { pool: String, volume: String },
+    /// Anything else (`type='network'`, `nvme`, `vhostuser`...), or no source: its type.
+    Other(String),
+}
+
+impl DiskSource {
+    /// As the wipe evidence shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            DiskSource::Path(path) => path.clone(),
+            DiskSource::Volume { pool, volume } => format!("{pool}/{volume}"),
+            DiskSource::Other(_) => String::new(),
+        }
+    }
+}
+
+/// One disk of a domain, as a wiping release needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskRef {
+    /// Its target, e.g. `vda`.
+    pub target: String,
+    pub source: DiskSource,
+    /// Marked `<shareable/>` or `<readonly/>`: it may be other VMs' disk too.
+    pub shared: bool,
+}
+
+/// Every disk (`<disk device='disk'>`), in definition order.
+pub fn parse_disk_sources(xml: &str) -> Vec<DiskRef> {
+    elements(xml, "disk")
+        .filter(|d| attr(d.attrs, "device").unwrap_or("disk") == "disk")
+        .filter_map(|d| {
+            let body = d.body?;
+            let target = elements(body, "target").next()?;
+            let target = attr(target.attrs, "dev")?.to_string();
+            let kind = attr(d.attrs, "type").unwrap_or("file");
+            let source = elements(body, "source").next();
+            let source_attr = |name| source.and_then(|s| attr(s.attrs, name)).map(unescape);
+            let found = match kind {
+                "file" => source_attr("file").map(DiskSource::Path),
+                "block" => source_attr("dev").map(DiskSource::Path),
+                "volume" => source_attr("pool")
+                    .zip(source_attr("volume"))
+                    .map(|(pool, volume)| DiskSource::Volume { pool, volume }),
+                _ => None,
+            };
+            let source = found.unwrap_or_else(|| match source {
+                None => DiskSource::Other(format!("{kind}, without a source")),
+                Some(_) => DiskSource::Other(kind.to_string()),
+            });
+            let shared = ["shareable", "readonly"]
+                .iter()
+                .any(|flag| elements(body, flag).next().is_some());
+            Some(DiskRef {
+                target,
+                source,
+                shared,
+            })
+        })
+        .collect()
+}
+
+/// The caps [`set_limits`] writes, read back from a domain XML: the vCPU share from
+/// `<cputune>` (quota over period), the disk caps from the first disk's `<iotune>`.
+pub fn parse_limits(xml: &str) -> VmLimits {
+    let number = |body: &str, name: &str| -> Option<u64> {
+        elements(body, name)
+            .next()
+            .and_then(|e| e.body)
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let cputune = elements(xml, "cputune").next().and_then(|e| e.body);
+    let vcpu_percent = cputune.and_then(|c| {
+        let period = number(c, "period")?;
+        let quota = number(c, "quota")?;
+        (period > 0)
+            .then(|| u8::try_from(quota * 100 / period).ok())
+            .flatten()
+    });
+    let iotune = elements(xml, "disk")
+        .filter(|d| attr(d.attrs, "device").unwrap_or("disk") == "disk")
+        .find_map(|d| d.body)
+        .and_then(|body| elements(body, "iotune").next())
+        .and_then(|e| e.body);
+    VmLimits {
+        vcpu_percent,
+        disk_bytes_sec: iotune.and_then(|i| number(i, "total_bytes_sec")),
+        disk_iops_sec: iotune.and_then(|i| number(i, "total_iops_sec")),
+    }
+}
+
+/// The domain XML with `limits` as its caps: `<period>`/`<quota>` in `<cputune>` (its other
+/// settings, such as shares and pinning, are kept) and, in every `<disk device='disk'>`, an
+/// `<iotune>` with `total_bytes_sec`/`total_iops_sec` (the agent owns `<iotune>`: an existing
+/// one is replaced, and removed when no disk cap is set).
+pub fn set_limits(xml: &str, limits: VmLimits) -> String {
+    let mut out = xml.to_string();
+    // cputune: drop the old period and quota, then add ours
+    if let Some(tune) = span(&out, "cputune", 0) {
+        if let Some((from, to)) = tune.inner {
+            let mut inner = out[from..to].to_string();
+            for name in ["period", "quota"] {
+                while let Some(e) = span(&inner, name, 0) {
+                    inner.replace_range(e.start..e.end, "");
+                }
+            }
+            out.replace_range(from..to, &inner);
+        }
+    }
+    if let Some(quota) = limits.vcpu_quota_us() {
+        let caps = format!(
+            "<period>{}</period><quota>{quota}</quota>",
+            VmLimits::VCPU_PERIOD_US
+        );
+        match span(&out, "cputune", 0) {
+            Some(Span {
+                inner: Some((from, _)),
+                ..
+            }) => out.insert_str(from, &caps),
+            Some(Span { start, end, .. }) => {
+                out.replace_range(start..end, &format!("<cputune>{caps}</cputune>"))
+            }
+            None => {
+                let at = span(&out, "vcpu", 0).map_or_else(|| domain_body_start(&out), |v| v.end);
+                out.insert_str(at, &format!("<cputune>{caps}</cputune>"));
+            }
+        }
+    }
+    // disks: replace each disk's iotune
+    let mut iotune = String::new();
+    if let Some(bytes) = limits.disk_bytes_sec {
+        iotune.push_str(&format!("<total_bytes_sec>{bytes}</total_bytes_sec>"));
+    }
+    if let Some(iops) = limits.disk_iops_sec {
+        iotune.push_str(&format!("<total_iops_sec>{iops}</total_iops_sec>"));
+    }
+    let mut at = 0;
+    while let Some(disk) = span(&out, "disk", at) {
+        at = disk.end;
+        let Some((from, to)) = disk.inner.filter(|_| is_disk(&out, disk)) else {
+            continue;
+        };
+        let mut inner = out[from..to].to_string();
+        while let Some(e) = span(&inner, "iotune", 0) {
+            inner.replace_range(e.start..e.end, "");
+        }
+        if !iotune.is_empty() {
+            inner.push_str(&format!("<iotune>{iotune}</iotune>"));
+        }
+        let grew = inner.len() as isize - (to - from) as isize;
+        out.replace_range(from..to, &inner);
+        at = (at as isize + grew) as usize;
+    }
+    out
+}
+
+/// Every `<disk device='disk'>` element of a domain XML, whole (for `virDomainUpdateDeviceFlags`).
+pub fn disk_elements(xml: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(disk) = span(xml, "disk", at) {
+        if disk.inner.is_some() && is_disk(xml, disk) {
+            found.push(&xml[disk.start..disk.end]);
+        }
+        at = disk.end;
+    }
+    found
+}
+
+/// A `<disk>` element of `device='disk'` (the default), not a CD-ROM or floppy.
+fn is_disk(xml: &str, disk: Span) -> bool {
+    let head_end = disk.inner.map_or(disk.end, |(from, _)| from);
+    attr(&xml[disk.start..head_end], "device").unwrap_or("disk") == "disk"
+}
+
+/// Where the content of `<domain>` starts (after its opening tag); 0 when there is none.
+fn domain_body_start(xml: &str) -> usize {
+    span(xml, "domain", 0)
+        .and_then(|d| d.inner)
+        .map_or(0, |(from, _)| from)
+}
+
+/// One element's byte range in a document, and its content's (`None` for `<x/>`).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    inner: Option<(usize, usize)>,
+}
+
+/// The first element named `name` at or after byte `from` (not nested in one of its kind).
+fn span(xml: &str, name: &str, from: usize) -> Option<Span> {
+    let open = format!("<{name}");
+    let close = format!("</{name}>");
+    let mut search = from;
+    loop {
+        let start = search + xml[search..].find(&open)?;
+        let after = start + open.len();
+        if !xml[after..].starts_with(|c: char| c.is_ascii_whitespace() || c == '>' || c == '/') {
+            search = after;
+            continue;
+        }
+        let head_end = after + xml[after..].find('>')?;
+        if xml[..head_end].ends_with('/') {
+            return Some(Span {
+                start,
+                end: head_end + 1,
+                inner: None,
+            });
+        }
+        let inner_start = head_end + 1;
+        let inner_end = inner_start + xml[inner_start..].find(&close)?;
+        return Some(Span {
+            start,
+            end: inner_end + close.len(),
+            inner: Some((inner_start, inner_end)),
+        });
+    }
+}
+
+/// Undo [`escape`] (and libvirt's own escaping of attribute values).
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
 }
 
 /// The XML for `virDomainSnapshotCreateXML`: the snapshot's name and a description.
@@ -199,6 +437,92 @@ mod tests {
         );
         assert_eq!(attr(" dev='vda' bus='virtio'", "bus"), Some("virtio"));
         assert_eq!(attr(" xdev='vda'", "dev"), None);
+    }
+
+    #[test]
+    fn disk_sources_name_paths_volumes_and_the_rest() {
+        let xml = r#"<domain><devices>
+    <disk type='file' device='disk'><source file='/img/a&amp;b.qcow2'/><target dev='vda'/></disk>
+    <disk type='file' device='cdrom'><target dev='sda'/></disk>
+    <disk type='volume' device='disk'><source pool='ssd' volume='web-data'/><target dev='vdb'/></disk>
+    <disk type='block' device='disk'><source dev='/dev/vg0/x'/><target dev='vdc'/></disk>
+    <disk type='network' device='disk'><source protocol='rbd' name='p/x'/><target dev='vdd'/></disk>
+    <disk type='file' device='disk'><target dev='vde'/></disk>
+    <disk type='file' device='disk'><source file='/img/shared'/><target dev='vdf'/><shareable/></disk>
+    <disk type='file' device='disk'><source file='/img/base'/><target dev='vdg'/><readonly/></disk>
+</devices></domain>"#;
+        let disk = |target: &str, source, shared| DiskRef {
+            target: target.into(),
+            source,
+            shared,
+        };
+        assert_eq!(
+            parse_disk_sources(xml),
+            vec![
+                disk("vda", DiskSource::Path("/img/a&b.qcow2".into()), false),
+                disk(
+                    "vdb",
+                    DiskSource::Volume {
+                        pool: "ssd".into(),
+                        volume: "web-data".into()
+                    },
+                    false
+                ),
+                disk("vdc", DiskSource::Path("/dev/vg0/x".into()), false),
+                disk("vdd", DiskSource::Other("network".into()), false),
+                disk(
+                    "vde",
+                    DiskSource::Other("file, without a source".into()),
+                    false
+                ),
+                disk("vdf", DiskSource::Path("/img/shared".into()), true),
+                disk("vdg", DiskSource::Path("/img/base".into()), true),
+            ]
+        );
+        assert_eq!(disk_elements(xml).len(), 7, "the CD-ROM is left out");
+    }
+
+    #[test]
+    fn limits_are_written_read_back_and_lifted_keeping_other_tuning() {
+        let capped = VmLimits {
+            vcpu_percent: Some(40),
+            disk_bytes_sec: Some(1_048_576),
+            disk_iops_sec: Some(200),
+        };
+        assert_eq!(parse_limits(QEMU), VmLimits::NONE);
+        let limited = set_limits(QEMU, capped);
+        assert_eq!(parse_limits(&limited), capped);
+        assert!(limited.contains("<cputune><period>100000</period><quota>40000</quota></cputune>"));
+        // every disk is capped, the CD-ROM is not
+        assert_eq!(limited.matches("<iotune>").count(), 2);
+        let cdrom = limited.find("device='cdrom'").unwrap();
+        assert!(!limited[cdrom..cdrom + 80].contains("iotune"));
+        // a second Limit replaces, it does not add
+        let cpu_only = VmLimits {
+            vcpu_percent: Some(10),
+            ..VmLimits::NONE
+        };
+        let again = set_limits(&limited, cpu_only);
+        assert_eq!(parse_limits(&again), cpu_only);
+        assert_eq!(again.matches("<quota>").count(), 1);
+        assert!(!again.contains("iotune"));
+        // lifting keeps the administrator's other tuning
+        let tuned = QEMU.replace(
+            "<cpu mode",
+            "<cputune><shares>2048</shares><period>50000</period><quota>5000</quota></cputune><cpu mode",
+        );
+        assert_eq!(parse_limits(&tuned).vcpu_percent, Some(10));
+        let lifted = set_limits(&tuned, VmLimits::NONE);
+        assert_eq!(parse_limits(&lifted), VmLimits::NONE);
+        assert!(lifted.contains("<cputune><shares>2048</shares></cputune>"));
+        assert_eq!(
+            set_limits(&set_limits(QEMU, capped), VmLimits::NONE)
+                .replace("<cputune></cputune>", ""),
+            QEMU
+        );
+        // a domain without <vcpu> (not libvirt's output, but harmless)
+        let bare = set_limits("<domain type='kvm'><name>x</name></domain>", cpu_only);
+        assert_eq!(parse_limits(&bare), cpu_only);
     }
 
     #[test]

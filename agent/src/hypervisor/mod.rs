@@ -12,6 +12,13 @@
 //! * every action is idempotent on the VM's state: stopping a stopped VM, snapshotting under a
 //!   name that exists, downsizing to the size the VM has, releasing a VM that is gone report
 //!   success and change nothing;
+//! * `Limit` writes the whole set of caps (none: lifted) into the persistent definition and
+//!   applies them live where the hypervisor allows, saying what waits for the next start;
+//! * `ReleaseAndWipe` wipes every disk volume (libvirt storage volume wipe), undefines the VM,
+//!   then deletes the volumes, and sends the evidence ([`Body::CommandEvidence`]) before its
+//!   result. It never pretends: a disk that cannot be wiped through libvirt (not a storage
+//!   volume, or shared with other VMs) refuses the whole
+//!   release before anything is touched, and every disk's fate is in the evidence;
 //! * results are journaled before they are published (see
 //!   [`Publisher::send_result`](crate::publish::Publisher::send_result)), so a replayed command
 //!   gets the same result and runs nothing twice.
@@ -32,7 +39,10 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use yunjian_protocol::{Action, Body, Command, CommandResult, GuestView, VmRef, VmSize};
+use yunjian_protocol::{
+    Action, Body, Command, CommandEvidence, CommandResult, DiskWipe, DiskWipeState, Evidence,
+    GuestView, VmLimits, VmRef, VmSize, VolumeInfo, WipeAlgorithm, WipeEvidence,
+};
 
 /// Commands waiting for the hypervisor thread, at most; more are answered as refused.
 pub const QUEUE: usize = 32;
@@ -119,23 +129,59 @@ pub trait Domains {
     fn resize(&mut self, vm: &VmRef, size: VmSize) -> Result<String, Self::Error>;
     /// Remove the (stopped) VM's definition and snapshots; its disks stay.
     fn undefine(&mut self, vm: &VmRef) -> Result<(), Self::Error>;
+    /// Write `caps` (the whole set; `None` lifts) into the persistent definition and, when the
+    /// VM runs, live where possible. Returns the caps it had and a note on what could not be
+    /// applied live (empty when everything was).
+    fn limit(&mut self, vm: &VmRef, caps: VmLimits) -> Result<(VmLimits, String), Self::Error>;
+    /// Every disk of the VM (`<disk device='disk'>`), with its storage volume, or why it is
+    /// not one.
+    fn disks(&mut self, vm: &VmRef) -> Result<Vec<VmDisk>, Self::Error>;
+    /// Overwrite a storage volume with `algorithm`.
+    fn wipe(&mut self, volume: &VolumeInfo, algorithm: WipeAlgorithm) -> Result<(), Self::Error>;
+    /// Delete a storage volume.
+    fn delete(&mut self, volume: &VolumeInfo) -> Result<(), Self::Error>;
     /// Every VM defined here.
     fn guests(&mut self) -> Result<Vec<GuestView>, Self::Error>;
 }
 
-/// How a command ended.
+/// The algorithm a wiping release overwrites volumes with: one pass of zeroes, which every
+/// libvirt storage backend that wipes at all supports.
+pub const WIPE_ALGORITHM: WipeAlgorithm = WipeAlgorithm::Zero;
+
+/// One disk of a VM, as a wiping release needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDisk {
+    /// Its target in the VM, e.g. `vda`.
+    pub target: String,
+    /// Its source as the evidence shows it (path, `pool/volume`, or empty).
+    pub source: String,
+    /// The storage volume holding it, or why it is not one.
+    pub volume: Result<VolumeInfo, String>,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub ok: bool,
     pub message: String,
+    /// Sent before the result, when the command leaves evidence.
+    pub evidence: Option<Evidence>,
 }
 
 impl Outcome {
-    fn done(message: String) -> Outcome {
-        Outcome { ok: true, message }
+    pub fn done(message: String) -> Outcome {
+        Outcome {
+            ok: true,
+            message,
+            evidence: None,
+        }
     }
-    fn failed(message: String) -> Outcome {
-        Outcome { ok: false, message }
+    pub fn failed(message: String) -> Outcome {
+        Outcome {
+            ok: false,
+            message,
+            evidence: None,
+        }
     }
 }
 
@@ -162,6 +208,13 @@ pub fn execute<D: Domains>(domains: &mut D, action: &Action) -> Outcome {
                 "{vm_label} is not defined on this host: already released"
             ))
         }
+        Ok(None) if matches!(action, Action::ReleaseAndWipe(_)) => {
+            return Outcome::failed(format!(
+                "{kind} of {vm_label} failed: no VM with this UUID is defined on this host, so \
+                 its disks cannot be found from here: nothing was wiped (if it was released \
+                 without wiping, its disks are still on the host and must be wiped by hand)"
+            ))
+        }
         Ok(None) => {
             return Outcome::failed(format!(
                 "{kind} of {vm_label} failed: no VM with this UUID is defined on this host"
@@ -169,8 +222,13 @@ pub fn execute<D: Domains>(domains: &mut D, action: &Action) -> Outcome {
         }
         Err(e) => return Outcome::failed(format!("{kind} of {vm_label} failed: {e}")),
     };
+    if let Action::ReleaseAndWipe(_) = action {
+        return release_and_wipe(domains, vm, state);
+    }
     let result = match action {
         Action::Ping => unreachable!("Ping names no VM"),
+        Action::ReleaseAndWipe(_) => unreachable!("carried out above"),
+        Action::Limit(_, caps) => limit(domains, vm, state, *caps),
         Action::Snapshot(_, name) => ensure_snapshot(domains, vm, name).map(|taken| {
             if taken {
                 format!("snapshot {name:?} of {vm_label} taken")
@@ -240,6 +298,208 @@ pub fn execute<D: Domains>(domains: &mut D, action: &Action) -> Outcome {
     match result {
         Ok(message) => Outcome::done(message),
         Err(message) => Outcome::failed(message),
+    }
+}
+
+/// "vCPU ≤ 50% each, disk ≤ 10485760 B/s and ≤ 200 IOPS per disk", or "no caps".
+pub fn describe_limits(caps: VmLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = caps.vcpu_percent {
+        parts.push(format!("vCPU ≤ {p}% each"));
+    }
+    match (caps.disk_bytes_sec, caps.disk_iops_sec) {
+        (Some(b), Some(i)) => parts.push(format!("disk ≤ {b} B/s and ≤ {i} IOPS per disk")),
+        (Some(b), None) => parts.push(format!("disk ≤ {b} B/s per disk")),
+        (None, Some(i)) => parts.push(format!("disk ≤ {i} IOPS per disk")),
+        (None, None) => {}
+    }
+    if parts.is_empty() {
+        "no caps".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn limit<D: Domains>(
+    domains: &mut D,
+    vm: &VmRef,
+    state: DomainState,
+    caps: VmLimits,
+) -> Result<String, String> {
+    let vm_label = label(vm);
+    if caps.vcpu_percent.is_some_and(|p| !(1..=100).contains(&p)) {
+        return Err(format!(
+            "limit of {vm_label} refused: a vCPU cap is a share of 1 to 100 percent"
+        ));
+    }
+    if caps.disk_bytes_sec == Some(0) || caps.disk_iops_sec == Some(0) {
+        return Err(format!(
+            "limit of {vm_label} refused: a disk cap of 0 would stop its I/O (no cap is None)"
+        ));
+    }
+    let (before, note) = domains
+        .limit(vm, caps)
+        .map_err(|e| format!("limit of {vm_label} failed: {e}"))?;
+    let live = match (state.running, note.is_empty()) {
+        (false, _) => " (stopped: the caps apply from its next start)".to_string(),
+        (true, true) => " (live and in its definition)".to_string(),
+        (true, false) => format!(" ({note}; the caps apply in full from its next start)"),
+    };
+    let what = if caps.is_none() {
+        format!("caps of {vm_label} lifted")
+    } else {
+        format!("{vm_label} limited to {}", describe_limits(caps))
+    };
+    Ok(format!("{what}{live}; before: {}", describe_limits(before)))
+}
+
+/// [`Action::ReleaseAndWipe`]: see the module docs. The evidence goes with every outcome
+/// past the VM's lookup, so what was and was not wiped is on record either way.
+fn release_and_wipe<D: Domains>(domains: &mut D, vm: &VmRef, state: DomainState) -> Outcome {
+    let vm_label = label(vm);
+    if state.running {
+        return Outcome::failed(format!(
+            "release of {vm_label} refused: it is running (stop it first); nothing was wiped"
+        ));
+    }
+    let disks = match domains.disks(vm) {
+        Ok(disks) => disks,
+        Err(e) => {
+            return Outcome::failed(format!(
+                "release of {vm_label} failed, nothing was wiped: cannot read its disks: {e}"
+            ))
+        }
+    };
+    let mut evidence: Vec<DiskWipe> = disks
+        .iter()
+        .map(|d| DiskWipe {
+            target: d.target.clone(),
+            source: d.source.clone(),
+            state: match &d.volume {
+                Ok(v) => DiskWipeState::NotWiped(v.clone(), "not reached".into()),
+                Err(why) => DiskWipeState::NotWipeable(why.clone()),
+            },
+        })
+        .collect();
+    let finish = |ok: bool, message: String, disks: Vec<DiskWipe>| Outcome {
+        ok,
+        message,
+        evidence: Some(Evidence::Wipe(WipeEvidence {
+            vm: vm.clone(),
+            disks,
+        })),
+    };
+    let unwipeable: Vec<(&str, &str)> = disks
+        .iter()
+        .filter_map(|d| {
+            d.volume
+                .as_ref()
+                .err()
+                .map(|why| (d.target.as_str(), why.as_str()))
+        })
+        .collect();
+    if !unwipeable.is_empty() {
+        let targets: Vec<&str> = unwipeable.iter().map(|(t, _)| *t).collect();
+        let reason = format!("not wiped: {} cannot be wiped", targets.join(", "));
+        for d in &mut evidence {
+            if let DiskWipeState::NotWiped(_, why) = &mut d.state {
+                why.clone_from(&reason);
+            }
+        }
+        return finish(
+            false,
+            format!(
+                "release of {vm_label} refused, nothing was wiped or removed: {} (put a plain \
+                 file or device into a storage pool, or wipe it by hand and release without \
+                 wiping; detach a shared disk first)",
+                unwipeable
+                    .iter()
+                    .map(|(target, why)| format!(
+                        "disk {target} cannot be wiped through libvirt: {why}"
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            evidence,
+        );
+    }
+    let volumes: Vec<VolumeInfo> = disks.into_iter().filter_map(|d| d.volume.ok()).collect();
+    for (i, volume) in volumes.iter().enumerate() {
+        if let Err(e) = domains.wipe(volume, WIPE_ALGORITHM) {
+            let failed = evidence[i].target.clone();
+            evidence[i].state =
+                DiskWipeState::NotWiped(volume.clone(), format!("wipe failed: {e}"));
+            for later in &mut evidence[i + 1..] {
+                if let DiskWipeState::NotWiped(_, reason) = &mut later.state {
+                    *reason = format!("not reached: the wipe of {failed} failed");
+                }
+            }
+            return finish(
+                false,
+                format!(
+                    "release of {vm_label} failed at disk {failed}: its wipe failed: {e}; {i} \
+                     volume(s) before it were wiped, none deleted, the VM is still defined \
+                     (send the release again to retry)"
+                ),
+                evidence,
+            );
+        }
+        evidence[i].state = DiskWipeState::Wiped {
+            volume: volume.clone(),
+            algorithm: WIPE_ALGORITHM,
+            wiped_ms: now_ms(),
+            deleted: false,
+        };
+    }
+    if let Err(e) = domains.undefine(vm) {
+        return finish(
+            false,
+            format!(
+                "release of {vm_label} failed after wiping all {} volume(s): cannot undefine \
+                 it: {e}; its volumes are wiped, not deleted (send the release again to \
+                 retry)",
+                volumes.len()
+            ),
+            evidence,
+        );
+    }
+    let mut undeleted = Vec::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        match domains.delete(volume) {
+            Ok(()) => {
+                if let DiskWipeState::Wiped { deleted, .. } = &mut evidence[i].state {
+                    *deleted = true;
+                }
+            }
+            Err(e) => undeleted.push(format!("{}/{}: {e}", volume.pool, volume.name)),
+        }
+    }
+    let bytes: u64 = volumes.iter().map(|v| v.capacity_bytes).sum();
+    let wiped = format!(
+        "{} volume(s), {} MiB, overwritten ({})",
+        volumes.len(),
+        bytes >> 20,
+        WIPE_ALGORITHM.as_str()
+    );
+    if undeleted.is_empty() {
+        finish(
+            true,
+            format!(
+                "{vm_label} released and its data wiped: {wiped} and deleted; definition and \
+                 snapshots removed"
+            ),
+            evidence,
+        )
+    } else {
+        finish(
+            false,
+            format!(
+                "{vm_label} released and its data wiped ({wiped}), but volume(s) not deleted \
+                 (they hold only the wipe's pattern): {}",
+                undeleted.join("; ")
+            ),
+            evidence,
+        )
     }
 }
 
@@ -320,6 +580,8 @@ fn downsize<D: Domains>(
 /// What the hypervisor thread hands back to be published.
 #[derive(Debug)]
 enum Out {
+    /// Queued before its command's result, on the same ordered stream.
+    Evidence(CommandEvidence),
     Result(CommandResult),
     Guests(Vec<GuestView>),
 }
@@ -345,6 +607,12 @@ impl Hypervisor {
         let publisher_task = tokio::spawn(async move {
             while let Some(out) = out_rx.recv().await {
                 match out {
+                    Out::Evidence(evidence) => {
+                        let body = Body::CommandEvidence(evidence);
+                        if let Err(error) = publisher.send(now_ms(), body).await {
+                            tracing::warn!(%error, "cannot queue a command's evidence");
+                        }
+                    }
                     Out::Result(result) => publisher.send_result(result).await,
                     Out::Guests(list) => {
                         if let Err(error) = publisher.send(now_ms(), Body::Guests(list)).await {
@@ -424,6 +692,15 @@ fn serve<D: Domains>(
                     tracing::info!(%id, action = command.action.kind(), message = %outcome.message, "command carried out");
                 } else {
                     tracing::warn!(%id, action = command.action.kind(), message = %outcome.message, "command failed");
+                }
+                if let Some(evidence) = outcome.evidence {
+                    let evidence = CommandEvidence {
+                        id: command.id,
+                        evidence,
+                    };
+                    if out.send(Out::Evidence(evidence)).is_err() {
+                        return;
+                    }
                 }
                 let result = CommandResult {
                     id: command.id,
