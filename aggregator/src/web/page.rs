@@ -155,6 +155,30 @@ pub(super) fn escape(s: &str) -> String {
     out
 }
 
+/// What the pages cite of the active profile, as `policy` in a template: its `title`, each
+/// rule's citation in full (`cite.capacity`: `《徽州区政务云平台管理暂行办法》第十九条（…）`) and
+/// short (`short.capacity`: `第十九条`), its form's name and its capacity line.
+pub(super) fn policy(profile: &yunjian_aggregator_core::policy::Profile) -> Value {
+    let own = format!("{} ", profile.name);
+    let mut cite = std::collections::BTreeMap::new();
+    let mut short = std::collections::BTreeMap::new();
+    for (rule, text) in profile.clauses.all() {
+        let clause = text.strip_prefix(&own).unwrap_or(text);
+        cite.insert(rule, format!("《{}》{clause}", profile.title));
+        let end = clause.find(['（', '(', '、', ',']).unwrap_or(clause.len());
+        short.insert(rule, clause[..end].trim().to_string());
+    }
+    context! {
+        name => profile.name.clone(),
+        title => profile.title.clone(),
+        cite => cite,
+        short => short,
+        form => profile.register.form.zh(),
+        zones => profile.register.zones.join("、"),
+        line_pct => profile.capacity.thresholds.warn_pct,
+    }
+}
+
 /// Render `template` with `ctx`, the navigation the signed-in user may follow (`current`
 /// marked), who they are and their session's CSRF token, into a page with the security headers.
 pub(super) fn page(template: &str, current: &str, who: Option<&Principal>, ctx: Value) -> Response {
