@@ -384,13 +384,59 @@ mod tests {
         );
     }
 
+    /// Under each profile the pages that cite a clause cite that profile's document, by its one
+    /// title, and no other region's.
+    #[test]
+    fn pages_cite_the_active_profiles_document_only() {
+        use yunjian_aggregator_core::policy::profile::BUILTIN;
+        use yunjian_aggregator_core::policy::Profile;
+        let all: Vec<Profile> = BUILTIN
+            .iter()
+            .map(|(n, _)| Profile::load(n).unwrap())
+            .collect();
+        for p in &all {
+            let ops = context! { name => "ops", role => "ops" };
+            for name in ["dashboard.html", "register.html", "antivirus.html"] {
+                let html = ENV
+                    .get_template(name)
+                    .unwrap()
+                    .render(context! {
+                        nav => Value::from(Serde(nav("dashboard", Some(Role::Ops)))),
+                        policy => policy(p),
+                        user => ops.clone(),
+                    })
+                    .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                for other in all.iter().filter(|o| o.name != p.name) {
+                    assert!(
+                        !html.contains(&other.title),
+                        "{name} under {} names {}",
+                        p.name,
+                        other.title
+                    );
+                }
+                let own = match name {
+                    "dashboard.html" => escape(&format!("《{}》{}", p.title, {
+                        let c = &p.clauses.capacity;
+                        c.strip_prefix(&format!("{} ", p.name)).unwrap_or(c)
+                    })),
+                    "antivirus.html" => escape(&format!("《{}》", p.title)),
+                    _ => escape(p.register.form.zh()),
+                };
+                assert!(html.contains(&own), "{name} under {}: no {own}", p.name);
+            }
+        }
+    }
+
     #[test]
     fn every_page_template_renders_on_the_layout() {
         for (name, _) in TEMPLATES.iter().filter(|(n, _)| *n != "base.html") {
             let html = ENV
                 .get_template(name)
                 .unwrap()
-                .render(context! { nav => Value::from(Serde(nav("dashboard", Some(Role::Ops)))) })
+                .render(context! {
+                    nav => Value::from(Serde(nav("dashboard", Some(Role::Ops)))),
+                    policy => policy(&yunjian_aggregator_core::policy::Profile::default()),
+                })
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert!(
                 html.starts_with("<!DOCTYPE html>\n<html lang=\"zh-CN\">"),
