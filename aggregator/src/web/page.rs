@@ -396,7 +396,12 @@ mod tests {
             .collect();
         for p in &all {
             let ops = context! { name => "ops", role => "ops" };
-            for name in ["dashboard.html", "register.html", "antivirus.html"] {
+            for name in [
+                "dashboard.html",
+                "register.html",
+                "antivirus.html",
+                "reclaim.html",
+            ] {
                 let html = ENV
                     .get_template(name)
                     .unwrap()
@@ -419,7 +424,7 @@ mod tests {
                         let c = &p.clauses.capacity;
                         c.strip_prefix(&format!("{} ", p.name)).unwrap_or(c)
                     })),
-                    "antivirus.html" => escape(&format!("《{}》", p.title)),
+                    "antivirus.html" | "reclaim.html" => escape(&format!("《{}》", p.title)),
                     _ => escape(p.register.form.zh()),
                 };
                 assert!(html.contains(&own), "{name} under {}: no {own}", p.name);
