@@ -483,6 +483,10 @@ async fn the_approval_form_of_003_imports_over_http() {
             ("预算一体化数据库", "政务外网", 16, 64, 1000, "张强")
         ]
     );
+    // the 审批表 of another unit is not imported for this one
+    let (s, body) = import(&h, &who("市教育局"), "text/csv", csv.as_bytes().to_vec()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["column"], "单位名称");
     // an unknown 网络需求 in the 附表: row and column
     let bad = csv.replace(",政务外网,3306", ",外联专网,3306");
     let (s, body) = import(&h, &who(UNIT), "text/csv", bad.into_bytes()).await;

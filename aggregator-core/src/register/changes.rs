@@ -109,11 +109,26 @@ pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, C
     let unit = required(req.unit, "unit")?;
     let by = req.by;
     let file = req.file;
-    let rows =
-        form::read_profile_form(req.form, file, req.format, req.bytes).map_err(|e| match e {
+    let read =
+        form::read_form_file(req.form, file, req.format, req.bytes).map_err(|e| match e {
             ReadError::Rows(rows) => ChangeError::Rows(rows),
             ReadError::Limit { file, limit } => ChangeError::OverLimit { file, limit },
         })?;
+    // a form with a header block (003 附件1) names its unit: it must be the one imported
+    if let Some(named) = read
+        .header
+        .as_ref()
+        .map(|h| h.unit_name.as_str())
+        .filter(|n| !n.is_empty() && *n != unit)
+    {
+        return Err(ChangeError::Rows(vec![RowError {
+            file: file.to_string(),
+            row: None,
+            column: Some("单位名称".into()),
+            reason: format!("审批表的单位名称“{named}”不是导入的使用单位“{unit}”"),
+        }]));
+    }
+    let rows = read.rows;
     let systems: BTreeSet<(String, String)> = rows
         .iter()
         .map(|r| (r.vm.system.clone(), r.vm.subsystem.clone()))

@@ -1008,8 +1008,8 @@ pub(crate) mod tests {
     #[test]
     fn approaching_the_line_under_003_raises_the_pre_warning_first() {
         let (fleet, mut register) = fixture();
-        // pool A memory: 496 GB capacity; 32 + 300 = 332 GB approved: 66.9 %
-        register.vms[1].mem_gb = 300;
+        // pool A memory: 496 GB capacity; 32 + 301 = 333 GB approved: 67.1 %
+        register.vms[1].mem_gb = 301;
         let p = Profile::load("003").unwrap();
         let pre = p
             .capacity
@@ -1030,7 +1030,7 @@ pub(crate) mod tests {
         assert_eq!(a.evidence["line"], 70.0);
         assert_eq!(
             a.title,
-            "资源池 A 内存分配率 66.9%，接近容量 70%（预警线 65%），请提前报请扩容"
+            "资源池 A 内存分配率 67.1%，接近容量 70%（预警线 65%），请提前报请扩容"
         );
         assert_eq!(a.clause, p.clauses.capacity);
         // past the line (held): the same alarm, now the 70% one
@@ -1048,8 +1048,8 @@ pub(crate) mod tests {
             (a.level, &a.evidence["stage"]),
             (Level::Warning, &serde_json::json!("alarm"))
         );
-        // 004 has no pre-warning line: 66.9 % raises nothing
-        register.vms[1].mem_gb = 300;
+        // 004 has no pre-warning line: 67.1 % raises nothing
+        register.vms[1].mem_gb = 301;
         let p4 = Profile::load("004").unwrap();
         assert!(p4.capacity.prewarn.is_none());
         let mut rule = Capacity::default();
