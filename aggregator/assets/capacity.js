@@ -108,7 +108,8 @@ function scopeSection(s) {
 
 function render() {
   document.getElementById('line-text').textContent =
-    body.warn_pct + '% 预警线（' + body.clause + '），低于 ' + body.recovery_pct + '% 解除';
+    (body.prewarn_pct != null ? body.prewarn_pct + '% 提前预警（提示），' : '') +
+    body.warn_pct + '% 预警线，低于 ' + body.recovery_pct + '% 解除 · 依据 ' + body.clause;
   const sections = body.scopes.map(scopeSection);
   if (body.scopes.every(s => s.hosts === 0)) {
     sections.unshift(el('div', 'empty', '暂无物理服务器上报数据'));

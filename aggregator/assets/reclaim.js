@@ -53,7 +53,7 @@ function render(q) {
     const sec = el('section', 'group');
     const h = el('h2', null, unit);
     h.append(el('span', 'meta', list.length + ' 个工单'));
-    if (q.held_units[unit]) h.append(el('span', 'held', '新增资源申请已暂停（003 第三十条）'));
+    if (q.held_units[unit]) h.append(el('span', 'held', '新增资源申请已暂停（' + document.getElementById('totals').dataset.holdClause + '）'));
     const t = el('table');
     const head = el('tr');
     for (const c of ['工单', '虚拟机', '类型', '状态', '当前步骤截止（工作日）', '指令']) head.append(el('th', null, c));

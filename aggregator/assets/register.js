@@ -4,6 +4,8 @@ const POLL_MS = 10000;
 const STATUS = { matched: '已匹配', unseen: '未上报', no_uuid: '无UUID' };
 const TERM = { test: '测试资源', trial: '试运行', temporary: '临时资源' };
 const SOURCE = { sanction: '限制期配额', unit: '单位配额', approved_sum: '核准合计' };
+// the active profile's clauses, as the page names them
+const CLAUSE = document.getElementById('totals').dataset;
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -42,7 +44,7 @@ function unitSection(u) {
   if (u.sanction) {
     sec.append(el('div', 'note sanction',
       '自 ' + u.sanction.since + ' 起限制：' + u.sanction.reason +
-      (u.sanction.hold_requests ? '；暂停该单位新增资源申请（第三十条）' : '')));
+      (u.sanction.hold_requests ? '；暂停该单位新增资源申请（' + CLAUSE.holdClause + '）' : '')));
   }
   const t = el('table');
   const head = el('tr');
@@ -139,7 +141,7 @@ function render(body) {
   const unreg = document.getElementById('unregistered');
   unreg.replaceChildren();
   if (body.unregistered.length) {
-    unreg.append(simpleTable('未登记的虚拟机', '运行中但不在登记表内（第十五条）',
+    unreg.append(simpleTable('未登记的虚拟机', '运行中但不在登记表内（' + CLAUSE.unregisteredClause + '）',
       ['UUID', '宿主机 · 域名', '节点', 'vCPU', '内存GB', '磁盘GB'],
       body.unregistered.map(u => [u.uuid,
         u.hypervisor ? u.hypervisor.host + ' · ' + u.hypervisor.domain : '—',

@@ -200,7 +200,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = load_config(&cli)?;
             let mut db = cfg.storage_url().open()?;
             db.migrate()?;
-            let done = offline::import_file(db.as_mut(), unit, by, file, format.as_deref())?;
+            // the deployment's profile: its form, zones and clauses
+            let profile = yunjian_aggregator_core::policy::Profile::load(&cfg.policy_profile)?;
+            let done =
+                offline::import_file(db.as_mut(), &profile, unit, by, file, format.as_deref())?;
             eprintln!("{done}");
             Ok(())
         }

@@ -50,6 +50,7 @@ fn change_message(e: &ChangeError) -> String {
 /// open low-use cases); returns a line for the operator.
 pub fn import_file(
     storage: &mut dyn Storage,
+    profile: &yunjian_aggregator_core::policy::Profile,
     unit: &str,
     by: &str,
     path: &Path,
@@ -83,6 +84,7 @@ pub fn import_file(
         file: &file,
         format,
         bytes: &bytes,
+        form: &profile.register,
     };
     let (tx, rx) = mpsc::channel(4);
     let update = std::thread::scope(|s| {
@@ -94,6 +96,7 @@ pub fn import_file(
             store: &store,
             holds: Holds::Stored(holds),
             turn: &turn,
+            profile,
         };
         // the storage thread ends when the last handle is gone
         rt.block_on(service.import(&req, now_ms()))

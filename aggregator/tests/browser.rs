@@ -1057,7 +1057,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
     );
     assert_eq!(
         text(&mut page, "#line-text"),
-        "70% 预警线（003 第十九条），低于 65% 解除"
+        "65% 提前预警（提示），70% 预警线，低于 65% 解除 · 依据 003 第十九条（资源接近系统容量 70% 时及时预警，报请扩容）"
     );
     assert_eq!(text(&mut page, "header nav a[aria-current=page]"), "容量");
 
@@ -1091,7 +1091,7 @@ fn capacity_and_alarm_pages_work_in_chromium() {
     let peak_row = page
         .eval(
             "[...document.querySelectorAll('#open tr')].map(r => r.innerText)\
-             .find(t => t.includes('002 第十一条'))",
+             .find(t => t.includes('003 第二十一条'))",
         )
         .as_str()
         .unwrap()
@@ -1306,7 +1306,7 @@ fn rack_and_server_pages_work_in_chromium() {
     let body = page.eval("document.body.innerText");
     let body = body.as_str().unwrap();
     assert!(body.contains("Upper Critical going high"), "{body}");
-    assert!(body.contains("001 第十六条"), "{body}");
+    assert!(body.contains("003 第十九条"), "{body}");
     page.assert_no_blocked_content();
 }
 
@@ -1373,7 +1373,7 @@ fn a_unit_user_is_offered_only_their_pages_in_chromium() {
     );
     page.wait_for(
         "the unit's alarm",
-        "[...document.querySelectorAll('#open tr')].some(r => r.innerText.includes('002 第十一条'))",
+        "[...document.querySelectorAll('#open tr')].some(r => r.innerText.includes('003 第二十一条'))",
     );
     assert_eq!(page.eval(NAV), "总览,告警,登记,杀毒软件,资源申请,降配回收");
     let open = page.eval("document.querySelector('#open').innerText");

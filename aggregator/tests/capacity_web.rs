@@ -246,7 +246,13 @@ async fn capacity_api_gives_figures_states_and_forecasts() {
     s.evaluate(1_000_000);
     let app = router(s.state.clone());
     let body = get_json(app.clone(), &s.ops, "/api/capacity").await;
-    assert_eq!(body["clause"], "003 第十九条");
+    assert_eq!(
+        body["clause"],
+        yunjian_aggregator_core::policy::Profile::default()
+            .clauses
+            .capacity
+    );
+    assert_eq!(body["prewarn_pct"], 65.0);
     assert_eq!(
         (body["warn_pct"].as_f64(), body["recovery_pct"].as_f64()),
         (Some(70.0), Some(65.0))

@@ -27,7 +27,7 @@ use yunjian_aggregator::web::{router, AppState};
 use yunjian_aggregator_core::alarms::{AlarmEvent, Level};
 use yunjian_aggregator_core::fleet::Fleet;
 use yunjian_aggregator_core::identity::Role as UserRole;
-use yunjian_aggregator_core::policy::Context;
+use yunjian_aggregator_core::policy::{Context, Profile};
 use yunjian_aggregator_core::store::prelude::*;
 use yunjian_protocol::{Body, Envelope, GuestView, Hello, Role};
 use yunjian_store_sqlite::SqliteStorage;
@@ -41,6 +41,11 @@ const UUID: &str = "4c4c4544-0042-3510-8058-b4c04f384d32";
 /// spaces inside two cells), the two sample rows (系统名称 left blank; the phone typed as a
 /// number), rows 3 and 4 with nothing but 序号 and full-width spaces, and the notes below.
 fn attachment3_xlsx() -> Vec<u8> {
+    attachment3_xlsx_in(["公共网络区", "互联网区"])
+}
+
+/// [`attachment3_xlsx`] with its two rows in the given zones (the sample's are 000's).
+fn attachment3_xlsx_in(zones: [&str; 2]) -> Vec<u8> {
     let mut book = Workbook::new();
     let s = book.add_worksheet();
     s.merge_range(0, 0, 0, 16, "云资源使用需求表", &Format::new())
@@ -72,8 +77,8 @@ fn attachment3_xlsx() -> Vec<u8> {
         s.write_string(2, c as u16, *h).unwrap();
     }
     let samples = [
-        ("公共网络区", "张三", "zhangsan@sohu.com", 13800000000.0),
-        ("互联网区", "李四", "lisi@163.com", 13988888888.0),
+        (zones[0], "张三", "zhangsan@sohu.com", 13800000000.0),
+        (zones[1], "李四", "lisi@163.com", 13988888888.0),
     ];
     for (i, (zone, owner, email, phone)) in samples.iter().enumerate() {
         let r = 3 + i as u32;
@@ -134,8 +139,14 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-/// The web app with an empty fleet and register, writing through a real storage thread.
+/// The web app with an empty fleet and register, writing through a real storage thread, under
+/// the default profile (003).
 fn harness() -> Harness {
+    harness_with(Profile::default())
+}
+
+/// [`harness`] under `profile`.
+fn harness_with(profile: Profile) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("yunjian.db");
     let mut writer = SqliteStorage::open(&db).unwrap();
@@ -150,6 +161,7 @@ fn harness() -> Harness {
     });
     let (_, changes) = watch::channel(0);
     let mut state = AppState::new(Fleet::shared(), metrics, changes);
+    state.profile = Arc::new(profile);
     state.store = StoreHandle::new(tx);
     state.reader = Some(Arc::new(Mutex::new(reader)));
     let ops = state.auth.test_bearer("ops-zhao", UserRole::Ops, None);
@@ -246,7 +258,8 @@ fn allocations(reg: &Value) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_sample_rows_of_attachment_3_import_from_xlsx_and_csv() {
-    let h = harness();
+    // 附件3 is 000's form; its sample rows' zones (公共网络区, 互联网区) are 000's
+    let h = harness_with(Profile::load("000").unwrap());
     let xlsx = XLSX_TYPE;
     let (s, body) = import(&h, &who(UNIT), xlsx, attachment3_xlsx()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -303,7 +316,7 @@ async fn the_sample_rows_of_attachment_3_import_from_xlsx_and_csv() {
          3,　,　,,　,　,　,　,　,　,　,　,　,,　,　,　,\n4,,,,,,,,,,,,,,,,,\n",
         CSV_HEADER
     );
-    let other = harness();
+    let other = harness_with(Profile::load("000").unwrap());
     let (s, body) = import(&other, &who(UNIT), "text/csv", csv.into_bytes()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(allocations(&register(&other).await), vms);
@@ -372,6 +385,116 @@ async fn a_file_with_bad_rows_changes_nothing_and_names_every_row_and_column() {
     );
 }
 
+/// A 网络分区 that is not one of the active profile's zones is refused with its row and column,
+/// over HTTP and on the command line, and nothing is imported; the same zone is fine under the
+/// profile that names it.
+#[tokio::test]
+async fn an_unknown_network_zone_is_refused_with_its_row_and_column() {
+    let h = harness();
+    let file = oa_csv(&[
+        &oa_row(1, "APP", "8", ""),
+        &oa_row(2, "DAT", "8", "").replace("政务外网区", "视频专网"),
+    ]);
+    let (s, body) = import(
+        &h,
+        &format!("{}&file=oa.csv", who(UNIT)),
+        "text/csv",
+        file.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["errors"],
+        json!([{
+            "file": "oa.csv", "row": 3, "column": "网络分区",
+            "reason": "网络分区“视频专网”不是本地区的网络分区（可填：政务外网、党政专网、行业专网、互联网）"
+        }])
+    );
+    assert!(
+        allocations(&register(&h).await).is_empty(),
+        "nothing imported"
+    );
+
+    // the command line: the same check
+    let e = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = SqliteStorage::open(&dir.path().join("cli.db")).unwrap();
+        db.migrate().unwrap();
+        let path = dir.path().join("oa.csv");
+        std::fs::write(&path, &file).unwrap();
+        import_file(&mut db, &Profile::default(), UNIT, "ops-zhao", &path, None)
+            .unwrap_err()
+            .to_string()
+    })
+    .await
+    .unwrap();
+    assert!(
+        e.contains("oa.csv row 3 column 网络分区: 网络分区“视频专网”"),
+        "{e}"
+    );
+
+    // 000's 附件3 zones are not 003's: its sample row's 公共网络区 is refused under 003 ...
+    let sample = oa_csv(&[&oa_row(1, "APP", "8", "").replace("政务外网区", "公共网络区")]);
+    let (s, _) = import(&h, &who(UNIT), "text/csv", sample.clone()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // ... and taken under 000
+    let g = harness_with(Profile::load("000").unwrap());
+    let (s, body) = import(&g, &who(UNIT), "text/csv", sample).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
+
+/// The default profile's own form, 003 附件1 审批表 with its 附表, imported over the API (it was
+/// refused with "no header row found"): one register row per 附表 row.
+#[tokio::test]
+async fn the_approval_form_of_003_imports_over_http() {
+    let h = harness();
+    let csv = "徽州区数据资源管理局政务云资源使用审批表\n\
+单位名称,市财政局,地址,徽州区文峰西路1号\n\
+技术对接人,张强,联系电话,0559-2345673,手机,13900000003,邮箱,zhangqiang@hz.gov.cn\n\
+需求背景描述：预算一体化系统上云\n\
+申请类型,☑ 资源申请 □ 资源变更 □ 资源退出\n\
+接入网络,☑ 政务外网 □ 互联网\n\
+附表：虚拟机资源表\n\
+序号,用途,vCPU (核),内存 (GB),存储,,操作系统及版本,网络需求,所开端口,申请类型,备注\n\
+,,,,硬盘 (GB),存储类型,,,,,\n\
+1,预算一体化应用,8,16,200,文件,麒麟 V10,☑ 政务外网 □ 互联网,443,资源申请,\n\
+2,预算一体化数据库,16,64,1000,数据库,麒麟 V10,政务外网,3306,资源申请,主库\n";
+    let (s, body) = import(&h, &who(UNIT), "text/csv", csv.as_bytes().to_vec()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["imported"], 2);
+    let vms = allocations(&register(&h).await);
+    let got: Vec<(&str, &str, u64, u64, u64, &str)> = vms
+        .iter()
+        .map(|v| {
+            (
+                v["subsystem"].as_str().unwrap(),
+                v["zone"].as_str().unwrap(),
+                v["vcpus"].as_u64().unwrap(),
+                v["mem_gb"].as_u64().unwrap(),
+                v["sys_disk_gb"].as_u64().unwrap(),
+                v["owner"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("预算一体化应用", "政务外网", 8, 16, 200, "张强"),
+            ("预算一体化数据库", "政务外网", 16, 64, 1000, "张强")
+        ]
+    );
+    // the 审批表 of another unit is not imported for this one
+    let (s, body) = import(&h, &who("市教育局"), "text/csv", csv.as_bytes().to_vec()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["column"], "单位名称");
+    // an unknown 网络需求 in the 附表: row and column
+    let bad = csv.replace(",政务外网,3306", ",外联专网,3306");
+    let (s, body) = import(&h, &who(UNIT), "text/csv", bad.into_bytes()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["row"], 11);
+    assert_eq!(body["errors"][0]["column"], "网络需求");
+}
+
 #[tokio::test]
 async fn export_then_import_gives_the_same_allocations() {
     let h = harness();
@@ -380,7 +503,8 @@ async fn export_then_import_gives_the_same_allocations() {
         import(&h, &who(UNIT), "text/csv", form).await.0,
         StatusCode::OK
     );
-    let (s, body) = import(&h, &who("市教育局"), XLSX_TYPE, attachment3_xlsx()).await;
+    let in_003 = attachment3_xlsx_in(["政务外网", "互联网"]);
+    let (s, body) = import(&h, &who("市教育局"), XLSX_TYPE, in_003).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let before = allocations(&register(&h).await);
     assert_eq!(before.len(), 4);
@@ -505,7 +629,11 @@ async fn growth_without_a_change_request_quota_and_sanctions() {
     assert_eq!(a.key.subject, format!("vm:{UUID}"));
     assert_eq!(
         (a.level, a.unit.as_deref(), a.clause.as_str()),
-        (Level::Major, Some(UNIT), "003 第十五条")
+        (
+            Level::Major,
+            Some(UNIT),
+            Profile::default().clauses.quota_vm.as_str()
+        )
     );
     assert_eq!(a.evidence["approved"]["vcpus"], 8.0);
     assert_eq!(a.evidence["observed"]["vcpus"], 16.0);
@@ -746,7 +874,7 @@ fn the_command_line_import_writes_the_database_with_the_same_checks() {
     db.migrate().unwrap();
     let good = dir.path().join("oa.csv");
     std::fs::write(&good, oa_csv(&[&oa_row(1, "APP", "8", UUID)])).unwrap();
-    let done = import_file(&mut db, UNIT, "ops-zhao", &good, None).unwrap();
+    let done = import_file(&mut db, &Profile::default(), UNIT, "ops-zhao", &good, None).unwrap();
     assert_eq!(
         done,
         "imported 1 VM(s) of 市财政局 from oa.csv; the unit now has 1 VM(s)"
@@ -757,12 +885,20 @@ fn the_command_line_import_writes_the_database_with_the_same_checks() {
     let (gbk, _, _) = encoding_rs::GB18030.encode(&text);
     let bad = dir.path().join("坏表.txt");
     std::fs::write(&bad, &gbk).unwrap();
-    let e = import_file(&mut db, UNIT, "ops-zhao", &bad, None).unwrap_err();
+    let e = import_file(&mut db, &Profile::default(), UNIT, "ops-zhao", &bad, None).unwrap_err();
     assert!(
         e.to_string().contains("give --format xlsx or --format csv"),
         "{e}"
     );
-    let e = import_file(&mut db, UNIT, "ops-zhao", &bad, Some("csv")).unwrap_err();
+    let e = import_file(
+        &mut db,
+        &Profile::default(),
+        UNIT,
+        "ops-zhao",
+        &bad,
+        Some("csv"),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "1 problem(s) in the file; nothing was imported\n  坏表.txt row 2 column 服务器类型: 服务器类型 \"XYZ\" is not one of APP/WEB/FTP/DAT/MID/TST/OTH"
@@ -846,7 +982,15 @@ fn migrate_storage_copies_a_site_into_an_empty_database_and_refuses_a_full_one()
     from.migrate().unwrap();
     let form = dir.path().join("oa.csv");
     std::fs::write(&form, oa_csv(&[&oa_row(1, "APP", "8", UUID)])).unwrap();
-    yunjian_aggregator::offline::import_file(&mut from, UNIT, "ops-zhao", &form, None).unwrap();
+    yunjian_aggregator::offline::import_file(
+        &mut from,
+        &Profile::default(),
+        UNIT,
+        "ops-zhao",
+        &form,
+        None,
+    )
+    .unwrap();
 
     let mut to = SqliteStorage::open(&dir.path().join("new.db")).unwrap();
     let mut seen = Vec::new();
@@ -881,7 +1025,7 @@ fn the_command_line_import_is_held_like_the_api_while_the_unit_has_an_open_low_u
     db.migrate().unwrap();
     let one = dir.path().join("one.csv");
     std::fs::write(&one, oa_csv(&[&oa_row(1, "APP", "8", UUID)])).unwrap();
-    import_file(&mut db, UNIT, "ops-zhao", &one, None).unwrap();
+    import_file(&mut db, &Profile::default(), UNIT, "ops-zhao", &one, None).unwrap();
 
     // the unit was told about a low-use case of its VM (003 第三十条)
     let profile = Profile::default();
@@ -916,7 +1060,7 @@ fn the_command_line_import_is_held_like_the_api_while_the_unit_has_an_open_low_u
         oa_csv(&[&oa_row(1, "APP", "8", UUID), &oa_row(2, "WEB", "8", "")]),
     )
     .unwrap();
-    let e = import_file(&mut db, UNIT, "ops-zhao", &two, None).unwrap_err();
+    let e = import_file(&mut db, &Profile::default(), UNIT, "ops-zhao", &two, None).unwrap_err();
     assert!(e.to_string().contains("003 第三十条"), "{e}");
     assert_eq!(db.load_register().unwrap().vms.len(), 1, "nothing imported");
 }
@@ -969,7 +1113,7 @@ async fn a_workbook_past_the_import_bounds_is_refused_over_http_and_the_aggregat
         "POST",
         &q,
         XLSX_TYPE,
-        &attachment3_xlsx(),
+        &attachment3_xlsx_in(["政务外网", "互联网"]),
     )
     .await;
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
@@ -992,7 +1136,7 @@ fn the_command_line_import_refuses_a_workbook_past_the_bounds() {
     db.migrate().unwrap();
     let bomb = dir.path().join("bomb.xlsx");
     std::fs::write(&bomb, corner_workbook()).unwrap();
-    let e = import_file(&mut db, UNIT, "ops-zhao", &bomb, None).unwrap_err();
+    let e = import_file(&mut db, &Profile::default(), UNIT, "ops-zhao", &bomb, None).unwrap_err();
     assert_eq!(
         e.to_string(),
         "bomb.xlsx：工作表“Sheet1”的单元格 XFD1048576 超出上限（最多 200 列、100000 行）；未导入任何内容"

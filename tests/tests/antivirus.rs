@@ -263,7 +263,12 @@ async fn trend_micro_on_a_fake_tree_compliant_degraded_removed_and_still_removed
     })
     .await;
     assert_eq!(alarm["level"], "critical");
-    assert_eq!(alarm["clause"], "003 附件1 承诺书");
+    assert_eq!(
+        alarm["clause"],
+        yunjian_aggregator_core::policy::Profile::default()
+            .clauses
+            .antivirus_removed
+    );
 
     // stop requested by the signed-in operator; a unit's person may not request it, and the
     // requester cannot approve it

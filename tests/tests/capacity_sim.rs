@@ -4,11 +4,13 @@
 //! advances two hours per step, wall time ten seconds, so the forecast sees weeks and the hold
 //! time minutes.
 //!
-//! The forecast must name the day the pool really crosses 70% before it does, and the
-//! crossing must raise one storage alarm, after the hold time, that stays raised.
+//! The forecast must name the day the pool really crosses 70% before it does; under the default
+//! profile (003, whose 第十九条 warns when use *approaches* 70%) the storage alarm is raised
+//! first as a pre-warning at 65%, and the crossing turns it into the 70% alarm after the hold
+//! time; it stays raised.
 
 use std::time::Duration;
-use yunjian_aggregator_core::alarms::{AlarmBook, AlarmEvent, AlarmKey};
+use yunjian_aggregator_core::alarms::{AlarmBook, AlarmEvent, AlarmKey, Level};
 use yunjian_aggregator_core::fleet::Fleet as AggFleet;
 use yunjian_aggregator_core::policy::forecast::{DAY_MS, HOUR_MS};
 use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
@@ -158,7 +160,11 @@ fn the_forecast_names_the_day_a_filling_pool_crosses_70_percent_and_the_alarm_fo
             now_ms: now,
         });
         raised.extend(events.into_iter().filter_map(|e| match e {
-            AlarmEvent::Raised(a) if a.key == storage => Some(step),
+            AlarmEvent::Raised(a) | AlarmEvent::Escalated(a) if a.key == storage => Some((
+                step,
+                a.level,
+                a.evidence["stage"].as_str().map(str::to_string),
+            )),
             _ => None,
         }));
         if crossed.is_none() {
@@ -187,8 +193,17 @@ fn the_forecast_names_the_day_a_filling_pool_crosses_70_percent_and_the_alarm_fo
         "forecast {date}, crossed {}",
         beijing_date(cross_ts)
     );
-    // one alarm, raised once the line has held for five minutes of wall time
+    // one alarm: the pre-warning before the line, the 70% alarm once the line has held for five
+    // minutes of wall time
     let hold_steps = (HOLD.as_millis() as u64 / STEP_WALL_MS) as usize;
-    assert_eq!(raised, [cross_step + hold_steps]);
+    let [(pre_step, Level::Info, pre), (step, Level::Warning, line)] = &raised[..] else {
+        panic!("{raised:?}")
+    };
+    assert!(*pre_step < cross_step, "{raised:?}");
+    assert_eq!(
+        (pre.as_deref(), line.as_deref()),
+        (Some("prewarn"), Some("alarm"))
+    );
+    assert_eq!(*step, cross_step + hold_steps);
     assert!(engine.book().get_open(&storage).is_some());
 }

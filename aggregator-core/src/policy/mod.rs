@@ -35,8 +35,9 @@ pub struct Context<'a> {
 pub trait Rule: Send + Sync + std::fmt::Debug {
     /// Stable name, also the `rule` of its alarm keys (e.g. `capacity`).
     fn name(&self) -> &'static str;
-    /// The clause it serves, e.g. `003 第十九条`.
-    fn clause(&self) -> &'static str;
+    /// The clause it cites under `profile` (its `[clauses]`), e.g. `003 第十九条（…）`: always
+    /// the active profile's own document.
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str;
     /// Report what holds now into `out`: either everything (a full evaluation, the default)
     /// or, after [`Findings::partial`], only the scopes it looked at again (see [`Findings`]).
     /// Rules may keep state between calls (hold timers, trend history, what changed since).
@@ -439,7 +440,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "scripted"
         }
-        fn clause(&self) -> &'static str {
+        fn clause<'p>(&self, _: &'p Profile) -> &'p str {
             "test"
         }
         fn interval_ms(&self) -> u64 {

@@ -24,8 +24,15 @@ pub const DEFAULT: &str = "003";
 pub struct Profile {
     /// Short name (`000`…`004` for the built-ins).
     pub name: String,
-    /// The regulation's title.
+    /// The regulation's title, as the document itself prints it (one title per document: pages
+    /// and alarms show this one).
     pub title: String,
+    /// The clause each rule cites under this profile: always this document's own (see
+    /// [`Clauses`]).
+    pub clauses: Clauses,
+    /// The region's application form and network zones, read by the register import and the
+    /// applications ([`crate::register::form::FormSpec`]).
+    pub register: crate::register::form::FormSpec,
     /// Pool and platform capacity (compute, memory, storage, network): 003 第十九条.
     pub capacity: CapacityPolicy,
     /// A unit system's own use reaching its warning peak: 002 第十一条.
@@ -88,11 +95,75 @@ impl Default for ReclaimPolicy {
     }
 }
 
+/// What each rule cites under a profile: the clause of the profile's own document (`003
+/// 第十九条`, with a short gloss in brackets where it helps). Where a document has no clause of
+/// its own for a rule, the profile cites the clause of that document closest to it (its
+/// monitoring, security or adjustment clause) and its comment says why and which region's
+/// rule the numbers follow; an alarm never cites another region's document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clauses {
+    /// Pool and platform capacity against the 70% line (`capacity`, `capacity_forecast`).
+    pub capacity: String,
+    /// A unit system's own use at its warning peak (`peak`).
+    pub peak: String,
+    /// The mandated antivirus removed (`antivirus`, critical; the stop decision).
+    pub antivirus_removed: String,
+    /// The mandated antivirus missing or degraded (`antivirus`, warning).
+    pub antivirus_missing: String,
+    /// A node offline or silent (`node_down`).
+    pub liveness: String,
+    /// A hardware fault reported by a host's BMC (`hardware`).
+    pub hardware: String,
+    /// A running VM without an entry in the register (`unregistered_vm`).
+    pub unregistered_vm: String,
+    /// A VM claimed by two hosts or two guests (`vm_claim_conflict`).
+    pub vm_claim_conflict: String,
+    /// A VM running above its approved configuration (`quota_vm`; the register page's
+    /// "超出核准配置").
+    pub quota_vm: String,
+    /// A unit above its approved total or quota (`quota_unit`; sanctions).
+    pub quota_unit: String,
+    /// A unit's requests for more resources held while it has open low-use cases.
+    pub low_use_hold: String,
+    /// Low-use reclaim cases (降配 / 回收) and their steps.
+    pub reclaim: String,
+    /// Retention of the operation and audit logs.
+    pub retention: String,
+}
+
+impl Clauses {
+    /// Every rule's citation, named by its field.
+    pub fn all(&self) -> [(&'static str, &str); 13] {
+        [
+            ("capacity", &self.capacity),
+            ("peak", &self.peak),
+            ("antivirus_removed", &self.antivirus_removed),
+            ("antivirus_missing", &self.antivirus_missing),
+            ("liveness", &self.liveness),
+            ("hardware", &self.hardware),
+            ("unregistered_vm", &self.unregistered_vm),
+            ("vm_claim_conflict", &self.vm_claim_conflict),
+            ("quota_vm", &self.quota_vm),
+            ("quota_unit", &self.quota_unit),
+            ("low_use_hold", &self.low_use_hold),
+            ("reclaim", &self.reclaim),
+            ("retention", &self.retention),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapacityPolicy {
     /// The allocated and the used ratio against capacity.
     pub thresholds: Thresholds,
+    /// The pre-warning line below `thresholds` (003 第十九条 asks for the warning when use
+    /// *approaches* 70%, 接近): at or above it (after its hold) the scope's capacity alarm is
+    /// raised as a pre-warning (提示), which becomes the 70% alarm at the line. Absent: no
+    /// pre-warning.
+    #[serde(default)]
+    pub prewarn: Option<Thresholds>,
     /// Warn when the trend crosses `thresholds.warn_pct` within this many days.
     pub forecast_horizon_days: u32,
     /// Days of history the trend is fitted on.
@@ -184,6 +255,34 @@ impl Profile {
                 return Err(bad(format!("{what}: escalation levels must be ≥ warn_pct")));
             }
         }
+        if let Some(p) = &self.capacity.prewarn {
+            let line = self.capacity.thresholds.warn_pct;
+            if !(0.0..line).contains(&p.warn_pct) || p.recovery_pct > p.warn_pct {
+                return Err(bad(format!(
+                    "capacity.prewarn: need 0 ≤ recovery_pct ({}) ≤ warn_pct ({}) < the line ({line})",
+                    p.recovery_pct, p.warn_pct
+                )));
+            }
+            if !p.escalate.is_empty() {
+                return Err(bad(
+                    "capacity.prewarn: a pre-warning does not escalate".into()
+                ));
+            }
+        }
+        // every citation is this document's own: it starts with the profile's name
+        let own = format!("{} ", self.name);
+        let cited = self.clauses.all().into_iter().chain([
+            ("idle.clause", self.idle.clause.as_str()),
+            ("rightsizing.clause", self.rightsizing.clause.as_str()),
+        ]);
+        for (what, text) in cited {
+            if !text.starts_with(&own) {
+                return Err(bad(format!(
+                    "{what} = \"{text}\": cite this profile's own document (start with \"{own}\")"
+                )));
+            }
+        }
+        self.register.validate().map_err(bad)?;
         crate::usage::validate(&self.usage, &self.idle, &self.rightsizing).map_err(bad)?;
         self.lifecycle.validate().map_err(bad)?;
         Ok(())

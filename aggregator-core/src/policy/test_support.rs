@@ -21,3 +21,48 @@ pub fn evaluate(rule: &mut dyn Rule, fleet: &Fleet, register: &Register) -> Vec<
     );
     out.into_vec()
 }
+
+/// `build`'s rule, fresh, evaluated once under each built-in profile at `now_ms`: each
+/// profile with its findings.
+pub fn under_every_profile(
+    build: fn(&Profile) -> Box<dyn Rule>,
+    fleet: &Fleet,
+    register: &Register,
+    now_ms: u64,
+) -> Vec<(Profile, Vec<Finding>)> {
+    super::profile::BUILTIN
+        .iter()
+        .map(|(name, _)| {
+            let profile = Profile::load(name).expect("a built-in profile");
+            let mut rule = build(&profile);
+            let mut out = Findings::new();
+            rule.evaluate(
+                &Context {
+                    fleet,
+                    register,
+                    profile: &profile,
+                    now_ms,
+                },
+                &mut out,
+            );
+            (profile, out.into_vec())
+        })
+        .collect()
+}
+
+/// `clause` cites `profile`'s own document and no other built-in profile's.
+pub fn assert_cites_own(profile: &Profile, clause: &str) {
+    assert!(
+        clause.starts_with(&format!("{} ", profile.name)),
+        "under {}: {clause:?} does not cite {}",
+        profile.name,
+        profile.title
+    );
+    for (other, _) in super::profile::BUILTIN {
+        assert!(
+            *other == profile.name || !clause.contains(other),
+            "under {}: {clause:?} cites {other}",
+            profile.name
+        );
+    }
+}

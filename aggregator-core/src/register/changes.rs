@@ -49,11 +49,13 @@ pub enum ChangeError {
     UnknownUnit(String),
     #[error("unit {0:?} is not under sanction")]
     NotSanctioned(String),
-    #[error("unit {unit:?}: requests for more resources are held since {} (003 第三十条): {reason}", beijing_time(*since_ms))]
+    #[error("unit {unit:?}: requests for more resources are held since {} ({clause}): {reason}", beijing_time(*since_ms))]
     Held {
         unit: String,
         reason: String,
         since_ms: u64,
+        /// The active profile's clause (`[clauses] low_use_hold`).
+        clause: String,
     },
     #[error(
         "unit {unit:?}: approved {resource} would grow to {after}, above its quota of {quota}"
@@ -64,6 +66,27 @@ pub enum ChangeError {
         after: f64,
         quota: f64,
     },
+}
+
+impl ChangeError {
+    /// The error citing the active profile's clause where it cites one (a held request: `[clauses]
+    /// low_use_hold`); the pure functions leave it to the caller, who knows the profile.
+    pub fn citing(self, low_use_hold: &str) -> Self {
+        match self {
+            ChangeError::Held {
+                unit,
+                reason,
+                since_ms,
+                ..
+            } => ChangeError::Held {
+                unit,
+                reason,
+                since_ms,
+                clause: low_use_hold.to_string(),
+            },
+            e => e,
+        }
+    }
 }
 
 /// An import: the file as uploaded and for whom.
@@ -77,6 +100,8 @@ pub struct Import<'a> {
     pub file: &'a str,
     pub format: Format,
     pub bytes: &'a [u8],
+    /// The active profile's form and network zones.
+    pub form: &'a form::FormSpec,
 }
 
 /// Import a filled-in form for a unit.
@@ -84,10 +109,26 @@ pub fn import(reg: &Register, req: &Import<'_>, now_ms: u64) -> Result<Update, C
     let unit = required(req.unit, "unit")?;
     let by = req.by;
     let file = req.file;
-    let rows = form::read(file, req.format, req.bytes).map_err(|e| match e {
-        ReadError::Rows(rows) => ChangeError::Rows(rows),
-        ReadError::Limit { file, limit } => ChangeError::OverLimit { file, limit },
-    })?;
+    let read =
+        form::read_form_file(req.form, file, req.format, req.bytes).map_err(|e| match e {
+            ReadError::Rows(rows) => ChangeError::Rows(rows),
+            ReadError::Limit { file, limit } => ChangeError::OverLimit { file, limit },
+        })?;
+    // a form with a header block (003 附件1) names its unit: it must be the one imported
+    if let Some(named) = read
+        .header
+        .as_ref()
+        .map(|h| h.unit_name.as_str())
+        .filter(|n| !n.is_empty() && *n != unit)
+    {
+        return Err(ChangeError::Rows(vec![RowError {
+            file: file.to_string(),
+            row: None,
+            column: Some("单位名称".into()),
+            reason: format!("审批表的单位名称“{named}”不是导入的使用单位“{unit}”"),
+        }]));
+    }
+    let rows = read.rows;
     let systems: BTreeSet<(String, String)> = rows
         .iter()
         .map(|r| (r.vm.system.clone(), r.vm.subsystem.clone()))
@@ -427,6 +468,7 @@ pub(crate) fn check_growth(old: &UnitRecord, new: &UnitRecord) -> Result<(), Cha
             unit: unit.name.clone(),
             reason: s.reason.clone(),
             since_ms: s.since_ms,
+            clause: String::new(),
         });
     }
     let Some(quota) = explicit_quota(unit) else {
@@ -490,6 +532,7 @@ pub fn check_low_use_hold(
                 .join("、")
         ),
         since_ms: *since_ms,
+        clause: String::new(),
     })
 }
 
@@ -531,6 +574,7 @@ mod tests {
                 file: "f.csv",
                 format: Format::Csv,
                 bytes: text.as_bytes(),
+                form: &crate::policy::Profile::default().register,
             },
             1_000,
         )
@@ -547,20 +591,30 @@ mod tests {
         imported(
             &mut reg,
             "财政局",
-            &form(&["1,外网,OA,,APP,4,8,60,0,", "2,外网,OA,,DAT,8,16,60,100,"]),
+            &form(&[
+                "1,政务外网,OA,,APP,4,8,60,0,",
+                "2,政务外网,OA,,DAT,8,16,60,100,",
+            ]),
         );
-        imported(&mut reg, "财政局", &form(&["1,外网,门户,,WEB,2,4,40,0,"]));
+        imported(
+            &mut reg,
+            "财政局",
+            &form(&["1,政务外网,门户,,WEB,2,4,40,0,"]),
+        );
         assert_eq!(reg.vms.len(), 3);
         // the same OA form again: nothing changes
         let before = reg.clone();
         imported(
             &mut reg,
             "财政局",
-            &form(&["1,外网,OA,,APP,4,8,60,0,", "2,外网,OA,,DAT,8,16,60,100,"]),
+            &form(&[
+                "1,政务外网,OA,,APP,4,8,60,0,",
+                "2,政务外网,OA,,DAT,8,16,60,100,",
+            ]),
         );
         assert_eq!(reg, before);
         // a new OA form with one VM replaces both
-        let u = imp(&reg, "财政局", &form(&["1,外网,OA,,APP,4,8,60,0,"])).unwrap();
+        let u = imp(&reg, "财政局", &form(&["1,政务外网,OA,,APP,4,8,60,0,"])).unwrap();
         assert_eq!(u.audit.action, "register.import");
         assert_eq!(u.audit.detail["from"].as_array().unwrap().len(), 2);
         assert_eq!(u.audit.detail["to"].as_array().unwrap().len(), 1);
@@ -575,10 +629,10 @@ mod tests {
         imported(
             &mut reg,
             "财政局",
-            &form(&[&format!("1,外网,OA,,APP,4,8,60,0,{UUID_A}")]),
+            &form(&[&format!("1,政务外网,OA,,APP,4,8,60,0,{UUID_A}")]),
         );
         // dropping the registered UUID of a replaced system is refused
-        let e = imp(&reg, "财政局", &form(&["1,外网,OA,,APP,4,8,60,0,"])).unwrap_err();
+        let e = imp(&reg, "财政局", &form(&["1,政务外网,OA,,APP,4,8,60,0,"])).unwrap_err();
         let ChangeError::Rows(rows) = e else {
             panic!("{e:?}")
         };
@@ -588,7 +642,7 @@ mod tests {
         let e = imp(
             &reg,
             "教育局",
-            &form(&[&format!("1,外网,教务,,APP,4,8,60,0,{UUID_A}")]),
+            &form(&[&format!("1,政务外网,教务,,APP,4,8,60,0,{UUID_A}")]),
         )
         .unwrap_err();
         let ChangeError::Rows(rows) = e else {
@@ -600,7 +654,7 @@ mod tests {
         );
         assert!(rows[0].reason.contains("already registered to 财政局 / OA"));
         // a 使用单位 column must name the unit imported
-        let text = "序号,使用单位,网络分区,系统名称,子系统名称,服务器类型,vCPU核,内存GB,系统盘GB,数据盘GB\n1,教育局,外网,教务,,APP,4,8,60,0\n";
+        let text = "序号,使用单位,网络分区,系统名称,子系统名称,服务器类型,vCPU核,内存GB,系统盘GB,数据盘GB\n1,教育局,政务外网,教务,,APP,4,8,60,0\n";
         let ChangeError::Rows(rows) = imp(&reg, "财政局", text).unwrap_err() else {
             panic!()
         };
@@ -613,7 +667,7 @@ mod tests {
         imported(
             &mut reg,
             "财政局",
-            &form(&[&format!("1,外网,OA,,APP,8,16,60,100,{UUID_A}")]),
+            &form(&[&format!("1,政务外网,OA,,APP,8,16,60,100,{UUID_A}")]),
         );
         let req = ChangeRequest {
             approved_by: "局长王".into(),
@@ -660,10 +714,13 @@ mod tests {
             vcpus: Some(24),
             ..req.clone()
         };
-        let e = change(&reg, UUID_A, &ops(), &more, 7).unwrap_err();
+        let clause = &crate::policy::Profile::default().clauses.low_use_hold;
+        let e = change(&reg, UUID_A, &ops(), &more, 7)
+            .unwrap_err()
+            .citing(clause);
         assert_eq!(
             e.to_string(),
-            "unit \"财政局\": requests for more resources are held since 2023-11-15 06:13 (UTC+8) (003 第三十条): 资源使用率长期偏低"
+            "unit \"财政局\": requests for more resources are held since 2023-11-15 06:13 (UTC+8) (003 第三十条（暂停后期该单位云资源申请）): 资源使用率长期偏低"
         );
         // still above the lowered quota of 12, but giving back is allowed
         let less = ChangeRequest {

@@ -11,6 +11,7 @@
 //! read within the bounds of [`super::limits`]: a file past one is refused with a
 //! [`ReadError::Limit`] before it costs more than the bound.
 
+use super::form003::{self, ApplicationHeader};
 use super::limits::{self, cell_name, Budget, LimitError};
 use super::{csv, ServerType, VmAllocation};
 use serde::{Deserialize, Serialize};
@@ -133,7 +134,7 @@ impl Column {
 
 /// A header cell without what people and Excel add around the name: whitespace of any width
 /// (line breaks too), required-field stars, parentheses around units (`内存(GB)`), ASCII case.
-fn header_chars(cell: &str) -> impl Iterator<Item = char> + '_ {
+pub(crate) fn header_chars(cell: &str) -> impl Iterator<Item = char> + '_ {
     cell.chars()
         .filter(|c| !c.is_whitespace() && !"*＊()（）".contains(*c))
         .flat_map(char::to_lowercase)
@@ -163,6 +164,128 @@ impl Format {
     pub fn of_file(name: &str) -> Option<Format> {
         Format::parse(name.rsplit_once('.')?.1)
     }
+}
+
+/// The form a region's units fill (`[register] form` in the policy profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FormKind {
+    /// 000 附件3 云资源使用需求表: one row per VM (also the register's own export).
+    #[serde(rename = "000-附件3")]
+    Attachment3,
+    /// 003 附件1 政务云资源使用审批表 with its 附表 虚拟机资源表 ([`super::form003`]).
+    #[serde(rename = "003-附件1")]
+    Approval003,
+}
+
+impl FormKind {
+    /// The form's name as the documents print it.
+    pub fn zh(self) -> &'static str {
+        match self {
+            FormKind::Attachment3 => "云资源使用需求表（附件3）",
+            FormKind::Approval003 => "政务云资源使用审批表及附表虚拟机资源表（附件1）",
+        }
+    }
+}
+
+/// `[register]` in the policy profile: the region's form and its network zones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormSpec {
+    /// The form this region's units fill. The register's own layout (附件3 with 使用单位 and
+    /// 虚拟机UUID, what the export writes) is read under every profile as well.
+    pub form: FormKind,
+    /// The network zones (网络分区, 接入网络, 网络需求) a row may name. A trailing 区 is not
+    /// significant (004 writes 政务外网区 where 003 writes 政务外网).
+    pub zones: Vec<String>,
+}
+
+impl FormSpec {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.zones.iter().all(|z| z.trim().is_empty()) {
+            return Err("register.zones: name the region's network zones".into());
+        }
+        Ok(())
+    }
+
+    /// The zone `cell` names, as the profile spells it.
+    pub fn zone(&self, cell: &str) -> Option<&str> {
+        let key = |s: &str| -> String {
+            let t = trim(s);
+            t.strip_suffix('区').unwrap_or(t).to_string()
+        };
+        let k = key(cell);
+        self.zones
+            .iter()
+            .find(|z| !k.is_empty() && key(z) == k)
+            .map(String::as_str)
+    }
+
+    /// The reason a cell naming an unknown zone is refused.
+    pub fn unknown_zone(&self, column: &str, cell: &str) -> String {
+        format!(
+            "{column}“{cell}”不是本地区的网络分区（可填：{}）",
+            self.zones.join("、")
+        )
+    }
+}
+
+/// What a region's form yields: the VM rows and, for a form with a header block (003 附件1),
+/// the application's header fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FormFile {
+    /// Which form the file was read as.
+    pub kind: FormKind,
+    pub header: Option<ApplicationHeader>,
+    pub rows: Vec<FormRow>,
+}
+
+/// Read a file as the active profile's form (or the register's own 附件3 layout): the rows,
+/// every zone checked against the profile's zones. The import and the applications call this.
+pub fn read_profile_form(
+    spec: &FormSpec,
+    file: &str,
+    format: Format,
+    bytes: &[u8],
+) -> Result<Vec<FormRow>, ReadError> {
+    read_form_file(spec, file, format, bytes).map(|f| f.rows)
+}
+
+/// [`read_profile_form`] with the header block of a form that has one (003 附件1).
+pub fn read_form_file(
+    spec: &FormSpec,
+    file: &str,
+    format: Format,
+    bytes: &[u8],
+) -> Result<FormFile, ReadError> {
+    let sheets = read_sheets(file, format, bytes)?;
+    // the profile's own form first, then the register's layout
+    let kinds = [spec.form, FormKind::Attachment3];
+    for kind in kinds {
+        let found = sheets.iter().find(|g| match kind {
+            FormKind::Attachment3 => find_header(g).is_some(),
+            FormKind::Approval003 => form003::find_table(g).is_some(),
+        });
+        let Some(grid) = found else { continue };
+        return match kind {
+            FormKind::Attachment3 => parse_attachment3(file, grid, Some(spec))
+                .map(|rows| FormFile {
+                    kind,
+                    header: None,
+                    rows,
+                })
+                .map_err(ReadError::Rows),
+            FormKind::Approval003 => {
+                form003::parse(spec, file, &sheets, grid).map_err(ReadError::Rows)
+            }
+        };
+    }
+    let wanted = match spec.form {
+        FormKind::Attachment3 => no_header_reason(),
+        FormKind::Approval003 => {
+            format!("{}；或{}", form003::no_table_reason(), no_header_reason())
+        }
+    };
+    Err(ReadError::file(file, wanted))
 }
 
 /// One rejected row (or, with `row: None`, a problem with the whole file).
@@ -199,6 +322,16 @@ impl RowError {
         }
     }
 
+    /// A cell under a column named by its header text (a form other than 附件3).
+    pub fn named(file: &str, row: usize, column: &str, reason: impl Into<String>) -> Self {
+        RowError {
+            file: file.to_string(),
+            row: Some(row),
+            column: Some(column.to_string()),
+            reason: reason.into(),
+        }
+    }
+
     pub fn cell(file: &str, row: usize, column: Column, reason: impl Into<String>) -> Self {
         RowError {
             file: file.to_string(),
@@ -215,6 +348,23 @@ impl RowError {
 pub struct FormRow {
     pub row: usize,
     pub vm: VmAllocation,
+    /// What a form asks beyond the register's columns (003 附件1's 附表); empty for 附件3.
+    pub extra: RowExtra,
+}
+
+/// The columns of 003 附件1's 附表 that the register does not keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowExtra {
+    /// 用途.
+    pub purpose: String,
+    /// 网络需求 as written (every zone checked; the first one is the row's `vm.zone`).
+    pub network: String,
+    /// 所开端口.
+    pub ports: String,
+    /// 存储类型 (数据库, 文件, 备份, 其他).
+    pub storage_type: String,
+    /// 申请类型 (资源申请, 资源变更, 资源退出, 其他).
+    pub request_type: String,
 }
 
 /// A sheet as text: (row number as shown, cells).
@@ -244,9 +394,19 @@ impl ReadError {
     }
 }
 
-/// Read a file of the given format into validated rows, within the bounds of
-/// [`super::limits`].
+/// Read a file of the given format as 附件3 into validated rows, within the bounds of
+/// [`super::limits`] (zones not checked: [`read_profile_form`] checks them).
 pub fn read(file: &str, format: Format, bytes: &[u8]) -> Result<Vec<FormRow>, ReadError> {
+    let sheets = read_sheets(file, format, bytes)?;
+    // the first sheet with a header row is the form
+    match sheets.iter().find(|g| find_header(g).is_some()) {
+        Some(grid) => parse_grid(file, grid).map_err(ReadError::Rows),
+        None => Err(ReadError::file(file, no_header_reason())),
+    }
+}
+
+/// A file's sheets as text grids (a CSV is one sheet), within the bounds of [`super::limits`].
+fn read_sheets(file: &str, format: Format, bytes: &[u8]) -> Result<Vec<Grid>, ReadError> {
     if bytes.len() > limits::MAX_FILE_BYTES {
         let found = bytes.len();
         return Err(ReadError::limit(file, LimitError::FileSize { found }));
@@ -258,21 +418,16 @@ pub fn read(file: &str, format: Format, bytes: &[u8]) -> Result<Vec<FormRow>, Re
                 csv::CsvError::Limit(l) => ReadError::limit(file, l),
                 e => ReadError::file(file, e.to_string()),
             })?;
-            let grid: Grid = records
+            Ok(vec![records
                 .into_iter()
                 .enumerate()
                 .map(|(i, r)| (i + 1, r))
-                .collect();
-            parse_grid(file, &grid).map_err(ReadError::Rows)
+                .collect()])
         }
-        Format::Xlsx => {
-            let sheets = read_workbook(file, bytes)?;
-            // the first sheet with a header row is the form
-            match sheets.iter().find(|(_, g)| find_header(g).is_some()) {
-                Some((_, grid)) => parse_grid(file, grid).map_err(ReadError::Rows),
-                None => Err(ReadError::file(file, no_header_reason())),
-            }
-        }
+        Format::Xlsx => Ok(read_workbook(file, bytes)?
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect()),
     }
 }
 
@@ -454,7 +609,7 @@ fn no_header_reason() -> String {
 }
 
 /// The header row: the first row naming at least five of the form's columns.
-fn find_header(grid: &Grid) -> Option<usize> {
+pub(crate) fn find_header(grid: &Grid) -> Option<usize> {
     grid.iter().position(|(_, cells)| {
         let named: std::collections::HashSet<Column> = cells
             .iter()
@@ -465,12 +620,22 @@ fn find_header(grid: &Grid) -> Option<usize> {
 }
 
 /// Trim whitespace of any width (the full-width space "　" of the sample rows included).
-fn trim(s: &str) -> &str {
+pub(crate) fn trim(s: &str) -> &str {
     s.trim_matches(char::is_whitespace)
 }
 
-/// Validate the rows below the header row of `grid`.
+/// Validate the rows below the header row of `grid` (zones not checked).
 pub fn parse_grid(file: &str, grid: &Grid) -> Result<Vec<FormRow>, Vec<RowError>> {
+    parse_attachment3(file, grid, None)
+}
+
+/// Validate the rows below the header row of `grid`; with `spec`, each 网络分区 must be one of
+/// its zones.
+fn parse_attachment3(
+    file: &str,
+    grid: &Grid,
+    spec: Option<&FormSpec>,
+) -> Result<Vec<FormRow>, Vec<RowError>> {
     let Some(h) = find_header(grid) else {
         return Err(vec![RowError::file(file, no_header_reason())]);
     };
@@ -523,6 +688,13 @@ pub fn parse_grid(file: &str, grid: &Grid) -> Result<Vec<FormRow>, Vec<RowError>
         }
         let before = errors.len();
         let vm = validate_row(file, *row, &cell, &mut errors);
+        if let Some(spec) = spec.filter(|_| !vm.zone.is_empty()) {
+            if spec.zone(&vm.zone).is_none() {
+                let header = Column::Zone.header();
+                let reason = spec.unknown_zone(header, &vm.zone);
+                errors.push(RowError::cell(file, *row, Column::Zone, reason));
+            }
+        }
         if let Some(u) = &vm.uuid {
             if let Some(first) = uuid_rows.insert(u.clone(), *row) {
                 errors.push(RowError::cell(
@@ -534,7 +706,11 @@ pub fn parse_grid(file: &str, grid: &Grid) -> Result<Vec<FormRow>, Vec<RowError>
             }
         }
         if errors.len() == before {
-            rows.push(FormRow { row: *row, vm });
+            rows.push(FormRow {
+                row: *row,
+                vm,
+                extra: RowExtra::default(),
+            });
         }
     }
     if !errors.is_empty() {
@@ -692,7 +868,7 @@ fn validate_row<'a>(
 }
 
 /// `8`, `８`, `8.0` (a number cell): a whole number; `8.5`, `八`, `-1`: none.
-fn whole_number(s: &str) -> Option<u32> {
+pub(crate) fn whole_number(s: &str) -> Option<u32> {
     let ascii: String = s
         .chars()
         .map(|c| match c {

@@ -23,6 +23,7 @@ pub mod changes;
 pub mod csv;
 pub mod export;
 pub mod form;
+pub mod form003;
 pub mod limits;
 pub mod observe;
 pub mod pools;

@@ -34,6 +34,8 @@ pub struct AntivirusService<'a> {
     pub reclaim: Option<&'a Reclaim>,
     /// The active profile: a second person (the authority) approves before the stop.
     pub approval_required: bool,
+    /// What a stop decision cites: the active profile's `[clauses] antivirus_removed`.
+    pub clause: &'a str,
 }
 
 impl AntivirusService<'_> {
@@ -58,7 +60,7 @@ impl AntivirusService<'_> {
                     node: node.to_string(),
                     reason: reason.to_string(),
                     approval_required: approval,
-                    clause: crate::policy::rules::antivirus::CLAUSE_REMOVED.to_string(),
+                    clause: self.clause.to_string(),
                     removals: serde_json::json!(track.removals()),
                 };
                 Ok((d, event.entry(now_ms, actor)))

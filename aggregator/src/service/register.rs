@@ -55,6 +55,8 @@ pub struct RegisterService<'a> {
     pub holds: Holds<'a>,
     /// One change at a time (shared by every handle on the same register).
     pub turn: &'a tokio::sync::Mutex<()>,
+    /// The active profile: what a held request cites (`[clauses] low_use_hold`).
+    pub profile: &'a yunjian_aggregator_core::policy::Profile,
 }
 
 impl RegisterService<'_> {
@@ -123,10 +125,11 @@ impl RegisterService<'_> {
         make: impl FnOnce(&Register) -> Result<Update, ChangeError>,
     ) -> Result<Update, RegisterError> {
         let _turn = self.turn.lock().await;
-        let update = make(&self.read())?;
-        // 003 第三十条: open low-use cases hold the unit's requests for more
+        let cite = |e: ChangeError| e.citing(&self.profile.clauses.low_use_hold);
+        let update = make(&self.read()).map_err(cite)?;
+        // open low-use cases hold the unit's requests for more (003 第三十条; the profile's clause)
         let holds = self.holds.get().await;
-        changes::check_low_use_hold(&self.read(), &update.record, &holds)?;
+        changes::check_low_use_hold(&self.read(), &update.record, &holds).map_err(cite)?;
         self.store
             .commit(WriteBatch {
                 register: vec![update.record.clone()],

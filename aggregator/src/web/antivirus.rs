@@ -46,13 +46,9 @@ where
         )
 }
 
-async fn page(who: Principal) -> Response {
-    super::page::page(
-        "antivirus.html",
-        "antivirus",
-        Some(&who),
-        minijinja::Value::UNDEFINED,
-    )
+async fn page(State(app): State<AppState>, who: Principal) -> Response {
+    let ctx = minijinja::context! { policy => super::page::policy(&app.profile) };
+    super::page::page("antivirus.html", "antivirus", Some(&who), ctx)
 }
 
 /// One VM on the antivirus page.
@@ -203,6 +199,7 @@ fn service(app: &AppState) -> AntivirusService<'_> {
         store: &app.store,
         reclaim: app.reclaim.as_ref(),
         approval_required: app.profile.antivirus.stop_requires_approval,
+        clause: &app.profile.clauses.antivirus_removed,
     }
 }
 

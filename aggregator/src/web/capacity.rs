@@ -44,8 +44,11 @@ where
 #[derive(Debug, Serialize)]
 pub struct CapacityBody {
     pub now_ms: u64,
-    pub clause: &'static str,
+    /// The active profile's clause (`[clauses] capacity`).
+    pub clause: String,
     pub warn_pct: f64,
+    /// The pre-warning line below `warn_pct`, if the profile has one (003 第十九条 接近).
+    pub prewarn_pct: Option<f64>,
     pub recovery_pct: f64,
     pub hold_s: u64,
     pub escalate: Vec<Escalation>,
@@ -188,6 +191,7 @@ async fn api(State(app): State<AppState>) -> Json<CapacityBody> {
         measure(&fleet, &register)
     };
     let cap = &app.profile.capacity;
+    let cap_clause = app.profile.clauses.capacity.clone();
     let warn = cap.thresholds.warn_pct;
     let views = {
         let engine = app.policy.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,8 +207,9 @@ async fn api(State(app): State<AppState>) -> Json<CapacityBody> {
     };
     Json(CapacityBody {
         now_ms: now_ms(),
-        clause: capacity::CLAUSE,
+        clause: cap_clause,
         warn_pct: warn,
+        prewarn_pct: cap.prewarn.as_ref().map(|p| p.warn_pct),
         recovery_pct: cap.thresholds.recovery_pct,
         hold_s: cap.thresholds.hold.as_secs(),
         escalate: cap.thresholds.escalate.clone(),

@@ -62,7 +62,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Engine, Profile};
 use crate::ratelimit::{Backoff, LogLimiter};
 use crate::store::Storage;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -424,13 +424,9 @@ fn closable(state: AppState) -> (Router, watch::Sender<bool>) {
     (app, closing_tx)
 }
 
-async fn dashboard(who: session::Principal) -> Response {
-    page::page(
-        "dashboard.html",
-        "dashboard",
-        Some(&who),
-        minijinja::Value::UNDEFINED,
-    )
+async fn dashboard(State(app): State<AppState>, who: session::Principal) -> Response {
+    let ctx = minijinja::context! { policy => page::policy(&app.profile) };
+    page::page("dashboard.html", "dashboard", Some(&who), ctx)
 }
 
 /// Read the fleet even if a writer panicked while holding the lock: the state is a cache of

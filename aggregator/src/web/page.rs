@@ -169,6 +169,30 @@ pub(super) fn escape(s: &str) -> String {
     out
 }
 
+/// What the pages cite of the active profile, as `policy` in a template: its `title`, each
+/// rule's citation in full (`cite.capacity`: `《徽州区政务云平台管理暂行办法》第十九条（…）`) and
+/// short (`short.capacity`: `第十九条`), its form's name and its capacity line.
+pub(super) fn policy(profile: &yunjian_aggregator_core::policy::Profile) -> Value {
+    let own = format!("{} ", profile.name);
+    let mut cite = std::collections::BTreeMap::new();
+    let mut short = std::collections::BTreeMap::new();
+    for (rule, text) in profile.clauses.all() {
+        let clause = text.strip_prefix(&own).unwrap_or(text);
+        cite.insert(rule, format!("《{}》{clause}", profile.title));
+        let end = clause.find(['（', '(', '、', ',']).unwrap_or(clause.len());
+        short.insert(rule, clause[..end].trim().to_string());
+    }
+    context! {
+        name => profile.name.clone(),
+        title => profile.title.clone(),
+        cite => cite,
+        short => short,
+        form => profile.register.form.zh(),
+        zones => profile.register.zones.join("、"),
+        line_pct => profile.capacity.thresholds.warn_pct,
+    }
+}
+
 /// Render `template` with `ctx`, the navigation the signed-in user may follow (`current`
 /// marked), who they are and their session's CSRF token, into a page with the security headers.
 pub(super) fn page(template: &str, current: &str, who: Option<&Principal>, ctx: Value) -> Response {
@@ -383,13 +407,64 @@ mod tests {
         );
     }
 
+    /// Under each profile the pages that cite a clause cite that profile's document, by its one
+    /// title, and no other region's.
+    #[test]
+    fn pages_cite_the_active_profiles_document_only() {
+        use yunjian_aggregator_core::policy::profile::BUILTIN;
+        use yunjian_aggregator_core::policy::Profile;
+        let all: Vec<Profile> = BUILTIN
+            .iter()
+            .map(|(n, _)| Profile::load(n).unwrap())
+            .collect();
+        for p in &all {
+            let ops = context! { name => "ops", role => "ops" };
+            for name in [
+                "dashboard.html",
+                "register.html",
+                "antivirus.html",
+                "reclaim.html",
+            ] {
+                let html = ENV
+                    .get_template(name)
+                    .unwrap()
+                    .render(context! {
+                        nav => Value::from(Serde(nav("dashboard", Some(Role::Ops)))),
+                        policy => policy(p),
+                        user => ops.clone(),
+                    })
+                    .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                for other in all.iter().filter(|o| o.name != p.name) {
+                    assert!(
+                        !html.contains(&other.title),
+                        "{name} under {} names {}",
+                        p.name,
+                        other.title
+                    );
+                }
+                let own = match name {
+                    "dashboard.html" => escape(&format!("《{}》{}", p.title, {
+                        let c = &p.clauses.capacity;
+                        c.strip_prefix(&format!("{} ", p.name)).unwrap_or(c)
+                    })),
+                    "antivirus.html" | "reclaim.html" => escape(&format!("《{}》", p.title)),
+                    _ => escape(p.register.form.zh()),
+                };
+                assert!(html.contains(&own), "{name} under {}: no {own}", p.name);
+            }
+        }
+    }
+
     #[test]
     fn every_page_template_renders_on_the_layout() {
         for (name, _) in TEMPLATES.iter().filter(|(n, _)| *n != "base.html") {
             let html = ENV
                 .get_template(name)
                 .unwrap()
-                .render(context! { nav => Value::from(Serde(nav("dashboard", Some(Role::Ops)))) })
+                .render(context! {
+                    nav => Value::from(Serde(nav("dashboard", Some(Role::Ops)))),
+                    policy => policy(&yunjian_aggregator_core::policy::Profile::default()),
+                })
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert!(
                 html.starts_with("<!DOCTYPE html>\n<html lang=\"zh-CN\">"),

@@ -48,8 +48,9 @@ where
         .route("/api/reclaim/whoami", get(whoami))
 }
 
-async fn queue_page(who: Principal) -> Response {
-    page("reclaim.html", "reclaim", Some(&who), Value::UNDEFINED)
+async fn queue_page(State(app): State<AppState>, who: Principal) -> Response {
+    let ctx = minijinja::context! { policy => super::page::policy(&app.profile) };
+    page("reclaim.html", "reclaim", Some(&who), ctx)
 }
 
 async fn case_page(who: Principal) -> Response {

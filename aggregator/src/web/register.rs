@@ -77,13 +77,9 @@ where
         .route("/api/quota", get(violations))
 }
 
-async fn page(who: super::session::Principal) -> Response {
-    super::page::page(
-        "register.html",
-        "register",
-        Some(&who),
-        minijinja::Value::UNDEFINED,
-    )
+async fn page(State(app): State<AppState>, who: super::session::Principal) -> Response {
+    let ctx = minijinja::context! { policy => super::page::policy(&app.profile) };
+    super::page::page("register.html", "register", Some(&who), ctx)
 }
 
 fn read_register(app: &AppState) -> RwLockReadGuard<'_, Register> {
@@ -260,6 +256,7 @@ fn service(app: &AppState) -> RegisterService<'_> {
         store: &app.store,
         holds: app.reclaim.as_ref().map_or(Holds::None, Holds::Live),
         turn: &app.register_turn,
+        profile: &app.profile,
     }
 }
 
@@ -295,11 +292,12 @@ fn change_error(e: ChangeError) -> WebError {
             unit,
             reason,
             since_ms,
+            clause,
         } => WebError::ConflictWith {
             message,
             detail: json!({
                 "held": true,
-                "clause": "003 第三十条",
+                "clause": clause,
                 "unit": unit,
                 "reason": reason,
                 "since_ms": since_ms,
@@ -362,6 +360,7 @@ async fn import(
         file: &file,
         format,
         bytes: &body,
+        form: &app.profile.register,
     };
     let update = service(&app).import(&req, now_ms()).await.map_err(|e| {
         if matches!(e, RegisterError::Change(ChangeError::OverLimit { .. })) {

@@ -10,10 +10,6 @@ use crate::fleet::NodeState;
 use crate::policy::{Context, Findings, NodeScan, Profile, Rule};
 
 pub const NAME: &str = "antivirus";
-/// The clause of a removal.
-pub const CLAUSE_REMOVED: &str = "003 附件1 承诺书";
-/// The clause of an antivirus missing, not running or out of date.
-pub const CLAUSE_INSTALL: &str = "001 第九条(四)";
 
 /// Incremental: a node is looked at again when its antivirus track, liveness or inventory
 /// changed; everything every [`crate::policy::FULL_REFRESH_MS`] (signatures age with time).
@@ -32,8 +28,8 @@ impl Rule for Antivirus {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE_REMOVED
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.antivirus_removed
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
@@ -53,10 +49,11 @@ impl Antivirus {
         let Some(a) = st.antivirus_assessment(max_age, ctx.now_ms) else {
             return;
         };
+        let c = &ctx.profile.clauses;
         let (level, clause, what) = match a.state {
-            AvState::Removed => (Level::Critical, CLAUSE_REMOVED, "杀毒软件已被卸载"),
-            AvState::Degraded => (Level::Warning, CLAUSE_INSTALL, "杀毒软件异常"),
-            AvState::Missing => (Level::Warning, CLAUSE_INSTALL, "未安装杀毒软件"),
+            AvState::Removed => (Level::Critical, &c.antivirus_removed, "杀毒软件已被卸载"),
+            AvState::Degraded => (Level::Warning, &c.antivirus_missing, "杀毒软件异常"),
+            AvState::Missing => (Level::Warning, &c.antivirus_missing, "未安装杀毒软件"),
             AvState::Unknown | AvState::Compliant => return,
         };
         let uuid = st.inventory.as_ref().and_then(|i| i.smbios_uuid.as_deref());
@@ -64,7 +61,7 @@ impl Antivirus {
         let products: Vec<&str> = a.removals.iter().map(|r| r.profile.as_str()).collect();
         let title = match a.state {
             AvState::Removed => format!(
-                "虚拟机 {} {what}（{}），违反承诺书，可申请停止虚拟机",
+                "虚拟机 {} {what}（{}），可申请停止虚拟机",
                 st.node,
                 products.join("、")
             ),
@@ -76,7 +73,7 @@ impl Antivirus {
                 subject: format!("node:{}/{}", st.node, serde_plain(a.state)),
             },
             level,
-            clause: clause.into(),
+            clause: clause.clone(),
             unit,
             title,
             evidence: serde_json::json!({
@@ -220,9 +217,20 @@ mod tests {
         assert_eq!(missing.len(), 1);
         assert_eq!(
             (missing[0].level, missing[0].clause.as_str()),
-            (Level::Warning, CLAUSE_INSTALL)
+            (
+                Level::Warning,
+                Profile::default().clauses.antivirus_missing.as_str()
+            )
         );
         assert_eq!(missing[0].key.subject, "node:vm1/missing");
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in crate::policy::test_support::under_every_profile(build, &f, &reg, LATER) {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.antivirus_missing);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
 
         f.apply(Envelope::new("vm1", 3, 1_000, av(true)), 1);
         assert!(findings(&f, &reg, LATER).is_empty(), "compliant");
@@ -235,7 +243,15 @@ mod tests {
             panic!("{removed:?}")
         };
         assert_eq!(r.level, Level::Critical);
-        assert_eq!(r.clause, CLAUSE_REMOVED);
+        assert_eq!(r.clause, Profile::default().clauses.antivirus_removed);
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in crate::policy::test_support::under_every_profile(build, &f, &reg, LATER) {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.antivirus_removed);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         assert_eq!(r.unit.as_deref(), Some("区财政局"));
         assert_eq!(r.key.subject, "node:vm1/removed");
         assert!(r.title.contains("trend-ds-agent"), "{}", r.title);

@@ -31,7 +31,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "capacity";
-pub const CLAUSE: &str = "003 第十九条";
 /// Scope id of the whole platform.
 pub const PLATFORM: &str = "platform";
 
@@ -509,10 +508,11 @@ impl Watch {
     }
 }
 
-/// The rule: one [`Watch`] per (scope, resource, ratio).
+/// The rule: per (scope, resource, ratio) one [`Watch`] on the line and one on the profile's
+/// pre-warning line below it.
 #[derive(Debug, Default)]
 pub struct Capacity {
-    watches: HashMap<String, [[Watch; 2]; 4]>,
+    watches: HashMap<String, [[(Watch, Watch); 2]; 4]>,
     keys: KeysCache,
 }
 
@@ -526,6 +526,7 @@ fn round(v: f64, places: i32) -> f64 {
 }
 
 /// The alarm title, e.g. `资源池 A 内存使用率 71.2%，接近容量 70%，请报请扩容` (`全平台 内存…`).
+/// A pre-warning's: `资源池 A 内存分配率 67.0%，接近容量 70%（预警线 65%），请提前报请扩容`.
 fn title(scope: &Scope, r: Resource, k: Kind, pct: f64, level: Level, t: &Thresholds) -> String {
     let what = format!("{} {}{} {pct:.1}%", scope.name_zh(), r.zh(), k.zh());
     let over = t
@@ -545,8 +546,8 @@ impl Rule for Capacity {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.capacity
     }
 
     fn interval_ms(&self) -> u64 {
@@ -555,6 +556,7 @@ impl Rule for Capacity {
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
         let t = &ctx.profile.capacity.thresholds;
+        let pre = ctx.profile.capacity.prewarn.as_ref();
         let keys = self.keys.get(ctx.register);
         let scopes = measure_indexed(
             ctx.fleet,
@@ -577,9 +579,33 @@ impl Rule for Capacity {
                     let (Some(pct), Some((value, of))) = (f.pct(k), f.parts(k)) else {
                         continue;
                     };
-                    let w = &mut watches[r as usize][k as usize];
-                    let Some(level) = w.update(t, pct, ctx.now_ms) else {
-                        continue;
+                    let (w, pw) = &mut watches[r as usize][k as usize];
+                    let level = w.update(t, pct, ctx.now_ms);
+                    let early = pre.and_then(|p| pw.update(p, pct, ctx.now_ms).map(|_| p));
+                    // the line's alarm, else the pre-warning (提示) before it
+                    let (level, stage, line, since_ms, title) = match (level, early) {
+                        (Some(level), _) => (
+                            level,
+                            "alarm",
+                            t,
+                            w.since_ms(),
+                            title(s, r, k, pct, level, t),
+                        ),
+                        (None, Some(p)) => (
+                            Level::Info,
+                            "prewarn",
+                            p,
+                            pw.since_ms(),
+                            format!(
+                                "{} {}{} {pct:.1}%，接近容量 {}%（预警线 {}%），请提前报请扩容",
+                                s.name_zh(),
+                                r.zh(),
+                                k.zh(),
+                                t.warn_pct,
+                                p.warn_pct
+                            ),
+                        ),
+                        (None, None) => continue,
                     };
                     out.push(Finding {
                         key: AlarmKey {
@@ -587,9 +613,9 @@ impl Rule for Capacity {
                             subject: s.subject(r, k),
                         },
                         level,
-                        clause: CLAUSE.into(),
+                        clause: ctx.profile.clauses.capacity.clone(),
                         unit: None,
-                        title: title(s, r, k, pct, level, t),
+                        title,
                         evidence: serde_json::json!({
                             "scope": s.id,
                             "pool": s.pool,
@@ -599,10 +625,12 @@ impl Rule for Capacity {
                             "capacity": round(of, 2),
                             "value": round(value, 2),
                             "unit": r.unit(),
-                            "threshold": t.warn_pct,
-                            "recovery": t.recovery_pct,
-                            "hold_s": t.hold.as_secs(),
-                            "since_ms": w.since_ms(),
+                            "stage": stage,
+                            "threshold": line.warn_pct,
+                            "recovery": line.recovery_pct,
+                            "hold_s": line.hold.as_secs(),
+                            "line": t.warn_pct,
+                            "since_ms": since_ms,
                             "hosts": s.hosts,
                         }),
                     });
@@ -963,6 +991,74 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn under_every_profile_the_alarm_cites_that_profiles_document() {
+        let (fleet, mut register) = fixture();
+        register.vms[1].mem_gb = 128 + 200;
+        for (name, _) in crate::policy::profile::BUILTIN {
+            let mut p = Profile::load(name).unwrap();
+            p.capacity.thresholds.hold = Duration::ZERO;
+            let f = eval(&mut Capacity::default(), &fleet, &register, &p, 0);
+            assert_eq!(f.len(), 1, "under {name}");
+            assert_eq!(f[0].clause, p.clauses.capacity);
+            crate::policy::test_support::assert_cites_own(&p, &f[0].clause);
+        }
+    }
+
+    /// 003 第十九条 warns when use *approaches* 70%: a pool at 67% gets the pre-warning (提示),
+    /// not the 70% alarm; at the line the same alarm becomes the 70% one; 004 has no such line.
+    #[test]
+    fn approaching_the_line_under_003_raises_the_pre_warning_first() {
+        let (fleet, mut register) = fixture();
+        // pool A memory: 496 GB capacity; 32 + 301 = 333 GB approved: 67.1 %
+        register.vms[1].mem_gb = 301;
+        let p = Profile::load("003").unwrap();
+        let pre = p
+            .capacity
+            .prewarn
+            .as_ref()
+            .expect("003 has a pre-warning line");
+        assert!(pre.warn_pct < p.capacity.thresholds.warn_pct);
+        let mut rule = Capacity::default();
+        assert!(eval(&mut rule, &fleet, &register, &p, 0).is_empty());
+        // held past the pre-warning's hold
+        let hold = pre.hold.as_millis() as u64;
+        let f = eval(&mut rule, &fleet, &register, &p, hold);
+        let [a] = &f[..] else { panic!("{f:?}") };
+        assert_eq!(a.key.subject, "pool:A/memory/allocated");
+        assert_eq!(a.level, Level::Info);
+        assert_eq!(a.evidence["stage"], "prewarn");
+        assert_eq!(a.evidence["threshold"], 65.0);
+        assert_eq!(a.evidence["line"], 70.0);
+        assert_eq!(
+            a.title,
+            "资源池 A 内存分配率 67.1%，接近容量 70%（预警线 65%），请提前报请扩容"
+        );
+        assert_eq!(a.clause, p.clauses.capacity);
+        // past the line (held): the same alarm, now the 70% one
+        register.vms[1].mem_gb = 128 + 200;
+        let line_hold = p.capacity.thresholds.hold.as_millis() as u64;
+        assert_eq!(
+            eval(&mut rule, &fleet, &register, &p, hold + 1)[0].evidence["stage"],
+            "prewarn",
+            "the line's own hold runs first"
+        );
+        let f = eval(&mut rule, &fleet, &register, &p, hold + 1 + line_hold);
+        let [a] = &f[..] else { panic!("{f:?}") };
+        assert_eq!(a.key.subject, "pool:A/memory/allocated");
+        assert_eq!(
+            (a.level, &a.evidence["stage"]),
+            (Level::Warning, &serde_json::json!("alarm"))
+        );
+        // 004 has no pre-warning line: 67.1 % raises nothing
+        register.vms[1].mem_gb = 301;
+        let p4 = Profile::load("004").unwrap();
+        assert!(p4.capacity.prewarn.is_none());
+        let mut rule = Capacity::default();
+        assert!(eval(&mut rule, &fleet, &register, &p4, 0).is_empty());
+        assert!(eval(&mut rule, &fleet, &register, &p4, 3_600_000).is_empty());
+    }
+
+    #[test]
     fn allocated_past_the_line_fires_while_used_is_low() {
         let (fleet, mut register) = fixture();
         // pool A memory: 496 GB capacity; approve 200 GB more on the registered VM (U2)
@@ -977,7 +1073,8 @@ pub(crate) mod tests {
         assert_eq!(subjects, ["pool:A/memory/allocated"]);
         let a = &f[0];
         assert_eq!(a.level, Level::Warning);
-        assert_eq!(a.clause, "003 第十九条");
+        assert_eq!(a.clause, p.clauses.capacity);
+        assert_eq!(a.evidence["stage"], "alarm");
         assert_eq!(
             a.title,
             "资源池 A 内存分配率 72.6%，接近容量 70%，请报请扩容"

@@ -7,7 +7,7 @@
 //! horizon away and `warning` within half of it (the alarm escalates as the date nears). A ratio
 //! already at the line is the capacity rule's alarm, not a forecast.
 
-use super::capacity::{measure_use, Kind, Resource, CLAUSE};
+use super::capacity::{measure_use, Kind, Resource};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::policy::forecast::Trend;
 use crate::policy::{Context, Findings, Profile, Rule};
@@ -31,8 +31,8 @@ impl Rule for CapacityForecast {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.capacity
     }
 
     fn interval_ms(&self) -> u64 {
@@ -79,7 +79,7 @@ impl Rule for CapacityForecast {
                         subject: s.subject(r, Kind::Used),
                     },
                     level,
-                    clause: CLAUSE.into(),
+                    clause: ctx.profile.clauses.capacity.clone(),
                     unit: None,
                     title: format!(
                         "{} {}{}按近 {} 天趋势预计 {date} 达到 {line}%（当前 {:.1}%，每天 +{:.2}%），请提前报请扩容",

@@ -13,7 +13,6 @@ use std::collections::BTreeSet;
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "hardware";
-pub const CLAUSE: &str = "001 第十六条";
 
 #[derive(Debug, Default)]
 pub struct Hardware;
@@ -27,8 +26,8 @@ impl Rule for Hardware {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.hardware
     }
 
     /// Always a full evaluation: BMC silence and the SEL hold change with time alone, and
@@ -64,7 +63,7 @@ impl Rule for Hardware {
                         subject: format!("node:{}/{}", st.node, p.subject),
                     },
                     level: p.level,
-                    clause: CLAUSE.into(),
+                    clause: ctx.profile.clauses.hardware.clone(),
                     unit: unit.clone(),
                     title: format!("物理服务器 {} {}", st.node, p.what),
                     evidence: serde_json::json!({
@@ -280,7 +279,20 @@ mod tests {
             [(NAME.into(), subject.clone(), Level::Critical)]
         );
         let a = &bed.engine.book().open()[0];
-        assert_eq!(a.clause, CLAUSE);
+        assert_eq!(a.clause, Profile::default().clauses.hardware);
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in crate::policy::test_support::under_every_profile(
+            build,
+            &bed.fleet,
+            &bed.register,
+            4_000,
+        ) {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.hardware);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         assert_eq!(a.evidence["detail"]["value"], 101_000);
         assert_eq!(a.evidence["detail"]["thresholds"]["upper_critical"], 90_000);
         // back in range: cleared

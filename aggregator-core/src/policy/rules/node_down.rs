@@ -31,8 +31,8 @@ impl Rule for NodeDown {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        "001 第十六条"
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.liveness
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
@@ -70,7 +70,7 @@ impl NodeDown {
                 subject: format!("node:{}", st.node),
             },
             level,
-            clause: "001 第十六条".into(),
+            clause: ctx.profile.clauses.liveness.clone(),
             unit,
             title: format!("{what} {} {state}", st.node),
             evidence: serde_json::json!({
@@ -126,6 +126,16 @@ mod tests {
         assert!(ctx(&fleet, 3_999).is_empty());
         let f = ctx(&fleet, 4_000);
         assert_eq!(f.len(), 1);
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in
+            crate::policy::test_support::under_every_profile(build, &fleet, &reg, 4_000)
+        {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.liveness);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         assert_eq!(f[0].level, Level::Major);
         assert_eq!(f[0].key.subject, "node:h1");
         // back online: nothing to report, the engine clears the alarm

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use yunjian_protocol::Role;
 
 pub const NAME: &str = "peak";
-pub const CLAUSE: &str = "002 第十一条";
 
 const KIB_PER_GIB: f64 = 1024.0 * 1024.0;
 
@@ -142,8 +141,8 @@ impl Rule for Peak {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.peak
     }
 
     fn interval_ms(&self) -> u64 {
@@ -228,7 +227,7 @@ impl Rule for Peak {
                         subject: format!("system:{unit}/{system}/{}", m.as_str()),
                     },
                     level,
-                    clause: CLAUSE.into(),
+                    clause: ctx.profile.clauses.peak.clone(),
                     unit: Some(unit.to_string()),
                     title: format!(
                         "{unit}「{system}」{}使用率 {pct:.1}%，{reached} {}%，建议扩容至 {advice}",
@@ -349,7 +348,18 @@ mod tests {
         );
         let office = &f[1];
         assert_eq!(office.unit.as_deref(), Some("市数据局"));
-        assert_eq!(office.clause, "002 第十一条");
+        assert_eq!(office.clause, p.clauses.peak);
+        // under every profile, the alarm cites that profile's own document
+        for (name, _) in crate::policy::profile::BUILTIN {
+            let mut p = Profile::load(name).unwrap();
+            p.peak.thresholds.hold = Duration::ZERO;
+            let f = eval(&mut Peak::default(), &fleet, &register, &p, 0);
+            assert_eq!(f.len(), 2, "under {name}");
+            for x in &f {
+                assert_eq!(x.clause, p.clauses.peak);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         assert_eq!(office.level, Level::Warning);
         // 8 vCPUs 85 % busy = 6.8 busy vCPUs; at 60 % that is 11.33 → 12
         assert_eq!(

@@ -10,7 +10,6 @@ use crate::register::{Resources, VmAllocation};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const NAME: &str = "quota_unit";
-const CLAUSE: &str = "004 第十六条, 000 第二十一条(五)";
 
 /// Incremental: a unit is summed again when what is seen of one of its VMs changed;
 /// everything after a register change and every [`crate::policy::FULL_REFRESH_MS`].
@@ -32,8 +31,8 @@ impl Rule for QuotaUnit {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.quota_unit
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
@@ -118,7 +117,7 @@ impl QuotaUnit {
                 subject: subject(unit),
             },
             level: Level::Major,
-            clause: CLAUSE.into(),
+            clause: ctx.profile.clauses.quota_unit.clone(),
             unit: Some(unit.to_string()),
             title: format!("单位 {unit} 使用资源超出配额：{}", what.join("，")),
             evidence: serde_json::json!({
@@ -198,6 +197,14 @@ mod tests {
         reg.units.get_mut("财政局").unwrap().quota = Some(quota(12.0));
         let out = evaluate(&mut QuotaUnit::default(), &f, &reg);
         assert_eq!(out.len(), 1);
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in crate::policy::test_support::under_every_profile(build, &f, &reg, 0) {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.quota_unit);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         let u = &out[0];
         assert_eq!((u.level, u.unit.as_deref()), (Level::Major, Some("财政局")));
         assert_eq!(u.key.subject, "unit:财政局");

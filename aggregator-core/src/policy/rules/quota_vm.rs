@@ -31,8 +31,8 @@ impl Rule for QuotaVm {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        "003 第十五条"
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.quota_vm
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
@@ -44,7 +44,10 @@ impl Rule for QuotaVm {
                     let Some(uuid) = vm.uuid.as_deref() else {
                         continue;
                     };
-                    if let Some(f) = sightings.get(uuid).and_then(|seen| check(vm, uuid, seen)) {
+                    if let Some(f) = sightings
+                        .get(uuid)
+                        .and_then(|seen| check(vm, uuid, seen, &ctx.profile.clauses.quota_vm))
+                    {
                         out.scope(&f.key.subject);
                         out.push(f);
                     }
@@ -57,8 +60,8 @@ impl Rule for QuotaVm {
                     else {
                         continue;
                     };
-                    if let Some(f) =
-                        observe(ctx.fleet, uuid, claims).and_then(|seen| check(vm, uuid, &seen))
+                    if let Some(f) = observe(ctx.fleet, uuid, claims)
+                        .and_then(|seen| check(vm, uuid, &seen, &ctx.profile.clauses.quota_vm))
                     {
                         out.push(f);
                     }
@@ -83,7 +86,7 @@ fn subject(uuid: &str) -> String {
 }
 
 /// The violation, if the VM is bigger than approved.
-fn check(vm: &VmAllocation, uuid: &str, seen: &Observation) -> Option<Finding> {
+fn check(vm: &VmAllocation, uuid: &str, seen: &Observation, clause: &str) -> Option<Finding> {
     let over = excess(vm.approved(), seen.size());
     if over.is_empty() {
         return None;
@@ -104,7 +107,7 @@ fn check(vm: &VmAllocation, uuid: &str, seen: &Observation) -> Option<Finding> {
             subject: subject(uuid),
         },
         level: Level::Major,
-        clause: "003 第十五条".into(),
+        clause: clause.to_string(),
         unit: Some(vm.unit.clone()),
         title: format!(
             "虚拟机 {name}（{} {}）配置超出核准且无变更申请：{}",
@@ -169,6 +172,14 @@ mod tests {
         f.apply(Envelope::new("h1", 2, 0, listed(16, 16)), 0);
         let out = evaluate(&mut QuotaVm::default(), &f, &reg);
         assert_eq!(out.len(), 1);
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in crate::policy::test_support::under_every_profile(build, &f, &reg, 0) {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.quota_vm);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         let v = &out[0];
         assert_eq!((v.level, v.unit.as_deref()), (Level::Major, Some("财政局")));
         assert_eq!(v.key.subject, format!("vm:{UUID}"));

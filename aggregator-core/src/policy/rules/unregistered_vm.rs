@@ -9,7 +9,6 @@ use crate::register::observe::{observe, Observation, Sightings};
 use std::collections::HashSet;
 
 pub const NAME: &str = "unregistered_vm";
-const CLAUSE: &str = "003 第十五条, 000 第二十一条";
 
 /// Incremental like [`super::quota_vm::QuotaVm`]: a VM is looked at again when what is seen
 /// of it changed.
@@ -29,8 +28,8 @@ impl Rule for UnregisteredVm {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.unregistered_vm
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
@@ -38,7 +37,7 @@ impl Rule for UnregisteredVm {
             None => {
                 self.registered = ctx.register.uuid_index().into_keys().collect();
                 for (uuid, seen) in Sightings::of(ctx.fleet).iter() {
-                    if let Some(f) = self.check(uuid, seen) {
+                    if let Some(f) = self.check(uuid, seen, &ctx.profile.clauses.unregistered_vm) {
                         out.scope(&f.key.subject);
                         out.push(f);
                     }
@@ -47,9 +46,9 @@ impl Rule for UnregisteredVm {
             Some(since) => {
                 for (uuid, claims) in crate::policy::vms_to_check(ctx, since) {
                     out.scope(&subject(uuid));
-                    if let Some(f) =
-                        observe(ctx.fleet, uuid, claims).and_then(|seen| self.check(uuid, &seen))
-                    {
+                    if let Some(f) = observe(ctx.fleet, uuid, claims).and_then(|seen| {
+                        self.check(uuid, &seen, &ctx.profile.clauses.unregistered_vm)
+                    }) {
                         out.push(f);
                     }
                 }
@@ -63,7 +62,7 @@ fn subject(uuid: &str) -> String {
 }
 
 impl UnregisteredVm {
-    fn check(&self, uuid: &str, seen: &Observation) -> Option<Finding> {
+    fn check(&self, uuid: &str, seen: &Observation, clause: &str) -> Option<Finding> {
         if self.registered.contains(uuid) {
             return None;
         }
@@ -78,7 +77,7 @@ impl UnregisteredVm {
                 subject: subject(uuid),
             },
             level: Level::Warning,
-            clause: CLAUSE.into(),
+            clause: clause.to_string(),
             unit: None,
             title: format!("虚拟机 {name} 未在资源登记表中（UUID {uuid}）"),
             evidence: serde_json::json!({
@@ -164,6 +163,14 @@ mod tests {
             ..Register::default()
         };
         let out = evaluate(&mut UnregisteredVm::default(), &f, &reg);
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in crate::policy::test_support::under_every_profile(build, &f, &reg, 0) {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.unregistered_vm);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         let subjects: Vec<&str> = out.iter().map(|f| f.key.subject.as_str()).collect();
         assert_eq!(
             subjects,

@@ -12,7 +12,6 @@ use crate::fleet::{ClaimConflict, Claims};
 use crate::policy::{Context, Findings, Incremental, Profile, Rule};
 
 pub const NAME: &str = "vm_claim_conflict";
-const CLAUSE: &str = "001 第十六条, 003 第二十一条";
 
 /// Incremental: a VM is looked at again when its claims changed.
 #[derive(Debug, Default)]
@@ -29,15 +28,15 @@ impl Rule for VmClaimConflict {
         NAME
     }
 
-    fn clause(&self) -> &'static str {
-        CLAUSE
+    fn clause<'p>(&self, profile: &'p Profile) -> &'p str {
+        &profile.clauses.vm_claim_conflict
     }
 
     fn evaluate(&mut self, ctx: &Context<'_>, out: &mut Findings) {
         match self.inc.begin(ctx, out) {
             None => {
                 for (uuid, claims) in ctx.fleet.claims() {
-                    if let Some(f) = check(uuid, claims) {
+                    if let Some(f) = check(uuid, claims, &ctx.profile.clauses.vm_claim_conflict) {
                         out.scope(&f.key.subject);
                         out.push(f);
                     }
@@ -46,7 +45,7 @@ impl Rule for VmClaimConflict {
             Some(since) => {
                 for (uuid, claims) in crate::policy::vms_to_check(ctx, since) {
                     out.scope(&subject(uuid));
-                    if let Some(f) = check(uuid, claims) {
+                    if let Some(f) = check(uuid, claims, &ctx.profile.clauses.vm_claim_conflict) {
                         out.push(f);
                     }
                 }
@@ -59,7 +58,7 @@ fn subject(uuid: &str) -> String {
     format!("vm:{uuid}")
 }
 
-fn check(uuid: &str, claims: &Claims) -> Option<Finding> {
+fn check(uuid: &str, claims: &Claims, clause: &str) -> Option<Finding> {
     let conflict = claims.conflict()?;
     let who = match &conflict {
         ClaimConflict::Hosts(_) => "宿主机",
@@ -71,7 +70,7 @@ fn check(uuid: &str, claims: &Claims) -> Option<Finding> {
             subject: subject(uuid),
         },
         level: Level::Major,
-        clause: CLAUSE.into(),
+        clause: clause.to_string(),
         unit: None,
         title: format!(
             "虚拟机 UUID {uuid} 的归属冲突：{conflict}；在查明并消除多余的{who}声明之前，不向该虚拟机下发任何指令"
@@ -140,6 +139,14 @@ mod tests {
         );
         let found = evaluate(&mut rule, &f, &reg);
         assert_eq!(found.len(), 1);
+        // under every profile, the alarm cites that profile's own document
+        for (p, found) in crate::policy::test_support::under_every_profile(build, &f, &reg, 0) {
+            assert!(!found.is_empty(), "under {}", p.name);
+            for x in &found {
+                assert_eq!(x.clause, p.clauses.vm_claim_conflict);
+                crate::policy::test_support::assert_cites_own(&p, &x.clause);
+            }
+        }
         assert_eq!(found[0].level, Level::Major);
         assert_eq!(found[0].key.subject, format!("vm:{UUID}"));
         assert!(found[0].title.contains("h1、h2"), "{}", found[0].title);
