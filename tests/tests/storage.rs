@@ -750,10 +750,7 @@ fn story(open: Open, sql: RawSql) {
     // An application's step: the application, its timeline line, its file, the register
     // change and the audit entry, in one transaction.
     let profile = Profile::default();
-    let app_rules = yunjian_aggregator_core::lifecycle::Rules {
-        policy: &profile.lifecycle,
-        calendar: &calendar,
-    };
+    let app_rules = yunjian_aggregator_core::lifecycle::Rules::of(&profile, &calendar);
     let unit_actor = Actor::person("edu-wang", UserRole::Unit, Some("区教育局".into()));
     let mut row = vm("区教育局", "", 2);
     row.uuid = None;

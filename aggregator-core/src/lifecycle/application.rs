@@ -405,6 +405,20 @@ impl ApplicationError {
 pub struct Rules<'a> {
     pub policy: &'a LifecyclePolicy,
     pub calendar: &'a Calendar,
+    /// The clause that holds a unit's requests for more while it has open low-use cases (the
+    /// profile's `[clauses] low_use_hold`: 003 第三十条, 004 第十六条…).
+    pub hold: &'a str,
+}
+
+impl<'a> Rules<'a> {
+    /// The rules of `profile`, deadlines counted on `calendar`.
+    pub fn of(profile: &'a crate::policy::Profile, calendar: &'a Calendar) -> Rules<'a> {
+        Rules {
+            policy: &profile.lifecycle,
+            calendar,
+            hold: &profile.clauses.low_use_hold,
+        }
+    }
 }
 
 impl Rules<'_> {

@@ -64,13 +64,13 @@ pub fn check_submission(
     let p = rules.policy;
     let cal = rules.calendar;
     if matches!(kind, Kind::New | Kind::Change) {
-        if let (false, Some((cases, _))) = (p.clauses.hold.is_empty(), holds.get(unit)) {
+        if let Some((cases, _)) = holds.get(unit) {
             return Err(invalid(
                 "application_held",
                 format!(
                     "单位“{unit}”有未结的低利用率资源降配/回收工单（{}），按{}暂停其新的资源申请和扩容变更",
                     cases.iter().map(|c| format!("#{c}")).collect::<Vec<_>>().join("、"),
-                    p.clauses.hold
+                    rules.hold
                 ),
             ));
         }
@@ -341,8 +341,7 @@ pub fn register_change(
         return Ok(None);
     }
     changes::check_growth(&old, &record).map_err(LifecycleError::Register)?;
-    if !rules.policy.clauses.hold.is_empty() {
-        changes::check_low_use_hold(reg, &record, holds).map_err(LifecycleError::Register)?;
-    }
+    changes::check_low_use_hold(reg, &record, holds)
+        .map_err(|e| LifecycleError::Register(e.citing(rules.hold)))?;
     Ok(Some(record))
 }

@@ -318,10 +318,7 @@ fn under_003_the_dates_are_those_of_the_regulation() {
     // for 15 calendar days; 第十四条: trial at least 30 calendar days.
     let cal = Calendar::builtin();
     let profile = Profile::load("003").unwrap();
-    let rules = Rules {
-        policy: &profile.lifecycle,
-        calendar: &cal,
-    };
+    let rules = Rules::of(&profile, &cal);
     let submitted = cal.start_of(day("2026-09-29")) + 15 * HOUR;
     let mut reg = register();
     let req = request(Kind::New, submitted, &mut reg, &cal);
@@ -420,10 +417,7 @@ fn under_003_the_dates_are_those_of_the_regulation() {
 fn a_late_004_extension_is_refused_citing_第二十条() {
     let cal = Calendar::builtin();
     let profile = Profile::load("004").unwrap();
-    let rules = Rules {
-        policy: &profile.lifecycle,
-        calendar: &cal,
-    };
+    let rules = Rules::of(&profile, &cal);
     let mut reg = register();
     // the temporary VM ends on Friday 23 October 2026
     let end = cal.start_of(day("2026-10-24"));
@@ -471,10 +465,7 @@ fn a_change_of_use_is_refused_under_003_and_a_held_unit_cannot_grow() {
     };
     for (name, refused) in [("003", true), ("004", false)] {
         let profile = Profile::load(name).unwrap();
-        let rules = Rules {
-            policy: &profile.lifecycle,
-            calendar: &cal,
-        };
+        let rules = Rules::of(&profile, &cal);
         let r = check_submission(
             &reg,
             Kind::Change,
@@ -492,10 +483,7 @@ fn a_change_of_use_is_refused_under_003_and_a_held_unit_cannot_grow() {
     }
     // 003 第三十条: a unit with an open low-use case cannot apply for more
     let profile = Profile::load("003").unwrap();
-    let rules = Rules {
-        policy: &profile.lifecycle,
-        calendar: &cal,
-    };
+    let rules = Rules::of(&profile, &cal);
     let holds: Holds = [("区教育局".to_string(), (vec![12], now))].into();
     let mut r = register();
     let grant = request(Kind::New, now, &mut r, &cal);
@@ -555,10 +543,7 @@ fn a_change_of_use_is_refused_under_003_and_a_held_unit_cannot_grow() {
 fn approval_registers_the_rows_and_a_quota_refuses_growth() {
     let cal = Calendar::builtin();
     let profile = Profile::load("003").unwrap();
-    let rules = Rules {
-        policy: &profile.lifecycle,
-        calendar: &cal,
-    };
+    let rules = Rules::of(&profile, &cal);
     let now = cal.start_of(day("2026-10-12")) + 10 * HOUR;
     let mut reg = register();
     let req = request(Kind::New, now, &mut reg, &cal);
@@ -632,10 +617,7 @@ fn under_002_a_shortfall_is_tracked_for_10_working_days() {
     let mut reg = register();
     for (name, allowed) in [("002", true), ("003", false)] {
         let profile = Profile::load(name).unwrap();
-        let rules = Rules {
-            policy: &profile.lifecycle,
-            calendar: &cal,
-        };
+        let rules = Rules::of(&profile, &cal);
         let req = request(Kind::New, now, &mut reg, &cal);
         let (mut a, _) = Application::submit(
             9,

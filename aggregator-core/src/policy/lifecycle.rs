@@ -96,8 +96,6 @@ pub struct LifecycleClauses {
     /// The shortfall rule.
     #[serde(default)]
     pub shortfall: String,
-    /// Holds on a unit with open low-use cases.
-    pub hold: String,
 }
 
 impl LifecyclePolicy {

@@ -164,10 +164,7 @@ impl Applications {
     }
 
     fn rules(&self) -> Rules<'_> {
-        Rules {
-            policy: &self.profile.lifecycle,
-            calendar: &self.calendar,
-        }
+        Rules::of(&self.profile, &self.calendar)
     }
 
     async fn holds(&self) -> Holds {

@@ -384,7 +384,7 @@ async fn submit_form(
         Format::Xlsx => "申请表.xlsx".into(),
         Format::Csv => "申请表.csv".into(),
     });
-    let rows = form::read(&file, format, &body).map_err(|e| match e {
+    let read = form::read_form_file(&s.profile.register, &file, format, &body).map_err(|e| match e {
         ReadError::Rows(rows) => ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             "application_form_rows",
@@ -398,7 +398,25 @@ async fn submit_form(
             serde_json::Value::Null,
         ),
     })?;
-    let vms = rows
+    // 003 附件1: the 审批表 names its unit; it must be the applicant's own
+    let unit = who.own_unit().unwrap_or_default().to_string();
+    if let Some(h) = read.header.as_ref().filter(|h| !h.unit_name.trim().is_empty()) {
+        if h.unit_name.trim() != unit {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application_form_rows",
+                format!("申请表的单位名称“{}”不是申请单位“{unit}”", h.unit_name.trim()),
+                json!({ "rows": [{ "file": file, "row": null, "column": "单位名称",
+                    "reason": "单位名称与申请单位不符" }] }),
+            ));
+        }
+    }
+    let purpose = match (&read.header, q.purpose.trim()) {
+        (Some(h), "") => h.background.trim().to_string(),
+        _ => q.purpose.clone(),
+    };
+    let vms = read
+        .rows
         .into_iter()
         .map(|r| VmAllocation {
             system: if r.vm.system.is_empty() {
@@ -412,7 +430,7 @@ async fn submit_form(
     let shaped = SubmitBody {
         kind: q.kind.clone(),
         system: q.system.clone(),
-        purpose: q.purpose.clone(),
+        purpose: purpose.clone(),
         vms: Vec::new(),
         changes: Vec::new(),
         uuids: Vec::new(),
@@ -426,7 +444,7 @@ async fn submit_form(
             Draft {
                 kind,
                 system: q.system.clone(),
-                purpose: q.purpose.clone(),
+                purpose,
                 request,
                 files: vec![("申请表".into(), file, body)],
             },
