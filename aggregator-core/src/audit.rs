@@ -425,6 +425,18 @@ pub enum AuditEvent {
         step: String,
         detail: Value,
     },
+    /// A reclaim case changed the register: a verified downsize lowered the VM's approved size
+    /// (`retired: false`), or a released VM's row left the register (`retired: true`).
+    RegisterReclaimed {
+        case: u64,
+        uuid: String,
+        unit: String,
+        system: String,
+        subsystem: String,
+        retired: bool,
+        from: Value,
+        to: Value,
+    },
 }
 
 impl AuditEvent {
@@ -647,6 +659,28 @@ impl AuditEvent {
             AuditEvent::ReclaimStep { case, step, detail } => {
                 (format!("reclaim.{step}"), format!("reclaim:{case}"), detail)
             }
+            AuditEvent::RegisterReclaimed {
+                case,
+                uuid,
+                unit,
+                system,
+                subsystem,
+                retired,
+                from,
+                to,
+            } => (
+                if retired {
+                    "register.retire"
+                } else {
+                    "register.downsize"
+                }
+                .into(),
+                format!("vm:{}", uuid.to_ascii_lowercase()),
+                json!({
+                    "case": case, "unit": unit, "system": system, "subsystem": subsystem,
+                    "from": from, "to": to,
+                }),
+            ),
         }
     }
 }

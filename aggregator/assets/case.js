@@ -9,7 +9,8 @@ const STATE = {
   closed: '已关闭', withdrawn: '已撤销', rejected: '已驳回', rolling_back: '回退中', rolled_back: '已回退',
 };
 const STEP = {
-  notify: '通知使用单位', agree: '同意', dispute: '提出异议', file: '报主管部门备案', approve: '批准',
+  notify: '通知使用单位', agree: '同意', dispute: '提出异议', settle: '协商一致（异议后同意）',
+  file: '报主管部门备案', approve: '批准',
   reject: '驳回', schedule: '排期执行', withdraw: '撤销', retry: '重新执行', close: '关闭（到期释放）',
   rollback: '回退', detect: '发现', execute: '执行', succeeded: '执行成功', failed: '执行失败',
   verify: '核实', released: '已释放', rolled_back: '已回退', late_result: '迟到回执',

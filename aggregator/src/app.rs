@@ -364,6 +364,8 @@ impl Aggregator {
         let directory =
             crate::service::identity::Directory::new(reader.load_users()?, reader.load_tokens()?);
         tracing::info!(users = directory.users().count(), "users loaded");
+        // the reclaim service changes the register too (downsize, release): one turn for both
+        let register_turn = reclaim.register_turn.clone();
         let state = AppState {
             fleet: fleet.clone(),
             metrics: metrics.clone(),
@@ -375,7 +377,7 @@ impl Aggregator {
             reader: Some(Arc::new(Mutex::new(reader))),
             reclaim: Some(reclaim),
             usage: usage.clone(),
-            register_turn: Arc::default(),
+            register_turn,
             exemption_turn: Arc::default(),
             auth: crate::web::session::Auth {
                 directory: Arc::new(std::sync::RwLock::new(directory)),

@@ -170,6 +170,7 @@ async fn one(
             "notify" => Step::Notify,
             "agree" => Step::Agree,
             "dispute" => Step::Dispute,
+            "settle" => Step::Settle,
             "file" => Step::File,
             "approve" => Step::Approve,
             "reject" => Step::Reject,
