@@ -425,15 +425,16 @@ pub enum AuditEvent {
         step: String,
         detail: Value,
     },
-    /// A reclaim case changed the register: a verified downsize lowered the VM's approved size
-    /// (`retired: false`), or a released VM's row left the register (`retired: true`).
+    /// A reclaim case changed the register (`change`): a verified downsize lowered the VM's
+    /// approved size (`downsize`), its rollback put it back (`restore`), or a released VM's row
+    /// left the register (`retire`).
     RegisterReclaimed {
         case: u64,
+        change: &'static str,
         uuid: String,
         unit: String,
         system: String,
         subsystem: String,
-        retired: bool,
         from: Value,
         to: Value,
     },
@@ -661,20 +662,15 @@ impl AuditEvent {
             }
             AuditEvent::RegisterReclaimed {
                 case,
+                change,
                 uuid,
                 unit,
                 system,
                 subsystem,
-                retired,
                 from,
                 to,
             } => (
-                if retired {
-                    "register.retire"
-                } else {
-                    "register.downsize"
-                }
-                .into(),
+                format!("register.{change}"),
                 format!("vm:{}", uuid.to_ascii_lowercase()),
                 json!({
                     "case": case, "unit": unit, "system": system, "subsystem": subsystem,

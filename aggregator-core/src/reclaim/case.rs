@@ -21,6 +21,10 @@
 //!   from `disputed`, `filed`, `approved` or `scheduled`);
 //! * `total_days` (004 第十七条: 审核 and 回收 within 5 working days in total): from the
 //!   unit's agreement, every later waiting state's deadline is at most the total's.
+//!
+//! No data loss: a stop case is released (its disks destroyed) only after the snapshot, the
+//! approval trail and the unit's own **handover** (`handover`: its data is migrated or backed
+//! up, 003 第十六条 / 004 第十七条 数据迁移备份), recorded on the case without moving it.
 
 use super::calendar::Calendar;
 use crate::policy::profile::ReclaimPolicy;
@@ -138,6 +142,8 @@ pub enum Step {
     Dispute,
     /// The unit agrees after its dispute (协商一致 reached): recorded on the case.
     Settle,
+    /// The unit confirms its data is migrated or backed up (stop cases, before the release).
+    Handover,
     File,
     Approve,
     Reject,
@@ -177,6 +183,7 @@ impl Step {
             Step::Agree => "agree",
             Step::Dispute => "dispute",
             Step::Settle => "settle",
+            Step::Handover => "handover",
             Step::File => "file",
             Step::Approve => "approve",
             Step::Reject => "reject",
@@ -198,7 +205,7 @@ impl Step {
     pub fn roles(&self) -> &'static [Role] {
         match self {
             Step::Notify => &[Role::Ops, Role::System],
-            Step::Agree | Step::Dispute | Step::Settle => &[Role::Unit],
+            Step::Agree | Step::Dispute | Step::Settle | Step::Handover => &[Role::Unit],
             Step::File | Step::Schedule { .. } | Step::Retry { .. } => &[Role::Ops],
             Step::Close { .. } => &[Role::Ops],
             Step::Approve | Step::Reject => &[Role::Authority],
@@ -228,6 +235,7 @@ pub const PERSON_STEPS: &[(&str, Role)] = &[
     ("agree", Role::Unit),
     ("dispute", Role::Unit),
     ("settle", Role::Unit),
+    ("handover", Role::Unit),
     ("file", Role::Ops),
     ("approve", Role::Authority),
     ("reject", Role::Authority),
@@ -277,6 +285,10 @@ pub struct Case {
     /// The end of the profile's `total_days` from the unit's agreement, once it agreed.
     #[serde(default)]
     pub total_deadline_ms: Option<u64>,
+    /// When the unit confirmed its data migrated or backed up (stop cases): the release waits
+    /// for it.
+    #[serde(default)]
+    pub handover_ms: Option<u64>,
 }
 
 /// One line of a case's timeline (append-only).
@@ -323,6 +335,8 @@ pub enum CaseError {
     PastSchedule { case: u64 },
     #[error("案件 {case}：使用单位提出异议后尚未记录协商一致；依据{clause}，须报备案并与使用单位协商一致后方可降配或回收，不能安排或执行")]
     NoAgreement { case: u64, clause: String },
+    #[error("案件 {case}：使用单位尚未确认数据已迁移或备份（交接确认），不能释放虚拟机")]
+    NoHandover { case: u64 },
 }
 
 impl CaseError {
@@ -336,6 +350,7 @@ impl CaseError {
             CaseError::HoldNotOver { .. } => "case_hold_not_over",
             CaseError::PastSchedule { .. } => "case_schedule_in_past",
             CaseError::NoAgreement { .. } => "case_agreement_required",
+            CaseError::NoHandover { .. } => "case_handover_required",
         }
     }
 }
@@ -382,6 +397,7 @@ impl Case {
             updated_ms: now_ms,
             disputed: false,
             total_deadline_ms: None,
+            handover_ms: None,
         };
         let log = LogEntry {
             case_id: id,
@@ -410,6 +426,11 @@ impl Case {
             (Notified, Step::Dispute) => Disputed,
             (Disputed, Step::Settle) => Agreed,
             (Filed | Approved | Scheduled, Step::Settle) if self.disputed => self.state,
+            (
+                Agreed | Filed | Approved | Scheduled | Executing | ExecutionFailed | Executed
+                | Verified,
+                Step::Handover,
+            ) if self.is_stop() && self.handover_ms.is_none() => self.state,
             (Agreed | Disputed, Step::File) => Filed,
             (Filed, Step::Approve) => Approved,
             (Filed, Step::Reject) => Rejected,
@@ -510,7 +531,11 @@ impl Case {
             Step::Execute { command } | Step::Retry { command } | Step::Rollback { command } => {
                 c.command = Some(command.clone());
             }
+            Step::Handover => c.handover_ms = Some(now_ms),
             Step::Close { command } => {
+                if command.is_some() && c.handover_ms.is_none() {
+                    return Err(CaseError::NoHandover { case: self.id });
+                }
                 if let Some(until) = c.hold_until_ms.filter(|u| *u > now_ms) {
                     return Err(CaseError::HoldNotOver {
                         case: self.id,
@@ -629,6 +654,8 @@ mod tests {
             T0,
         );
         c.state = state;
+        // the unit's handover is tested on its own
+        c.handover_ms = Some(T0);
         c
     }
 
@@ -783,6 +810,7 @@ mod tests {
             Step::Agree,
             Step::Dispute,
             Step::Settle,
+            Step::Handover,
             Step::File,
             Step::Approve,
             Step::Reject,
@@ -1251,5 +1279,87 @@ mod tests {
             .unwrap()
             .0;
         assert_eq!(a.deadline_ms, Some(cal.start_of(day("2026-10-14"))));
+    }
+
+    #[test]
+    fn a_stop_is_released_only_after_the_units_handover() {
+        let p = policy();
+        let cal = Calendar::builtin();
+        let rules = Rules {
+            policy: &p,
+            calendar: &cal,
+        };
+        let mut v = case(Kind::Idle, Verified);
+        v.handover_ms = None;
+        let release = Step::Close {
+            command: Some("00ff".into()),
+        };
+        let after_hold = T0 + 100 * 86_400_000;
+        let e = v
+            .apply(
+                release.clone(),
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                after_hold,
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), "case_handover_required");
+        assert!(e.to_string().contains("数据已迁移或备份"), "{e}");
+        // only the unit confirms, once, and the case stays where it is
+        let e = v
+            .apply(
+                Step::Handover,
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                T0,
+            )
+            .unwrap_err();
+        assert!(matches!(e, CaseError::Forbidden { .. }), "{e}");
+        let (h, log) = v
+            .apply(
+                Step::Handover,
+                &actor(Role::Unit),
+                "数据已迁移至新平台",
+                serde_json::Value::Null,
+                &rules,
+                T0 + 5,
+            )
+            .unwrap();
+        assert_eq!((h.state, h.handover_ms), (Verified, Some(T0 + 5)));
+        assert_eq!(
+            (log.step.as_str(), log.reason.as_str()),
+            ("handover", "数据已迁移至新平台")
+        );
+        assert!(h.target(&Step::Handover).is_none(), "confirmed once");
+        let (r, _) = h
+            .apply(
+                release,
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                after_hold,
+            )
+            .unwrap();
+        assert_eq!(r.state, Releasing);
+        // it may come early (with the agreement), never for a downsize, which destroys nothing
+        let mut agreed = case(Kind::Idle, Agreed);
+        agreed.handover_ms = None;
+        assert_eq!(agreed.target(&Step::Handover), Some(Agreed));
+        let mut down = case(
+            Kind::OverProvisioned {
+                recommended: VmSize {
+                    vcpus: 1,
+                    mem_kib: 1 << 20,
+                },
+            },
+            Verified,
+        );
+        down.handover_ms = None;
+        assert!(down.target(&Step::Handover).is_none());
     }
 }

@@ -284,7 +284,47 @@ pub fn reclaim_downsize(
         unit: vm.unit.clone(),
         system: vm.system.clone(),
         subsystem: vm.subsystem.clone(),
-        retired: false,
+        change: "downsize",
+        from: json!({"vcpus": vm.vcpus, "mem_gb": vm.mem_gb}),
+        to: json!({"vcpus": new.vcpus, "mem_gb": new.mem_gb}),
+    }
+    .entry(now_ms, by);
+    Ok(Update { record, audit })
+}
+
+/// A rolled-back downsize of reclaim case `case`: the VM runs at its old size again, so its
+/// approved size goes back to `vcpus` / `mem_gb` (what the downsize changed, from its audit).
+pub fn reclaim_restore(
+    reg: &Register,
+    case: u64,
+    uuid: &str,
+    vcpus: u32,
+    mem_gb: u32,
+    by: &Actor,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let vm = reg
+        .vm_by_uuid(uuid)
+        .ok_or_else(|| ChangeError::UnknownVm(uuid.to_string()))?;
+    let mut new = vm.clone();
+    new.vcpus = vcpus;
+    new.mem_gb = mem_gb;
+    if new == *vm {
+        return Err(ChangeError::Invalid(format!(
+            "虚拟机 {uuid} 的核定配置已是回退后的配置，无需变更"
+        )));
+    }
+    let mut record = reg.record(&vm.unit);
+    for v in record.vms.iter_mut().filter(|v| v.has_uuid(uuid)) {
+        *v = new.clone();
+    }
+    let audit = AuditEvent::RegisterReclaimed {
+        case,
+        uuid: uuid.to_ascii_lowercase(),
+        unit: vm.unit.clone(),
+        system: vm.system.clone(),
+        subsystem: vm.subsystem.clone(),
+        change: "restore",
         from: json!({"vcpus": vm.vcpus, "mem_gb": vm.mem_gb}),
         to: json!({"vcpus": new.vcpus, "mem_gb": new.mem_gb}),
     }
@@ -313,7 +353,7 @@ pub fn retire(
         unit: vm.unit.clone(),
         system: vm.system.clone(),
         subsystem: vm.subsystem.clone(),
-        retired: true,
+        change: "retire",
         from: json!(vm),
         to: json!(null),
     }
@@ -812,6 +852,16 @@ mod tests {
         let a = reg.vm_by_uuid(UUID_A).unwrap();
         assert_eq!((a.vcpus, a.mem_gb, a.data_disk_gb), (2, 4, 300));
         assert_eq!((total(&reg).vcpus, total(&reg).mem_gb), (6.0, 20.0));
+        // rolled back: the old size again, audited as a restore of the case
+        let back = reclaim_restore(&reg, 7, UUID_A, 8, 16, &system, 5_500).unwrap();
+        assert_eq!(
+            (back.audit.action.as_str(), &back.audit.detail["case"]),
+            ("register.restore", &json!(7))
+        );
+        let mut undone = reg.clone();
+        undone.apply(back.record);
+        assert_eq!(undone.vm_by_uuid(UUID_A).unwrap().vcpus, 8);
+        assert_eq!((total(&undone).vcpus, total(&undone).mem_gb), (12.0, 32.0));
         // the same size again changes nothing and says so
         let e = reclaim_downsize(&reg, 7, UUID_A, size, &system, 6_000).unwrap_err();
         assert!(e.to_string().contains("无需变更"), "{e}");

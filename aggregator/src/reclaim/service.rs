@@ -35,7 +35,7 @@ pub enum ReclaimError {
     Case(#[from] CaseError),
     #[error("降配回收案件 {0} 不存在")]
     NotFound(u64),
-    #[error("未知的办理步骤 {0:?}；可用步骤：notify、agree、dispute、settle、file、approve、reject、schedule、withdraw、retry、close、rollback")]
+    #[error("未知的办理步骤 {0:?}；可用步骤：notify、agree、dispute、settle、handover、file、approve、reject、schedule、withdraw、retry、close、rollback")]
     UnknownStep(String),
     #[error("安排执行须给出 `at_ms`（执行时间）")]
     NoTime,
@@ -351,6 +351,7 @@ impl Reclaim {
             "notify" => (Step::Notify, None),
             "agree" => (Step::Agree, None),
             "settle" => (Step::Settle, None),
+            "handover" => (Step::Handover, None),
             "dispute" => (Step::Dispute, None),
             "file" => (Step::File, None),
             "approve" => (Step::Approve, None),
@@ -527,6 +528,49 @@ impl Reclaim {
             .mark_stopped_vm(&c.uuid, stop_mark(c));
     }
 
+    /// A rolled-back downsize whose verification had lowered the approved size: the size
+    /// before it, from the verify step's timeline entry, comes back.
+    fn register_restore(
+        &self,
+        inner: &mut Inner,
+        c: &Case,
+        log: &mut LogEntry,
+        now_ms: u64,
+    ) -> Option<Update> {
+        let timeline = match inner.storage.reclaim_log(c.id) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(
+                    case = c.id,
+                    "timeline not readable, the register keeps the downsized size: {e}"
+                );
+                return None;
+            }
+        };
+        let from = timeline
+            .iter()
+            .rev()
+            .find(|l| l.step == "verify" && l.detail["register"]["action"] == "register.downsize")
+            .map(|l| l.detail["register"]["from"].clone())?;
+        let size = |k: &str| from[k].as_u64().and_then(|v| u32::try_from(v).ok());
+        let (vcpus, mem_gb) = (size("vcpus")?, size("mem_gb")?);
+        let by = Actor::job("job:reclaim");
+        let made = {
+            let reg = self.register.read().unwrap_or_else(|p| p.into_inner());
+            changes::reclaim_restore(&reg, c.id, &c.uuid, vcpus, mem_gb, &by, now_ms)
+        };
+        let note = match &made {
+            Ok(u) => {
+                json!({"action": u.audit.action, "from": u.audit.detail["from"], "to": u.audit.detail["to"]})
+            }
+            Err(e) => json!({"unchanged": e.to_string()}),
+        };
+        if let serde_json::Value::Object(m) = &mut log.detail {
+            m.insert("register".into(), note);
+        }
+        made.ok()
+    }
+
     /// Apply a stored register change in memory: the revision moves, so the capacity rules
     /// look at the pools again.
     fn apply_register(&self, update: Option<Update>) {
@@ -684,10 +728,14 @@ impl Reclaim {
                     now_ms,
                 ) {
                     Ok((next, mut log)) => {
-                        let update = if next.state == State::Closed && next.is_stop() {
-                            self.register_change(&next, &mut log, now_ms)
-                        } else {
-                            None
+                        let update = match next.state {
+                            State::Closed if next.is_stop() => {
+                                self.register_change(&next, &mut log, now_ms)
+                            }
+                            State::RolledBack if !next.is_stop() => {
+                                self.register_restore(&mut inner, &next, &mut log, now_ms)
+                            }
+                            _ => None,
                         };
                         let audit = audit_of(&next, &log);
                         let w = ReclaimWrite {
@@ -1342,6 +1390,10 @@ mod tests {
     }
 
     fn setup() -> Setup {
+        setup_with(ReclaimPolicy::default())
+    }
+
+    fn setup_with(policy: ReclaimPolicy) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("y.db");
         let mut s = SqliteStorage::open(&db).unwrap();
@@ -1385,7 +1437,7 @@ mod tests {
         let reclaim = Reclaim::start(
             Box::new(s),
             ReclaimConfig::default(),
-            ReclaimPolicy::default(),
+            policy,
             Calendar::builtin(),
             MasterKey::from_bytes([1; 32]),
             Outlet::Detached,
@@ -1664,6 +1716,33 @@ mod tests {
         // (the capacity rule runs every 10 s)
         let after = evaluate(r, T0 + 60_000);
         assert!(matches!(&after[..], [AlarmEvent::Cleared(_)]), "{after:?}");
+        // rolled back: the VM runs at its old size again, and so is it approved
+        let v = r
+            .act(
+                id,
+                "rollback",
+                &ops(),
+                "业务高峰需要原配置",
+                None,
+                T0 + 70_000,
+            )
+            .await
+            .unwrap();
+        let back = v.command.unwrap();
+        r.on_reply(reply("h1", &back.id, true), T0 + 71_000).await;
+        assert_eq!(r.cases(T0).await[0].case.state, State::RolledBack);
+        let vm = r
+            .register
+            .read()
+            .unwrap()
+            .vm_by_uuid(UUID)
+            .cloned()
+            .unwrap();
+        assert_eq!((vm.vcpus, vm.mem_gb), (4, 16));
+        assert_eq!(
+            audit(&s.db, &format!("vm:{UUID}")),
+            ["register.restore", "register.downsize"]
+        );
     }
 
     #[tokio::test]
@@ -1709,6 +1788,15 @@ mod tests {
             "stopped on purpose: not silent"
         );
         let after_hold = T0 + 93 * 86_400_000;
+        // no release before the unit's handover
+        let e = r
+            .act(id, "close", &ops(), "", None, after_hold)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "case_handover_required");
+        r.act(id, "handover", &unit(), "数据已备份", None, after_hold)
+            .await
+            .unwrap();
         let v = r
             .act(id, "close", &ops(), "", None, after_hold)
             .await
@@ -1802,6 +1890,49 @@ mod tests {
             .await
             .iter()
             .all(|f| f.key.rule != CALENDAR_RULE));
+    }
+
+    #[tokio::test]
+    async fn under_002_a_disputed_case_waits_for_the_units_agreement_before_it_is_executed() {
+        let p002 = crate::policy::Profile::load("002").unwrap().reclaim;
+        for (policy, refused) in [(p002, true), (ReclaimPolicy::default(), false)] {
+            let s = setup_with(policy);
+            let r = &s.reclaim;
+            let d = Detection {
+                uuid: UUID.into(),
+                kind: Kind::Idle,
+                evidence: json!({}),
+            };
+            let id = r.detect(vec![d.clone()], T0).await.unwrap()[0];
+            r.act(id, "notify", &ops(), "", None, T0).await.unwrap();
+            r.act(id, "dispute", &unit(), "该系统月底结算时使用", None, T0)
+                .await
+                .unwrap();
+            r.act(id, "file", &ops(), "", None, T0).await.unwrap();
+            r.act(id, "approve", &chief(), "", None, T0).await.unwrap();
+            let schedule = r.act(id, "schedule", &ops(), "", Some(T0 + 1000), T0).await;
+            if refused {
+                let e = schedule.unwrap_err();
+                assert_eq!(e.code(), "case_agreement_required");
+                assert!(e.to_string().contains("002 第十一条"), "{e}");
+                // ops cannot say the unit agreed; the unit records it itself
+                let e = r.act(id, "settle", &ops(), "", None, T0).await.unwrap_err();
+                assert_eq!(e.code(), "case_role_forbidden");
+                let v = r
+                    .act(id, "settle", &unit(), "经协商同意月底后回收", None, T0)
+                    .await
+                    .unwrap();
+                assert_eq!((v.case.state, v.case.disputed), (State::Approved, false));
+                r.act(id, "schedule", &ops(), "", Some(T0 + 1000), T0)
+                    .await
+                    .unwrap();
+            } else {
+                schedule.unwrap();
+            }
+            r.detect(vec![d], T0 + 900).await.unwrap();
+            r.tick(T0 + 1000).await;
+            assert_eq!(r.cases(T0).await[0].case.state, State::Executing);
+        }
     }
 
     #[tokio::test]

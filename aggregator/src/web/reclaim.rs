@@ -171,6 +171,7 @@ async fn one(
             "agree" => Step::Agree,
             "dispute" => Step::Dispute,
             "settle" => Step::Settle,
+            "handover" => Step::Handover,
             "file" => Step::File,
             "approve" => Step::Approve,
             "reject" => Step::Reject,
