@@ -502,21 +502,7 @@ impl Reclaim {
                 Kind::Idle => changes::retire(&reg, c.id, &c.uuid, &by, now_ms),
             }
         };
-        let note = match &made {
-            Ok(u) => {
-                json!({"action": u.audit.action, "from": u.audit.detail["from"], "to": u.audit.detail["to"]})
-            }
-            Err(e) => json!({"unchanged": e.to_string()}),
-        };
-        match &mut log.detail {
-            serde_json::Value::Object(m) => {
-                m.insert("register".into(), note);
-            }
-            other => {
-                let d = other.take();
-                *other = json!({"detail": d, "register": note});
-            }
-        }
+        note_register(log, &made);
         made.ok()
     }
 
@@ -559,15 +545,7 @@ impl Reclaim {
             let reg = self.register.read().unwrap_or_else(|p| p.into_inner());
             changes::reclaim_restore(&reg, c.id, &c.uuid, vcpus, mem_gb, &by, now_ms)
         };
-        let note = match &made {
-            Ok(u) => {
-                json!({"action": u.audit.action, "from": u.audit.detail["from"], "to": u.audit.detail["to"]})
-            }
-            Err(e) => json!({"unchanged": e.to_string()}),
-        };
-        if let serde_json::Value::Object(m) = &mut log.detail {
-            m.insert("register".into(), note);
-        }
+        note_register(log, &made);
         made.ok()
     }
 
@@ -1252,6 +1230,25 @@ fn notice_finding(c: &Case) -> Finding {
             "deadline": c.deadline_ms.map(|d| beijing_time(d - 1)),
             "evidence": c.evidence,
         }),
+    }
+}
+
+/// Say on the step's timeline entry what it changed in the register, or why nothing.
+fn note_register(log: &mut LogEntry, made: &Result<Update, changes::ChangeError>) {
+    let note = match made {
+        Ok(u) => {
+            json!({"action": u.audit.action, "from": u.audit.detail["from"], "to": u.audit.detail["to"]})
+        }
+        Err(e) => json!({"unchanged": e.to_string()}),
+    };
+    match &mut log.detail {
+        serde_json::Value::Object(m) => {
+            m.insert("register".into(), note);
+        }
+        other => {
+            let d = other.take();
+            *other = json!({"detail": d, "register": note});
+        }
     }
 }
 
