@@ -836,7 +836,7 @@ impl Reclaim {
                 .cases
                 .values()
                 .filter(|c| c.state == State::Notified)
-                .map(notice_finding),
+                .map(|c| notice_finding(c, &self.policy.clause)),
         );
         out.extend(self.calendar_findings(inner.cases.values()));
         out
@@ -1202,8 +1202,9 @@ impl Reclaim {
     }
 }
 
-/// The notice to the unit (003 第二十一条: the plan is settled with the unit).
-fn notice_finding(c: &Case) -> Finding {
+/// The notice to the unit (003 第二十一条, 002 第十一条: the plan is settled with the unit),
+/// citing the active profile's `[reclaim] clause`.
+fn notice_finding(c: &Case, clause: &str) -> Finding {
     let what = match &c.kind {
         Kind::Idle => "闲置，拟停机回收".to_string(),
         Kind::OverProvisioned { recommended } => format!(
@@ -1218,7 +1219,8 @@ fn notice_finding(c: &Case) -> Finding {
             subject: format!("case:{}", c.id),
         },
         level: Level::Info,
-        clause: "002 第十一条 (协商一致); 003 第二十一条".into(),
+        // the active profile's own clause, never another region's
+        clause: clause.to_string(),
         unit: Some(c.unit.clone()),
         title: format!(
             "回收工单 #{}: {} {}，请使用单位在截止前答复（同意或提出异议）",
@@ -2001,6 +2003,10 @@ mod tests {
         );
         assert_eq!(f[0].unit.as_deref(), Some("财政局"));
         assert_eq!(
+            f[0].clause, "003 第二十一条",
+            "the active profile's clause only"
+        );
+        assert_eq!(
             r.cases(t).await[0].case.deadline_ms,
             Some(cal.start_of(day("2026-10-13")))
         );
@@ -2016,6 +2022,7 @@ mod tests {
             (o.key.subject.as_str(), o.level),
             ("case:1", Level::Warning)
         );
+        assert_eq!(o.clause, "003 第二十一条");
         assert!(
             o.title.contains("等待使用单位答复") && o.title.contains("逾期 1 个工作日"),
             "{}",
