@@ -1104,7 +1104,7 @@ mod tests {
         )
         .unwrap();
         assert!(filed.disputed);
-        let e = walk(filed.clone(), &[at.clone()], &rules, T0).unwrap_err();
+        let e = walk(filed.clone(), std::slice::from_ref(&at), &rules, T0).unwrap_err();
         assert_eq!(e.code(), "case_agreement_required");
         assert!(
             e.to_string().contains("002 第十一条") && e.to_string().contains("协商一致"),
