@@ -59,6 +59,8 @@ function facts(b) {
   if (c.host) add('宿主机', c.host);
   if (c.snapshot) add('快照', c.snapshot);
   if (c.hold_until_ms) add('保留至', fmtTime(c.hold_until_ms));
+  if (c.disputed) add('协商', '使用单位提出异议，尚未记录协商一致', 'overdue');
+  if (c.total_deadline_ms) add('审核与回收总时限', fmtTime(c.total_deadline_ms - 1));
   if (c.kind.kind === 'idle') {
     add('数据交接', c.handover_ms ? '使用单位已确认数据已迁移/备份（' + fmtTime(c.handover_ms) + '）' : '待使用单位确认数据已迁移/备份（确认前不释放）', c.handover_ms ? '' : 'overdue');
   }

@@ -956,6 +956,15 @@ impl Reclaim {
         c: &Case,
         now_ms: u64,
     ) -> Result<(), ReclaimError> {
+        if c.disputed && self.policy.agreement_required {
+            // scheduled before the profile asked for the agreement: it waits, saying why
+            let e = CaseError::NoAgreement {
+                case: c.id,
+                clause: self.policy.agreement_clause.clone(),
+            };
+            note(inner, c, e.to_string())?;
+            return Err(e.into());
+        }
         let window = self.policy.recheck_within.as_millis() as u64;
         let fresh = inner.detections.get(&c.uuid).filter(|(ts, d)| {
             now_ms.saturating_sub(*ts) <= window
@@ -1932,6 +1941,49 @@ mod tests {
             r.tick(T0 + 1000).await;
             assert_eq!(r.cases(T0).await[0].case.state, State::Executing);
         }
+    }
+
+    #[tokio::test]
+    async fn a_disputed_case_scheduled_before_002_applied_waits_saying_why() {
+        let s = setup();
+        let r = &s.reclaim;
+        let d = Detection {
+            uuid: UUID.into(),
+            kind: Kind::Idle,
+            evidence: json!({}),
+        };
+        let id = r.detect(vec![d.clone()], T0).await.unwrap()[0];
+        r.act(id, "notify", &ops(), "", None, T0).await.unwrap();
+        r.act(id, "dispute", &unit(), "仍在使用", None, T0)
+            .await
+            .unwrap();
+        r.act(id, "file", &ops(), "", None, T0).await.unwrap();
+        r.act(id, "approve", &chief(), "", None, T0).await.unwrap();
+        r.act(id, "schedule", &ops(), "", Some(T0 + 1000), T0)
+            .await
+            .unwrap();
+        // the deployment moves to profile 002 before the case is due
+        let again = Reclaim::start(
+            Box::new(SqliteStorage::open(&s.db).unwrap()),
+            ReclaimConfig::default(),
+            crate::policy::Profile::load("002").unwrap().reclaim,
+            Calendar::builtin(),
+            MasterKey::from_bytes([1; 32]),
+            Outlet::Detached,
+            r.fleet.clone(),
+            r.register.clone(),
+        )
+        .unwrap();
+        again.detect(vec![d], T0 + 900).await.unwrap();
+        again.tick(T0 + 1000).await;
+        let (v, _, cmds) = again.case(id, T0 + 1000).await.unwrap();
+        assert_eq!(v.case.state, State::Scheduled);
+        assert!(cmds.is_empty(), "nothing sent");
+        let note = v.case.note.unwrap_or_default();
+        assert!(
+            note.contains("002 第十一条") && note.contains("协商一致"),
+            "{note}"
+        );
     }
 
     #[tokio::test]
