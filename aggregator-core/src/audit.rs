@@ -437,6 +437,19 @@ pub enum AuditEvent {
         step: String,
         detail: Value,
     },
+    /// A reclaim case changed the register (`change`): a verified downsize lowered the VM's
+    /// approved size (`downsize`), its rollback put it back (`restore`), or a released VM's row
+    /// left the register (`retire`).
+    RegisterReclaimed {
+        case: u64,
+        change: &'static str,
+        uuid: String,
+        unit: String,
+        system: String,
+        subsystem: String,
+        from: Value,
+        to: Value,
+    },
 }
 
 impl AuditEvent {
@@ -674,6 +687,23 @@ impl AuditEvent {
                 json!({
                     "kind": kind, "unit": unit, "from": from, "to": to, "reason": reason,
                     "register": register,
+                }),
+            ),
+            AuditEvent::RegisterReclaimed {
+                case,
+                change,
+                uuid,
+                unit,
+                system,
+                subsystem,
+                from,
+                to,
+            } => (
+                format!("register.{change}"),
+                format!("vm:{}", uuid.to_ascii_lowercase()),
+                json!({
+                    "case": case, "unit": unit, "system": system, "subsystem": subsystem,
+                    "from": from, "to": to,
                 }),
             ),
         }

@@ -122,6 +122,10 @@ pub struct NodeState {
     /// changed (see [`Stamps`]).
     #[serde(skip)]
     pub stamps: Stamps,
+    /// A VM stopped on purpose (a reclaim case's stop, an antivirus stop decision), and why:
+    /// its silence is not a fault. Set by the command path ([`Fleet::mark_stopped`]), gone
+    /// when the node is online again.
+    pub stopped_on_purpose: Option<String>,
 }
 
 /// Change stamps: values of one process-wide counter that only grows, taken when a part of a
@@ -202,6 +206,7 @@ impl NodeState {
             antivirus: AntivirusTrack::default(),
             hardware: HardwareTrack::default(),
             stamps: Stamps::at(stamp),
+            stopped_on_purpose: None,
         }
     }
 
@@ -790,6 +795,38 @@ impl Fleet {
         applied
     }
 
+    /// Say that the VM agent `node` is stopped on purpose (`why`), or no longer (`None`).
+    /// Returns whether anything changed; a change is seen by the rules like any other.
+    pub fn mark_stopped(&mut self, node: &str, why: Option<String>) -> bool {
+        let Some(st) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        if st.stopped_on_purpose == why {
+            return false;
+        }
+        st.stopped_on_purpose = why;
+        st.stamps.state = self.clock.next();
+        log_change(
+            &mut self.changes,
+            &mut self.changes_floor,
+            st.stamps.state,
+            Changed::Node(st.node.clone()),
+        );
+        true
+    }
+
+    /// [`Fleet::mark_stopped`] for every VM agent reporting SMBIOS UUID `uuid`.
+    pub fn mark_stopped_vm(&mut self, uuid: &str, why: Option<String>) -> usize {
+        let nodes: Vec<String> = self
+            .claims_of(uuid)
+            .map(|c| c.guests.iter().cloned().collect())
+            .unwrap_or_default();
+        nodes
+            .iter()
+            .filter(|n| self.mark_stopped(n, why.clone()))
+            .count()
+    }
+
     /// Mark nodes silent when they have not spoken for [`SILENCE_FACTOR`] intervals.
     /// Returns how many changed state.
     pub fn sweep_silence(&mut self, now_ms: u64) -> usize {
@@ -878,6 +915,10 @@ fn set_liveness(st: &mut NodeState, clock: &mut StampClock, l: Liveness, now_ms:
         st.liveness = l;
         st.liveness_since_ms = now_ms;
         st.stamps.state = clock.next();
+        if l == Liveness::Online {
+            // running again: a later silence is a fault again
+            st.stopped_on_purpose = None;
+        }
     }
 }
 

@@ -486,6 +486,7 @@ impl NodeRow {
             antivirus,
             hardware: Default::default(),
             stamps: crate::fleet::Stamps::default(),
+            stopped_on_purpose: None,
         })
     }
 }

@@ -9,7 +9,9 @@ const STATE = {
   closed: '已关闭', withdrawn: '已撤销', rejected: '已驳回', rolling_back: '回退中', rolled_back: '已回退',
 };
 const STEP = {
-  notify: '通知使用单位', agree: '同意', dispute: '提出异议', file: '报主管部门备案', approve: '批准',
+  notify: '通知使用单位', agree: '同意', dispute: '提出异议', settle: '协商一致（异议后同意）',
+  handover: '确认数据已迁移/备份（交接）',
+  file: '报主管部门备案', approve: '批准',
   reject: '驳回', schedule: '排期执行', withdraw: '撤销', retry: '重新执行', close: '关闭（到期释放）',
   rollback: '回退', detect: '发现', execute: '执行', succeeded: '执行成功', failed: '执行失败',
   verify: '核实', released: '已释放', rolled_back: '已回退', late_result: '迟到回执',
@@ -57,6 +59,11 @@ function facts(b) {
   if (c.host) add('宿主机', c.host);
   if (c.snapshot) add('快照', c.snapshot);
   if (c.hold_until_ms) add('保留至', fmtTime(c.hold_until_ms));
+  if (c.disputed) add('协商', '使用单位提出异议，尚未记录协商一致', 'overdue');
+  if (c.total_deadline_ms) add('审核与回收总时限', fmtTime(c.total_deadline_ms - 1));
+  if (c.kind.kind === 'idle') {
+    add('数据交接', c.handover_ms ? '使用单位已确认数据已迁移/备份（' + fmtTime(c.handover_ms) + '）' : '待使用单位确认数据已迁移/备份（确认前不释放）', c.handover_ms ? '' : 'overdue');
+  }
   if (c.note) add('说明', c.note, 'overdue');
   if (v.command) add('当前指令', v.command.id + ' · ' + v.command.status + ' · ' + (v.command.message || '等待主机回执'));
 }

@@ -381,6 +381,8 @@ impl Aggregator {
         let directory =
             crate::service::identity::Directory::new(reader.load_users()?, reader.load_tokens()?);
         tracing::info!(users = directory.users().count(), "users loaded");
+        // the reclaim service changes the register too (downsize, release): one turn for both
+        let register_turn = reclaim.register_turn.clone();
         let state = AppState {
             fleet: fleet.clone(),
             metrics: metrics.clone(),

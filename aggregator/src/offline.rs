@@ -419,7 +419,7 @@ pub fn migrate_storage(
         cases,
         log,
         commands,
-        audit: Vec::new(),
+        ..ReclaimWrite::default()
     })
     .map_err(dst)?;
     // the latest findings, so a scheduled case's re-check still finds them on the target

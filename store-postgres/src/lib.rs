@@ -1125,6 +1125,7 @@ impl ReclaimStore for PostgresStorage {
                 }
             }
             write_audit(&mut tx, &w.audit).map_err(err)?;
+            write_register(&mut tx, &w.register).map_err(err)?;
             tx.commit().map_err(err)
         })();
         self.note(&r);

@@ -84,6 +84,7 @@ pub(crate) fn write(conn: &mut Connection, w: &ReclaimWrite) -> rusqlite::Result
             ])?;
         }
         crate::audit::append(&tx, &w.audit)?;
+        crate::register::write(&tx, &w.register)?;
     }
     tx.commit()
 }

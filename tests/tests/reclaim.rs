@@ -749,7 +749,8 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
             .iter()
             .map(|s| s["step"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        ["approve", "reject", "withdraw"]
+        // the unit may already confirm its handover (data migrated or backed up) of a stop
+        ["handover", "approve", "reject", "withdraw"]
     );
     assert!(v["case"]["deadline"].is_string());
     ok_step(addr, id, "approve", &p.chief, json!({"reason": "同意"})).await;
@@ -847,6 +848,21 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
     wait_state(addr, ops, id2, "verified").await;
     let (status, v) = step(addr, id2, "close", &p.unit, json!({})).await;
     assert_eq!(status, 403, "{v}");
+    // the release waits for the unit's handover (its data migrated or backed up)
+    let (status, v) = step(addr, id2, "close", &p.ops, json!({})).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("case_handover_required")),
+        "{v}"
+    );
+    ok_step(
+        addr,
+        id2,
+        "handover",
+        &p.unit,
+        json!({"reason": "数据已迁移"}),
+    )
+    .await;
     ok_step(addr, id2, "close", &p.ops, json!({})).await;
     let v = wait_state(addr, ops, id2, "closed").await;
     let kinds: Vec<Value> = v["commands"]

@@ -392,6 +392,15 @@ async fn reclaim_cases_run_against_a_real_agent_and_libvirts_test_driver() {
     // 3. idle again: stopped, then closed after the hold (0 days here): released
     let id = walk_to_schedule(addr, &p, json!({"kind": "idle"})).await;
     wait_state(addr, ops, id, "verified").await;
+    // the unit's handover (data migrated or backed up) before anything is destroyed
+    ok_step(
+        addr,
+        id,
+        "handover",
+        &p.unit,
+        json!({"reason": "数据已备份"}),
+    )
+    .await;
     ok_step(addr, id, "close", ops, json!({})).await;
     let v = wait_state(addr, ops, id, "closed").await;
     assert!(v["commands"][1]["action"].get("Release").is_some(), "{v}");

@@ -79,6 +79,17 @@ pub struct ReclaimPolicy {
     /// Just before acting the finding must have been confirmed this recently (still idle).
     #[serde(with = "duration")]
     pub recheck_within: std::time::Duration,
+    /// The profile's own clause on reclaiming (cited by the overdue, total-deadline and
+    /// calendar alarms), e.g. `003 第二十一条`.
+    pub clause: String,
+    /// A disputed case is executed only after the unit's agreement is recorded (002 第十一条:
+    /// 报备案 **and** 协商一致 before 降配 or 回收).
+    pub agreement_required: bool,
+    /// The clause that requires the agreement (cited when an execution is refused).
+    pub agreement_clause: String,
+    /// Review and reclaim together within this many working days, counted from the unit's
+    /// agreement (its request to give the resources back), e.g. 004 第十七条: 5. 0: no total.
+    pub total_days: u32,
 }
 
 impl Default for ReclaimPolicy {
@@ -91,6 +102,10 @@ impl Default for ReclaimPolicy {
             execute_days: 3,
             hold_days: 92,
             recheck_within: std::time::Duration::from_secs(86_400),
+            clause: "003 第二十一条".into(),
+            agreement_required: false,
+            agreement_clause: String::new(),
+            total_days: 0,
         }
     }
 }

@@ -3,14 +3,17 @@
 //!
 //! A deadline of *n* working days counts from the working day after the start (the start day
 //! itself does not count) and ends at midnight (local time) at the end of the *n*-th one.
-//! Years no calendar file covers count weekends only; [`Calendar::covers`] tells which.
+//! Years no calendar file covers count weekends only; [`Calendar::covers`] tells which (the
+//! reclaim service raises the alarm `calendar_year_missing` for a deadline counted in one).
+//! The built-in file is always loaded; `[reclaim] calendars` adds files over it (README,
+//! "Working-day calendars").
 
 use crate::time::Day;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// The calendar shipped with the aggregator (used when `[reclaim] calendars` is empty).
+/// The calendar shipped with the aggregator (the files of `[reclaim] calendars` go over it).
 pub const BUILTIN_CN_2026: &str = include_str!("../../calendars/cn-2026.toml");
 
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +94,10 @@ impl Calendar {
         Calendar::parse(BUILTIN_CN_2026, "built-in cn-2026").expect("built-in calendar is valid")
     }
 
-    /// Load and merge calendar files; none given: the built-in one.
+    /// The built-in calendar with the files given merged over it, in order (a file that lists
+    /// a year replaces what came before for that year: a corrected notice).
     pub fn load(paths: &[impl AsRef<Path>]) -> Result<Calendar, CalendarError> {
-        if paths.is_empty() {
-            return Ok(Calendar::builtin());
-        }
-        let mut merged: Option<Calendar> = None;
+        let mut merged = Calendar::builtin();
         for p in paths {
             let path = p.as_ref().display().to_string();
             let text =
@@ -104,27 +105,29 @@ impl Calendar {
                     path: path.clone(),
                     source,
                 })?;
-            let c = Calendar::parse(&text, &path)?;
-            merged = Some(match merged {
-                None => c,
-                Some(mut m) => {
-                    if m.utc_offset_hours != c.utc_offset_hours {
-                        return Err(CalendarError::Offsets {
-                            a: m.names.join("+"),
-                            b: c.names.join("+"),
-                            ha: m.utc_offset_hours,
-                            hb: c.utc_offset_hours,
-                        });
-                    }
-                    m.names.extend(c.names);
-                    m.years.extend(c.years);
-                    m.holidays.extend(c.holidays);
-                    m.workdays.extend(c.workdays);
-                    m
-                }
+            merged.merge(Calendar::parse(&text, &path)?)?;
+        }
+        Ok(merged)
+    }
+
+    /// Merge `other` over this one: the years it lists are taken from it alone.
+    pub fn merge(&mut self, other: Calendar) -> Result<(), CalendarError> {
+        if self.utc_offset_hours != other.utc_offset_hours {
+            return Err(CalendarError::Offsets {
+                a: self.names.join("+"),
+                b: other.names.join("+"),
+                ha: self.utc_offset_hours,
+                hb: other.utc_offset_hours,
             });
         }
-        Ok(merged.unwrap_or_else(Calendar::builtin))
+        let replaced = |d: &Day| other.years.contains(&d.ymd().0);
+        self.holidays.retain(|d, _| !replaced(d));
+        self.workdays.retain(|d, _| !replaced(d));
+        self.names.extend(other.names);
+        self.years.extend(other.years);
+        self.holidays.extend(other.holidays);
+        self.workdays.extend(other.workdays);
+        Ok(())
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Calendar, CalendarError> {
@@ -345,5 +348,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/cal.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_next_years_file_is_merged_over_the_built_in_one() {
+        let path =
+            std::env::temp_dir().join(format!("yunjian-cn-2027-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "name = \"cn-2027\"\nutc_offset_hours = 8\nyears = [2027]\n\
+             holidays = [{ name = \"元旦\", from = \"2027-01-01\", to = \"2027-01-01\" }]\n",
+        )
+        .unwrap();
+        let builtin = Calendar::builtin();
+        // without it 2027 is not covered and 1 January (a Friday) counts as a working day
+        assert!(!builtin.covers(day("2027-01-01")));
+        assert!(builtin.is_working_day(day("2027-01-01")));
+        let c = Calendar::load(&[&path]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.names, ["cn-2026", "cn-2027"]);
+        assert!(c.covers(day("2026-10-01")) && c.covers(day("2027-01-01")));
+        assert!(!c.is_working_day(day("2027-01-01")));
+        assert!(!c.is_working_day(day("2026-10-01")), "2026 kept");
+        // notified Thu 31 Dec 2026, 2 working days: Mon 4 and Tue 5 Jan 2027
+        let t = c.start_of(day("2026-12-31")) + 10 * 3_600_000;
+        assert_eq!(c.nth_working_day_after(t, 2), day("2027-01-05"));
+        assert_eq!(builtin.nth_working_day_after(t, 2), day("2027-01-04"));
+        // a file for a year already known replaces that year (a corrected notice)
+        let mut fixed = Calendar::builtin();
+        fixed
+            .merge(
+                Calendar::parse(
+                    "name = \"fix\"\nutc_offset_hours = 8\nyears = [2026]\n",
+                    "fix",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert!(fixed.is_working_day(day("2026-10-01")));
+        let e = fixed
+            .merge(
+                Calendar::parse(
+                    "name = \"utc\"\nutc_offset_hours = 0\nyears = [2028]\n",
+                    "utc",
+                )
+                .unwrap(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("offsets"), "{e}");
     }
 }

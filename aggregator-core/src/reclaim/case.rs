@@ -4,6 +4,7 @@
 //! ```text
 //! detected ─notify─▶ notified ─agree──▶ agreed ──file─▶ filed ─approve─▶ approved ─schedule─▶ scheduled
 //!                          └──dispute─▶ disputed ─file─┘    └─reject─▶ rejected                 │ recheck
+//!                                          │ settle (the unit agrees after all) ─▶ agreed
 //!                                                                                                ▼
 //!  closed ◀─released─ releasing ◀─close─ verified ◀─verify─ executed ◀─succeeded─ executing ◀─execute
 //!                                         │  (downsize: close → closed)          │ failed/expired
@@ -13,6 +14,17 @@
 //! Every step before execution can be withdrawn (by ops or the authority, or by the system when
 //! the re-check finds the VM busy again). The step functions are pure: they return the new
 //! case and a log entry; the service persists both in one transaction.
+//!
+//! Per profile ([`ReclaimPolicy`]):
+//! * `agreement_required` (002 第十一条: 备案 **and** 协商一致): a disputed case is not
+//!   scheduled or executed until the unit's agreement is recorded (`settle`, by the unit,
+//!   from `disputed`, `filed`, `approved` or `scheduled`);
+//! * `total_days` (004 第十七条: 审核 and 回收 within 5 working days in total): from the
+//!   unit's agreement, every later waiting state's deadline is at most the total's.
+//!
+//! No data loss: a stop case is released (its disks destroyed) only after the snapshot, the
+//! approval trail and the unit's own **handover** (`handover`: its data is migrated or backed
+//! up, 003 第十六条 / 004 第十七条 数据迁移备份), recorded on the case without moving it.
 
 use super::calendar::Calendar;
 use crate::policy::profile::ReclaimPolicy;
@@ -128,6 +140,10 @@ pub enum Step {
     Notify,
     Agree,
     Dispute,
+    /// The unit agrees after its dispute (协商一致 reached): recorded on the case.
+    Settle,
+    /// The unit confirms its data is migrated or backed up (stop cases, before the release).
+    Handover,
     File,
     Approve,
     Reject,
@@ -166,6 +182,8 @@ impl Step {
             Step::Notify => "notify",
             Step::Agree => "agree",
             Step::Dispute => "dispute",
+            Step::Settle => "settle",
+            Step::Handover => "handover",
             Step::File => "file",
             Step::Approve => "approve",
             Step::Reject => "reject",
@@ -187,7 +205,7 @@ impl Step {
     pub fn roles(&self) -> &'static [Role] {
         match self {
             Step::Notify => &[Role::Ops, Role::System],
-            Step::Agree | Step::Dispute => &[Role::Unit],
+            Step::Agree | Step::Dispute | Step::Settle | Step::Handover => &[Role::Unit],
             Step::File | Step::Schedule { .. } | Step::Retry { .. } => &[Role::Ops],
             Step::Close { .. } => &[Role::Ops],
             Step::Approve | Step::Reject => &[Role::Authority],
@@ -216,6 +234,8 @@ pub const PERSON_STEPS: &[(&str, Role)] = &[
     ("notify", Role::Ops),
     ("agree", Role::Unit),
     ("dispute", Role::Unit),
+    ("settle", Role::Unit),
+    ("handover", Role::Unit),
     ("file", Role::Ops),
     ("approve", Role::Authority),
     ("reject", Role::Authority),
@@ -259,6 +279,16 @@ pub struct Case {
     /// Stop cases: the VM is kept stopped until then, released after.
     pub hold_until_ms: Option<u64>,
     pub updated_ms: u64,
+    /// The unit disputed and has not agreed since (see `agreement_required`).
+    #[serde(default)]
+    pub disputed: bool,
+    /// The end of the profile's `total_days` from the unit's agreement, once it agreed.
+    #[serde(default)]
+    pub total_deadline_ms: Option<u64>,
+    /// When the unit confirmed its data migrated or backed up (stop cases): the release waits
+    /// for it.
+    #[serde(default)]
+    pub handover_ms: Option<u64>,
 }
 
 /// One line of a case's timeline (append-only).
@@ -303,6 +333,10 @@ pub enum CaseError {
     HoldNotOver { case: u64, until: String },
     #[error("案件 {case}：执行时间不能早于当前时间")]
     PastSchedule { case: u64 },
+    #[error("案件 {case}：使用单位提出异议后尚未记录协商一致；依据{clause}，须报备案并与使用单位协商一致后方可降配或回收，不能安排或执行")]
+    NoAgreement { case: u64, clause: String },
+    #[error("案件 {case}：使用单位尚未确认数据已迁移或备份（交接确认），不能释放虚拟机")]
+    NoHandover { case: u64 },
 }
 
 impl CaseError {
@@ -315,6 +349,8 @@ impl CaseError {
             CaseError::NoReason { .. } => "case_reason_required",
             CaseError::HoldNotOver { .. } => "case_hold_not_over",
             CaseError::PastSchedule { .. } => "case_schedule_in_past",
+            CaseError::NoAgreement { .. } => "case_agreement_required",
+            CaseError::NoHandover { .. } => "case_handover_required",
         }
     }
 }
@@ -359,6 +395,9 @@ impl Case {
             command: None,
             hold_until_ms: None,
             updated_ms: now_ms,
+            disputed: false,
+            total_deadline_ms: None,
+            handover_ms: None,
         };
         let log = LogEntry {
             case_id: id,
@@ -385,6 +424,13 @@ impl Case {
             (Detected, Step::Notify) => Notified,
             (Notified, Step::Agree) => Agreed,
             (Notified, Step::Dispute) => Disputed,
+            (Disputed, Step::Settle) => Agreed,
+            (Filed | Approved | Scheduled, Step::Settle) if self.disputed => self.state,
+            (
+                Agreed | Filed | Approved | Scheduled | Executing | ExecutionFailed | Executed
+                | Verified,
+                Step::Handover,
+            ) if self.is_stop() && self.handover_ms.is_none() => self.state,
             (Agreed | Disputed, Step::File) => Filed,
             (Filed, Step::Approve) => Approved,
             (Filed, Step::Reject) => Rejected,
@@ -457,8 +503,25 @@ impl Case {
                 step: name,
             });
         }
+        if matches!(step, Step::Schedule { .. } | Step::Execute { .. })
+            && self.disputed
+            && rules.policy.agreement_required
+        {
+            return Err(CaseError::NoAgreement {
+                case: self.id,
+                clause: rules.policy.agreement_clause.clone(),
+            });
+        }
         let mut c = self.clone();
         match &step {
+            Step::Dispute => c.disputed = true,
+            Step::Agree | Step::Settle => {
+                c.disputed = false;
+                if rules.policy.total_days > 0 && c.total_deadline_ms.is_none() {
+                    c.total_deadline_ms =
+                        Some(rules.calendar.deadline(now_ms, rules.policy.total_days));
+                }
+            }
             Step::Schedule { at_ms } => {
                 if *at_ms + 60_000 < now_ms {
                     return Err(CaseError::PastSchedule { case: self.id });
@@ -468,7 +531,11 @@ impl Case {
             Step::Execute { command } | Step::Retry { command } | Step::Rollback { command } => {
                 c.command = Some(command.clone());
             }
+            Step::Handover => c.handover_ms = Some(now_ms),
             Step::Close { command } => {
+                if command.is_some() && c.handover_ms.is_none() {
+                    return Err(CaseError::NoHandover { case: self.id });
+                }
                 if let Some(until) = c.hold_until_ms.filter(|u| *u > now_ms) {
                     return Err(CaseError::HoldNotOver {
                         case: self.id,
@@ -492,6 +559,12 @@ impl Case {
                 Scheduled | Executing | ExecutionFailed => self.deadline_ms,
                 _ => deadline_for(to, rules, now_ms),
             };
+        }
+        // review and reclaim within the profile's total, whatever each step allows
+        if let (Some(t), Agreed | Filed | Approved | Scheduled | Executing | ExecutionFailed) =
+            (c.total_deadline_ms, c.state)
+        {
+            c.deadline_ms = Some(c.deadline_ms.map_or(t, |d| d.min(t)));
         }
         c.updated_ms = now_ms;
         let log = LogEntry {
@@ -549,6 +622,7 @@ mod tests {
             execute_days: 3,
             hold_days: 90,
             recheck_within: std::time::Duration::from_secs(86_400),
+            ..ReclaimPolicy::default()
         }
     }
 
@@ -580,6 +654,8 @@ mod tests {
             T0,
         );
         c.state = state;
+        // the unit's handover is tested on its own
+        c.handover_ms = Some(T0);
         c
     }
 
@@ -600,6 +676,7 @@ mod tests {
             (idle.clone(), Detected, Step::Notify, Role::System, Notified),
             (idle.clone(), Notified, Step::Agree, Role::Unit, Agreed),
             (idle.clone(), Notified, Step::Dispute, Role::Unit, Disputed),
+            (idle.clone(), Disputed, Step::Settle, Role::Unit, Agreed),
             (idle.clone(), Agreed, Step::File, Role::Ops, Filed),
             (idle.clone(), Disputed, Step::File, Role::Ops, Filed),
             (
@@ -732,6 +809,8 @@ mod tests {
             Step::Notify,
             Step::Agree,
             Step::Dispute,
+            Step::Settle,
+            Step::Handover,
             Step::File,
             Step::Approve,
             Step::Reject,
@@ -982,5 +1061,305 @@ mod tests {
             T0 + 90 * 86_400_000,
         )
         .unwrap();
+    }
+
+    fn profile(name: &str) -> ReclaimPolicy {
+        crate::policy::Profile::load(name).unwrap().reclaim
+    }
+
+    /// Take `steps` in order from `c` at `t`, each by its natural role.
+    fn walk(c: Case, steps: &[Step], rules: &Rules<'_>, t: u64) -> Result<Case, CaseError> {
+        let mut c = c;
+        for st in steps {
+            let role = st.roles()[0];
+            c = c
+                .apply(
+                    st.clone(),
+                    &actor(role),
+                    "理由",
+                    serde_json::Value::Null,
+                    rules,
+                    t,
+                )?
+                .0;
+        }
+        Ok(c)
+    }
+
+    #[test]
+    fn under_002_a_disputed_case_is_executed_only_after_the_recorded_agreement() {
+        let cal = Calendar::builtin();
+        let p002 = profile("002");
+        assert!(p002.agreement_required && profile("000").agreement_required);
+        let rules = Rules {
+            policy: &p002,
+            calendar: &cal,
+        };
+        let at = Step::Schedule { at_ms: T0 + 1000 };
+        let filed = walk(
+            case(Kind::Idle, Notified),
+            &[Step::Dispute, Step::File, Step::Approve],
+            &rules,
+            T0,
+        )
+        .unwrap();
+        assert!(filed.disputed);
+        let e = walk(filed.clone(), std::slice::from_ref(&at), &rules, T0).unwrap_err();
+        assert_eq!(e.code(), "case_agreement_required");
+        assert!(
+            e.to_string().contains("002 第十一条") && e.to_string().contains("协商一致"),
+            "{e}"
+        );
+        // nor does the system execute a case scheduled before the profile asked for it
+        let mut scheduled = filed.clone();
+        scheduled.state = Scheduled;
+        let e = walk(
+            scheduled,
+            &[Step::Execute {
+                command: "00ff".into(),
+            }],
+            &rules,
+            T0,
+        )
+        .unwrap_err();
+        assert!(matches!(e, CaseError::NoAgreement { .. }), "{e}");
+        // only the unit records its agreement, and only on its own case
+        let e = filed
+            .apply(
+                Step::Settle,
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                T0,
+            )
+            .unwrap_err();
+        assert!(matches!(e, CaseError::Forbidden { .. }), "{e}");
+        let (settled, log) = filed
+            .apply(
+                Step::Settle,
+                &actor(Role::Unit),
+                "经协商同意回收",
+                serde_json::Value::Null,
+                &rules,
+                T0 + 10,
+            )
+            .unwrap();
+        assert_eq!((settled.state, settled.disputed), (Approved, false));
+        assert_eq!((log.step.as_str(), log.role), ("settle", Role::Unit));
+        assert_eq!(
+            settled.deadline_ms, filed.deadline_ms,
+            "still the same step"
+        );
+        let done = walk(
+            settled,
+            &[
+                at.clone(),
+                Step::Execute {
+                    command: "00ff".into(),
+                },
+            ],
+            &rules,
+            T0 + 20,
+        )
+        .unwrap();
+        assert_eq!(done.state, Executing);
+        // settling before filing: the case is agreed
+        let d = walk(
+            case(Kind::Idle, Notified),
+            &[Step::Dispute, Step::Settle],
+            &rules,
+            T0,
+        )
+        .unwrap();
+        assert_eq!((d.state, d.disputed), (Agreed, false));
+        // a case agreed from the start needs no second agreement: settle is not offered
+        let a = walk(
+            case(Kind::Idle, Notified),
+            &[Step::Agree, Step::File],
+            &rules,
+            T0,
+        )
+        .unwrap();
+        assert!(a.target(&Step::Settle).is_none());
+        // under 003 a disputed case goes on as before: the authority decides
+        let p003 = profile("003");
+        assert!(!p003.agreement_required);
+        let r003 = Rules {
+            policy: &p003,
+            calendar: &cal,
+        };
+        let c = walk(
+            case(Kind::Idle, Notified),
+            &[
+                Step::Dispute,
+                Step::File,
+                Step::Approve,
+                at,
+                Step::Execute {
+                    command: "00ff".into(),
+                },
+            ],
+            &r003,
+            T0,
+        )
+        .unwrap();
+        assert_eq!((c.state, c.disputed), (Executing, true));
+    }
+
+    #[test]
+    fn under_004_review_and_reclaim_take_5_working_days_in_total_from_the_agreement() {
+        let cal = Calendar::builtin();
+        let day = |s: &str| Day::parse(s).unwrap();
+        let at = |d: &str, h: u64| cal.start_of(day(d)) + h * 3_600_000;
+        let p004 = profile("004");
+        assert_eq!((p004.total_days, p004.clause.as_str()), (5, "004 第十七条"));
+        let rules = Rules {
+            policy: &p004,
+            calendar: &cal,
+        };
+        let step = |c: &Case, st: Step, t: u64| -> Case {
+            let role = st.roles()[0];
+            c.apply(st, &actor(role), "", serde_json::Value::Null, &rules, t)
+                .unwrap()
+                .0
+        };
+        // the unit agrees (asks to give it back) Tuesday 29 Sep 2026: 5 working days are
+        // 30 Sep, 8, 9, 10 (调休), 12 Oct → due at the end of 12 Oct
+        let end = cal.start_of(day("2026-10-13"));
+        let agreed = step(
+            &case(Kind::Idle, Notified),
+            Step::Agree,
+            at("2026-09-29", 10),
+        );
+        assert_eq!(agreed.total_deadline_ms, Some(end));
+        assert_eq!(
+            agreed.deadline_ms,
+            Some(cal.start_of(day("2026-10-10"))),
+            "filing: 3 wd"
+        );
+        // filed 30 Sep: approval alone would have until the end of 13 Oct; the total ends first
+        let filed = step(&agreed, Step::File, at("2026-09-30", 9));
+        assert_eq!(filed.deadline_ms, Some(end));
+        // approved 9 Oct: execution alone would have 5 more working days (to 15 Oct)
+        let approved = step(&filed, Step::Approve, at("2026-10-09", 16));
+        assert_eq!(approved.deadline_ms, Some(end));
+        let scheduled = step(
+            &approved,
+            Step::Schedule {
+                at_ms: at("2026-10-12", 9),
+            },
+            at("2026-10-09", 17),
+        );
+        assert_eq!(scheduled.deadline_ms, Some(end));
+        assert!(!scheduled.overdue(end - 1) && scheduled.overdue(end + 1));
+        // under 003 the steps count on their own: approved 9 Oct + 3 wd = end of 13 Oct
+        let p003 = profile("003");
+        let r003 = Rules {
+            policy: &p003,
+            calendar: &cal,
+        };
+        let c = walk(
+            case(Kind::Idle, Notified),
+            &[Step::Agree, Step::File],
+            &r003,
+            at("2026-09-29", 10),
+        )
+        .unwrap();
+        assert_eq!(c.total_deadline_ms, None);
+        let a = c
+            .apply(
+                Step::Approve,
+                &actor(Role::Authority),
+                "",
+                serde_json::Value::Null,
+                &r003,
+                at("2026-10-09", 16),
+            )
+            .unwrap()
+            .0;
+        assert_eq!(a.deadline_ms, Some(cal.start_of(day("2026-10-14"))));
+    }
+
+    #[test]
+    fn a_stop_is_released_only_after_the_units_handover() {
+        let p = policy();
+        let cal = Calendar::builtin();
+        let rules = Rules {
+            policy: &p,
+            calendar: &cal,
+        };
+        let mut v = case(Kind::Idle, Verified);
+        v.handover_ms = None;
+        let release = Step::Close {
+            command: Some("00ff".into()),
+        };
+        let after_hold = T0 + 100 * 86_400_000;
+        let e = v
+            .apply(
+                release.clone(),
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                after_hold,
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), "case_handover_required");
+        assert!(e.to_string().contains("数据已迁移或备份"), "{e}");
+        // only the unit confirms, once, and the case stays where it is
+        let e = v
+            .apply(
+                Step::Handover,
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                T0,
+            )
+            .unwrap_err();
+        assert!(matches!(e, CaseError::Forbidden { .. }), "{e}");
+        let (h, log) = v
+            .apply(
+                Step::Handover,
+                &actor(Role::Unit),
+                "数据已迁移至新平台",
+                serde_json::Value::Null,
+                &rules,
+                T0 + 5,
+            )
+            .unwrap();
+        assert_eq!((h.state, h.handover_ms), (Verified, Some(T0 + 5)));
+        assert_eq!(
+            (log.step.as_str(), log.reason.as_str()),
+            ("handover", "数据已迁移至新平台")
+        );
+        assert!(h.target(&Step::Handover).is_none(), "confirmed once");
+        let (r, _) = h
+            .apply(
+                release,
+                &actor(Role::Ops),
+                "",
+                serde_json::Value::Null,
+                &rules,
+                after_hold,
+            )
+            .unwrap();
+        assert_eq!(r.state, Releasing);
+        // it may come early (with the agreement), never for a downsize, which destroys nothing
+        let mut agreed = case(Kind::Idle, Agreed);
+        agreed.handover_ms = None;
+        assert_eq!(agreed.target(&Step::Handover), Some(Agreed));
+        let mut down = case(
+            Kind::OverProvisioned {
+                recommended: VmSize {
+                    vcpus: 1,
+                    mem_kib: 1 << 20,
+                },
+            },
+            Verified,
+        );
+        down.handover_ms = None;
+        assert!(down.target(&Step::Handover).is_none());
     }
 }

@@ -59,6 +59,9 @@ pub struct ReclaimWrite {
     pub log: Vec<LogEntry>,
     pub commands: Vec<CommandRecord>,
     pub audit: Vec<AuditEntry>,
+    /// Units of the register as a step leaves them (a verified downsize, a released VM):
+    /// stored with the register's own write code in the same transaction as the step.
+    pub register: Vec<crate::register::UnitRecord>,
 }
 
 /// Units with open cases they were notified of: not yet terminal, past `detected`.

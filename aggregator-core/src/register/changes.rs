@@ -292,6 +292,116 @@ pub fn change(
     Ok(Update { record, audit })
 }
 
+/// A verified downsize of reclaim case `case` (降配, 002 第十一条 / 003 第二十一条): the VM's
+/// approved size becomes the size it was downsized to (never more than it was), so the unit's
+/// approved total and its pool's allocated ratio follow. Disks are not touched.
+pub fn reclaim_downsize(
+    reg: &Register,
+    case: u64,
+    uuid: &str,
+    size: yunjian_protocol::VmSize,
+    by: &Actor,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let vm = reg
+        .vm_by_uuid(uuid)
+        .ok_or_else(|| ChangeError::UnknownVm(uuid.to_string()))?;
+    let mem_gb = u32::try_from(size.mem_kib.div_ceil(1024 * 1024)).unwrap_or(u32::MAX);
+    let mut new = vm.clone();
+    new.vcpus = vm.vcpus.min(u32::from(size.vcpus.max(1)));
+    new.mem_gb = vm.mem_gb.min(mem_gb.max(1));
+    if new == *vm {
+        return Err(ChangeError::Invalid(format!(
+            "虚拟机 {uuid} 的核定配置已不大于降配后的配置，无需变更"
+        )));
+    }
+    let mut record = reg.record(&vm.unit);
+    for v in record.vms.iter_mut().filter(|v| v.has_uuid(uuid)) {
+        *v = new.clone();
+    }
+    let audit = AuditEvent::RegisterReclaimed {
+        case,
+        uuid: uuid.to_ascii_lowercase(),
+        unit: vm.unit.clone(),
+        system: vm.system.clone(),
+        subsystem: vm.subsystem.clone(),
+        change: "downsize",
+        from: json!({"vcpus": vm.vcpus, "mem_gb": vm.mem_gb}),
+        to: json!({"vcpus": new.vcpus, "mem_gb": new.mem_gb}),
+    }
+    .entry(now_ms, by);
+    Ok(Update { record, audit })
+}
+
+/// A rolled-back downsize of reclaim case `case`: the VM runs at its old size again, so its
+/// approved size goes back to `vcpus` / `mem_gb` (what the downsize changed, from its audit).
+pub fn reclaim_restore(
+    reg: &Register,
+    case: u64,
+    uuid: &str,
+    vcpus: u32,
+    mem_gb: u32,
+    by: &Actor,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let vm = reg
+        .vm_by_uuid(uuid)
+        .ok_or_else(|| ChangeError::UnknownVm(uuid.to_string()))?;
+    let mut new = vm.clone();
+    new.vcpus = vcpus;
+    new.mem_gb = mem_gb;
+    if new == *vm {
+        return Err(ChangeError::Invalid(format!(
+            "虚拟机 {uuid} 的核定配置已是回退后的配置，无需变更"
+        )));
+    }
+    let mut record = reg.record(&vm.unit);
+    for v in record.vms.iter_mut().filter(|v| v.has_uuid(uuid)) {
+        *v = new.clone();
+    }
+    let audit = AuditEvent::RegisterReclaimed {
+        case,
+        uuid: uuid.to_ascii_lowercase(),
+        unit: vm.unit.clone(),
+        system: vm.system.clone(),
+        subsystem: vm.subsystem.clone(),
+        change: "restore",
+        from: json!({"vcpus": vm.vcpus, "mem_gb": vm.mem_gb}),
+        to: json!({"vcpus": new.vcpus, "mem_gb": new.mem_gb}),
+    }
+    .entry(now_ms, by);
+    Ok(Update { record, audit })
+}
+
+/// A VM released by reclaim case `case` (回收): its row leaves the register (retired), so it
+/// no longer counts in the unit's approved total nor in its pool's allocation. The audit entry
+/// keeps the whole row.
+pub fn retire(
+    reg: &Register,
+    case: u64,
+    uuid: &str,
+    by: &Actor,
+    now_ms: u64,
+) -> Result<Update, ChangeError> {
+    let vm = reg
+        .vm_by_uuid(uuid)
+        .ok_or_else(|| ChangeError::UnknownVm(uuid.to_string()))?;
+    let mut record = reg.record(&vm.unit);
+    record.vms.retain(|v| !v.has_uuid(uuid));
+    let audit = AuditEvent::RegisterReclaimed {
+        case,
+        uuid: uuid.to_ascii_lowercase(),
+        unit: vm.unit.clone(),
+        system: vm.system.clone(),
+        subsystem: vm.subsystem.clone(),
+        change: "retire",
+        from: json!(vm),
+        to: json!(null),
+    }
+    .entry(now_ms, by);
+    Ok(Update { record, audit })
+}
+
 /// A quota as requests give it. Network is optional and recorded, not enforced (agents report
 /// traffic, not a configured bandwidth).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -760,6 +870,79 @@ mod tests {
         assert!(matches!(
             lift(&reg, "无此单位", &authority(), None, 12),
             Err(ChangeError::UnknownUnit(_))
+        ));
+    }
+
+    #[test]
+    fn a_reclaim_downsize_and_a_release_change_the_register_naming_the_case() {
+        use crate::register::test_support::vm;
+        const B: &str = "4c4c4544-0042-3510-8058-b4c04f384d33";
+        let mut reg = Register::default();
+        reg.apply(UnitRecord {
+            unit: Unit {
+                name: "财政局".into(),
+                ..Unit::default()
+            },
+            vms: vec![vm("财政局", UUID_A, 8), vm("财政局", B, 4)],
+        });
+        let total = |reg: &Register| -> Resources {
+            reg.vms
+                .iter()
+                .filter(|v| v.unit == "财政局")
+                .map(VmAllocation::approved)
+                .sum()
+        };
+        assert_eq!((total(&reg).vcpus, total(&reg).mem_gb), (12.0, 32.0));
+        let system = Actor::job("job:reclaim");
+        // downsized to 2 vCPU / 4 GiB by case 7
+        let size = yunjian_protocol::VmSize {
+            vcpus: 2,
+            mem_kib: 4 << 20,
+        };
+        let u = reclaim_downsize(&reg, 7, &UUID_A.to_uppercase(), size, &system, 5_000).unwrap();
+        assert_eq!(u.audit.action, "register.downsize");
+        assert_eq!(u.audit.subject, format!("vm:{UUID_A}"));
+        assert_eq!(u.audit.detail["case"], 7);
+        assert_eq!(u.audit.detail["from"], json!({"vcpus": 8, "mem_gb": 16}));
+        assert_eq!(u.audit.detail["to"], json!({"vcpus": 2, "mem_gb": 4}));
+        reg.apply(u.record);
+        let a = reg.vm_by_uuid(UUID_A).unwrap();
+        assert_eq!((a.vcpus, a.mem_gb, a.data_disk_gb), (2, 4, 300));
+        assert_eq!((total(&reg).vcpus, total(&reg).mem_gb), (6.0, 20.0));
+        // rolled back: the old size again, audited as a restore of the case
+        let back = reclaim_restore(&reg, 7, UUID_A, 8, 16, &system, 5_500).unwrap();
+        assert_eq!(
+            (back.audit.action.as_str(), &back.audit.detail["case"]),
+            ("register.restore", &json!(7))
+        );
+        let mut undone = reg.clone();
+        undone.apply(back.record);
+        assert_eq!(undone.vm_by_uuid(UUID_A).unwrap().vcpus, 8);
+        assert_eq!((total(&undone).vcpus, total(&undone).mem_gb), (12.0, 32.0));
+        // the same size again changes nothing and says so
+        let e = reclaim_downsize(&reg, 7, UUID_A, size, &system, 6_000).unwrap_err();
+        assert!(e.to_string().contains("无需变更"), "{e}");
+        // never grows: a "downsize" to more memory keeps the approved memory
+        let more = yunjian_protocol::VmSize {
+            vcpus: 1,
+            mem_kib: 64 << 20,
+        };
+        let u = reclaim_downsize(&reg, 8, B, more, &system, 6_000).unwrap();
+        reg.apply(u.record);
+        let b = reg.vm_by_uuid(B).unwrap();
+        assert_eq!((b.vcpus, b.mem_gb), (1, 16));
+        // released by case 9: the row leaves the register, the audit keeps it whole
+        let r = retire(&reg, 9, B, &system, 7_000).unwrap();
+        assert_eq!(r.audit.action, "register.retire");
+        assert_eq!(r.audit.detail["case"], 9);
+        assert_eq!(r.audit.detail["from"]["uuid"], B);
+        reg.apply(r.record);
+        assert!(reg.vm_by_uuid(B).is_none());
+        assert_eq!(reg.vms.len(), 1);
+        assert_eq!((total(&reg).vcpus, total(&reg).mem_gb), (2.0, 4.0));
+        assert!(matches!(
+            retire(&reg, 9, B, &system, 8_000),
+            Err(ChangeError::UnknownVm(_))
         ));
     }
 

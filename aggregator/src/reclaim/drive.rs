@@ -1,9 +1,10 @@
 //! The reclaim task: results from agents as they come, and every `[reclaim] tick` the drive
 //! of due steps, the notice to each unit whose answer is awaited (rule `reclaim_notice`) and
-//! the escalation of overdue cases (rule `reclaim_overdue`), both through the alarm book:
+//! the escalation of overdue cases (rule `reclaim_overdue`) and the deadlines counted in a year
+//! no holiday calendar covers (rule `calendar_year_missing`), all through the alarm book:
 //! stored, audited, sent as notices grouped per unit.
 
-use super::service::{Reclaim, NOTICE_RULE, OVERDUE_RULE};
+use super::service::{Reclaim, CALENDAR_RULE, NOTICE_RULE, OVERDUE_RULE};
 use super::{CommandReply, Detection};
 use crate::policy::SharedPolicy;
 use crate::ratelimit::now_ms;
@@ -71,7 +72,9 @@ pub async fn run(
         let findings = reclaim.tick(now).await;
         let events = {
             let mut engine = p.policy.lock().unwrap_or_else(|e| e.into_inner());
-            let rules: HashSet<&str> = [OVERDUE_RULE, NOTICE_RULE].into_iter().collect();
+            let rules: HashSet<&str> = [OVERDUE_RULE, NOTICE_RULE, CALENDAR_RULE]
+                .into_iter()
+                .collect();
             engine.book_mut().reconcile(&rules, findings, now)
         };
         if p.alarms.publish(events, now).await.is_err() {

@@ -28,8 +28,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReclaimConfig {
-    /// Holiday calendar files (see `aggregator-core/calendars/cn-2026.toml` for the format), merged.
-    /// Empty: the built-in 2026 calendar. Years no file covers count weekends only.
+    /// Holiday calendar files (see `aggregator-core/calendars/cn-2026.toml` for the format),
+    /// merged in order over the built-in 2026 calendar (a file listing a year replaces that
+    /// year). Years no file covers count weekends only and raise the alarm
+    /// `calendar_year_missing` when a deadline falls in them (README, "Working-day calendars").
     pub calendars: Vec<PathBuf>,
     /// How often cases are driven (re-check and execution of due ones, results, resends,
     /// verification, overdue escalation).

@@ -9,7 +9,7 @@ use super::{Detection, ReclaimConfig, ReclaimWrite};
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::{ClaimConflict, SharedFleet, Unaddressable};
 use crate::policy::profile::ReclaimPolicy;
-use crate::register::changes::beijing_time;
+use crate::register::changes::{self, beijing_time, Update};
 use crate::register::SharedRegister;
 use crate::store::{AuditEntry, DetectionRow, Storage, StorageError};
 use serde_json::json;
@@ -25,6 +25,9 @@ pub const OVERDUE_RULE: &str = "reclaim_overdue";
 /// The alarm rule name of the notice to a unit while its answer is awaited: an info alarm for
 /// the unit (its webhook notices are grouped per unit), cleared when the case moves on.
 pub const NOTICE_RULE: &str = "reclaim_notice";
+/// The alarm rule name of a deadline counted in a year no holiday calendar covers (weekends
+/// only: statutory holidays and make-up days unknown), one alarm per missing year.
+pub const CALENDAR_RULE: &str = "calendar_year_missing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReclaimError {
@@ -32,7 +35,7 @@ pub enum ReclaimError {
     Case(#[from] CaseError),
     #[error("降配回收案件 {0} 不存在")]
     NotFound(u64),
-    #[error("未知的办理步骤 {0:?}；可用步骤：notify、agree、dispute、file、approve、reject、schedule、withdraw、retry、close、rollback")]
+    #[error("未知的办理步骤 {0:?}；可用步骤：notify、agree、dispute、settle、handover、file、approve、reject、schedule、withdraw、retry、close、rollback")]
     UnknownStep(String),
     #[error("安排执行须给出 `at_ms`（执行时间）")]
     NoTime,
@@ -96,6 +99,10 @@ pub struct Reclaim {
     outlet: Outlet,
     fleet: SharedFleet,
     register: SharedRegister,
+    /// Register changes take turns (shared with [`crate::service::RegisterService`]): a step
+    /// that changes the register is computed, stored and applied in one turn. Taken before
+    /// the cases' lock, as the register service takes it before asking for the holds.
+    pub register_turn: Arc<Mutex<()>>,
 }
 
 /// A case with what the page shows beside it.
@@ -139,6 +146,20 @@ impl Reclaim {
             .into_iter()
             .map(|r| (r.detection.uuid.clone(), (r.fed_ms, r.detection)))
             .collect();
+        {
+            // VMs stopped on purpose: not silent (the fleet was restored before)
+            let mut f = fleet.write().unwrap_or_else(|p| p.into_inner());
+            for c in cases.values() {
+                f.mark_stopped_vm(&c.uuid, stop_mark(c));
+            }
+            let mut all = storage.commands(false)?;
+            all.sort_by_key(|c| c.created_ms);
+            for cmd in &all {
+                if let Some((node, why)) = antivirus_mark(cmd) {
+                    f.mark_stopped(node, why);
+                }
+            }
+        }
         tracing::info!(
             cases = cases.len(),
             detections = detections.len(),
@@ -161,6 +182,7 @@ impl Reclaim {
             outlet,
             fleet,
             register,
+            register_turn: Arc::default(),
         })
     }
 
@@ -328,6 +350,8 @@ impl Reclaim {
         let (step, command) = match step {
             "notify" => (Step::Notify, None),
             "agree" => (Step::Agree, None),
+            "settle" => (Step::Settle, None),
+            "handover" => (Step::Handover, None),
             "dispute" => (Step::Dispute, None),
             "file" => (Step::File, None),
             "approve" => (Step::Approve, None),
@@ -430,10 +454,16 @@ impl Reclaim {
         command: Option<CommandRecord>,
         now_ms: u64,
     ) -> Result<Case, ReclaimError> {
-        let (mut c, log) = case.apply(step, actor, reason, detail, &self.rules(), now_ms)?;
+        let register_step = matches!(step, Step::Verify) && !case.is_stop();
+        let (mut c, mut log) = case.apply(step, actor, reason, detail, &self.rules(), now_ms)?;
         if let Some(cmd) = &command {
             c.host = Some(cmd.node.clone());
         }
+        let update = if register_step {
+            self.register_change(&c, &mut log, now_ms)
+        } else {
+            None
+        };
         let mut audit = audit_of(&c, &log);
         // a person's step: from where they asked
         audit.source = actor.source.clone().or(audit.source);
@@ -441,15 +471,94 @@ impl Reclaim {
             cases: vec![c.clone()],
             log: vec![log],
             commands: command.iter().cloned().collect(),
-            audit: vec![audit],
+            audit: std::iter::once(audit)
+                .chain(update.iter().map(|u| u.audit.clone()))
+                .collect(),
+            register: update.iter().map(|u| u.record.clone()).collect(),
         })?;
         inner.cases.insert(c.id, c.clone());
+        self.apply_register(update);
+        self.mark(&c);
         if let Some(cmd) = command {
             tracing::info!(case = c.id, command = %cmd.id, node = %cmd.node, action = cmd.action.kind(), "command stored; publishing");
             inner.commands.insert(cmd.id.clone(), cmd.clone());
             self.send(inner, &cmd.id, now_ms).await;
         }
         Ok(c)
+    }
+
+    /// The register change a step closes the loop with: a verified downsize lowers the VM's
+    /// approved size, a released VM's row is retired. Computed from the register as it is (the
+    /// caller holds the register turn), noted on the step's log entry; `None` when the register
+    /// has nothing to change (the VM is no longer registered, or already at that size).
+    fn register_change(&self, c: &Case, log: &mut LogEntry, now_ms: u64) -> Option<Update> {
+        let by = Actor::job("job:reclaim");
+        let made = {
+            let reg = self.register.read().unwrap_or_else(|p| p.into_inner());
+            match &c.kind {
+                Kind::OverProvisioned { recommended } => {
+                    changes::reclaim_downsize(&reg, c.id, &c.uuid, *recommended, &by, now_ms)
+                }
+                Kind::Idle => changes::retire(&reg, c.id, &c.uuid, &by, now_ms),
+            }
+        };
+        note_register(log, &made);
+        made.ok()
+    }
+
+    /// Keep the fleet's "stopped on purpose" mark of the case's VM in step with the case.
+    fn mark(&self, c: &Case) {
+        self.fleet
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .mark_stopped_vm(&c.uuid, stop_mark(c));
+    }
+
+    /// A rolled-back downsize whose verification had lowered the approved size: the size
+    /// before it, from the verify step's timeline entry, comes back.
+    fn register_restore(
+        &self,
+        inner: &mut Inner,
+        c: &Case,
+        log: &mut LogEntry,
+        now_ms: u64,
+    ) -> Option<Update> {
+        let timeline = match inner.storage.reclaim_log(c.id) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(
+                    case = c.id,
+                    "timeline not readable, the register keeps the downsized size: {e}"
+                );
+                return None;
+            }
+        };
+        let from = timeline
+            .iter()
+            .rev()
+            .find(|l| l.step == "verify" && l.detail["register"]["action"] == "register.downsize")
+            .map(|l| l.detail["register"]["from"].clone())?;
+        let size = |k: &str| from[k].as_u64().and_then(|v| u32::try_from(v).ok());
+        let (vcpus, mem_gb) = (size("vcpus")?, size("mem_gb")?);
+        let by = Actor::job("job:reclaim");
+        let made = {
+            let reg = self.register.read().unwrap_or_else(|p| p.into_inner());
+            changes::reclaim_restore(&reg, c.id, &c.uuid, vcpus, mem_gb, &by, now_ms)
+        };
+        note_register(log, &made);
+        made.ok()
+    }
+
+    /// Apply a stored register change in memory: the revision moves, so the capacity rules
+    /// look at the pools again.
+    fn apply_register(&self, update: Option<Update>) {
+        if let Some(u) = update {
+            tracing::info!(action = %u.audit.action, subject = %u.audit.subject, "register changed by a reclaim case");
+            self.register
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(u.record);
+        }
     }
 
     /// Publish a stored command (again), counting the send.
@@ -530,6 +639,7 @@ impl Reclaim {
     pub async fn on_reply(&self, reply: CommandReply, now_ms: u64) {
         let CommandReply { node, result, ack } = reply;
         let id = super::command::hex(&result.id);
+        let _turn = self.register_turn.lock().await;
         let mut inner = self.inner.lock().await;
         let known = match inner.commands.get(&id) {
             Some(c) => Some(c.clone()),
@@ -595,16 +705,30 @@ impl Reclaim {
                     &self.rules(),
                     now_ms,
                 ) {
-                    Ok((next, log)) => {
+                    Ok((next, mut log)) => {
+                        let update = match next.state {
+                            State::Closed if next.is_stop() => {
+                                self.register_change(&next, &mut log, now_ms)
+                            }
+                            State::RolledBack if !next.is_stop() => {
+                                self.register_restore(&mut inner, &next, &mut log, now_ms)
+                            }
+                            _ => None,
+                        };
                         let audit = audit_of(&next, &log);
                         let w = ReclaimWrite {
                             cases: vec![next.clone()],
                             log: vec![log],
                             commands: vec![cmd.clone()],
-                            audit: vec![audit],
+                            audit: std::iter::once(audit)
+                                .chain(update.iter().map(|u| u.audit.clone()))
+                                .collect(),
+                            register: update.iter().map(|u| u.record.clone()).collect(),
                         };
                         inner.storage.reclaim_write(&w).map(|_| {
+                            self.mark(&next);
                             inner.cases.insert(next.id, next);
+                            self.apply_register(update);
                         })
                     }
                     Err(e) => {
@@ -642,6 +766,12 @@ impl Reclaim {
         };
         match stored {
             Ok(()) => {
+                if let Some((node, why)) = antivirus_mark(&cmd) {
+                    self.fleet
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .mark_stopped(node, why);
+                }
                 inner.commands.insert(id, cmd);
                 drop(ack); // durable: acknowledge
             }
@@ -659,6 +789,7 @@ impl Reclaim {
     /// verify executed ones. Returns the overdue findings (the caller reconciles them in the
     /// alarm book under [`OVERDUE_RULE`]).
     pub async fn tick(&self, now_ms: u64) -> Vec<Finding> {
+        let _turn = self.register_turn.lock().await;
         let mut inner = self.inner.lock().await;
         let resend = self.config.resend_every.as_millis() as u64;
         // commands: resend the same id, or expire
@@ -705,9 +836,55 @@ impl Reclaim {
                 .cases
                 .values()
                 .filter(|c| c.state == State::Notified)
-                .map(notice_finding),
+                .map(|c| notice_finding(c, &self.policy.clause)),
         );
+        out.extend(self.calendar_findings(inner.cases.values()));
         out
+    }
+
+    /// One alarm per year that an open case's deadline is counted through and no calendar
+    /// file covers ([`Calendar::covers`]): those working days are weekdays only.
+    fn calendar_findings<'a>(&self, cases: impl Iterator<Item = &'a Case>) -> Vec<Finding> {
+        let mut missing: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+        for c in cases.filter(|c| !c.state.is_terminal()) {
+            for d in [c.deadline_ms, c.total_deadline_ms].into_iter().flatten() {
+                let from = self.calendar.day_of(c.state_since_ms).ymd().0;
+                let to = self.calendar.day_of(d.saturating_sub(1)).ymd().0;
+                for y in from..=to {
+                    let jan1 = crate::time::Day::from_ymd(y, 1, 1);
+                    if !self.calendar.covers(jan1) {
+                        let ids = missing.entry(y).or_default();
+                        if !ids.contains(&c.id) {
+                            ids.push(c.id);
+                        }
+                    }
+                }
+            }
+        }
+        missing
+            .into_iter()
+            .map(|(year, ids)| Finding {
+                key: AlarmKey {
+                    rule: CALENDAR_RULE.into(),
+                    subject: format!("calendar:{year}"),
+                },
+                level: Level::Warning,
+                clause: self.policy.clause.clone(),
+                unit: None,
+                title: format!(
+                    "工作日历缺少 {year} 年：回收工单 {} 的期限按仅排除周末计算（未计法定节假日与调休），请依国务院办公厅关于{year}年部分节假日安排的通知补充日历文件（[reclaim] calendars）",
+                    ids.iter()
+                        .map(|i| format!("#{i}"))
+                        .collect::<Vec<_>>()
+                        .join("、")
+                ),
+                evidence: json!({
+                    "year": year,
+                    "cases": ids,
+                    "calendars": self.calendar.names,
+                }),
+            })
+            .collect()
     }
 
     fn expire(&self, inner: &mut Inner, mut cmd: CommandRecord, now_ms: u64) {
@@ -756,8 +933,15 @@ impl Reclaim {
         match inner.storage.reclaim_write(&w) {
             Ok(()) => {
                 tracing::warn!(command = %cmd.id, node = %cmd.node, "command expired without a result");
+                if let Some((node, why)) = antivirus_mark(&cmd) {
+                    self.fleet
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .mark_stopped(node, why);
+                }
                 inner.commands.insert(cmd.id.clone(), cmd);
                 if let Some(n) = next {
+                    self.mark(&n);
                     inner.cases.insert(n.id, n);
                 }
             }
@@ -772,6 +956,15 @@ impl Reclaim {
         c: &Case,
         now_ms: u64,
     ) -> Result<(), ReclaimError> {
+        if c.disputed && self.policy.agreement_required {
+            // scheduled before the profile asked for the agreement: it waits, saying why
+            let e = CaseError::NoAgreement {
+                case: c.id,
+                clause: self.policy.agreement_clause.clone(),
+            };
+            note(inner, c, e.to_string())?;
+            return Err(e.into());
+        }
         let window = self.policy.recheck_within.as_millis() as u64;
         let fresh = inner.detections.get(&c.uuid).filter(|(ts, d)| {
             now_ms.saturating_sub(*ts) <= window
@@ -905,7 +1098,8 @@ impl Reclaim {
             } else {
                 Level::Warning
             },
-            clause: "002 第十一条; 003 第二十一条; 000 第二十一条(七)".into(),
+            // the active profile's clause (004 第十七条 for its total of review and reclaim)
+            clause: self.policy.clause.clone(),
             unit: Some(c.unit.clone()),
             title: format!(
                 "回收工单 #{} 逾期 {} 个工作日: {} ({})",
@@ -970,6 +1164,12 @@ impl Reclaim {
             ..ReclaimWrite::default()
         })?;
         inner.commands.insert(rec.id.clone(), rec.clone());
+        if let Some((node, why)) = antivirus_mark(&rec) {
+            self.fleet
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .mark_stopped(node, why);
+        }
         self.send(&mut inner, &rec.id, now_ms).await;
         Ok(inner.commands[&rec.id].clone())
     }
@@ -1011,8 +1211,9 @@ impl Reclaim {
     }
 }
 
-/// The notice to the unit (003 第二十一条: the plan is settled with the unit).
-fn notice_finding(c: &Case) -> Finding {
+/// The notice to the unit (003 第二十一条, 002 第十一条: the plan is settled with the unit),
+/// citing the active profile's `[reclaim] clause`.
+fn notice_finding(c: &Case, clause: &str) -> Finding {
     let what = match &c.kind {
         Kind::Idle => "闲置，拟停机回收".to_string(),
         Kind::OverProvisioned { recommended } => format!(
@@ -1027,7 +1228,8 @@ fn notice_finding(c: &Case) -> Finding {
             subject: format!("case:{}", c.id),
         },
         level: Level::Info,
-        clause: "002 第十一条 (协商一致); 003 第二十一条".into(),
+        // the active profile's own clause, never another region's
+        clause: clause.to_string(),
         unit: Some(c.unit.clone()),
         title: format!(
             "回收工单 #{}: {} {}，请使用单位在截止前答复（同意或提出异议）",
@@ -1040,6 +1242,54 @@ fn notice_finding(c: &Case) -> Finding {
             "evidence": c.evidence,
         }),
     }
+}
+
+/// Say on the step's timeline entry what it changed in the register, or why nothing.
+fn note_register(log: &mut LogEntry, made: &Result<Update, changes::ChangeError>) {
+    let note = match made {
+        Ok(u) => {
+            json!({"action": u.audit.action, "from": u.audit.detail["from"], "to": u.audit.detail["to"]})
+        }
+        Err(e) => json!({"unchanged": e.to_string()}),
+    };
+    match &mut log.detail {
+        serde_json::Value::Object(m) => {
+            m.insert("register".into(), note);
+        }
+        other => {
+            let d = other.take();
+            *other = json!({"detail": d, "register": note});
+        }
+    }
+}
+
+/// Why the case's VM is stopped on purpose, if it is: a stop from the moment its command is
+/// out until the command fails or the case is rolled back (then released, closed).
+fn stop_mark(c: &Case) -> Option<String> {
+    let stopped = c.is_stop()
+        && matches!(
+            c.state,
+            State::Executing
+                | State::Executed
+                | State::Verified
+                | State::Releasing
+                | State::RollingBack
+                | State::Closed
+        );
+    stopped.then(|| format!("回收工单 #{} 停机", c.id))
+}
+
+/// The VM agent an antivirus stop command is for, and its mark: set while the command is out
+/// or done, withdrawn when it failed or expired unanswered.
+fn antivirus_mark(cmd: &CommandRecord) -> Option<(&str, Option<String>)> {
+    let node = cmd.purpose.strip_prefix("antivirus:")?;
+    let why = match cmd.status {
+        CommandStatus::Outstanding | CommandStatus::Succeeded => {
+            Some(format!("防病毒卸载停机（指令 {}）", cmd.id))
+        }
+        _ => None,
+    };
+    Some((node, why))
 }
 
 fn contested(uuid: &str, c: ClaimConflict) -> ReclaimError {
@@ -1120,7 +1370,9 @@ mod tests {
     use crate::register::test_support::vm;
     use crate::register::{Register, Unit, UnitRecord};
     use crate::store::prelude::*;
-    use yunjian_protocol::{Body, CommandResult, Envelope, GuestView, Inventory, MasterKey};
+    use yunjian_protocol::{
+        Body, CommandResult, Envelope, GuestView, Inventory, MasterKey, VmSize,
+    };
     use yunjian_store_sqlite::SqliteStorage;
 
     /// The people acting in these tests.
@@ -1146,6 +1398,10 @@ mod tests {
     }
 
     fn setup() -> Setup {
+        setup_with(ReclaimPolicy::default())
+    }
+
+    fn setup_with(policy: ReclaimPolicy) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("y.db");
         let mut s = SqliteStorage::open(&db).unwrap();
@@ -1189,7 +1445,7 @@ mod tests {
         let reclaim = Reclaim::start(
             Box::new(s),
             ReclaimConfig::default(),
-            ReclaimPolicy::default(),
+            policy,
             Calendar::builtin(),
             MasterKey::from_bytes([1; 32]),
             Outlet::Detached,
@@ -1242,6 +1498,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(cmd.node, "h1", "sent to the host listing the VM");
+        assert!(
+            s.reclaim
+                .fleet
+                .read()
+                .unwrap()
+                .get("vm1")
+                .unwrap()
+                .stopped_on_purpose
+                .is_some(),
+            "the stop decision: its silence is not a fault"
+        );
         assert!(
             matches!(&cmd.action, Action::Stop(vm, snap) if vm.uuid == UUID && snap.starts_with("yunjian-antivirus-"))
         );
@@ -1302,6 +1569,421 @@ mod tests {
         r.detect(vec![d], T0 + 900).await.unwrap();
         r.tick(T0 + 1000).await;
         id
+    }
+
+    /// Walk a case of `kind` from detection to `scheduled`, due now, with a fresh finding.
+    async fn scheduled(r: &Reclaim, kind: Kind, t: u64) -> u64 {
+        let d = Detection {
+            uuid: UUID.into(),
+            kind,
+            evidence: json!({}),
+        };
+        let id = r.detect(vec![d.clone()], t).await.unwrap()[0];
+        for (step, who) in [
+            ("notify", ops()),
+            ("agree", unit()),
+            ("file", ops()),
+            ("approve", chief()),
+        ] {
+            r.act(id, step, &who, "", None, t).await.unwrap();
+        }
+        r.act(id, "schedule", &ops(), "", Some(t + 1000), t)
+            .await
+            .unwrap();
+        r.detect(vec![d], t + 900).await.unwrap();
+        id
+    }
+
+    fn guest_list(r: &Reclaim, seq: u64, vcpus: u16, mem_gib: u64, running: bool, t: u64) {
+        let g = GuestView {
+            uuid: UUID.into(),
+            name: "cz-app-01".into(),
+            vcpus,
+            mem_kib: mem_gib << 20,
+            disk_kib: 0,
+            running,
+        };
+        r.fleet
+            .write()
+            .unwrap()
+            .apply(Envelope::new("h1", seq, t, Body::Guests(vec![g])), t);
+    }
+
+    #[tokio::test]
+    async fn a_verified_downsize_lowers_the_approved_size_and_the_pools_70_percent_alarm_clears() {
+        use std::time::Duration;
+        use yunjian_aggregator_core::alarms::{AlarmBook, AlarmEvent};
+        use yunjian_aggregator_core::policy::{rules, Context, Engine, Profile};
+        let s = setup();
+        let r = &s.reclaim;
+        // pool A is host h1 alone: 8 cores, 20 GiB, 1 TiB; the VM is approved 4 vCPU / 16 GB,
+        // so the pool's memory is 80% allocated
+        {
+            let inv = Inventory {
+                hostname: "h1".into(),
+                role: yunjian_protocol::Role::Host,
+                os: String::new(),
+                kernel: String::new(),
+                cpu_model: String::new(),
+                cpu_cores: 8,
+                mem_total_kib: 20 << 20,
+                disks: vec![yunjian_protocol::DiskInfo {
+                    mount: "/".into(),
+                    fs_type: "xfs".into(),
+                    total_kib: 1024 << 20,
+                }],
+                nics: vec![],
+                machine_id: String::new(),
+                smbios_uuid: None,
+                rack: None,
+            };
+            r.fleet
+                .write()
+                .unwrap()
+                .apply(Envelope::new("h1", 2, T0, Body::Inventory(inv)), T0);
+            let mut reg = r.register.write().unwrap();
+            reg.pools = vec![crate::register::Pool {
+                name: "A".into(),
+                hosts: vec!["h1".into()],
+                reserved: crate::register::Resources::default(),
+                overcommit: crate::register::Resources {
+                    vcpus: 1.0,
+                    mem_gb: 1.0,
+                    disk_gb: 1.0,
+                    net_mbps: 1.0,
+                },
+                nic_mbps: 0.0,
+            }];
+            reg.touch();
+        }
+        let mut profile = Profile::default();
+        profile.capacity.thresholds.hold = Duration::ZERO;
+        let mut engine = Engine::new(rules::build(&profile, &[]), AlarmBook::new());
+        let mut evaluate = |r: &Reclaim, now_ms: u64| -> Vec<AlarmEvent> {
+            let fleet = r.fleet.read().unwrap();
+            let reg = r.register.read().unwrap();
+            engine
+                .evaluate(&Context {
+                    fleet: &fleet,
+                    register: &reg,
+                    profile: &profile,
+                    now_ms,
+                })
+                .into_iter()
+                .filter(|e| e.alarm().key.subject == "pool:A/memory/allocated")
+                .collect()
+        };
+        let raised = evaluate(r, T0);
+        assert!(
+            matches!(&raised[..], [AlarmEvent::Raised(a)] if a.title.contains("80.0%")),
+            "{raised:?}"
+        );
+
+        // downsized to 2 vCPU / 4 GiB: executed, then shown by the host and the VM itself
+        let size = VmSize {
+            vcpus: 2,
+            mem_kib: 4 << 20,
+        };
+        let id = scheduled(r, Kind::OverProvisioned { recommended: size }, T0).await;
+        r.tick(T0 + 1000).await;
+        let cmd = r.cases(T0).await[0].command.clone().unwrap();
+        r.on_reply(reply("h1", &cmd.id, true), T0 + 2000).await;
+        assert_eq!(
+            r.register.read().unwrap().vm_by_uuid(UUID).unwrap().vcpus,
+            4,
+            "executed is not verified: the register waits"
+        );
+        guest_list(r, 3, 2, 4, true, T0 + 3000);
+        r.tick(T0 + 4000).await;
+        let (v, log, _) = r.case(id, T0 + 4000).await.unwrap();
+        assert_eq!(v.case.state, State::Verified);
+        // the register: the approved size is the new one, in memory and in storage
+        let vm = r
+            .register
+            .read()
+            .unwrap()
+            .vm_by_uuid(UUID)
+            .cloned()
+            .unwrap();
+        assert_eq!((vm.vcpus, vm.mem_gb, vm.data_disk_gb), (2, 4, 300));
+        let stored = SqliteStorage::open(&s.db).unwrap().load_register().unwrap();
+        assert_eq!(stored.vm_by_uuid(UUID), Some(&vm));
+        // one audited register change naming the case, and the case's timeline says so
+        let mut db = SqliteStorage::open(&s.db).unwrap();
+        let a = db.audit(Some(&format!("vm:{UUID}")), 10).unwrap();
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(
+            (a[0].action.as_str(), &a[0].detail["case"]),
+            ("register.downsize", &json!(id))
+        );
+        assert_eq!(a[0].detail["from"], json!({"vcpus": 4, "mem_gb": 16}));
+        assert_eq!(a[0].detail["to"], json!({"vcpus": 2, "mem_gb": 4}));
+        let verify = log.iter().find(|l| l.step == "verify").unwrap();
+        assert_eq!(verify.detail["register"]["action"], "register.downsize");
+        // the pool's allocation follows (4 of 20 GiB: 20%) and the alarm clears
+        // (the capacity rule runs every 10 s)
+        let after = evaluate(r, T0 + 60_000);
+        assert!(matches!(&after[..], [AlarmEvent::Cleared(_)]), "{after:?}");
+        // rolled back: the VM runs at its old size again, and so is it approved
+        let v = r
+            .act(
+                id,
+                "rollback",
+                &ops(),
+                "业务高峰需要原配置",
+                None,
+                T0 + 70_000,
+            )
+            .await
+            .unwrap();
+        let back = v.command.unwrap();
+        r.on_reply(reply("h1", &back.id, true), T0 + 71_000).await;
+        assert_eq!(r.cases(T0).await[0].case.state, State::RolledBack);
+        let vm = r
+            .register
+            .read()
+            .unwrap()
+            .vm_by_uuid(UUID)
+            .cloned()
+            .unwrap();
+        assert_eq!((vm.vcpus, vm.mem_gb), (4, 16));
+        assert_eq!(
+            audit(&s.db, &format!("vm:{UUID}")),
+            ["register.restore", "register.downsize"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_released_vm_leaves_the_register_in_the_step_that_closes_the_case() {
+        let s = setup();
+        let r = &s.reclaim;
+        let status = |s| Body::Status(s);
+        // the VM's own agent is online before the stop
+        r.fleet.write().unwrap().apply(
+            Envelope::new("vm1", 8, T0, status(yunjian_protocol::Status::Online)),
+            T0,
+        );
+        let id = scheduled(r, Kind::Idle, T0).await;
+        r.tick(T0 + 1000).await;
+        let cmd = r.cases(T0).await[0].command.clone().unwrap();
+        r.on_reply(reply("h1", &cmd.id, true), T0 + 2000).await;
+        // the host lists it shut off, the VM's own agent went offline
+        guest_list(r, 2, 4, 8, false, T0 + 3000);
+        r.fleet.write().unwrap().apply(
+            Envelope::new(
+                "vm1",
+                9,
+                T0 + 3000,
+                status(yunjian_protocol::Status::Offline),
+            ),
+            T0 + 3000,
+        );
+        r.tick(T0 + 4000).await;
+        assert_eq!(r.cases(T0).await[0].case.state, State::Verified);
+        assert!(
+            r.register.read().unwrap().vm_by_uuid(UUID).is_some(),
+            "stopped and held: still registered"
+        );
+        assert_eq!(
+            r.fleet
+                .read()
+                .unwrap()
+                .get("vm1")
+                .unwrap()
+                .stopped_on_purpose
+                .as_deref(),
+            Some("回收工单 #1 停机"),
+            "stopped on purpose: not silent"
+        );
+        let after_hold = T0 + 93 * 86_400_000;
+        // no release before the unit's handover
+        let e = r
+            .act(id, "close", &ops(), "", None, after_hold)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "case_handover_required");
+        r.act(id, "handover", &unit(), "数据已备份", None, after_hold)
+            .await
+            .unwrap();
+        let v = r
+            .act(id, "close", &ops(), "", None, after_hold)
+            .await
+            .unwrap();
+        let release = v.command.unwrap();
+        assert!(matches!(release.action, Action::Release(_)));
+        r.on_reply(reply("h1", &release.id, true), after_hold + 1000)
+            .await;
+        assert_eq!(r.cases(T0).await[0].case.state, State::Closed);
+        assert!(r.register.read().unwrap().vm_by_uuid(UUID).is_none());
+        let stored = SqliteStorage::open(&s.db).unwrap().load_register().unwrap();
+        assert!(stored.vm_by_uuid(UUID).is_none(), "retired in storage too");
+        assert_eq!(
+            audit(&s.db, &format!("vm:{UUID}")),
+            ["register.retire"],
+            "one audited change"
+        );
+        let mut db = SqliteStorage::open(&s.db).unwrap();
+        assert_eq!(
+            db.audit(Some(&format!("vm:{UUID}")), 1).unwrap()[0].detail["case"],
+            json!(id)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deadline_in_a_year_no_calendar_covers_raises_an_alarm_naming_the_year() {
+        let s = setup();
+        let r = &s.reclaim;
+        let cal = Calendar::builtin();
+        let day = |d: &str| crate::time::Day::parse(d).unwrap();
+        // notified Tuesday 29 Dec 2026: the unit's 5 working days run into 2027, which the
+        // built-in calendar does not cover (1 January would count as a working day)
+        let t = cal.start_of(day("2026-12-29")) + 10 * 3_600_000;
+        let d = Detection {
+            uuid: UUID.into(),
+            kind: Kind::Idle,
+            evidence: json!({}),
+        };
+        let id = r.detect(vec![d], t).await.unwrap()[0];
+        assert!(
+            r.tick(t).await.iter().all(|f| f.key.rule != CALENDAR_RULE),
+            "notify within 2026: nothing missing"
+        );
+        r.act(id, "notify", &ops(), "", None, t).await.unwrap();
+        let f = r.tick(t).await;
+        let missing: Vec<&Finding> = f.iter().filter(|f| f.key.rule == CALENDAR_RULE).collect();
+        assert_eq!(missing.len(), 1, "{f:?}");
+        let m = missing[0];
+        assert_eq!(
+            (m.key.subject.as_str(), m.level),
+            ("calendar:2027", Level::Warning)
+        );
+        assert!(
+            m.title.contains("缺少 2027 年")
+                && m.title.contains("#1")
+                && m.title
+                    .contains("国务院办公厅关于2027年部分节假日安排的通知"),
+            "{}",
+            m.title
+        );
+        assert_eq!(
+            m.clause,
+            ReclaimPolicy::default().clause,
+            "the active profile's"
+        );
+        assert_eq!(m.evidence["cases"], json!([id]));
+        // with next year's calendar added there is nothing to say
+        let mut with_2027 = Calendar::builtin();
+        with_2027
+            .merge(
+                Calendar::parse(
+                    "name = \"cn-2027\"\nutc_offset_hours = 8\nyears = [2027]\nholidays = [{ name = \"元旦\", from = \"2027-01-01\", to = \"2027-01-01\" }]",
+                    "cn-2027",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let again = Reclaim::start(
+            Box::new(SqliteStorage::open(&s.db).unwrap()),
+            ReclaimConfig::default(),
+            ReclaimPolicy::default(),
+            with_2027,
+            MasterKey::from_bytes([1; 32]),
+            Outlet::Detached,
+            r.fleet.clone(),
+            r.register.clone(),
+        )
+        .unwrap();
+        assert!(again
+            .tick(t)
+            .await
+            .iter()
+            .all(|f| f.key.rule != CALENDAR_RULE));
+    }
+
+    #[tokio::test]
+    async fn under_002_a_disputed_case_waits_for_the_units_agreement_before_it_is_executed() {
+        let p002 = crate::policy::Profile::load("002").unwrap().reclaim;
+        for (policy, refused) in [(p002, true), (ReclaimPolicy::default(), false)] {
+            let s = setup_with(policy);
+            let r = &s.reclaim;
+            let d = Detection {
+                uuid: UUID.into(),
+                kind: Kind::Idle,
+                evidence: json!({}),
+            };
+            let id = r.detect(vec![d.clone()], T0).await.unwrap()[0];
+            r.act(id, "notify", &ops(), "", None, T0).await.unwrap();
+            r.act(id, "dispute", &unit(), "该系统月底结算时使用", None, T0)
+                .await
+                .unwrap();
+            r.act(id, "file", &ops(), "", None, T0).await.unwrap();
+            r.act(id, "approve", &chief(), "", None, T0).await.unwrap();
+            let schedule = r.act(id, "schedule", &ops(), "", Some(T0 + 1000), T0).await;
+            if refused {
+                let e = schedule.unwrap_err();
+                assert_eq!(e.code(), "case_agreement_required");
+                assert!(e.to_string().contains("002 第十一条"), "{e}");
+                // ops cannot say the unit agreed; the unit records it itself
+                let e = r.act(id, "settle", &ops(), "", None, T0).await.unwrap_err();
+                assert_eq!(e.code(), "case_role_forbidden");
+                let v = r
+                    .act(id, "settle", &unit(), "经协商同意月底后回收", None, T0)
+                    .await
+                    .unwrap();
+                assert_eq!((v.case.state, v.case.disputed), (State::Approved, false));
+                r.act(id, "schedule", &ops(), "", Some(T0 + 1000), T0)
+                    .await
+                    .unwrap();
+            } else {
+                schedule.unwrap();
+            }
+            r.detect(vec![d], T0 + 900).await.unwrap();
+            r.tick(T0 + 1000).await;
+            assert_eq!(r.cases(T0).await[0].case.state, State::Executing);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_disputed_case_scheduled_before_002_applied_waits_saying_why() {
+        let s = setup();
+        let r = &s.reclaim;
+        let d = Detection {
+            uuid: UUID.into(),
+            kind: Kind::Idle,
+            evidence: json!({}),
+        };
+        let id = r.detect(vec![d.clone()], T0).await.unwrap()[0];
+        r.act(id, "notify", &ops(), "", None, T0).await.unwrap();
+        r.act(id, "dispute", &unit(), "仍在使用", None, T0)
+            .await
+            .unwrap();
+        r.act(id, "file", &ops(), "", None, T0).await.unwrap();
+        r.act(id, "approve", &chief(), "", None, T0).await.unwrap();
+        r.act(id, "schedule", &ops(), "", Some(T0 + 1000), T0)
+            .await
+            .unwrap();
+        // the deployment moves to profile 002 before the case is due
+        let again = Reclaim::start(
+            Box::new(SqliteStorage::open(&s.db).unwrap()),
+            ReclaimConfig::default(),
+            crate::policy::Profile::load("002").unwrap().reclaim,
+            Calendar::builtin(),
+            MasterKey::from_bytes([1; 32]),
+            Outlet::Detached,
+            r.fleet.clone(),
+            r.register.clone(),
+        )
+        .unwrap();
+        again.detect(vec![d], T0 + 900).await.unwrap();
+        again.tick(T0 + 1000).await;
+        let (v, _, cmds) = again.case(id, T0 + 1000).await.unwrap();
+        assert_eq!(v.case.state, State::Scheduled);
+        assert!(cmds.is_empty(), "nothing sent");
+        let note = v.case.note.unwrap_or_default();
+        assert!(
+            note.contains("002 第十一条") && note.contains("协商一致"),
+            "{note}"
+        );
     }
 
     #[tokio::test]
@@ -1373,6 +2055,10 @@ mod tests {
         );
         assert_eq!(f[0].unit.as_deref(), Some("财政局"));
         assert_eq!(
+            f[0].clause, "003 第二十一条",
+            "the active profile's clause only"
+        );
+        assert_eq!(
             r.cases(t).await[0].case.deadline_ms,
             Some(cal.start_of(day("2026-10-13")))
         );
@@ -1388,6 +2074,7 @@ mod tests {
             (o.key.subject.as_str(), o.level),
             ("case:1", Level::Warning)
         );
+        assert_eq!(o.clause, "003 第二十一条");
         assert!(
             o.title.contains("等待使用单位答复") && o.title.contains("逾期 1 个工作日"),
             "{}",

@@ -171,6 +171,8 @@ async fn one(
             "notify" => Step::Notify,
             "agree" => Step::Agree,
             "dispute" => Step::Dispute,
+            "settle" => Step::Settle,
+            "handover" => Step::Handover,
             "file" => Step::File,
             "approve" => Step::Approve,
             "reject" => Step::Reject,

@@ -2,7 +2,9 @@
 //! automatic alarms and telling the unit. A physical host down is major (its VMs are affected);
 //! a VM down is a warning. A node must have been down for [`GRACE_INTERVALS`] report intervals
 //! first, so a quick agent restart or an aggregator restart (every node is restored offline
-//! until it reconnects) raises nothing.
+//! until it reconnects) raises nothing. A VM stopped on purpose (a reclaim case's stop, an
+//! antivirus stop decision: [`crate::fleet::NodeState::stopped_on_purpose`]) raises nothing
+//! either, and an alarm raised before the mark clears.
 
 use crate::alarms::{AlarmKey, Finding, Level};
 use crate::fleet::{Liveness, NodeState};
@@ -44,7 +46,12 @@ impl Rule for NodeDown {
                 st.liveness != Liveness::Online && down_for <= grace + TIME_SLACK_MS,
             );
             out.scope(&st.node);
-            if st.liveness == Liveness::Online || st.role.is_none() || down_for < grace {
+            // a VM stopped on purpose (a reclaim case, an antivirus stop) is not a fault
+            if st.liveness == Liveness::Online
+                || st.role.is_none()
+                || down_for < grace
+                || st.stopped_on_purpose.is_some()
+            {
                 continue;
             }
             self.node(ctx, st, out);
@@ -144,5 +151,57 @@ mod tests {
             5_000,
         );
         assert!(ctx(&fleet, 9_000).is_empty());
+    }
+
+    #[test]
+    fn a_vm_stopped_on_purpose_is_not_silent_until_it_runs_again() {
+        let mut fleet = Fleet::new();
+        let hello = Body::Hello(Hello {
+            agent_version: "t".into(),
+            role: Role::Guest,
+            interval_ms: 1000,
+            buffered: 0,
+            epoch: 1,
+        });
+        let status = |s| Body::Status(s);
+        fleet.apply(Envelope::new("vm1", 0, 0, status(Status::Online)), 0);
+        fleet.apply(Envelope::new("vm1", 1, 0, hello), 0);
+        let reg = Register::default();
+        let profile = Profile::default();
+        let mut engine = Engine::new(vec![build(&profile)], AlarmBook::new());
+        let mut open = |f: &Fleet, now_ms: u64| -> Vec<Alarm> {
+            engine.evaluate(&Context {
+                fleet: f,
+                register: &reg,
+                profile: &profile,
+                now_ms,
+            });
+            engine.book().open().into_iter().cloned().collect()
+        };
+        assert!(open(&fleet, 0).is_empty());
+        // a reclaim case's stop goes out, the VM's agent goes offline: no alarm past the grace
+        assert!(fleet.mark_stopped("vm1", Some("回收工单 #3 停机".into())));
+        assert!(
+            !fleet.mark_stopped("vm1", Some("回收工单 #3 停机".into())),
+            "no change"
+        );
+        fleet.apply(Envelope::new("vm1", 1, 0, status(Status::Offline)), 1_000);
+        assert!(open(&fleet, 10_000).is_empty());
+        // once it runs again, a later fall is a fault again
+        fleet.apply(Envelope::new("vm1", 2, 0, status(Status::Online)), 20_000);
+        assert_eq!(fleet.get("vm1").unwrap().stopped_on_purpose, None);
+        fleet.apply(Envelope::new("vm1", 3, 0, status(Status::Offline)), 21_000);
+        let f = open(&fleet, 30_000);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].key.subject.as_str(), f[0].level),
+            ("node:vm1", Level::Warning)
+        );
+        // an alarm raised before the stop decision clears when the stop is recorded
+        assert!(fleet.mark_stopped("vm1", Some("防病毒停机".into())));
+        assert!(open(&fleet, 31_000).is_empty());
+        // the mark withdrawn (the stop failed): the alarm is back
+        assert!(fleet.mark_stopped("vm1", None));
+        assert_eq!(open(&fleet, 32_000).len(), 1);
     }
 }
