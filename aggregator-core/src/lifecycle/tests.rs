@@ -128,10 +128,7 @@ fn every_kind_walks_every_step_under_every_profile_across_national_day() {
     for (name, _) in BUILTIN {
         let profile = Profile::load(name).unwrap();
         let p = &profile.lifecycle;
-        let rules = Rules {
-            policy: p,
-            calendar: &cal,
-        };
+        let rules = Rules::of(&profile, &cal);
         for kind in Kind::ALL {
             let what = format!("profile {name}, {}", kind.as_str());
             // submitted Tuesday 29 September 2026, 15:00 Beijing time

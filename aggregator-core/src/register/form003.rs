@@ -511,6 +511,7 @@ fn parse_table(
                 cluster_group: String::new(),
                 note: cell(Col::Note).to_string(),
                 uuid: None,
+                term: Default::default(),
             },
             extra: RowExtra {
                 purpose,

@@ -384,28 +384,36 @@ async fn submit_form(
         Format::Xlsx => "申请表.xlsx".into(),
         Format::Csv => "申请表.csv".into(),
     });
-    let read = form::read_form_file(&s.profile.register, &file, format, &body).map_err(|e| match e {
-        ReadError::Rows(rows) => ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "application_form_rows",
-            format!("申请表有 {} 处问题，未提交", rows.len()),
-            json!({ "rows": rows }),
-        ),
-        ReadError::Limit { file, limit } => ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "over_limit",
-            format!("{file}：{limit}"),
-            serde_json::Value::Null,
-        ),
-    })?;
+    let read =
+        form::read_form_file(&s.profile.register, &file, format, &body).map_err(|e| match e {
+            ReadError::Rows(rows) => ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application_form_rows",
+                format!("申请表有 {} 处问题，未提交", rows.len()),
+                json!({ "rows": rows }),
+            ),
+            ReadError::Limit { file, limit } => ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "over_limit",
+                format!("{file}：{limit}"),
+                serde_json::Value::Null,
+            ),
+        })?;
     // 003 附件1: the 审批表 names its unit; it must be the applicant's own
     let unit = who.own_unit().unwrap_or_default().to_string();
-    if let Some(h) = read.header.as_ref().filter(|h| !h.unit_name.trim().is_empty()) {
+    if let Some(h) = read
+        .header
+        .as_ref()
+        .filter(|h| !h.unit_name.trim().is_empty())
+    {
         if h.unit_name.trim() != unit {
             return Err(ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "application_form_rows",
-                format!("申请表的单位名称“{}”不是申请单位“{unit}”", h.unit_name.trim()),
+                format!(
+                    "申请表的单位名称“{}”不是申请单位“{unit}”",
+                    h.unit_name.trim()
+                ),
                 json!({ "rows": [{ "file": file, "row": null, "column": "单位名称",
                     "reason": "单位名称与申请单位不符" }] }),
             ));
