@@ -296,14 +296,14 @@ impl Aggregator {
             )));
             r
         };
-        // Applications (申请 → 终止): their register changes take the register's turn.
-        let register_turn: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        // Applications (申请 → 终止): their register changes take the register's one turn
+        // (shared with the reclaim cases and the register's own changes).
         let applications = crate::service::applications::Applications::start(
             url.open_off_runtime()?,
             profile.clone(),
             reclaim.calendar.clone(),
             register.clone(),
-            register_turn.clone(),
+            reclaim.register_turn.clone(),
             Some(reclaim.clone()),
         )?;
         tasks.push(tokio::spawn(crate::service::applications::run(

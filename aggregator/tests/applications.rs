@@ -46,15 +46,29 @@ fn start(db: &std::path::Path, register: Register) -> (AppState, Applications) {
     let (_tx, rx) = tokio::sync::watch::channel(0);
     let mut state = AppState::new(Fleet::shared(), Arc::new(Metrics::default()), rx);
     state.register = Arc::new(std::sync::RwLock::new(register));
+    // the reclaim cases a termination or an ended allocation opens (commands stay stored)
+    let reclaim = yunjian_aggregator::reclaim::Reclaim::start(
+        Box::new(SqliteStorage::open(db).unwrap()),
+        yunjian_aggregator::reclaim::ReclaimConfig::default(),
+        state.profile.reclaim.clone(),
+        Calendar::builtin(),
+        yunjian_protocol::MasterKey::from_bytes([7; 32]),
+        yunjian_aggregator::reclaim::Outlet::Detached,
+        state.fleet.clone(),
+        state.register.clone(),
+    )
+    .unwrap();
+    state.register_turn = reclaim.register_turn.clone();
     let apps = Applications::start(
         Box::new(SqliteStorage::open(db).unwrap()),
         Arc::new(Profile::default()),
         Arc::new(Calendar::builtin()),
         state.register.clone(),
         state.register_turn.clone(),
-        None,
+        Some(reclaim.clone()),
     )
     .unwrap();
+    state.reclaim = Some(reclaim);
     state.applications = Some(apps.clone());
     (state, apps)
 }
@@ -403,12 +417,70 @@ async fn a_termination_needs_the_declaration_and_retires_the_rows() {
     let (s, b) = step(&h, &h.chief, id, "approve", "同意终止").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(h.state.register.read().unwrap().vm_by_uuid(KEPT).is_some());
-    let (s, b) = step(&h, &h.ops, id, "carry_out", "已回收").await;
+    let (s, b) = step(&h, &h.ops, id, "carry_out", "转入停机回收").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["state_zh"], "已办结");
-    assert!(h.state.register.read().unwrap().vm_by_uuid(KEPT).is_none());
-    let stored = SqliteStorage::open(&h.db).unwrap().load_register().unwrap();
-    assert!(stored.vm_by_uuid(KEPT).is_none(), "retired in storage too");
+    // the signed stop → hold → release path takes it from here: one stop case, approved by
+    // the application, the unit's declaration as its handover; the row stays until release
+    assert!(h.state.register.read().unwrap().vm_by_uuid(KEPT).is_some());
+    let cases = h.state.reclaim.as_ref().unwrap().cases(0).await;
+    assert_eq!(cases.len(), 1);
+    let c = &cases[0].case;
+    assert_eq!((c.uuid.as_str(), c.state.as_str()), (KEPT, "approved"));
+    assert!(c.handover_ms.is_some(), "the declaration is the handover");
+    assert_eq!(
+        c.basis,
+        yunjian_aggregator_core::reclaim::Basis::Application { application: id }
+    );
+    let (_, b) = call(
+        &h.app,
+        Method::GET,
+        &format!("/api/applications/{id}"),
+        &h.unit,
+        None,
+    )
+    .await;
+    let last = b["timeline"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["detail"]["cases"], json!([c.id]), "{last}");
+    // carried out twice: refused, no second case
+    let (s, _) = step(&h, &h.ops, id, "carry_out", "").await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(h.state.reclaim.as_ref().unwrap().cases(0).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_temporary_allocation_opens_a_stop_case_unless_an_extension_is_under_way() {
+    let h = harness();
+    let apps = h.state.applications.clone().unwrap();
+    let now = 1_790_000_000_000;
+    // the unit's VM made a temporary allocation that ended yesterday
+    {
+        let mut reg = h.state.register.write().unwrap();
+        let v = reg.vms.iter_mut().find(|v| v.has_uuid(KEPT)).unwrap();
+        v.term.kind = AllocationKind::Temporary;
+        v.term.ends_ms = Some(now - 86_400_000);
+    }
+    let found = apps.findings(now).await;
+    let f = found
+        .iter()
+        .find(|f| f.key.rule == "allocation_expiry")
+        .unwrap();
+    assert!(
+        f.title.contains("已于") && f.title.contains("到期"),
+        "{}",
+        f.title
+    );
+    let opened = apps.reclaim_ended(now).await.unwrap();
+    assert_eq!(opened.len(), 1);
+    let reclaim = h.state.reclaim.clone().unwrap();
+    let c = reclaim.cases(now).await.remove(0).case;
+    assert_eq!(c.state.as_str(), "detected", "the unit is told first");
+    assert!(matches!(
+        c.basis,
+        yunjian_aggregator_core::reclaim::Basis::Expired { .. }
+    ));
+    // once: the open case is not opened again
+    assert!(apps.reclaim_ended(now + 60_000).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1520,16 +1520,30 @@ fn serve_applications() -> (String, Auth, Runtime, tempfile::TempDir) {
                 4,
             ));
     }
+    // a termination goes on through the reclaim's stop path: its cases are stored here
+    let reclaim = yunjian_aggregator::reclaim::Reclaim::start(
+        Box::new(yunjian_store_sqlite::SqliteStorage::open(&db).unwrap()),
+        yunjian_aggregator::reclaim::ReclaimConfig::default(),
+        state.profile.reclaim.clone(),
+        yunjian_aggregator::reclaim::calendar::Calendar::builtin(),
+        yunjian_protocol::MasterKey::from_bytes([7; 32]),
+        yunjian_aggregator::reclaim::Outlet::Detached,
+        state.fleet.clone(),
+        state.register.clone(),
+    )
+    .unwrap();
+    state.register_turn = reclaim.register_turn.clone();
     let apps = yunjian_aggregator::service::applications::Applications::start(
         Box::new(s),
         state.profile.clone(),
         Arc::new(yunjian_aggregator::reclaim::calendar::Calendar::builtin()),
         state.register.clone(),
         state.register_turn.clone(),
-        None,
+        Some(reclaim.clone()),
     )
     .unwrap();
     state.applications = Some(apps);
+    state.reclaim = Some(reclaim);
     let auth = state.auth.clone();
     rt.spawn(serve(listener, state, std::future::pending()));
     (url, auth, rt, dir)

@@ -8,7 +8,7 @@
 //! | provision                  | start date; a test or temporary allocation's end date      |
 //! | pass_test / go_live        | test → trial → formal                                      |
 //! | carry_out (change)         | the VMs' new sizes                                         |
-//! | carry_out (termination)    | the VMs' rows leave the register                           |
+//! | carry_out (termination)    | none here: stop cases open, their release retires the rows |
 //! | carry_out (extension)      | the allocation's new end date                              |
 //!
 //! Growth is checked against the unit's quota and its sanction (register rules), and against
@@ -323,9 +323,8 @@ pub fn register_change(
                 }
             }
         }
-        (Step::CarryOut, Request::Termination { uuids, .. }, _) => {
-            record.vms.retain(|v| !uuids.iter().any(|u| v.has_uuid(u)));
-        }
+        // a termination is carried out through the reclaim's stop → hold → release path, whose
+        // release retires the rows: nothing changes here
         (Step::CarryOut, Request::Extension { uuids, ends_ms }, _) => {
             for v in record
                 .vms

@@ -289,6 +289,24 @@ pub struct Case {
     /// for it.
     #[serde(default)]
     pub handover_ms: Option<u64>,
+    /// Why the VM is taken back: low use (the default), the unit's approved termination, or a
+    /// test / temporary allocation that ended. The re-check before acting checks this basis.
+    #[serde(default)]
+    pub basis: Basis,
+}
+
+/// What a case rests on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "basis")]
+pub enum Basis {
+    /// The usage module found the VM idle or over-provisioned (re-checked before acting).
+    #[default]
+    LowUse,
+    /// The unit's termination application, approved (its approval trail is the application's).
+    Application { application: u64 },
+    /// A test or temporary allocation ended without an approved extension or conversion
+    /// (re-checked: still ended).
+    Expired { ends_ms: u64 },
 }
 
 /// One line of a case's timeline (append-only).
@@ -398,6 +416,7 @@ impl Case {
             disputed: false,
             total_deadline_ms: None,
             handover_ms: None,
+            basis: Basis::LowUse,
         };
         let log = LogEntry {
             case_id: id,
@@ -409,6 +428,52 @@ impl Case {
             to: State::Detected,
             reason: String::new(),
             detail: serde_json::json!({"kind": case.kind, "evidence": case.evidence}),
+        };
+        (case, log)
+    }
+
+    /// A stop case opened by the unit's approved termination application: already approved
+    /// (the application holds the approval trail), the unit's handover given by its declaration
+    /// that the data is migrated or backed up. Ops schedules it as any other.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_by_application(
+        id: u64,
+        uuid: &str,
+        vm_name: &str,
+        unit: &str,
+        system: &str,
+        application: u64,
+        declaration: &str,
+        by: &Actor,
+        rules: &Rules<'_>,
+        now_ms: u64,
+    ) -> (Case, LogEntry) {
+        let evidence = serde_json::json!({"application": application, "declaration": declaration});
+        let (mut case, _) = Case::open(
+            id,
+            uuid,
+            vm_name,
+            unit,
+            system,
+            Kind::Idle,
+            evidence.clone(),
+            rules,
+            now_ms,
+        );
+        case.state = State::Approved;
+        case.deadline_ms = deadline_for(State::Approved, rules, now_ms);
+        case.handover_ms = Some(now_ms);
+        case.basis = Basis::Application { application };
+        let log = LogEntry {
+            case_id: id,
+            ts_ms: now_ms,
+            actor: by.name.clone(),
+            role: by.role,
+            step: "terminate".into(),
+            from: None,
+            to: State::Approved,
+            reason: format!("终止申请 #{application} 已批准"),
+            detail: evidence,
         };
         (case, log)
     }

@@ -12,7 +12,7 @@ pub mod case;
 pub mod command;
 pub mod outcome;
 
-pub use case::{Actor, Case, CaseError, Kind, LogEntry, Role, State, Step};
+pub use case::{Actor, Basis, Case, CaseError, Kind, LogEntry, Role, State, Step};
 pub use command::{CommandRecord, CommandStatus};
 
 use crate::audit::AuditEntry;

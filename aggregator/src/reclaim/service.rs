@@ -2,7 +2,7 @@
 //! steps, and the results coming back from agents.
 
 use super::calendar::Calendar;
-use super::case::{Actor, Case, CaseError, Kind, LogEntry, Role, Rules, State, Step};
+use super::case::{Actor, Basis, Case, CaseError, Kind, LogEntry, Role, Rules, State, Step};
 use super::dispatch::{CommandReply, Outlet};
 use super::{CommandRecord, CommandStatus};
 use super::{Detection, ReclaimConfig, ReclaimWrite};
@@ -325,6 +325,121 @@ impl Reclaim {
             })?;
             inner.next_id += 1;
             tracing::info!(case = id, %uuid, unit = %case.unit, "reclaim case opened");
+            inner.cases.insert(id, case);
+            opened.push(id);
+        }
+        Ok(opened)
+    }
+
+    /// The unit, system and name a registered VM's case shows (`None`: not registered).
+    fn registered(&self, uuid: &str) -> Option<(String, String, String)> {
+        let reg = self.register.read().unwrap_or_else(|p| p.into_inner());
+        let v = reg.vm_by_uuid(uuid)?;
+        let name = if v.subsystem.is_empty() {
+            v.system.clone()
+        } else {
+            format!("{} / {}", v.system, v.subsystem)
+        };
+        Some((v.unit.clone(), v.system.clone(), name))
+    }
+
+    /// The unit's termination application was approved and ops carries it out: one stop case
+    /// per VM, opened approved (the application is its approval trail; its declaration the
+    /// unit's handover), to be scheduled, snapshotted, stopped, held and released as any other.
+    /// A VM with an open case keeps it. Returns the cases opened or already open.
+    pub async fn open_for_application(
+        &self,
+        uuids: &[String],
+        application: u64,
+        declaration: &str,
+        by: &Actor,
+        now_ms: u64,
+    ) -> Result<Vec<u64>, ReclaimError> {
+        let mut inner = self.inner.lock().await;
+        let mut out = Vec::new();
+        for uuid in uuids.iter().map(|u| u.to_ascii_lowercase()) {
+            if let Some(c) = inner
+                .cases
+                .values()
+                .find(|c| c.uuid == uuid && !c.state.is_terminal())
+            {
+                out.push(c.id);
+                continue;
+            }
+            let Some((unit, system, name)) = self.registered(&uuid) else {
+                return Err(ReclaimError::UnknownVm(uuid));
+            };
+            let id = inner.next_id;
+            let (case, log) = Case::open_by_application(
+                id,
+                &uuid,
+                &name,
+                &unit,
+                &system,
+                application,
+                declaration,
+                by,
+                &self.rules(),
+                now_ms,
+            );
+            let audit = audit_of(&case, &log);
+            inner.storage.reclaim_write(&ReclaimWrite {
+                cases: vec![case.clone()],
+                log: vec![log],
+                audit: vec![audit],
+                ..ReclaimWrite::default()
+            })?;
+            inner.next_id += 1;
+            tracing::info!(case = id, %uuid, application, "stop case opened for a termination");
+            inner.cases.insert(id, case);
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    /// Test or temporary allocations that ended without an approved extension or conversion:
+    /// a stop case each (notice to the unit first, as for low use), re-checked before acting.
+    pub async fn open_for_expiry(
+        &self,
+        ended: &[(String, u64)],
+        now_ms: u64,
+    ) -> Result<Vec<u64>, ReclaimError> {
+        let mut inner = self.inner.lock().await;
+        let mut opened = Vec::new();
+        for (uuid, ends_ms) in ended {
+            let uuid = uuid.to_ascii_lowercase();
+            if inner
+                .cases
+                .values()
+                .any(|c| c.uuid == uuid && !c.state.is_terminal())
+            {
+                continue;
+            }
+            let Some((unit, system, name)) = self.registered(&uuid) else {
+                continue;
+            };
+            let id = inner.next_id;
+            let (mut case, log) = Case::open(
+                id,
+                &uuid,
+                &name,
+                &unit,
+                &system,
+                Kind::Idle,
+                json!({"expired_ms": ends_ms}),
+                &self.rules(),
+                now_ms,
+            );
+            case.basis = Basis::Expired { ends_ms: *ends_ms };
+            let audit = audit_of(&case, &log);
+            inner.storage.reclaim_write(&ReclaimWrite {
+                cases: vec![case.clone()],
+                log: vec![log],
+                audit: vec![audit],
+                ..ReclaimWrite::default()
+            })?;
+            inner.next_id += 1;
+            tracing::info!(case = id, %uuid, "stop case opened for an ended allocation");
             inner.cases.insert(id, case);
             opened.push(id);
         }
@@ -965,28 +1080,62 @@ impl Reclaim {
             note(inner, c, e.to_string())?;
             return Err(e.into());
         }
-        let window = self.policy.recheck_within.as_millis() as u64;
-        let fresh = inner.detections.get(&c.uuid).filter(|(ts, d)| {
-            now_ms.saturating_sub(*ts) <= window
-                && std::mem::discriminant(&d.kind) == std::mem::discriminant(&c.kind)
-        });
-        let Some((ts, d)) = fresh.cloned() else {
-            let reason = format!(
-                "re-check before acting: the VM was not found low-use within the last {}; not acted on",
-                crate::time::duration::format(&self.policy.recheck_within)
-            );
-            self.transition(
-                inner,
-                c,
-                Step::Withdraw,
-                &Actor::system(),
-                &reason,
-                serde_json::Value::Null,
-                None,
-                now_ms,
-            )
-            .await?;
-            return Ok(());
+        let recheck = match &c.basis {
+            // the unit's approved termination: the application is the basis, nothing to re-check
+            Basis::Application { application } => json!({"application": application}),
+            // an ended allocation: still ended (no extension or conversion since)
+            Basis::Expired { .. } => {
+                let ends = {
+                    let reg = self.register.read().unwrap_or_else(|p| p.into_inner());
+                    reg.vm_by_uuid(&c.uuid)
+                        .filter(|v| v.term.kind.expires())
+                        .and_then(|v| v.term.ends_ms)
+                };
+                match ends {
+                    Some(e) if e <= now_ms => json!({"expired_ms": e}),
+                    _ => {
+                        let reason = "执行前复核：该资源已延期或转为正式使用，不再回收";
+                        self.transition(
+                            inner,
+                            c,
+                            Step::Withdraw,
+                            &Actor::system(),
+                            reason,
+                            serde_json::Value::Null,
+                            None,
+                            now_ms,
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                }
+            }
+            Basis::LowUse => {
+                let window = self.policy.recheck_within.as_millis() as u64;
+                let fresh = inner.detections.get(&c.uuid).filter(|(ts, d)| {
+                    now_ms.saturating_sub(*ts) <= window
+                        && std::mem::discriminant(&d.kind) == std::mem::discriminant(&c.kind)
+                });
+                let Some((ts, d)) = fresh.cloned() else {
+                    let reason = format!(
+                        "re-check before acting: the VM was not found low-use within the last {}; not acted on",
+                        crate::time::duration::format(&self.policy.recheck_within)
+                    );
+                    self.transition(
+                        inner,
+                        c,
+                        Step::Withdraw,
+                        &Actor::system(),
+                        &reason,
+                        serde_json::Value::Null,
+                        None,
+                        now_ms,
+                    )
+                    .await?;
+                    return Ok(());
+                };
+                json!({"detected_ms": ts, "evidence": d.evidence})
+            }
         };
         let (host, vm) = match self.locate(c) {
             Ok(x) => x,
@@ -1007,7 +1156,7 @@ impl Reclaim {
             now_ms,
             self.config.command_ttl,
         )?;
-        let detail = json!({"recheck": {"detected_ms": ts, "evidence": d.evidence}, "command": rec.id, "node": host, "action": rec.action.kind()});
+        let detail = json!({"recheck": recheck, "command": rec.id, "node": host, "action": rec.action.kind()});
         self.transition(
             inner,
             &c2,

@@ -52,6 +52,9 @@ pub enum ApplicationServiceError {
     TooLarge { size: usize, max: usize },
     #[error("{0}")]
     Invalid(String),
+    /// The stop cases of a termination could not be opened.
+    #[error("{0}")]
+    Reclaim(#[from] crate::reclaim::ReclaimError),
     #[error("存储不可用：{0}")]
     Storage(#[from] StorageError),
 }
@@ -66,6 +69,7 @@ impl ApplicationServiceError {
             ApplicationServiceError::UnknownStep(_) => "application_unknown_step",
             ApplicationServiceError::TooLarge { .. } => "application_file_too_large",
             ApplicationServiceError::Invalid(_) => "application_invalid",
+            ApplicationServiceError::Reclaim(e) => e.code(),
             ApplicationServiceError::Storage(_) => "storage_unavailable",
         }
     }
@@ -333,9 +337,23 @@ impl Applications {
             .cloned()
             .ok_or(ApplicationServiceError::NotFound(id))?;
         let rules = self.rules();
-        let (after, log) = before
+        let (after, mut log) = before
             .apply(step, by, reason, serde_json::Value::Null, &rules, now_ms)
             .map_err(LifecycleError::from)?;
+        // a termination goes on through the signed stop → hold → release path: one stop case
+        // per VM, opened approved with the unit's declaration as its handover (the release
+        // retires the rows and wipes the disks)
+        if let (Step::CarryOut, Request::Termination { uuids, declaration }) =
+            (step, &before.request)
+        {
+            let reclaim = self.reclaim.as_ref().ok_or_else(|| {
+                ApplicationServiceError::Invalid("本部署未启用回收执行，无法办理终止".into())
+            })?;
+            let cases = reclaim
+                .open_for_application(uuids, id, declaration, by, now_ms)
+                .await?;
+            log.detail = json!({ "cases": cases });
+        }
         let record: Option<UnitRecord> = {
             let reg = self.read();
             register_change(&reg, &before, &after, step, &holds, &rules, now_ms)?
@@ -412,6 +430,37 @@ impl Applications {
         })?;
         inner.apps.insert(id, a.clone());
         Ok(self.view(&a, by, now_ms))
+    }
+
+    /// Test and temporary allocations past their end, without an extension under way: a stop
+    /// case each through the reclaim (notice first; re-checked before acting). Returns the
+    /// cases opened.
+    pub async fn reclaim_ended(&self, now_ms: u64) -> Result<Vec<u64>> {
+        let Some(reclaim) = &self.reclaim else {
+            return Ok(Vec::new());
+        };
+        let extending: Vec<String> = {
+            let inner = self.inner.lock().await;
+            inner
+                .apps
+                .values()
+                .filter(|a| a.kind == Kind::Extension && !a.state.is_terminal())
+                .flat_map(|a| a.target_uuids())
+                .map(|u| u.to_ascii_lowercase())
+                .collect()
+        };
+        let ended: Vec<(String, u64)> = self
+            .read()
+            .vms
+            .iter()
+            .filter(|v| v.term.kind.expires())
+            .filter_map(|v| Some((v.uuid.clone()?, v.term.ends_ms?)))
+            .filter(|(u, end)| *end <= now_ms && !extending.contains(&u.to_ascii_lowercase()))
+            .collect();
+        if ended.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(reclaim.open_for_expiry(&ended, now_ms).await?)
     }
 
     /// The alarms the lifecycle raises now: each step past its deadline (`lifecycle_overdue`,
@@ -607,6 +656,9 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         let now = crate::ratelimit::now_ms();
+        if let Err(e) = apps.reclaim_ended(now).await {
+            tracing::warn!("ended allocations: {e}");
+        }
         let findings = apps.findings(now).await;
         let events = {
             let mut engine = policy.lock().unwrap_or_else(PoisonError::into_inner);

@@ -118,7 +118,9 @@ impl From<ApplicationServiceError> for ApiError {
             | ApplicationServiceError::Lifecycle(
                 LifecycleError::Invalid { .. } | LifecycleError::Step(A::NoReason { .. }),
             ) => StatusCode::BAD_REQUEST,
-            ApplicationServiceError::Lifecycle(_) => StatusCode::CONFLICT,
+            ApplicationServiceError::Lifecycle(_) | ApplicationServiceError::Reclaim(_) => {
+                StatusCode::CONFLICT
+            }
             ApplicationServiceError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.code(), e.to_string(), serde_json::Value::Null)
