@@ -19,6 +19,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use yunjian_broker::{AckToken, Inbound};
 use yunjian_protocol::{decode, topics, Body, Envelope, FrameError, MasterKey, NodeKey, Role};
 
+/// Command evidence held for results not yet arrived (an agent sends one right before its
+/// result): past this many, those held are dropped with a warning.
+const MAX_PENDING_EVIDENCE: usize = 1024;
+
 /// Messages handled per batch.
 pub const BATCH: usize = 1024;
 
@@ -172,6 +176,8 @@ pub struct Ingester {
     usage: Option<crate::usage::SharedUsage>,
     /// Command results go to the reclaim dispatcher (with their PUBACK) when set.
     results: Option<mpsc::UnboundedSender<crate::reclaim::CommandReply>>,
+    /// Evidence waiting for its command's result, by node and command id.
+    evidence: HashMap<(String, [u8; 16]), (yunjian_protocol::Evidence, Option<AckToken>)>,
     /// Event-time bounds of accepted frames.
     bounds: TimeBounds,
     /// Rate-limited warnings: rejected frames, foreign topics, refused frames.
@@ -190,6 +196,7 @@ impl Ingester {
             decoded: Vec::with_capacity(BATCH),
             usage: None,
             results: None,
+            evidence: HashMap::new(),
             bounds: TimeBounds::default(),
             reject_log: LogLimiter::new(10_000),
             topic_log: LogLimiter::new(10_000),
@@ -316,12 +323,29 @@ impl Ingester {
                     }
                 });
             if let Some(env) = env {
-                if let (Body::CommandResult(r), Some(tx)) = (&env.body, &self.results) {
-                    let _ = tx.send(crate::reclaim::CommandReply {
-                        node: env.node.clone(),
-                        result: r.clone(),
-                        ack: msg.ack.take(),
-                    });
+                match (&env.body, &self.results) {
+                    (Body::CommandResult(r), Some(tx)) => {
+                        let evidence = self.evidence.remove(&(env.node.clone(), r.id));
+                        let _ = tx.send(crate::reclaim::CommandReply {
+                            node: env.node.clone(),
+                            result: r.clone(),
+                            ack: msg.ack.take(),
+                            evidence,
+                        });
+                    }
+                    // sent right before its result: kept (its PUBACK held) until the result
+                    // comes, then stored with it
+                    (Body::CommandEvidence(e), Some(_)) => {
+                        if self.evidence.len() >= MAX_PENDING_EVIDENCE {
+                            tracing::warn!(node = %env.node, "over {MAX_PENDING_EVIDENCE} command evidence messages without their results: those held are dropped");
+                            self.evidence.clear();
+                        }
+                        self.evidence.insert(
+                            (env.node.clone(), e.id),
+                            (e.evidence.clone(), msg.ack.take()),
+                        );
+                    }
+                    _ => {}
                 }
                 let latency = msg.received.elapsed().as_nanos() as u64;
                 self.decoded.push((env, msg.payload.clone(), latency));

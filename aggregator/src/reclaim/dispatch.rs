@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use yunjian_broker::{AckToken, Broker};
-use yunjian_protocol::{topics, CommandResult};
+use yunjian_protocol::{topics, CommandResult, Evidence};
 
 /// A result from an agent, verified by ingest, with the PUBACK of its message: dropped (so
 /// acknowledged) only once the result is stored; a crash before that makes the agent resend it.
@@ -27,6 +27,9 @@ pub struct CommandReply {
     pub node: String,
     pub result: CommandResult,
     pub ack: Option<AckToken>,
+    /// What the agent sent right before the result as evidence of the action (a wiping
+    /// release's volumes), with that message's PUBACK: stored with the result, then released.
+    pub evidence: Option<(Evidence, Option<AckToken>)>,
 }
 
 /// Where commands are published.

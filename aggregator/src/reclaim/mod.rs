@@ -52,6 +52,11 @@ pub struct ReclaimConfig {
     /// this time the case goes to `execution_failed` instead.
     #[serde(with = "crate::time::duration")]
     pub verify_within: Duration,
+    /// Release a stopped VM with `ReleaseAndWipe` (every volume wiped, then deleted, with the
+    /// evidence on the case) rather than `Release` (undefined, disks kept). Default on: the
+    /// release comes after the unit's handover. Off only where the hypervisor cannot wipe
+    /// (libvirt's test driver has no volume wipe).
+    pub wipe_on_release: bool,
     /// No longer used: people sign in as users (`yunjian-aggregator user add`); a config that
     /// still lists tokens is refused with that advice rather than acted on.
     #[serde(default, skip_serializing)]
@@ -67,6 +72,7 @@ impl Default for ReclaimConfig {
             command_ttl: Duration::from_secs(24 * 3600),
             resend_every: Duration::from_secs(30),
             verify_within: Duration::from_secs(30 * 60),
+            wipe_on_release: true,
             tokens: None,
         }
     }

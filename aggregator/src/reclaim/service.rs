@@ -515,6 +515,8 @@ impl Reclaim {
                             .clone()
                             .ok_or(ReclaimError::NoSnapshot { case: id })?,
                     ),
+                    // after the unit's handover: the data goes with the VM
+                    _ if self.config.wipe_on_release => Action::ReleaseAndWipe(vm),
                     _ => Action::Release(vm),
                 };
                 let rec = CommandRecord::new(
@@ -752,7 +754,18 @@ impl Reclaim {
 
     /// A result from an agent (routed by ingest). Stored, then its PUBACK released.
     pub async fn on_reply(&self, reply: CommandReply, now_ms: u64) {
-        let CommandReply { node, result, ack } = reply;
+        let CommandReply {
+            node,
+            result,
+            ack,
+            evidence,
+        } = reply;
+        // the evidence's PUBACK goes with the result's, once stored
+        let (evidence, evidence_ack) = match evidence {
+            Some((e, a)) => (Some(e), a),
+            None => (None, None),
+        };
+        let _evidence_ack = evidence_ack;
         let id = super::command::hex(&result.id);
         let _turn = self.register_turn.lock().await;
         let mut inner = self.inner.lock().await;
@@ -788,7 +801,7 @@ impl Reclaim {
         cmd.message = result.message.clone();
         tracing::info!(%node, command = %id, ok = result.ok, message = %result.message, late, "command result");
         let case = cmd.case_id.and_then(|i| inner.cases.get(&i).cloned());
-        let detail = json!({"command": id, "node": node, "ok": result.ok, "message": result.message, "late": late});
+        let detail = json!({"command": id, "node": node, "ok": result.ok, "message": result.message, "late": late, "evidence": evidence});
         let step = match &case {
             Some(c) if c.command.as_deref() == Some(&id) && !late => match (c.state, result.ok) {
                 (State::Executing, true) => Some(Step::Succeeded),
@@ -1622,6 +1635,7 @@ mod tests {
                 },
             },
             ack: None,
+            evidence: None,
         }
     }
 
@@ -1959,10 +1973,42 @@ mod tests {
             .await
             .unwrap();
         let release = v.command.unwrap();
-        assert!(matches!(release.action, Action::Release(_)));
-        r.on_reply(reply("h1", &release.id, true), after_hold + 1000)
-            .await;
+        // after the handover the data goes: every volume wiped, then deleted
+        assert!(matches!(release.action, Action::ReleaseAndWipe(_)));
+        // the host's evidence came right before its result: stored on the case's timeline
+        let evidence = yunjian_protocol::Evidence::Wipe(yunjian_protocol::WipeEvidence {
+            vm: VmRef {
+                uuid: UUID.into(),
+                name: "cz-app-01".into(),
+            },
+            disks: vec![yunjian_protocol::DiskWipe {
+                target: "vda".into(),
+                source: "/var/lib/libvirt/images/cz-app-01.qcow2".into(),
+                state: yunjian_protocol::DiskWipeState::Wiped {
+                    volume: yunjian_protocol::VolumeInfo {
+                        pool: "default".into(),
+                        name: "cz-app-01.qcow2".into(),
+                        capacity_bytes: 64 << 30,
+                    },
+                    algorithm: yunjian_protocol::WipeAlgorithm::Zero,
+                    wiped_ms: after_hold + 500,
+                    deleted: true,
+                },
+            }],
+        });
+        let mut done = reply("h1", &release.id, true);
+        done.evidence = Some((evidence, None));
+        r.on_reply(done, after_hold + 1000).await;
         assert_eq!(r.cases(T0).await[0].case.state, State::Closed);
+        let (_, log, _) = r.case(id, after_hold + 2000).await.unwrap();
+        let released = log.iter().find(|l| l.step == "released").unwrap();
+        let disk = &released.detail["evidence"]["Wipe"]["disks"][0];
+        assert_eq!(disk["target"], "vda", "{}", released.detail);
+        assert_eq!(
+            disk["state"]["Wiped"]["deleted"], true,
+            "{}",
+            released.detail
+        );
         assert!(r.register.read().unwrap().vm_by_uuid(UUID).is_none());
         let stored = SqliteStorage::open(&s.db).unwrap().load_register().unwrap();
         assert!(stored.vm_by_uuid(UUID).is_none(), "retired in storage too");
