@@ -55,6 +55,9 @@ function facts(b) {
   add('类型', kindText(c.kind));
   add('状态', (STATE[c.state] || c.state) + '，自 ' + fmtTime(c.state_since_ms));
   add('当前步骤截止', v.deadline ? v.deadline + (v.overdue ? '，已逾期 ' + v.overdue_days + ' 个工作日' : '') : '—', v.overdue ? 'overdue' : '');
+  // why the VM is taken back: low use (the evidence below), an approved termination, an ended term
+  if (c.basis && c.basis.basis === 'application') add('依据', '使用单位的终止申请 #' + c.basis.application + '（已批准；其声明即数据交接）');
+  if (c.basis && c.basis.basis === 'expired') add('依据', '测试/临时资源已于 ' + fmtTime(c.basis.ends_ms - 1) + ' 到期，未获批延期或转正式');
   if (c.scheduled_ms) add('排期', fmtTime(c.scheduled_ms));
   if (c.host) add('宿主机', c.host);
   if (c.snapshot) add('快照', c.snapshot);

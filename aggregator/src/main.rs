@@ -294,6 +294,7 @@ fn main() -> anyhow::Result<()> {
             let profile = yunjian_aggregator_core::policy::Profile::load(&cfg.policy_profile)?;
             let calendar =
                 yunjian_aggregator::reclaim::calendar::Calendar::load(&cfg.reclaim.calendars)?;
+            let title = profile.title.clone();
             let done = offline::demo_applications(
                 db,
                 std::sync::Arc::new(profile),
@@ -302,7 +303,7 @@ fn main() -> anyhow::Result<()> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
             )?;
-            eprintln!("演示申请（依据《{}》）：\n{done}", cfg.policy_profile);
+            eprintln!("演示申请（依据《{title}》）：\n{done}");
             Ok(())
         }
         Some(Command::MigrateStorage { from, to }) => {

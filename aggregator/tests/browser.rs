@@ -1633,7 +1633,7 @@ fn an_application_is_submitted_approved_and_carried_out_in_chromium() {
     );
     page.wait_for(
         "approved",
-        "document.getElementById('meta').textContent === '待开通'",
+        "document.getElementById('meta').textContent === '待办理'",
     );
     drop(page);
 

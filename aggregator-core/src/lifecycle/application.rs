@@ -720,6 +720,16 @@ impl Application {
         Ok((a, log))
     }
 
+    /// The state in words for this kind: a change, termination or extension is reviewed once
+    /// (待审核) and then carried out (待办理).
+    pub fn state_zh(&self) -> &'static str {
+        match (self.kind.is_grant(), self.state) {
+            (false, State::Submitted) => "待审核",
+            (false, State::Approved) => "待办理",
+            (_, s) => s.zh(),
+        }
+    }
+
     /// Past its deadline now.
     pub fn overdue(&self, now_ms: u64) -> bool {
         !self.state.is_terminal() && self.deadline_ms.is_some_and(|d| now_ms > d)

@@ -194,7 +194,7 @@ impl Applications {
         let mine = viewer.role != Role::Unit || viewer.unit.as_deref() == Some(a.unit.as_str());
         View {
             kind_zh: a.kind.zh(),
-            state_zh: a.state.zh(),
+            state_zh: a.state_zh(),
             overdue,
             overdue_days: match (overdue, a.deadline_ms) {
                 (true, Some(d)) => self.calendar.working_days_between(d - 1, now_ms),
@@ -499,7 +499,7 @@ impl Applications {
                         a.kind.zh(),
                         a.id,
                         a.system,
-                        a.state.zh(),
+                        a.state_zh(),
                         days.max(1),
                         who,
                         clause,
