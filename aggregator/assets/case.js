@@ -10,7 +10,8 @@ const STATE = {
 };
 const STEP = {
   notify: '通知使用单位', agree: '同意', dispute: '提出异议', settle: '协商一致（异议后同意）',
-  handover: '确认数据已迁移/备份（交接）',
+  handover: '确认数据已迁移/备份（交接）', limit: '限制服务（拒不整改）', unlimit: '解除服务限制',
+  limit_result: '限制服务回执',
   file: '报主管部门备案', approve: '批准',
   reject: '驳回', schedule: '排期执行', withdraw: '撤销', retry: '重新执行', close: '关闭（到期释放）',
   rollback: '回退', detect: '发现', execute: '执行', succeeded: '执行成功', failed: '执行失败',
@@ -67,6 +68,7 @@ function facts(b) {
   if (c.kind.kind === 'idle') {
     add('数据交接', c.handover_ms ? '使用单位已确认数据已迁移/备份（' + fmtTime(c.handover_ms) + '）' : '待使用单位确认数据已迁移/备份（确认前不释放）', c.handover_ms ? '' : 'overdue');
   }
+  if (c.limited_ms) add('服务限制', '自 ' + fmtTime(c.limited_ms) + ' 起限制（vCPU 与磁盘 I/O 上限）', 'overdue');
   if (c.note) add('说明', c.note, 'overdue');
   if (v.command) add('当前指令', v.command.id + ' · ' + v.command.status + ' · ' + (v.command.message || '等待主机回执'));
 }

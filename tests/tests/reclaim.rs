@@ -268,13 +268,15 @@ async fn fake_host(cfg: &AggregatorConfig, agg: &Aggregator) -> FakeHost {
                             }
                             _ => (false, format!("no snapshot {snap}")),
                         },
-                        Action::Release(vm) => match find(&mut h, &vm.uuid) {
-                            Some(i) if !h.guests[i].running => {
-                                h.guests.remove(i);
-                                (true, "undefined".into())
+                        Action::Release(vm) | Action::ReleaseAndWipe(vm) => {
+                            match find(&mut h, &vm.uuid) {
+                                Some(i) if !h.guests[i].running => {
+                                    h.guests.remove(i);
+                                    (true, "undefined".into())
+                                }
+                                _ => (false, "refused: running or unknown".into()),
                             }
-                            _ => (false, "refused: running or unknown".into()),
-                        },
+                        }
                         other => (false, format!("{} not modelled", other.kind())),
                     }
                 };
@@ -288,6 +290,35 @@ async fn fake_host(cfg: &AggregatorConfig, agg: &Aggregator) -> FakeHost {
                         vm = Some(vm_agent(&mqtt, vm_key.clone()).await);
                     }
                     _ => {}
+                }
+                // a wiping release's evidence goes out right before its result, as the agent's
+                // hypervisor thread sends it
+                if let (Action::ReleaseAndWipe(vm), true) = (&cmd.action, ok) {
+                    let evidence = yunjian_protocol::CommandEvidence {
+                        id: cmd.id,
+                        evidence: yunjian_protocol::Evidence::Wipe(
+                            yunjian_protocol::WipeEvidence {
+                                vm: vm.clone(),
+                                disks: vec![yunjian_protocol::DiskWipe {
+                                    target: "vda".into(),
+                                    source: "/var/lib/libvirt/images/czj-budget-01.qcow2".into(),
+                                    state: yunjian_protocol::DiskWipeState::Wiped {
+                                        volume: yunjian_protocol::VolumeInfo {
+                                            pool: "default".into(),
+                                            name: "czj-budget-01.qcow2".into(),
+                                            capacity_bytes: 360 << 30,
+                                        },
+                                        algorithm: yunjian_protocol::WipeAlgorithm::Zero,
+                                        wiped_ms: now_ms(),
+                                        deleted: true,
+                                    },
+                                }],
+                            },
+                        ),
+                    };
+                    let _ = publisher
+                        .send(now_ms(), Body::CommandEvidence(evidence))
+                        .await;
                 }
                 let mut gate = answer_rx.clone();
                 let _ = gate.wait_for(|open| *open).await;
@@ -872,9 +903,20 @@ async fn a_full_case_through_the_api_with_rollback_and_release() {
         .map(|c| c["action"].clone())
         .collect();
     assert!(
-        kinds[0].get("Stop").is_some() && kinds[1].get("Release").is_some(),
+        kinds[0].get("Stop").is_some() && kinds[1].get("ReleaseAndWipe").is_some(),
         "{kinds:?}"
     );
+    // the host's wipe evidence, sent before its result over MQTT, is on the case's timeline
+    let released = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["step"] == "released")
+        .cloned()
+        .unwrap_or_else(|| panic!("{v}"));
+    let disk = &released["detail"]["evidence"]["Wipe"]["disks"][0];
+    assert_eq!(disk["target"], "vda", "{released}");
+    assert_eq!(disk["state"]["Wiped"]["deleted"], true, "{released}");
     assert!(host.hv.lock().unwrap().guests.is_empty(), "released");
     // closed: the hold on 财政局's requests is lifted
     let q = get_json(addr, ops, "/api/reclaim/cases").await;

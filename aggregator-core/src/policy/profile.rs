@@ -90,6 +90,26 @@ pub struct ReclaimPolicy {
     /// Review and reclaim together within this many working days, counted from the unit's
     /// agreement (its request to give the resources back), e.g. 004 第十七条: 5. 0: no total.
     pub total_days: u32,
+    /// 004 第十六条's ladder (通报 → 整改 → 拒不整改: 降低配额、限制服务 → 回收): once the unit refuses
+    /// (disputes, or stays silent past the reply deadline) ops may limit the VM's service with
+    /// these caps before it is reclaimed. `None`: the regulation has no such rung.
+    pub limit: Option<LimitPolicy>,
+}
+
+/// The caps of a limited service (sent as `Action::Limit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitPolicy {
+    /// The VM's vCPU time, percent of its vCPUs (1–100).
+    pub vcpu_percent: u8,
+    /// Disk throughput per disk, bytes per second.
+    #[serde(default)]
+    pub disk_bytes_sec: Option<u64>,
+    /// Disk I/O operations per disk per second.
+    #[serde(default)]
+    pub disk_iops_sec: Option<u64>,
+    /// The clause cited on the case.
+    pub clause: String,
 }
 
 impl Default for ReclaimPolicy {
@@ -106,6 +126,7 @@ impl Default for ReclaimPolicy {
             agreement_required: false,
             agreement_clause: String::new(),
             total_days: 0,
+            limit: None,
         }
     }
 }

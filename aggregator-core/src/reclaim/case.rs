@@ -144,6 +144,14 @@ pub enum Step {
     Settle,
     /// The unit confirms its data is migrated or backed up (stop cases, before the release).
     Handover,
+    /// 004 第十六条: the unit refused; its VM's service is limited (the `Limit` command).
+    Limit {
+        command: String,
+    },
+    /// The limit lifted (the `Limit` command without caps).
+    Unlimit {
+        command: String,
+    },
     File,
     Approve,
     Reject,
@@ -184,6 +192,8 @@ impl Step {
             Step::Dispute => "dispute",
             Step::Settle => "settle",
             Step::Handover => "handover",
+            Step::Limit { .. } => "limit",
+            Step::Unlimit { .. } => "unlimit",
             Step::File => "file",
             Step::Approve => "approve",
             Step::Reject => "reject",
@@ -206,6 +216,7 @@ impl Step {
         match self {
             Step::Notify => &[Role::Ops, Role::System],
             Step::Agree | Step::Dispute | Step::Settle | Step::Handover => &[Role::Unit],
+            Step::Limit { .. } | Step::Unlimit { .. } => &[Role::Ops],
             Step::File | Step::Schedule { .. } | Step::Retry { .. } => &[Role::Ops],
             Step::Close { .. } => &[Role::Ops],
             Step::Approve | Step::Reject => &[Role::Authority],
@@ -224,7 +235,12 @@ impl Step {
     pub fn needs_reason(&self) -> bool {
         matches!(
             self,
-            Step::Dispute | Step::Reject | Step::Withdraw | Step::Rollback { .. } | Step::Failed
+            Step::Dispute
+                | Step::Reject
+                | Step::Withdraw
+                | Step::Rollback { .. }
+                | Step::Failed
+                | Step::Limit { .. }
         )
     }
 }
@@ -236,6 +252,8 @@ pub const PERSON_STEPS: &[(&str, Role)] = &[
     ("dispute", Role::Unit),
     ("settle", Role::Unit),
     ("handover", Role::Unit),
+    ("limit", Role::Ops),
+    ("unlimit", Role::Ops),
     ("file", Role::Ops),
     ("approve", Role::Authority),
     ("reject", Role::Authority),
@@ -293,6 +311,10 @@ pub struct Case {
     /// test / temporary allocation that ended. The re-check before acting checks this basis.
     #[serde(default)]
     pub basis: Basis,
+    /// Since when the VM's service is limited (004 第十六条: after the unit refused); lifted by
+    /// `unlimit`.
+    #[serde(default)]
+    pub limited_ms: Option<u64>,
 }
 
 /// What a case rests on.
@@ -355,6 +377,12 @@ pub enum CaseError {
     NoAgreement { case: u64, clause: String },
     #[error("案件 {case}：使用单位尚未确认数据已迁移或备份（交接确认），不能释放虚拟机")]
     NoHandover { case: u64 },
+    #[error("案件 {case}：本地区管理办法未规定限制服务")]
+    NoLimitRung { case: u64 },
+    #[error(
+        "案件 {case}：使用单位未拒不整改（未提出异议，答复期也未过），依据{clause}尚不能限制服务"
+    )]
+    NotRefused { case: u64, clause: String },
 }
 
 impl CaseError {
@@ -369,6 +397,8 @@ impl CaseError {
             CaseError::PastSchedule { .. } => "case_schedule_in_past",
             CaseError::NoAgreement { .. } => "case_agreement_required",
             CaseError::NoHandover { .. } => "case_handover_required",
+            CaseError::NoLimitRung { .. } => "case_no_limit_rung",
+            CaseError::NotRefused { .. } => "case_not_refused",
         }
     }
 }
@@ -417,6 +447,7 @@ impl Case {
             total_deadline_ms: None,
             handover_ms: None,
             basis: Basis::LowUse,
+            limited_ms: None,
         };
         let log = LogEntry {
             case_id: id,
@@ -478,6 +509,14 @@ impl Case {
         (case, log)
     }
 
+    /// The unit refuses to fix (004 第十六条 拒不整改): it disputed and has not agreed since, or
+    /// it was notified and stayed silent past the reply deadline.
+    pub fn refused(&self, now_ms: u64) -> bool {
+        self.disputed
+            || self.state == State::Disputed
+            || (self.state == State::Notified && self.overdue(now_ms))
+    }
+
     pub fn is_stop(&self) -> bool {
         matches!(self.kind, Kind::Idle)
     }
@@ -496,6 +535,14 @@ impl Case {
                 | Verified,
                 Step::Handover,
             ) if self.is_stop() && self.handover_ms.is_none() => self.state,
+            // the refusal itself (a dispute, or silence past the reply deadline) is checked with
+            // the clock by the service ([`Case::refused`])
+            (Notified | Disputed | Filed | Approved | Scheduled, Step::Limit { .. })
+                if self.limited_ms.is_none() =>
+            {
+                self.state
+            }
+            (_, Step::Unlimit { .. }) if self.limited_ms.is_some() => self.state,
             (Agreed | Disputed, Step::File) => Filed,
             (Filed, Step::Approve) => Approved,
             (Filed, Step::Reject) => Rejected,
@@ -597,6 +644,8 @@ impl Case {
                 c.command = Some(command.clone());
             }
             Step::Handover => c.handover_ms = Some(now_ms),
+            Step::Limit { .. } => c.limited_ms = Some(now_ms),
+            Step::Unlimit { .. } => c.limited_ms = None,
             Step::Close { command } => {
                 if command.is_some() && c.handover_ms.is_none() {
                     return Err(CaseError::NoHandover { case: self.id });

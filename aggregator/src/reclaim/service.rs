@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use yunjian_aggregator_core::audit::AuditEvent;
 use yunjian_aggregator_core::reclaim::outcome::{outcome, Outcome};
-use yunjian_protocol::{Action, VmRef};
+use yunjian_protocol::{Action, VmLimits, VmRef};
 
 /// The alarm rule name of overdue cases (not a policy rule: the service raises them).
 pub const OVERDUE_RULE: &str = "reclaim_overdue";
@@ -479,6 +479,61 @@ impl Reclaim {
                 None,
             ),
             "close" if !case.is_stop() => (Step::Close { command: None }, None),
+            // 004 第十六条: the unit refused; its service is limited (or the limit lifted)
+            "limit" | "unlimit" => {
+                let probe = if step == "limit" {
+                    Step::Limit {
+                        command: String::new(),
+                    }
+                } else {
+                    Step::Unlimit {
+                        command: String::new(),
+                    }
+                };
+                case.apply(
+                    probe,
+                    actor,
+                    reason,
+                    serde_json::Value::Null,
+                    &self.rules(),
+                    now_ms,
+                )?;
+                let caps = match (step, &self.policy.limit) {
+                    ("limit", None) => return Err(CaseError::NoLimitRung { case: id }.into()),
+                    ("limit", Some(p)) if !case.refused(now_ms) => {
+                        return Err(CaseError::NotRefused {
+                            case: id,
+                            clause: p.clause.clone(),
+                        }
+                        .into())
+                    }
+                    ("limit", Some(p)) => VmLimits {
+                        vcpu_percent: Some(p.vcpu_percent),
+                        disk_bytes_sec: p.disk_bytes_sec,
+                        disk_iops_sec: p.disk_iops_sec,
+                    },
+                    _ => VmLimits::NONE,
+                };
+                let (host, vm) = self.locate(&case)?;
+                let rec = CommandRecord::new(
+                    &host,
+                    Some(id),
+                    format!("reclaim:{id}"),
+                    Action::Limit(vm, caps),
+                    now_ms,
+                    self.config.command_ttl,
+                )?;
+                let step = if step == "limit" {
+                    Step::Limit {
+                        command: rec.id.clone(),
+                    }
+                } else {
+                    Step::Unlimit {
+                        command: rec.id.clone(),
+                    }
+                };
+                (step, Some(rec))
+            }
             "retry" | "close" | "rollback" => {
                 // check the step (with a placeholder id) before making a command for it
                 let probe = match step {
@@ -873,7 +928,12 @@ impl Reclaim {
                     ts_ms: now_ms,
                     actor: "system".into(),
                     role: Role::System,
-                    step: "late_result".into(),
+                    // a limit's result is not a step of the case; anything else is late
+                    step: if matches!(cmd.action, Action::Limit(..)) {
+                        "limit_result".into()
+                    } else {
+                        "late_result".into()
+                    },
                     from: Some(c.state),
                     to: c.state,
                     reason: result.message.clone(),
@@ -2093,6 +2153,98 @@ mod tests {
             .await
             .iter()
             .all(|f| f.key.rule != CALENDAR_RULE));
+    }
+
+    #[tokio::test]
+    async fn under_004_a_unit_that_refuses_has_its_service_limited_before_the_reclaim() {
+        let d = Detection {
+            uuid: UUID.into(),
+            kind: Kind::Idle,
+            evidence: json!({}),
+        };
+        // 003 has no such rung
+        let s = setup();
+        let id = s.reclaim.detect(vec![d.clone()], T0).await.unwrap()[0];
+        s.reclaim
+            .act(id, "notify", &ops(), "", None, T0)
+            .await
+            .unwrap();
+        let e = s
+            .reclaim
+            .act(id, "limit", &ops(), "拒不整改", None, T0 + 30 * 86_400_000)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "case_no_limit_rung");
+
+        let s = setup_with(crate::policy::Profile::load("004").unwrap().reclaim);
+        let r = &s.reclaim;
+        let id = r.detect(vec![d], T0).await.unwrap()[0];
+        let v = r.act(id, "notify", &ops(), "", None, T0).await.unwrap();
+        let reply_by = v.case.deadline_ms.unwrap();
+        // within the reply deadline the unit has not refused
+        let e = r
+            .act(id, "limit", &ops(), "拒不整改", None, reply_by - 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "case_not_refused");
+        assert!(e.to_string().contains("004 第十六条"), "{e}");
+        // only ops limits, with a reason
+        let late = reply_by + 1000;
+        let e = r
+            .act(id, "limit", &chief(), "x", None, late)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "case_role_forbidden");
+        let e = r
+            .act(id, "limit", &ops(), " ", None, late)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "case_reason_required");
+        // silent past the deadline: refused; the caps go to the VM's host as a signed command
+        let v = r
+            .act(id, "limit", &ops(), "逾期未答复，视为拒不整改", None, late)
+            .await
+            .unwrap();
+        assert_eq!(
+            (v.case.state, v.case.limited_ms),
+            (State::Notified, Some(late))
+        );
+        // newest first
+        let sent = r.commands_for(&format!("reclaim:{id}")).await.unwrap();
+        let limit = sent[0].clone();
+        assert_eq!(limit.node, "h1");
+        match &limit.action {
+            Action::Limit(vm, caps) => {
+                assert!(vm.uuid.eq_ignore_ascii_case(UUID));
+                assert_eq!(
+                    (caps.vcpu_percent, caps.disk_iops_sec, caps.disk_bytes_sec),
+                    (Some(50), Some(500), None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // once
+        let e = r
+            .act(id, "limit", &ops(), "再次", None, late)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "case_illegal_step");
+        // its result is recorded on the timeline; the case does not move
+        r.on_reply(reply("h1", &limit.id, true), late + 10).await;
+        let (v, log, _) = r.case(id, late + 20).await.unwrap();
+        assert_eq!(v.case.state, State::Notified);
+        assert!(log.iter().any(|l| l.step == "limit_result"));
+        // lifted: the same command without caps
+        let v = r
+            .act(id, "unlimit", &ops(), "", None, late + 30)
+            .await
+            .unwrap();
+        assert_eq!(v.case.limited_ms, None);
+        let sent = r.commands_for(&format!("reclaim:{id}")).await.unwrap();
+        assert!(matches!(
+            &sent[0].action,
+            Action::Limit(_, caps) if caps.is_none()
+        ));
     }
 
     #[tokio::test]

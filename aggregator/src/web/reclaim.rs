@@ -173,6 +173,12 @@ async fn one(
             "dispute" => Step::Dispute,
             "settle" => Step::Settle,
             "handover" => Step::Handover,
+            "limit" => Step::Limit {
+                command: String::new(),
+            },
+            "unlimit" => Step::Unlimit {
+                command: String::new(),
+            },
             "file" => Step::File,
             "approve" => Step::Approve,
             "reject" => Step::Reject,
@@ -188,7 +194,9 @@ async fn one(
                 command: case.case.is_stop().then(String::new),
             },
         };
-        if case.case.target(&probe).is_none() {
+        // 004 第十六条's limit: only under a profile with the rung, once the unit refused
+        let no_limit = *name == "limit" && (r.policy.limit.is_none() || !case.case.refused(now));
+        if no_limit || case.case.target(&probe).is_none() {
             continue;
         }
         match steps.iter_mut().find(|s| s.step == *name) {
