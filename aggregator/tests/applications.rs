@@ -449,15 +449,15 @@ async fn a_termination_needs_the_declaration_and_retires_the_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ended_temporary_allocation_opens_a_stop_case_unless_an_extension_is_under_way() {
+async fn an_ended_test_resource_opens_a_stop_case_once_unless_an_extension_is_under_way() {
     let h = harness();
     let apps = h.state.applications.clone().unwrap();
     let now = 1_790_000_000_000;
-    // the unit's VM made a temporary allocation that ended yesterday
+    // the unit's VM is a test resource (003 第十三条: 15 days) that ended yesterday
     {
         let mut reg = h.state.register.write().unwrap();
         let v = reg.vms.iter_mut().find(|v| v.has_uuid(KEPT)).unwrap();
-        v.term.kind = AllocationKind::Temporary;
+        v.term.kind = AllocationKind::Test;
         v.term.ends_ms = Some(now - 86_400_000);
     }
     let found = apps.findings(now).await;
@@ -470,6 +470,26 @@ async fn an_ended_temporary_allocation_opens_a_stop_case_unless_an_extension_is_
         "{}",
         f.title
     );
+    // while the unit's extension is under way, nothing is reclaimed
+    let (st, b) = call(
+        &h.app,
+        Method::POST,
+        "/api/applications",
+        &h.unit,
+        Some((
+            "application/json",
+            json!({"kind": "extension", "system": "预算一体化", "uuids": [KEPT], "ends": "2026-12-31"})
+                .to_string()
+                .into_bytes(),
+        )),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let ext = b["application"]["id"].as_u64().unwrap();
+    assert!(apps.reclaim_ended(now).await.unwrap().is_empty());
+    // withdrawn: the ended resource goes to the reclaim
+    let (st, b) = step(&h, &h.unit, ext, "withdraw", "不再需要").await;
+    assert_eq!(st, StatusCode::OK, "{b}");
     let opened = apps.reclaim_ended(now).await.unwrap();
     assert_eq!(opened.len(), 1);
     let reclaim = h.state.reclaim.clone().unwrap();

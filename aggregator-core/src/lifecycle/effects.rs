@@ -25,7 +25,7 @@ pub enum LifecycleError {
     #[error(transparent)]
     Step(#[from] ApplicationError),
     /// The register refuses the change (quota, sanction, a held unit…).
-    #[error("{0}")]
+    #[error("{}", register_zh(.0))]
     Register(ChangeError),
     /// The application itself is not acceptable; `code` is stable, the text zh-CN.
     #[error("{message}")]
@@ -41,6 +41,36 @@ impl LifecycleError {
             LifecycleError::Register(_) => "application_register_refused",
             LifecycleError::Invalid { code, .. } => code,
         }
+    }
+}
+
+/// A register refusal in the words the applicant reads.
+fn register_zh(e: &ChangeError) -> String {
+    match e {
+        ChangeError::Held {
+            unit,
+            reason,
+            since_ms,
+            clause,
+        } => format!(
+            "单位“{unit}”自 {} 起暂停新增资源申请（{clause}）：{reason}",
+            crate::time::beijing_date(*since_ms)
+        ),
+        ChangeError::OverQuota {
+            unit,
+            resource,
+            after,
+            quota,
+        } => {
+            let what = match *resource {
+                "vcpus" => "vCPU（核）",
+                "mem_gb" => "内存（GB）",
+                "disk_gb" => "磁盘（GB）",
+                other => other,
+            };
+            format!("单位“{unit}”核定的{what}将增至 {after}，超过其配额 {quota}")
+        }
+        other => other.to_string(),
     }
 }
 

@@ -606,6 +606,7 @@ fn approval_registers_the_rows_and_a_quota_refuses_growth() {
     )
     .unwrap_err();
     assert_eq!(e.code(), "application_over_quota");
+    assert!(e.to_string().contains("超过其配额 12"), "{e}");
 }
 
 #[test]
