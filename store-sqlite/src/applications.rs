@@ -2,6 +2,7 @@
 //! the register's allocation terms). The timeline is append-only (triggers), as are the files.
 //! An application is stored whole as JSON, with the columns queries need beside.
 
+use crate::reclaim::{bodies, json};
 use rusqlite::{params, Connection, OptionalExtension};
 use yunjian_aggregator_core::lifecycle::{Application, ApplicationWrite, LogEntry};
 use yunjian_aggregator_core::store::StorageError;
@@ -37,10 +38,6 @@ pub(crate) const MIGRATION_50: &str = "ALTER TABLE register_vms ADD COLUMN term 
     );
     CREATE TRIGGER application_files_append_only_update BEFORE UPDATE ON application_files
         BEGIN SELECT RAISE(ABORT, 'application_files is append-only'); END;";
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
 
 pub(crate) fn write(conn: &mut Connection, w: &ApplicationWrite) -> rusqlite::Result<()> {
     // IMMEDIATE: the audit chain's head is read and extended under the write lock
@@ -87,33 +84,17 @@ pub(crate) fn write(conn: &mut Connection, w: &ApplicationWrite) -> rusqlite::Re
     tx.commit()
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
-    what: &str,
-    id: i64,
-    body: &str,
-) -> Result<T, StorageError> {
-    serde_json::from_str(body).map_err(|e| StorageError::Corrupt {
-        what: format!("{what} {id}"),
-        reason: e.to_string(),
-    })
-}
-
 pub(crate) fn applications(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
 ) -> Result<Vec<Application>, StorageError> {
-    let mut st = conn
-        .prepare("SELECT id, body FROM applications ORDER BY id")
-        .map_err(err)?;
-    let rows = st
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-        .map_err(err)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, body) = row.map_err(err)?;
-        out.push(decode("application", id, &body)?);
-    }
-    Ok(out)
+    bodies(
+        conn,
+        err,
+        "SELECT id, body FROM applications ORDER BY id",
+        [],
+        "application",
+    )
 }
 
 pub(crate) fn log(
@@ -121,20 +102,13 @@ pub(crate) fn log(
     err: &dyn Fn(rusqlite::Error) -> StorageError,
     application: u64,
 ) -> Result<Vec<LogEntry>, StorageError> {
-    let mut st = conn
-        .prepare("SELECT id, body FROM application_log WHERE application = ?1 ORDER BY id")
-        .map_err(err)?;
-    let rows = st
-        .query_map(params![application as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
-        .map_err(err)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, body) = row.map_err(err)?;
-        out.push(decode("application log entry", id, &body)?);
-    }
-    Ok(out)
+    bodies(
+        conn,
+        err,
+        "SELECT id, body FROM application_log WHERE application = ?1 ORDER BY id",
+        params![application as i64],
+        "application log entry",
+    )
 }
 
 pub(crate) fn file(

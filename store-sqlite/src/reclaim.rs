@@ -38,7 +38,7 @@ pub(crate) const MIGRATION_30: &str = "CREATE TABLE reclaim_cases (
     );
     CREATE INDEX commands_status ON commands(status);";
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
@@ -100,22 +100,39 @@ fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
-pub(crate) fn cases(
+/// Rows of `(id, body)` from `sql`, each body decoded from JSON (`what` names it in errors).
+pub(crate) fn bodies<T: serde::de::DeserializeOwned>(
     conn: &Connection,
     err: &dyn Fn(rusqlite::Error) -> StorageError,
-) -> Result<Vec<Case>, StorageError> {
-    let mut st = conn
-        .prepare("SELECT id, body FROM reclaim_cases ORDER BY id")
-        .map_err(err)?;
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &str,
+) -> Result<Vec<T>, StorageError> {
+    let mut st = conn.prepare(sql).map_err(err)?;
     let rows = st
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .query_map(params, |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
         .map_err(err)?;
     let mut out = Vec::new();
     for row in rows {
         let (id, body) = row.map_err(err)?;
-        out.push(decode("reclaim case", id.to_string(), &body)?);
+        out.push(decode(what, id.to_string(), &body)?);
     }
     Ok(out)
+}
+
+pub(crate) fn cases(
+    conn: &Connection,
+    err: &dyn Fn(rusqlite::Error) -> StorageError,
+) -> Result<Vec<Case>, StorageError> {
+    bodies(
+        conn,
+        err,
+        "SELECT id, body FROM reclaim_cases ORDER BY id",
+        [],
+        "reclaim case",
+    )
 }
 
 pub(crate) fn log(
@@ -123,20 +140,13 @@ pub(crate) fn log(
     err: &dyn Fn(rusqlite::Error) -> StorageError,
     case_id: u64,
 ) -> Result<Vec<LogEntry>, StorageError> {
-    let mut st = conn
-        .prepare("SELECT id, body FROM reclaim_log WHERE case_id = ?1 ORDER BY id")
-        .map_err(err)?;
-    let rows = st
-        .query_map(params![case_id as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
-        .map_err(err)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, body) = row.map_err(err)?;
-        out.push(decode("reclaim log entry", id.to_string(), &body)?);
-    }
-    Ok(out)
+    bodies(
+        conn,
+        err,
+        "SELECT id, body FROM reclaim_log WHERE case_id = ?1 ORDER BY id",
+        params![case_id as i64],
+        "reclaim log entry",
+    )
 }
 
 pub(crate) fn commands(

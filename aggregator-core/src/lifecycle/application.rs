@@ -609,6 +609,16 @@ impl Application {
         }
     }
 
+    /// Whose turn it is: the role of the step that moves the application on (refusals,
+    /// rejections and withdrawals aside); `None` once it is finished.
+    pub fn waiting_for(&self, rules: &Rules<'_>) -> Option<Role> {
+        Step::ALL
+            .into_iter()
+            .filter(|s| !matches!(s, Step::Withdraw | Step::Refuse | Step::Reject))
+            .find(|s| self.target(*s, rules).is_some())
+            .map(|s| self.who(s, rules).0)
+    }
+
     /// The steps `role` may take now (for pages and the API).
     pub fn steps_for(&self, role: Role, rules: &Rules<'_>) -> Vec<Step> {
         Step::ALL

@@ -186,11 +186,7 @@ impl Applications {
     pub fn view(&self, a: &Application, viewer: &Actor, now_ms: u64) -> View {
         let rules = self.rules();
         let overdue = a.overdue(now_ms);
-        let waiting_for = Step::ALL
-            .into_iter()
-            .filter(|s| !matches!(s, Step::Withdraw | Step::Refuse | Step::Reject))
-            .find(|s| a.target(*s, &rules).is_some())
-            .map(|s| a.who(s, &rules).0);
+        let waiting_for = a.waiting_for(&rules);
         let mine = viewer.role != Role::Unit || viewer.unit.as_deref() == Some(a.unit.as_str());
         View {
             kind_zh: a.kind.zh(),
@@ -475,12 +471,7 @@ impl Applications {
                 let days = a
                     .deadline_ms
                     .map_or(0, |d| self.calendar.working_days_between(d - 1, now_ms));
-                let who = Step::ALL
-                    .into_iter()
-                    .filter(|s| !matches!(s, Step::Withdraw | Step::Refuse | Step::Reject))
-                    .find(|s| a.target(*s, &rules).is_some())
-                    .map(|s| a.who(s, &rules).0.zh())
-                    .unwrap_or("运维单位");
+                let who = a.waiting_for(&rules).map_or("运维单位", Role::zh);
                 let clause = a.deadline_clause.clone().unwrap_or_default();
                 out.push(Finding {
                     key: AlarmKey {

@@ -437,17 +437,10 @@ async fn submit_form(
             ..r.vm
         })
         .collect();
-    let shaped = SubmitBody {
-        kind: q.kind.clone(),
-        system: q.system.clone(),
-        purpose: purpose.clone(),
-        vms: Vec::new(),
-        changes: Vec::new(),
-        uuids: Vec::new(),
-        declaration: String::new(),
-        ends: q.ends.clone(),
+    let request = Request::Grant {
+        vms,
+        ends_ms: q.ends.as_deref().map(|e| end_of(e, s)).transpose()?,
     };
-    let request = request(kind, &shaped, vms, s)?;
     let view = s
         .submit(
             &who.actor(),
